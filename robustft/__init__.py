@@ -1,0 +1,8 @@
+"""robustft: relevance-guided fine-tuning of Vision Transformers.
+
+The method reads top to bottom in three modules that import no Lightning or Hydra:
+``robustft.relevance`` (the relevance rule), ``robustft.losses`` (the loss terms) and
+``robustft.models`` (timm models and their token layout). Everything else wraps them.
+"""
+
+__version__ = "0.1.0"
