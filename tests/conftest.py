@@ -1,0 +1,8 @@
+"""Test-wide settings: no network, no wandb account, deterministic CPU threads."""
+
+import os
+
+# timm's pretrained=True would otherwise hang ~46 s on the closed network before failing.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
