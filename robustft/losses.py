@@ -1,0 +1,151 @@
+"""The loss terms of relevance fine-tuning (method.md section 2).
+
+``S`` is a relevance map normalised to [0, 1], ``M`` a foreground mask in [0, 1] at the
+same resolution (soft edges allowed: ``1 - M`` is computed, not made by swapping 0s and
+1s as the public code does), ``ignore`` an optional boolean mask of pixels that count in
+neither term (ImageNet-S id 1000). Each term is a mean over the counted pixels.
+
+    L_bg  = mean((S * (1 - M))^2)        relevance on the background -> 0
+    L_fg  = mean((S * M - M)^2)          relevance on the object     -> 1
+    L_seg = lambda_bg * L_bg + lambda_fg * L_fg
+    L     = lambda_seg * L_seg + lambda_acc * L_cls
+
+Classification terms ``L_cls``: ``own_argmax_ce`` (the paper's: cross-entropy of
+logits / T against the model's own current argmax), ``kl_to_teacher`` (KL from a frozen
+copy of the original model) and ``label_ce`` (ground-truth cross-entropy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "ClassificationTerm",
+    "LossWeights",
+    "LossTerms",
+    "background_loss",
+    "foreground_loss",
+    "own_argmax_ce",
+    "kl_to_teacher",
+    "label_ce",
+    "relevance_loss",
+    "foreground_share",
+]
+
+ClassificationTerm = Literal["own_argmax_ce", "kl_to_teacher", "label_ce"]
+CLASSIFICATION_TERMS: tuple[str, ...] = ("own_argmax_ce", "kl_to_teacher", "label_ce")
+
+
+def _masked_mean(values: Tensor, ignore: Tensor | None) -> Tensor:
+    if ignore is None:
+        return values.mean()
+    keep = (~ignore.bool()).to(values.dtype)
+    # An all-ignored batch contributes 0 rather than NaN.
+    return (values * keep).sum() / keep.sum().clamp_min(1.0)
+
+
+def background_loss(relevance: Tensor, mask: Tensor, ignore: Tensor | None = None) -> Tensor:
+    """``mean((S * (1 - M))^2)`` over the pixels not in ``ignore``."""
+    return _masked_mean((relevance * (1.0 - mask)) ** 2, ignore)
+
+
+def foreground_loss(relevance: Tensor, mask: Tensor, ignore: Tensor | None = None) -> Tensor:
+    """``mean((S * M - M)^2)`` over the pixels not in ``ignore``."""
+    return _masked_mean((relevance * mask - mask) ** 2, ignore)
+
+
+def own_argmax_ce(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """Cross-entropy of ``logits / T`` against the model's own current argmax (detached):
+    keeps the decisions the model already makes confident (the paper's term)."""
+    return F.cross_entropy(logits / temperature, logits.detach().argmax(dim=-1))
+
+
+def kl_to_teacher(logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """``KL(p_teacher || p_model)`` at temperature T, averaged over the batch: preserves
+    the original model's predictive distribution, not only its argmax."""
+    log_p_model = F.log_softmax(logits / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
+    return F.kl_div(log_p_model, log_p_teacher, log_target=True, reduction="batchmean")
+
+
+def label_ce(logits: Tensor, labels: Tensor, temperature: float = 1.0) -> Tensor:
+    """Cross-entropy against the ground-truth labels (the paper's ablation)."""
+    return F.cross_entropy(logits / temperature, labels)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the terms; the defaults are the paper's (ImageNet-S masks)."""
+
+    background: float = 2.0
+    foreground: float = 0.3
+    segmentation: float = 0.8
+    classification: float = 0.2
+
+
+@dataclass
+class LossTerms:
+    """Every term of one evaluation of the loss, for logging; ``total`` is optimised."""
+
+    total: Tensor
+    segmentation: Tensor
+    background: Tensor
+    foreground: Tensor
+    classification: Tensor
+
+
+def relevance_loss(
+    relevance: Tensor,
+    mask: Tensor,
+    logits: Tensor,
+    *,
+    classification: ClassificationTerm = "own_argmax_ce",
+    weights: LossWeights = LossWeights(),
+    temperature: float = 1.0,
+    labels: Tensor | None = None,
+    teacher_logits: Tensor | None = None,
+    ignore: Tensor | None = None,
+) -> LossTerms:
+    """``L = lambda_seg * (lambda_bg * L_bg + lambda_fg * L_fg) + lambda_acc * L_cls``.
+
+    ``relevance`` and ``mask`` are (B, H, W) at the same resolution (normalised relevance,
+    see ``robustft.relevance.upsample_and_normalize``). ``labels`` is required by
+    ``label_ce``, ``teacher_logits`` by ``kl_to_teacher``.
+    """
+    if relevance.shape != mask.shape:
+        raise ValueError(f"relevance {tuple(relevance.shape)} and mask {tuple(mask.shape)} differ")
+    mask = mask.to(relevance.dtype)
+    l_bg = background_loss(relevance, mask, ignore)
+    l_fg = foreground_loss(relevance, mask, ignore)
+    l_seg = weights.background * l_bg + weights.foreground * l_fg
+    if classification == "own_argmax_ce":
+        l_cls = own_argmax_ce(logits, temperature)
+    elif classification == "kl_to_teacher":
+        if teacher_logits is None:
+            raise ValueError("classification='kl_to_teacher' needs teacher_logits")
+        l_cls = kl_to_teacher(logits, teacher_logits, temperature)
+    elif classification == "label_ce":
+        if labels is None:
+            raise ValueError("classification='label_ce' needs labels")
+        l_cls = label_ce(logits, labels, temperature)
+    else:
+        raise ValueError(
+            f"unknown classification term {classification!r}; one of {CLASSIFICATION_TERMS}"
+        )
+    total = weights.segmentation * l_seg + weights.classification * l_cls
+    return LossTerms(total=total, segmentation=l_seg, background=l_bg, foreground=l_fg,
+                     classification=l_cls)
+
+
+def foreground_share(relevance: Tensor, mask: Tensor, ignore: Tensor | None = None) -> Tensor:
+    """Per-image share of relevance mass on the foreground, ``sum(S*M) / sum(S)`` over the
+    counted pixels: (B,). A map with no mass gives 0."""
+    keep = torch.ones_like(relevance) if ignore is None else (~ignore.bool()).to(relevance.dtype)
+    mass = (relevance * keep).flatten(1).sum(1)
+    on_object = (relevance * mask.to(relevance.dtype) * keep).flatten(1).sum(1)
+    return on_object / mass.clamp_min(torch.finfo(relevance.dtype).tiny)

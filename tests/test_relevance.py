@@ -1,0 +1,205 @@
+"""The relevance rule against an independent brute-force implementation.
+
+The reference below re-implements the ViT forward from the timm block weights (no hooks,
+attention computed explicitly), explains one sample at a time, takes one autograd call
+per block (like the public code), and rolls out with the full N x N matrices.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tiny_models import tiny_vit
+from robustft.losses import background_loss, foreground_loss
+from robustft.relevance import relevance_map, upsample_and_normalize
+
+
+def explicit_forward(model, image):
+    """timm ViT forward written out by hand; returns logits and each block's attention."""
+    x = model.patch_embed(image)
+    x = model._pos_embed(x)
+    x = model.norm_pre(x)
+    attentions = []
+    for block in model.blocks:
+        attn = block.attn
+        h = block.norm1(x)
+        batch, tokens, channels = h.shape
+        qkv = attn.qkv(h).reshape(batch, tokens, 3, attn.num_heads, channels // attn.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        q, k = attn.q_norm(q), attn.k_norm(k)
+        probabilities = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+        attentions.append(probabilities)
+        out = (probabilities @ v).transpose(1, 2).reshape(batch, tokens, channels)
+        x = x + block.ls1(attn.proj(attn.norm(out)))
+        x = x + block.ls2(block.mlp(block.norm2(x)))
+    x = model.norm(x)
+    return model.forward_head(x), attentions
+
+
+def brute_force_relevance(model, image, target):
+    """One sample (1, 3, H, W): per-block autograd calls, explicit head loop, full rollout."""
+    logits, attentions = explicit_forward(model, image)
+    if target is None:
+        target = int(logits.argmax())
+    score = logits[0, target]
+    tokens = attentions[0].shape[-1]
+    rollout = torch.eye(tokens, dtype=image.dtype)
+    for attention in attentions:
+        (gradient,) = torch.autograd.grad(score, attention, retain_graph=True)
+        heads = attention.shape[1]
+        abar = torch.zeros(tokens, tokens, dtype=image.dtype)
+        for h in range(heads):
+            abar += torch.clamp(gradient[0, h] * attention[0, h], min=0) / heads
+        rollout = rollout + abar @ rollout
+    prefix = model.num_prefix_tokens
+    ph, pw = model.patch_embed.patch_size
+    grid = (image.shape[-2] // ph, image.shape[-1] // pw)
+    return rollout[0, prefix:].reshape(grid).detach(), logits.detach()
+
+
+@pytest.mark.parametrize("variant", ["plain", "distilled", "registers"])
+@pytest.mark.parametrize("img_size,patch_size", [((32, 32), 8), ((32, 48), 16)])
+def test_matches_brute_force_per_sample(variant, img_size, patch_size):
+    model = tiny_vit(variant, img_size=img_size, patch_size=patch_size, dtype=torch.float64)
+    images = torch.randn(3, 3, *img_size, dtype=torch.float64)
+    target = torch.tensor([0, 3, 1])
+    batched = relevance_map(model, images, target)
+    grid = (img_size[0] // patch_size, img_size[1] // patch_size)
+    assert batched.relevance.shape == (3, *grid)
+    for b in range(3):
+        expected, logits = brute_force_relevance(model, images[b:b + 1], int(target[b]))
+        torch.testing.assert_close(batched.logits[b:b + 1].detach(), logits)
+        torch.testing.assert_close(batched.relevance[b].detach(), expected, rtol=1e-9, atol=1e-12)
+        assert expected.abs().sum() > 0  # an informative map, not all zeros
+
+
+def test_default_target_is_argmax_and_batched_equals_single():
+    model = tiny_vit("plain", dtype=torch.float64)
+    images = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    batched = relevance_map(model, images)
+    assert torch.equal(batched.target, batched.logits.argmax(-1))
+    for b in range(4):
+        single = relevance_map(model, images[b:b + 1])
+        torch.testing.assert_close(single.relevance[0], batched.relevance[b])
+        expected, _ = brute_force_relevance(model, images[b:b + 1], None)
+        torch.testing.assert_close(single.relevance[0].detach(), expected)
+
+
+def test_prefix_tokens_never_in_map():
+    """A map over the patch grid only: a change that touches only the register tokens'
+    own columns must not be visible, and the map has exactly h*w entries."""
+    model = tiny_vit("registers")
+    out = relevance_map(model, torch.randn(2, 3, 32, 32))
+    assert out.relevance.shape == (2, 4, 4)
+
+
+def test_frozen_model_and_no_grad_context():
+    model = tiny_vit("plain", dtype=torch.float64)
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    reference = relevance_map(model, images).relevance.detach()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    with torch.no_grad():
+        frozen = relevance_map(model, images).relevance
+    torch.testing.assert_close(frozen.detach(), reference)
+
+
+def test_fused_attention_restored_and_logits_match_fused_path():
+    model = tiny_vit("plain", depth=3)
+    flags = [True, False, True]
+    for block, flag in zip(model.blocks, flags):
+        block.attn.fused_attn = flag
+    images = torch.randn(2, 3, 32, 32)
+    out = relevance_map(model, images)
+    assert [b.attn.fused_attn for b in model.blocks] == flags
+    for block in model.blocks:
+        block.attn.fused_attn = True
+    with torch.no_grad():
+        fused_logits = model(images)
+    torch.testing.assert_close(out.logits.detach(), fused_logits, rtol=0, atol=1e-5)
+
+
+def test_fused_attention_restored_after_error():
+    model = tiny_vit("plain")
+    handle = model.blocks[1].register_forward_hook(lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        relevance_map(model, torch.randn(1, 3, 32, 32))
+    handle.remove()
+    assert all(b.attn.fused_attn for b in model.blocks)
+    assert all(len(b.attn.attn_drop._forward_hooks) == 0 for b in model.blocks)
+
+
+def _seg_loss(model, images, mask, target, mode):
+    out = relevance_map(model, images, target, gradient_mode=mode)
+    relevance = upsample_and_normalize(out.relevance, mask.shape[-2:])
+    return 2.0 * background_loss(relevance, mask) + 0.3 * foreground_loss(relevance, mask)
+
+
+def test_second_order_gradient_matches_finite_differences():
+    model = tiny_vit("plain", dtype=torch.float64, seed=1)
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    mask = torch.zeros(2, 32, 32, dtype=torch.float64)
+    mask[:, 8:24, 4:20] = 1.0
+    target = torch.tensor([1, 2])
+    checked = {
+        "blocks.1.mlp.fc2.weight": model.blocks[1].mlp.fc2.weight,
+        "head.weight": model.head.weight,
+        "blocks.0.attn.qkv.weight": model.blocks[0].attn.qkv.weight,
+    }
+    model.zero_grad()
+    _seg_loss(model, images, mask, target, "second_order").backward()
+    generator = torch.Generator().manual_seed(0)
+    step = 1e-6
+    for name, parameter in checked.items():
+        flat = parameter.data.view(-1)
+        for index in torch.randint(0, flat.numel(), (4,), generator=generator).tolist():
+            original = flat[index].item()
+            with torch.no_grad():
+                flat[index] = original + step
+                plus = _seg_loss(model, images, mask, target, "second_order").item()
+                flat[index] = original - step
+                minus = _seg_loss(model, images, mask, target, "second_order").item()
+                flat[index] = original
+            numeric = (plus - minus) / (2 * step)
+            analytic = parameter.grad.view(-1)[index].item()
+            assert analytic == pytest.approx(numeric, rel=1e-4, abs=1e-9), name
+
+
+def test_detached_mode_gives_no_gradient_to_head_last_mlp_and_final_norm():
+    model = tiny_vit("plain", dtype=torch.float64)
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    mask = torch.zeros(2, 32, 32, dtype=torch.float64)
+    mask[:, :16] = 1.0
+    untouched = [model.head.weight, model.norm.weight, model.blocks[-1].mlp.fc1.weight,
+                 model.blocks[-1].mlp.fc2.weight]
+    _seg_loss(model, images, mask, None, "detached").backward()
+    for parameter in untouched:
+        assert parameter.grad is None or torch.count_nonzero(parameter.grad) == 0
+    assert torch.count_nonzero(model.blocks[0].attn.qkv.weight.grad) > 0
+    # The same loss in second-order mode does reach them: the difference is real.
+    model.zero_grad(set_to_none=True)
+    _seg_loss(model, images, mask, None, "second_order").backward()
+    assert torch.count_nonzero(model.head.weight.grad) > 0
+    assert torch.count_nonzero(model.blocks[-1].mlp.fc2.weight.grad) > 0
+
+
+def test_upsample_and_normalize():
+    constant = torch.full((2, 3, 3), 0.7)
+    out = upsample_and_normalize(constant, (6, 6))
+    assert torch.equal(out, torch.zeros(2, 6, 6))
+    ramp = torch.tensor([[[0.0, 1.0], [2.0, 3.0]]])
+    out = upsample_and_normalize(ramp, (4, 4))
+    assert out.shape == (1, 4, 4)
+    assert out.min() == 0 and out.max() == 1
+    # align_corners=False: output column 1 samples source x = 0.25 (0.75*0 + 0.25*1), and
+    # the border pixels clamp to the source corners, so the range stays [0, 3].
+    torch.testing.assert_close(out[0, 0, :2], torch.tensor([0.0, 0.25 / 3.0]))
+
+
+def test_bad_gradient_mode_and_input_size():
+    model = tiny_vit("plain")
+    with pytest.raises(ValueError, match="gradient_mode"):
+        relevance_map(model, torch.randn(1, 3, 32, 32), gradient_mode="full")
+    with pytest.raises(ValueError, match="img_size"):
+        relevance_map(model, torch.randn(1, 3, 48, 48))
