@@ -1,0 +1,344 @@
+"""Multi-model, single-pass evaluation: decode every image once, run every model on it.
+
+On the shifted-ImageNet suites decoding a JPEG (and resizing it) costs more than a ViT
+forward on a GPU, so evaluating K models in K passes pays the decoding K times. Here the
+DataLoader workers decode each image once, apply each *distinct* eval transform once
+(models that share a preprocessing config share the tensor), and the main process runs
+every model on the batch.
+
+The dataset interface (see ``robustft.data.shifted``): ``dataset[i]`` returns
+``(PIL.Image RGB, target: int, meta: dict[str, str])``; ``dataset.name`` and
+``dataset.protocol`` (a :class:`~robustft.evaluation.protocols.LabelProtocol`) exist.
+
+Rows returned (one per model x dataset x metric, plus one per factor value when samples
+carry meta)::
+
+    {"model", "dataset", "protocol", "metric", "factor", "factor_value",
+     "accuracy", "num_images"}
+
+``metric`` is ``"top1"`` / ``"top5"``, ``accuracy`` is in percent, ``factor`` and
+``factor_value`` are ``""`` on the overall rows.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from torchmetrics.classification import MulticlassAccuracy
+from torchvision import transforms as T
+from tqdm.auto import tqdm
+
+from robustft.evaluation.protocols import LabelProtocol, check_protocol_kind
+
+__all__ = [
+    "RESULT_COLUMNS",
+    "ImageTransform",
+    "build_eval_transforms",
+    "evaluate_models",
+    "legacy_eval_transform",
+    "model_eval_transform",
+]
+
+ImageTransform = Callable[[Image.Image], Tensor]
+
+RESULT_COLUMNS: tuple[str, ...] = (
+    "model",
+    "dataset",
+    "protocol",
+    "metric",
+    "factor",
+    "factor_value",
+    "accuracy",
+    "num_images",
+)
+
+TOP_KS: tuple[int, ...] = (1, 5)
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+def model_eval_transform(config: Mapping[str, Any]) -> ImageTransform:
+    """timm's eval transform for a ``preprocessing_config`` dict (input_size, mean, std,
+    crop_pct, interpolation[, crop_mode]): resize to size / crop_pct, center crop, to
+    tensor, normalise."""
+    import timm.data
+
+    keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+    kwargs = {key: config[key] for key in keys if key in config}
+    return timm.data.create_transform(**kwargs, is_training=False)
+
+
+def legacy_eval_transform(image_size: int = 224) -> ImageTransform:
+    """The public RobustViT code's eval transform: Resize(256), CenterCrop(224), mean =
+    std = 0.5 for every model. For another input size the resize keeps the 256/224 ratio."""
+    resize = image_size * 256 // 224
+    return T.Compose(
+        [
+            T.Resize(resize, interpolation=T.InterpolationMode.BILINEAR),
+            T.CenterCrop(image_size),
+            T.ToTensor(),
+            T.Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        ]
+    )
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(item) for item in value)
+    if isinstance(value, float):
+        return round(value, 8)
+    return value
+
+
+def build_eval_transforms(
+    models: Mapping[str, nn.Module], protocol: str = "standard", **overrides: Any
+) -> dict[str, ImageTransform]:
+    """One eval transform per model; models with equal preprocessing get the SAME object,
+    which is what lets :func:`evaluate_models` compute their input tensor once.
+
+    ``protocol="standard"``: each model's own timm ``pretrained_cfg`` (via
+    ``robustft.models.preprocessing_config``; ``overrides`` such as ``crop_pct=...``
+    replace its keys). ``protocol="legacy"``: :func:`legacy_eval_transform` at each
+    model's input size.
+    """
+    from robustft.models import preprocessing_config
+
+    kind = check_protocol_kind(protocol)
+    shared: dict[Any, ImageTransform] = {}
+    result: dict[str, ImageTransform] = {}
+    for model_name, model in models.items():
+        config = preprocessing_config(model, **overrides)
+        if kind == "legacy":
+            height, width = config["input_size"][1:]
+            if height != width:
+                raise ValueError(
+                    f"legacy protocol needs a square input, model {model_name!r} has "
+                    f"{height}x{width}"
+                )
+            key: Any = ("legacy", height)
+            if key not in shared:
+                shared[key] = legacy_eval_transform(height)
+        else:
+            key = tuple(sorted((name, _freeze(value)) for name, value in config.items()))
+            if key not in shared:
+                shared[key] = model_eval_transform(config)
+        result[model_name] = shared[key]
+    return result
+
+
+# --------------------------------------------------------------------------- data
+
+
+class _DecodeOnceDataset(Dataset):
+    """Wraps an evaluation dataset: decode image ``i`` once and apply every distinct
+    transform to it (in the DataLoader worker)."""
+
+    def __init__(self, dataset: Dataset, views: Sequence[ImageTransform]) -> None:
+        self.dataset = dataset
+        self.views = list(views)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[tuple[Tensor, ...], int, dict[str, str]]:
+        image, target, meta = self.dataset[index]
+        return tuple(view(image) for view in self.views), int(target), dict(meta)
+
+
+def _collate(
+    batch: Sequence[tuple[tuple[Tensor, ...], int, dict[str, str]]],
+) -> tuple[list[Tensor], Tensor, list[dict[str, str]]]:
+    num_views = len(batch[0][0])
+    views = [torch.stack([item[0][v] for item in batch]) for v in range(num_views)]
+    targets = torch.tensor([item[1] for item in batch], dtype=torch.long)
+    metas = [item[2] for item in batch]
+    return views, targets, metas
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class _ModelScorer:
+    """Running top-k accuracies of one model on one dataset, overall (torchmetrics,
+    micro average) and per factor value (exact counts of per-sample hits)."""
+
+    def __init__(self, num_classes: int, track_samples: bool) -> None:
+        self.top_ks = tuple(k for k in TOP_KS if k == 1 or k < num_classes)
+        self.metrics = {
+            k: MulticlassAccuracy(num_classes=num_classes, top_k=k, average="micro")
+            for k in self.top_ks
+        }
+        self.track_samples = track_samples
+        self.hits: dict[int, list[Tensor]] = {k: [] for k in self.top_ks}
+        self.count = 0
+
+    def update(self, scores: Tensor, targets: Tensor) -> None:
+        scores = scores.detach().float().cpu()
+        for k, metric in self.metrics.items():
+            metric.update(scores, targets)
+        if self.track_samples:
+            top = scores.topk(max(self.top_ks), dim=1).indices
+            for k in self.top_ks:
+                self.hits[k].append((top[:, :k] == targets[:, None]).any(dim=1))
+        self.count += len(targets)
+
+    def overall(self) -> dict[int, float]:
+        return {k: float(metric.compute()) * 100.0 for k, metric in self.metrics.items()}
+
+    def per_factor(
+        self, metas: Sequence[Mapping[str, str]]
+    ) -> list[tuple[str, str, int, float, int]]:
+        """``(factor, value, k, accuracy %, count)`` for every factor value in ``metas``."""
+        rows: list[tuple[str, str, int, float, int]] = []
+        if not self.track_samples or not metas:
+            return rows
+        hits = {k: torch.cat(parts) for k, parts in self.hits.items()}
+        positions: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for index, meta in enumerate(metas):
+            for factor, value in meta.items():
+                positions[(factor, str(value))].append(index)
+        for (factor, value), where in sorted(positions.items(), key=_factor_sort_key):
+            index = torch.tensor(where)
+            for k in self.top_ks:
+                accuracy = hits[k][index].double().mean().item() * 100.0
+                rows.append((factor, value, k, accuracy, len(where)))
+        return rows
+
+
+def _factor_sort_key(item: tuple[tuple[str, str], list[int]]) -> tuple[str, float, str]:
+    (factor, value), _ = item
+    try:
+        return factor, float(value), value
+    except ValueError:
+        return factor, math.inf, value
+
+
+# --------------------------------------------------------------------------- runner
+
+
+def evaluate_models(
+    models: Mapping[str, nn.Module],
+    dataset: Dataset,
+    *,
+    transforms: Mapping[str, ImageTransform],
+    batch_size: int = 64,
+    num_workers: int = 4,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    autocast_dtype: torch.dtype | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluate every model in ``models`` on ``dataset`` in ONE pass over its images.
+
+    - ``transforms[name]`` is the eval transform of model ``name``; transforms that are
+      the same object are applied once per image and their tensor is shared.
+    - Models are moved to ``device`` and put in eval mode (in place).
+    - Scores come from ``dataset.protocol``; top-1/top-5 via torchmetrics
+      ``MulticlassAccuracy(average="micro")`` in percent (top-5 only when the protocol
+      has more than 5 classes).
+    - When samples carry meta (SI-Score factors), adds per-factor-value rows.
+    - A corrupt image raises from the dataset (naming the file); nothing is skipped.
+
+    Returns the result rows (see module docstring), models in the order given.
+    """
+    if not models:
+        raise ValueError("evaluate_models needs at least one model")
+    missing = [name for name in models if name not in transforms]
+    if missing:
+        raise KeyError(f"no eval transform for model(s) {missing}; got {sorted(transforms)}")
+    protocol: LabelProtocol = dataset.protocol
+    dataset_name: str = dataset.name
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise ValueError(f"dataset {dataset_name!r} is empty")
+
+    views: list[ImageTransform] = []
+    view_of_model: dict[str, int] = {}
+    for model_name in models:
+        transform = transforms[model_name]
+        for index, view in enumerate(views):
+            if view is transform:
+                view_of_model[model_name] = index
+                break
+        else:
+            view_of_model[model_name] = len(views)
+            views.append(transform)
+
+    device = torch.device(device)
+    loader = DataLoader(
+        _DecodeOnceDataset(dataset, views),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    samples = getattr(dataset, "samples", None)
+    track_samples = bool(samples) and any(sample[2] for sample in samples)
+    scorers = {name: _ModelScorer(protocol.num_classes, track_samples) for name in models}
+    metas: list[dict[str, str]] = []
+    for model in models.values():
+        model.to(device).eval()
+
+    bar = tqdm(
+        total=len(dataset),  # type: ignore[arg-type]
+        desc=f"{dataset_name} ({len(models)} model{'s' if len(models) > 1 else ''})",
+        unit="img",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    started = time.perf_counter()
+    with torch.inference_mode(), bar:
+        for batch_views, targets, batch_metas in loader:
+            inputs = [view.to(device, non_blocking=True) for view in batch_views]
+            for model_name, model in models.items():
+                with torch.autocast(
+                    device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+                ):
+                    logits = model(inputs[view_of_model[model_name]])
+                scorers[model_name].update(protocol.scores(logits.float()), targets)
+            if track_samples:
+                metas.extend(batch_metas)
+            bar.update(len(targets))
+    elapsed = time.perf_counter() - started
+    if progress:
+        rate = len(dataset) / max(elapsed, 1e-9)  # type: ignore[arg-type]
+        tqdm.write(f"{dataset_name}: {len(dataset)} images in {elapsed:.1f} s ({rate:.1f} img/s)")  # type: ignore[arg-type]
+
+    rows: list[dict[str, Any]] = []
+    for model_name, scorer in scorers.items():
+        for k, accuracy in scorer.overall().items():
+            rows.append(_row(model_name, dataset_name, protocol, k, "", "", accuracy, scorer.count))
+        for factor, value, k, accuracy, count in scorer.per_factor(metas):
+            rows.append(_row(model_name, dataset_name, protocol, k, factor, value, accuracy, count))
+    return rows
+
+
+def _row(
+    model: str,
+    dataset: str,
+    protocol: LabelProtocol,
+    k: int,
+    factor: str,
+    factor_value: str,
+    accuracy: float,
+    count: int,
+) -> dict[str, Any]:
+    return {
+        "model": model,
+        "dataset": dataset,
+        "protocol": protocol.label,
+        "metric": f"top{k}",
+        "factor": factor,
+        "factor_value": factor_value,
+        "accuracy": accuracy,
+        "num_images": count,
+    }

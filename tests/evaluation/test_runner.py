@@ -1,0 +1,203 @@
+"""The single-pass multi-model runner: exact counts on crafted logits, one pass == separate
+passes, shared transforms computed once, per-factor rows on a sweep split."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from torchvision import transforms as T
+
+from robustft.data.shifted import ImageFolderSplit
+from robustft.evaluation.protocols import identity_protocol
+from robustft.evaluation.runner import build_eval_transforms, evaluate_models
+from robustft.models import create_model
+
+
+def _load_miniature():
+    path = Path(__file__).parents[1] / "fixtures" / "miniature.py"
+    spec = importlib.util.spec_from_file_location("robustft_tests_miniature", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+miniature = _load_miniature()
+
+
+class CodedImages(torch.utils.data.Dataset):
+    """Solid images whose red channel encodes a sample id; targets and meta given."""
+
+    def __init__(self, targets, metas, num_classes) -> None:
+        self.name = "coded"
+        self.protocol = identity_protocol(num_classes)
+        self.samples = [(Path(f"{i}.png"), t, m) for i, (t, m) in enumerate(zip(targets, metas))]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        _, target, meta = self.samples[index]
+        return Image.new("RGB", (4, 4), (index, 0, 0)), target, dict(meta)
+
+
+class LookupModel(nn.Module):
+    """Returns crafted logits: row ``ranking[sample_id]`` read from the red pixel."""
+
+    def __init__(self, rankings: list[list[int]], num_classes: int) -> None:
+        super().__init__()
+        self.rankings = rankings
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids = (x[:, 0, 0, 0] * 255).round().long().tolist()
+        logits = torch.zeros(len(ids), self.num_classes)
+        for row, sample_id in enumerate(ids):
+            for rank, cls in enumerate(self.rankings[sample_id]):
+                logits[row, cls] = 100.0 - rank
+        return logits
+
+
+def _accuracy(rows, model, metric, factor="", value=""):
+    (row,) = [
+        r
+        for r in rows
+        if r["model"] == model
+        and r["metric"] == metric
+        and r["factor"] == factor
+        and r["factor_value"] == value
+    ]
+    return row["accuracy"], row["num_images"]
+
+
+def test_exact_counts_top1_top5_and_per_factor() -> None:
+    num_classes = 8
+    targets = [0, 1, 2, 3, 4, 5]
+    metas = [
+        {"area": "0.1"},
+        {"area": "0.1"},
+        {"area": "0.1"},
+        {"area": "0.5"},
+        {"area": "0.5"},
+        {"area": "0.5"},
+    ]
+    # sample -> predicted ranking (first = top-1)
+    rankings = [
+        [0, 1, 2, 3, 4],  # top1 hit
+        [0, 1, 2, 3, 4],  # top5 hit (rank 2)
+        [7, 6, 5, 4, 3],  # miss
+        [3, 0, 1, 2, 4],  # top1 hit
+        [0, 1, 2, 3, 4],  # top5 hit (rank 5)
+        [7, 6, 0, 1, 2],  # miss
+    ]
+    dataset = CodedImages(targets, metas, num_classes)
+    model = LookupModel(rankings, num_classes)
+    rows = evaluate_models(
+        {"m": model},
+        dataset,
+        transforms={"m": T.ToTensor()},
+        batch_size=4,
+        num_workers=0,
+        progress=False,
+    )
+    assert _accuracy(rows, "m", "top1") == (pytest.approx(200 / 6, abs=1e-3), 6)
+    assert _accuracy(rows, "m", "top5") == (pytest.approx(400 / 6, abs=1e-3), 6)
+    # hand count per area: 0.1 -> top1 1/3, top5 2/3; 0.5 -> top1 1/3, top5 2/3
+    assert _accuracy(rows, "m", "top1", "area", "0.1") == (pytest.approx(100 / 3), 3)
+    assert _accuracy(rows, "m", "top5", "area", "0.1") == (pytest.approx(200 / 3), 3)
+    assert _accuracy(rows, "m", "top1", "area", "0.5") == (pytest.approx(100 / 3), 3)
+    assert _accuracy(rows, "m", "top5", "area", "0.5") == (pytest.approx(200 / 3), 3)
+    assert {r["protocol"] for r in rows} == {"standard:8-way"}
+
+
+def _tiny_vit(seed: int, num_classes: int, **overrides) -> nn.Module:
+    torch.manual_seed(seed)
+    return create_model(
+        "vit_tiny_patch16_224",
+        num_classes=num_classes,
+        img_size=32,
+        patch_size=8,
+        embed_dim=32,
+        depth=1,
+        num_heads=2,
+        **overrides,
+    )
+
+
+def test_single_pass_equals_separate_passes(tmp_path: Path) -> None:
+    bench = miniature.make_generated_benchmark(tmp_path / "bench", images_per_class=3)
+    dataset = ImageFolderSplit(bench.root, "val", class_names=bench.class_names)
+    models = {f"vit{seed}": _tiny_vit(seed, len(bench.class_names)) for seed in range(3)}
+    transforms = build_eval_transforms(models)
+    # Same preprocessing config -> one shared transform object -> decoded/transformed once.
+    assert len({id(t) for t in transforms.values()}) == 1
+    together = evaluate_models(
+        models, dataset, transforms=transforms, batch_size=4, num_workers=0, progress=False
+    )
+    separate = []
+    for name, model in models.items():
+        separate += evaluate_models(
+            {name: model},
+            dataset,
+            transforms={name: transforms[name]},
+            batch_size=5,
+            num_workers=0,
+            progress=False,
+        )
+    key = lambda r: (r["model"], r["metric"], r["factor"], r["factor_value"])
+    assert sorted(together, key=key) == sorted(separate, key=key)
+    assert len(together) == 3  # 3 classes: top-5 is not reported, only top-1 per model
+
+
+def test_models_with_different_preprocessing_get_their_own_tensor(tmp_path: Path) -> None:
+    bench = miniature.make_generated_benchmark(tmp_path / "bench")
+    dataset = ImageFolderSplit(bench.root, "sweep_area", class_names=bench.class_names)
+    models = {"a": _tiny_vit(0, 3), "b": _tiny_vit(1, 3)}
+    models["b"].pretrained_cfg = {**models["b"].pretrained_cfg, "mean": (0.1, 0.2, 0.3)}
+    transforms = build_eval_transforms(models)
+    assert transforms["a"] is not transforms["b"]
+    calls = {"a": 0, "b": 0}
+
+    def counting(name):
+        def apply(image):
+            calls[name] += 1
+            return transforms[name](image)
+
+        return apply
+
+    wrapped = {name: counting(name) for name in models}
+    rows = evaluate_models(
+        models, dataset, transforms=wrapped, batch_size=4, num_workers=0, progress=False
+    )
+    assert calls == {"a": len(dataset), "b": len(dataset)}
+    factors = {(r["factor"], r["factor_value"]) for r in rows if r["factor"]}
+    assert factors == {("area", "0.1"), ("area", "0.3")}  # x, y, rotation are constant
+
+
+def test_legacy_transforms_are_shared_and_labelled(tmp_path: Path) -> None:
+    models = {"a": _tiny_vit(0, 3), "b": _tiny_vit(1, 3)}
+    transforms = build_eval_transforms(models, protocol="legacy")
+    assert transforms["a"] is transforms["b"]
+    out = transforms["a"](Image.new("RGB", (50, 40), (255, 0, 0)))
+    assert out.shape == (3, 32, 32) and out[0].max().item() == pytest.approx(1.0)
+
+
+def test_wrong_head_size_names_the_protocol(tmp_path: Path) -> None:
+    bench = miniature.make_generated_benchmark(tmp_path / "bench")
+    dataset = ImageFolderSplit(bench.root, "val")
+    model = _tiny_vit(0, 1000)
+    with pytest.raises(ValueError, match=r"expects logits of shape \(batch, 3\)"):
+        evaluate_models(
+            {"m": model},
+            dataset,
+            transforms=build_eval_transforms({"m": model}),
+            batch_size=4,
+            num_workers=0,
+            progress=False,
+        )
