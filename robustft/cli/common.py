@@ -1,0 +1,31 @@
+"""Start-up steps shared by the entry points."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def prepare_environment() -> None:
+    """Offline-friendly defaults: fail fast instead of waiting on an unreachable hub, and
+    let float32 matmuls use TF32 where a GPU has it."""
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    torch.set_float32_matmul_precision("high")
+
+
+def prepare_generated_data(data_cfg: DictConfig) -> None:
+    """Generate the synthetic benchmark when the data config asks for it (``data.synth``);
+    a benchmark already generated with the same settings is reused."""
+    if "synth" not in data_cfg or data_cfg.synth is None:
+        return
+    from robustft.data.synth import SynthConfig, generate_benchmark
+
+    settings = OmegaConf.to_container(data_cfg.synth, resolve=True)
+    benchmark_root = Path(data_cfg.root).parent
+    generate_benchmark(benchmark_root, SynthConfig(**settings))

@@ -1,0 +1,128 @@
+"""The LightningDataModule for relevance fine-tuning on image/mask pairs.
+
+It reads a record source (the generic layout by default), selects files with a seed,
+writes the selection manifest to the run directory, and builds the joint transforms
+from the model's preprocessing (mean/std/input size from timm's pretrained_cfg unless
+overridden).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from robustft.data.datasets import ImageMaskDataset, MaskDecoder
+from robustft.data.generic import (
+    Selection,
+    check_same_size,
+    decode_binary_mask,
+    read_manifest,
+    scan_generic_layout,
+    select_records,
+    write_manifest,
+)
+from robustft.data.transforms import joint_eval_transform, joint_train_transform
+
+__all__ = ["ImageMaskDataModule"]
+log = logging.getLogger(__name__)
+
+
+class ImageMaskDataModule(pl.LightningDataModule):
+    """Fine-tuning pairs from ``root`` in the generic layout.
+
+    Args:
+        root: dataset root (``<root>/images``, ``<root>/masks``).
+        crop_size, mean, std: the model's input size and normalisation (see
+            ``robustft.models.preprocessing_config``).
+        train_per_class / val_per_class / class_fraction / seed: the selection (None per
+            class = all images).
+        manifest: reuse an existing selection manifest instead of selecting.
+        manifest_out: where to write the selection manifest (the run directory).
+        hflip: horizontal-flip probability of the train transform (0 disables it).
+        mask_decoder: reads one mask file (default: generic binary masks).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        crop_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        train_per_class: int | None = 3,
+        val_per_class: int | None = 1,
+        class_fraction: float = 0.5,
+        seed: int = 0,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        manifest: str | None = None,
+        manifest_out: str | None = None,
+        hflip: float = 0.5,
+        resize_ratio: float = 256 / 224,
+        mask_decoder: MaskDecoder = decode_binary_mask,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.crop_size = int(crop_size)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.train_per_class, self.val_per_class = train_per_class, val_per_class
+        self.class_fraction, self.seed = class_fraction, seed
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.manifest = manifest
+        self.manifest_out = manifest_out
+        self.hflip, self.resize_ratio = hflip, resize_ratio
+        self.mask_decoder = mask_decoder
+        self.selection: Selection | None = None
+
+    def select(self) -> Selection:
+        """Scan the layout and select (or read the given manifest); deterministic, so every
+        DDP rank computes the same selection."""
+        records = scan_generic_layout(self.root)
+        if self.manifest:
+            selection = read_manifest(self.manifest, self.root, sorted(records))
+        else:
+            selection = select_records(records, train_per_class=self.train_per_class,
+                                       val_per_class=self.val_per_class,
+                                       class_fraction=self.class_fraction, seed=self.seed)
+        check_same_size(selection.train + selection.val)
+        return selection
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.selection is not None:
+            return
+        self.selection = self.select()
+        is_rank_zero = self.trainer is None or self.trainer.is_global_zero
+        if self.manifest_out and is_rank_zero:
+            path = write_manifest(self.selection, self.root, self.manifest_out)
+            log.info("selection manifest: %s (%d train, %d val)", path,
+                     len(self.selection.train), len(self.selection.val))
+
+    @property
+    def num_classes(self) -> int:
+        assert self.selection is not None, "call setup() first"
+        return len(self.selection.class_names)
+
+    def _loader(self, records, transform, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            ImageMaskDataset(records, transform, self.mask_decoder),
+            batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0, drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.selection is not None
+        transform = joint_train_transform(self.crop_size, self.mean, self.std,
+                                          resize_ratio=self.resize_ratio, hflip=self.hflip)
+        return self._loader(self.selection.train, transform, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        assert self.selection is not None
+        if not self.selection.val:
+            return []
+        transform = joint_eval_transform(self.crop_size, self.mean, self.std,
+                                         resize_ratio=self.resize_ratio)
+        return self._loader(self.selection.val, transform, shuffle=False)

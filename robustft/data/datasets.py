@@ -1,0 +1,58 @@
+"""Torch datasets of image/mask pairs for fine-tuning."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from robustft.data.generic import IGNORE_VALUE, ImageMaskRecord, decode_binary_mask
+
+__all__ = ["ImageMaskDataset", "MaskDecoder"]
+
+# A mask decoder reads one mask file into uint8 (H, W): 0 background, 1 foreground,
+# IGNORE_VALUE ignored (counted in neither loss term).
+MaskDecoder = Callable[[Path], np.ndarray]
+
+
+class ImageMaskDataset(Dataset):
+    """Yields ``{"image": (3, H, W) float, "mask": (H, W) float in {0, 1},
+    "ignore": (H, W) bool, "label": int}`` after a joint transform."""
+
+    def __init__(self, records: Sequence[ImageMaskRecord], transform: v2.Transform,
+                 mask_decoder: MaskDecoder = decode_binary_mask) -> None:
+        if len(records) == 0:
+            raise ValueError("ImageMaskDataset got no records (is the selection empty?)")
+        self.records = list(records)
+        self.transform = transform
+        self.mask_decoder = mask_decoder
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        record = self.records[index]
+        with Image.open(record.image_path) as image:
+            pixels = np.array(image.convert("RGB"))
+        joint_mask = self.mask_decoder(record.mask_path)
+        if joint_mask.shape != pixels.shape[:2]:
+            raise ValueError(
+                f"mask {record.mask_path} is {joint_mask.shape[1]}x{joint_mask.shape[0]} but its "
+                f"image {record.image_path} is {pixels.shape[1]}x{pixels.shape[0]}"
+            )
+        image_t = tv_tensors.Image(torch.from_numpy(pixels).permute(2, 0, 1))
+        mask_t = tv_tensors.Mask(torch.from_numpy(joint_mask))
+        image_t, mask_t = self.transform(image_t, mask_t)
+        ignore = mask_t == IGNORE_VALUE
+        return {
+            "image": image_t.as_subclass(torch.Tensor),
+            "mask": (mask_t == 1).float().as_subclass(torch.Tensor),
+            "ignore": ignore.as_subclass(torch.Tensor),
+            "label": record.label,
+        }

@@ -1,0 +1,211 @@
+"""The generic images+masks layout any user can produce, and the seeded selection of
+fine-tuning files from it.
+
+Layout::
+
+    <root>/images/<class>/<name>.<jpg|jpeg|png>
+    <root>/masks/<class>/<name>.png        single-channel; 0 = background, nonzero = foreground
+
+Class labels are the positions of the class folders in sorted order. Selection takes
+``train_per_class`` images from a seeded ``class_fraction`` of the classes and
+``val_per_class`` from each remaining class (validation on held-out classes). Files are
+sorted before the seeded draw, so the same seed picks the same files on any filesystem,
+and the choice is written to a manifest that can be passed back in to reuse it exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageMaskRecord",
+    "Selection",
+    "scan_generic_layout",
+    "select_records",
+    "write_manifest",
+    "read_manifest",
+    "decode_binary_mask",
+    "check_same_size",
+]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IGNORE_VALUE = 255  # value of ignored pixels in the joint uint8 mask (see transforms.py)
+
+
+@dataclass(frozen=True)
+class ImageMaskRecord:
+    """One fine-tuning pair: an image, its mask, its label and class folder name."""
+
+    image_path: Path
+    mask_path: Path
+    label: int
+    class_name: str
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Records chosen for fine-tuning (``train``) and validation (``val``)."""
+
+    train: list[ImageMaskRecord]
+    val: list[ImageMaskRecord]
+    class_names: list[str]
+
+
+def scan_generic_layout(root: str | os.PathLike[str]) -> dict[str, list[ImageMaskRecord]]:
+    """All image/mask pairs under ``root``, per class in sorted class order.
+
+    Raises ``FileNotFoundError`` naming the folder or file when ``images/`` or ``masks/``
+    is missing, a class folder is empty, or an image has no mask.
+    """
+    root = Path(root)
+    images_dir, masks_dir = root / "images", root / "masks"
+    for folder in (images_dir, masks_dir):
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{folder} does not exist: expected the layout <root>/images/<class>/<name>.jpg "
+                "and <root>/masks/<class>/<name>.png"
+            )
+    class_names = sorted(p.name for p in images_dir.iterdir() if p.is_dir())
+    if not class_names:
+        raise FileNotFoundError(f"{images_dir} has no class folders")
+    records: dict[str, list[ImageMaskRecord]] = {}
+    for label, class_name in enumerate(class_names):
+        images = sorted(
+            p for p in (images_dir / class_name).iterdir()
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
+        if not images:
+            raise FileNotFoundError(
+                f"class folder {images_dir / class_name} has no images ({'/'.join(IMAGE_SUFFIXES)})"
+            )
+        class_records = []
+        missing = []
+        for image in images:
+            mask = masks_dir / class_name / f"{image.stem}.png"
+            if not mask.is_file():
+                missing.append(mask)
+            class_records.append(ImageMaskRecord(image, mask, label, class_name))
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise FileNotFoundError(
+                f"missing mask file {missing[0]}{more} (every image in {images_dir / class_name} "
+                "needs <root>/masks/<class>/<same name>.png)"
+            )
+        records[class_name] = class_records
+    return records
+
+
+def _take(items: Sequence[ImageMaskRecord], count: int | None,
+          rng: np.random.Generator) -> list[ImageMaskRecord]:
+    if count is None or count >= len(items):
+        return list(items)
+    order = rng.permutation(len(items))[:count]
+    return [items[i] for i in sorted(order)]
+
+
+def select_records(
+    records: dict[str, list[ImageMaskRecord]],
+    *,
+    train_per_class: int | None,
+    val_per_class: int | None,
+    class_fraction: float,
+    seed: int,
+) -> Selection:
+    """Seeded selection: ``round(class_fraction * C)`` classes (at least 1) for training,
+    the rest for validation; ``None`` per class means all images. Seed 0 is a seed."""
+    if not 0.0 < class_fraction <= 1.0:
+        raise ValueError(f"data.class_fraction must be in (0, 1], got {class_fraction}")
+    class_names = sorted(records)
+    rng = np.random.default_rng(seed)
+    num_train = max(1, round(class_fraction * len(class_names)))
+    train_classes = sorted(class_names[i] for i in rng.permutation(len(class_names))[:num_train])
+    train, val = [], []
+    for class_name in class_names:
+        # One generator per class, derived from the seed and the class position, so a
+        # class's draw does not depend on how many files other classes have.
+        class_rng = np.random.default_rng([seed, class_names.index(class_name)])
+        if class_name in train_classes:
+            train += _take(records[class_name], train_per_class, class_rng)
+        else:
+            val += _take(records[class_name], val_per_class, class_rng)
+    return Selection(train=train, val=val, class_names=class_names)
+
+
+MANIFEST_COLUMNS = ("split", "label", "class_name", "image", "mask")
+
+
+def write_manifest(selection: Selection, root: str | os.PathLike[str],
+                   path: str | os.PathLike[str]) -> Path:
+    """Write the chosen files as CSV with paths relative to ``root``."""
+    root, path = Path(root), Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(MANIFEST_COLUMNS)
+        for split, records in (("train", selection.train), ("val", selection.val)):
+            for r in records:
+                writer.writerow([split, r.label, r.class_name,
+                                 r.image_path.relative_to(root).as_posix(),
+                                 r.mask_path.relative_to(root).as_posix()])
+    return path
+
+
+def _inside(root: Path, relative: str, manifest: Path) -> Path:
+    resolved = (root / relative).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise ValueError(f"manifest {manifest} names {relative!r}, which points outside {root}")
+    if not resolved.is_file():
+        raise FileNotFoundError(f"manifest {manifest} names {resolved}, which does not exist")
+    return root / relative
+
+
+def read_manifest(path: str | os.PathLike[str], root: str | os.PathLike[str],
+                  class_names: Sequence[str]) -> Selection:
+    """Read a manifest written by :func:`write_manifest` back (paths resolved under
+    ``root``, which they must not leave)."""
+    path, root = Path(path), Path(root)
+    if not path.is_file():
+        raise FileNotFoundError(f"selection manifest not found: {path} (data.manifest)")
+    splits: dict[str, list[ImageMaskRecord]] = {"train": [], "val": []}
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
+            raise ValueError(f"{path}: expected columns {MANIFEST_COLUMNS}, got {reader.fieldnames}")
+        for row in reader:
+            if row["split"] not in splits:
+                raise ValueError(f"{path}: unknown split {row['split']!r}")
+            splits[row["split"]].append(ImageMaskRecord(
+                _inside(root, row["image"], path), _inside(root, row["mask"], path),
+                int(row["label"]), row["class_name"]))
+    return Selection(train=splits["train"], val=splits["val"], class_names=list(class_names))
+
+
+def decode_binary_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """Generic mask -> uint8 (H, W) with 1 = foreground, 0 = background."""
+    with Image.open(path) as mask:
+        if mask.mode not in ("1", "L", "P", "I", "I;16"):
+            raise ValueError(
+                f"mask {path} has mode {mask.mode}; expected a single-channel PNG "
+                "(0 = background, nonzero = foreground)"
+            )
+        return (np.asarray(mask) != 0).astype(np.uint8)
+
+
+def check_same_size(records: Sequence[ImageMaskRecord]) -> None:
+    """Raise ``ValueError`` naming both files when a mask's size differs from its image's
+    (reads only the file headers)."""
+    for record in records:
+        with Image.open(record.image_path) as image, Image.open(record.mask_path) as mask:
+            if image.size != mask.size:
+                raise ValueError(
+                    f"mask {record.mask_path} is {mask.size[0]}x{mask.size[1]} but its image "
+                    f"{record.image_path} is {image.size[0]}x{image.size[1]}"
+                )

@@ -1,0 +1,135 @@
+"""The LightningModule that wraps the method: one forward pass gives logits and the
+relevance map, the losses of ``robustft.losses`` are computed on it, every term is
+logged. Nothing of the method lives here; this only wires it to Lightning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from robustft.losses import (
+    CLASSIFICATION_TERMS,
+    LossTerms,
+    LossWeights,
+    foreground_share,
+    relevance_loss,
+)
+from robustft.models import frozen_copy
+from robustft.relevance import GRADIENT_MODES, relevance_map, upsample_and_normalize
+
+__all__ = ["RelevanceFinetuner", "step_decay"]
+
+
+def step_decay(gamma: float, every: int):
+    """The paper's schedule: lr * gamma^(epoch // every)."""
+    return lambda epoch: gamma ** (epoch // every)
+
+
+class RelevanceFinetuner(pl.LightningModule):
+    """Relevance-guided fine-tuning of a timm ViT.
+
+    Args:
+        model: the timm model to fine-tune (built by ``robustft.models.create_model``).
+        classification: ``own_argmax_ce`` | ``kl_to_teacher`` | ``label_ce``.
+        lambda_bg, lambda_fg, lambda_seg, lambda_acc: loss weights (paper: 2, 0.3, 0.8, 0.2).
+        temperature: T of the classification term (paper: 1; DeiT-B 0.65, DeiT-S 0.55).
+        gradient_mode: ``detached`` (public code) or ``second_order``.
+        relevance_target: explain the ground-truth ``label`` (official) or the ``predicted``
+            class.
+        lr, weight_decay, lr_gamma, lr_every: AdamW and the step decay lr*gamma^(epoch//every).
+        model_config: the model's creation arguments, stored in the checkpoint's
+            hyper-parameters so evaluation can rebuild the architecture.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        classification: str = "own_argmax_ce",
+        lambda_bg: float = 2.0,
+        lambda_fg: float = 0.3,
+        lambda_seg: float = 0.8,
+        lambda_acc: float = 0.2,
+        temperature: float = 1.0,
+        gradient_mode: str = "detached",
+        relevance_target: str = "label",
+        attention_backend: str = "hooks",
+        lr: float = 3e-6,
+        weight_decay: float = 1e-4,
+        lr_gamma: float = 0.85,
+        lr_every: int = 2,
+        model_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if classification not in CLASSIFICATION_TERMS:
+            raise ValueError(f"loss.classification must be one of {CLASSIFICATION_TERMS}, "
+                             f"got {classification!r}")
+        if gradient_mode not in GRADIENT_MODES:
+            raise ValueError(f"loss.gradient_mode must be one of {GRADIENT_MODES}, "
+                             f"got {gradient_mode!r}")
+        if relevance_target not in ("label", "predicted"):
+            raise ValueError(f"loss.relevance_target must be 'label' or 'predicted', "
+                             f"got {relevance_target!r}")
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        # The frozen original model, only for the KL term; it is part of the state dict,
+        # so resume restores it exactly.
+        self.teacher = frozen_copy(model) if classification == "kl_to_teacher" else None
+        self.weights = LossWeights(background=lambda_bg, foreground=lambda_fg,
+                                   segmentation=lambda_seg, classification=lambda_acc)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def _step(self, batch: dict[str, Tensor], stage: str) -> LossTerms:
+        images, masks, ignore, labels = batch["image"], batch["mask"], batch["ignore"], batch["label"]
+        hp = self.hparams
+        target = labels if hp.relevance_target == "label" else None
+        out = relevance_map(self.model, images, target, gradient_mode=hp.gradient_mode,
+                            attention_backend=hp.attention_backend)
+        relevance = upsample_and_normalize(out.relevance, masks.shape[-2:])
+        teacher_logits = None
+        if self.teacher is not None:
+            with torch.no_grad():
+                teacher_logits = self.teacher(images)
+        terms = relevance_loss(relevance, masks, out.logits, classification=hp.classification,
+                               weights=self.weights, temperature=hp.temperature, labels=labels,
+                               teacher_logits=teacher_logits, ignore=ignore)
+        with torch.no_grad():
+            accuracy = (out.logits.argmax(-1) == labels).float().mean()
+            share = foreground_share(relevance.detach(), masks, ignore).mean()
+        batch_size = images.shape[0]
+        self.log_dict({
+            f"{stage}/loss": terms.total, f"{stage}/seg": terms.segmentation,
+            f"{stage}/bg": terms.background, f"{stage}/fg": terms.foreground,
+            f"{stage}/cls": terms.classification, f"{stage}/acc": accuracy,
+            f"{stage}/fg_share": share,
+        }, prog_bar=stage == "val", on_step=stage == "train", on_epoch=True,
+            batch_size=batch_size, sync_dist=stage == "val")
+        return terms
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train").total
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        # Relevance needs gradients: the Trainer runs with inference_mode=False, and
+        # relevance_map enables grad itself; .detach() keeps validation from holding graphs.
+        return self._step(batch, "val").total.detach()
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=hp.lr,
+                                      weight_decay=hp.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                      step_decay(hp.lr_gamma, hp.lr_every))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

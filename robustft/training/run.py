@@ -1,0 +1,92 @@
+"""From a composed Hydra config to a fitted model: builds the timm model, the data module
+(with the model's preprocessing), the LightningModule, loggers and callbacks, and runs
+``Trainer.fit``. Shared by ``robustft-train`` and ``robustft-demo``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from robustft.models import create_model, preprocessing_config
+from robustft.training.module import RelevanceFinetuner
+
+__all__ = ["TrainResult", "build_model", "build_datamodule", "build_finetuner", "train"]
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    best_checkpoint: Path | None
+    last_checkpoint: Path | None
+    metrics: dict[str, float]
+    output_dir: Path
+
+
+def build_model(model_cfg: DictConfig) -> nn.Module:
+    """``model`` config group -> timm model."""
+    cfg = OmegaConf.to_container(model_cfg, resolve=True)
+    known = {"name", "pretrained", "weights_file", "num_classes", "kwargs"}
+    unknown = set(cfg) - known
+    if unknown:
+        raise KeyError(f"unknown key(s) {sorted(unknown)} in the model config; known: {sorted(known)}")
+    return create_model(cfg["name"], pretrained=bool(cfg.get("pretrained", False)),
+                        weights_file=cfg.get("weights_file"), num_classes=cfg.get("num_classes"),
+                        **(cfg.get("kwargs") or {}))
+
+
+def build_datamodule(data_cfg: DictConfig, model: nn.Module) -> pl.LightningDataModule:
+    """``data`` config group -> data module; null crop_size/mean/std come from the model's
+    timm pretrained_cfg."""
+    preprocessing = preprocessing_config(model)
+    cfg = OmegaConf.to_container(data_cfg, resolve=True)
+    cfg.pop("synth", None)  # generator settings, consumed before (see robustft.cli.train)
+    if cfg.get("crop_size") is None:
+        cfg["crop_size"] = preprocessing["input_size"][-1]
+    for key in ("mean", "std"):
+        if cfg.get(key) is None:
+            cfg[key] = list(preprocessing[key])
+    return hydra.utils.instantiate(cfg)
+
+
+def build_finetuner(cfg: DictConfig, model: nn.Module) -> RelevanceFinetuner:
+    loss = OmegaConf.to_container(cfg.loss, resolve=True)
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    return RelevanceFinetuner(model, **loss, **optim, model_config=model_config)
+
+
+def _instantiate_dict(cfg: DictConfig | None) -> list[Any]:
+    if not cfg:
+        return []
+    return [hydra.utils.instantiate(value) for value in cfg.values() if value is not None]
+
+
+def train(cfg: DictConfig) -> TrainResult:
+    """Fit the relevance fine-tuner described by ``cfg``; returns checkpoints and metrics."""
+    pl.seed_everything(cfg.seed, workers=True)
+    model = build_model(cfg.model)
+    datamodule = build_datamodule(cfg.data, model)
+    module = build_finetuner(cfg, model)
+    callbacks = _instantiate_dict(cfg.get("callbacks"))
+    loggers = _instantiate_dict(cfg.get("logger"))
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks,
+                                                  logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    checkpoint = trainer.checkpoint_callback
+    best = Path(checkpoint.best_model_path) if checkpoint and checkpoint.best_model_path else None
+    last = Path(checkpoint.last_model_path) if checkpoint and checkpoint.last_model_path else None
+    if cfg.get("validate_best") and best is not None and not trainer.fast_dev_run:
+        for row in trainer.validate(module, datamodule=datamodule, ckpt_path=str(best)):
+            metrics.update({f"best/{k}": float(v) for k, v in row.items()})
+    return TrainResult(best_checkpoint=best, last_checkpoint=last, metrics=metrics,
+                       output_dir=Path(cfg.paths.output_dir))
