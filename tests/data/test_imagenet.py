@@ -1,0 +1,162 @@
+"""ImageNet train + ImageNet-S masks: decoding (ids > 255, ignore 1000), merged classes,
+the seeded sorted split and its portable manifest."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robustft.data.generic import IGNORE_VALUE
+from robustft.data.imagenet import (
+    MERGED_CLASSES,
+    decode_imagenet_s_ids,
+    decode_imagenet_s_mask,
+    imagenet_s_mask_decoder,
+    imagenet_s_records,
+    make_paper_split,
+    read_split_manifest,
+    scan_imagenet_s,
+    write_split_manifest,
+)
+from robustft.data.shifted import DatasetLayoutError
+from robustft.evaluation.protocols import imagenet_synsets
+
+
+def _load_miniature():
+    path = Path(__file__).parents[1] / "fixtures" / "miniature.py"
+    spec = importlib.util.spec_from_file_location("robustft_tests_miniature", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+miniature = _load_miniature()
+SYNSETS = imagenet_synsets()
+FOLDED = "n04355933"  # sunglass; ImageNet-S folded n04356056 (sunglasses) into it
+TRUE = "n04356056"
+
+
+def _copy(tmp_path: Path, num_classes: int = 6, per_class: int = 3):
+    folders = sorted([*SYNSETS[: num_classes - 1], FOLDED])
+    return miniature.make_imagenet_s(tmp_path, folders, per_class=per_class, merged={FOLDED: TRUE})
+
+
+def test_decoding_ids_above_255_and_ignore(tmp_path: Path) -> None:
+    copy = _copy(tmp_path)
+    for path, ids in copy.masks.items():
+        decoded = decode_imagenet_s_ids(path)
+        assert decoded.dtype == np.int32 and (decoded == ids).all()
+        assert decoded.max() == 1000 and (decoded[decoded > 0] >= 300).all()
+        foreground, ignore = decode_imagenet_s_mask(path)
+        assert (ignore == (ids == 1000)).all()
+        assert (foreground == ((ids != 0) & (ids != 1000))).all()
+        assert not (foreground & ignore).any()
+        mask = imagenet_s_mask_decoder(path)
+        assert mask.dtype == np.uint8
+        assert set(np.unique(mask)) == {0, 1, IGNORE_VALUE}
+        assert (mask[:, 0] == IGNORE_VALUE).all()  # ignore is not background
+
+
+def test_merged_class_resolved_by_file_prefix(tmp_path: Path) -> None:
+    assert MERGED_CLASSES[TRUE] == FOLDED
+    copy = _copy(tmp_path)
+    records = scan_imagenet_s(copy.imagenet_root, copy.imagenet_s_root)
+    by_stem = {r.mask_path.stem: r for r in records[FOLDED]}
+    assert {stem: r.class_name for stem, r in by_stem.items()} == {
+        f"{TRUE}_1000": TRUE,
+        f"{FOLDED}_1001": FOLDED,
+        f"{FOLDED}_1002": FOLDED,
+    }
+    assert by_stem[f"{TRUE}_1000"].label == SYNSETS.index(TRUE)
+    assert by_stem[f"{FOLDED}_1001"].label == SYNSETS.index(FOLDED)
+    assert by_stem[f"{TRUE}_1000"].image_path == (
+        copy.imagenet_root / "train" / TRUE / f"{TRUE}_1000.JPEG"
+    )
+    for items in records.values():
+        for record in items:
+            assert SYNSETS[record.label] == record.class_name
+            assert record.image_path.is_file() and record.mask_path.is_file()
+
+
+def test_paper_split_is_seeded_sorted_and_seed_zero_counts(tmp_path: Path) -> None:
+    copy = _copy(tmp_path, num_classes=8, per_class=4)
+    args = (copy.imagenet_root, copy.imagenet_s_root)
+    kwargs = {"num_train_classes": 4, "train_per_class": 3, "val_per_class": 1}
+    split0 = make_paper_split(*args, seed=0, **kwargs)
+    # merged-into folder dropped: 7 classes -> 4 train classes x 3, 3 val classes x 1
+    assert len(split0.train) == 12 and len(split0.val) == 3
+    assert FOLDED not in {r.class_name for r in split0.train + split0.val}
+    assert not {r.class_name for r in split0.train} & {r.class_name for r in split0.val}
+    assert split0 == make_paper_split(*args, seed=0, **kwargs)
+    others = [make_paper_split(*args, seed=s, **kwargs) for s in (1, 2, 3)]
+    assert any(o.train != split0.train for o in others)  # seed 0 is a seed like any other
+    kept = make_paper_split(*args, seed=0, drop_merged=False, **kwargs)
+    assert len(kept.train) + len(kept.val) == 12 + 4
+
+
+def test_manifest_round_trip_is_relative_and_portable(tmp_path: Path) -> None:
+    copy = _copy(tmp_path / "a", num_classes=6)
+    split = make_paper_split(copy.imagenet_root, copy.imagenet_s_root, num_train_classes=3)
+    manifest = write_split_manifest(
+        split, tmp_path / "split.json", copy.imagenet_root, copy.imagenet_s_root
+    )
+    payload = json.loads(manifest.read_text())
+    assert all(not Path(e["image"]).is_absolute() for e in payload["train"] + payload["val"])
+    # move the copy: the manifest still resolves against the new roots
+    moved = tmp_path / "b"
+    (tmp_path / "a").rename(moved)
+    again = read_split_manifest(manifest, moved / "imagenet", moved / "ImageNetS919")
+    assert [r.image_path.relative_to(moved) for r in again.train] == [
+        r.image_path.relative_to(tmp_path / "a") for r in split.train
+    ]
+    assert [r.label for r in again.val] == [r.label for r in split.val]
+
+
+def test_records_entry_point_writes_then_reuses_manifest(tmp_path: Path) -> None:
+    copy = _copy(tmp_path, num_classes=6)
+    manifest = tmp_path / "out" / "split.json"
+    train = imagenet_s_records(
+        copy.imagenet_root, copy.imagenet_s_root, "train", manifest=manifest, num_train_classes=3
+    )
+    assert manifest.is_file() and len(train) == 9
+    val = imagenet_s_records(copy.imagenet_root, copy.imagenet_s_root, "val", manifest=manifest)
+    assert len(val) == 2
+    with pytest.raises(ValueError, match="made with seed 0, not 7"):
+        imagenet_s_records(copy.imagenet_root, copy.imagenet_s_root, manifest=manifest, seed=7)
+
+
+def test_manifest_path_outside_root_is_refused(tmp_path: Path) -> None:
+    copy = _copy(tmp_path, num_classes=6)
+    split = make_paper_split(copy.imagenet_root, copy.imagenet_s_root, num_train_classes=3)
+    manifest = write_split_manifest(
+        split, tmp_path / "split.json", copy.imagenet_root, copy.imagenet_s_root
+    )
+    payload = json.loads(manifest.read_text())
+    payload["train"][0]["image"] = "../../etc/passwd"
+    manifest.write_text(json.dumps(payload))
+    with pytest.raises(DatasetLayoutError, match=r"\[train\]\[0\].*outside the dataset root"):
+        read_split_manifest(manifest, copy.imagenet_root, copy.imagenet_s_root)
+
+
+def test_missing_image_for_a_mask_is_named(tmp_path: Path) -> None:
+    copy = _copy(tmp_path, num_classes=3)
+    victim = next(iter(copy.masks))
+    image = copy.imagenet_root / "train" / victim.stem.split("_")[0] / f"{victim.stem}.JPEG"
+    image.unlink()
+    with pytest.raises(DatasetLayoutError, match=f"{victim.stem}.JPEG"):
+        scan_imagenet_s(copy.imagenet_root, copy.imagenet_s_root)
+
+
+def test_grayscale_mask_is_a_clear_error(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "mask.png"
+    Image.new("L", (4, 4)).save(path)
+    with pytest.raises(DatasetLayoutError, match="expected an RGB PNG"):
+        decode_imagenet_s_mask(path)
