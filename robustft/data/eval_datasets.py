@@ -51,11 +51,12 @@ def _generated(
     name: str | None = None,
     class_names: list[str] | None = None,
     num_classes: int | None = None,
+    factors: list[str] | None = None,
 ) -> EvalImageDataset:
     # The generated benchmark has its own K classes: "legacy" has no meaning there.
     del protocol
     return ImageFolderSplit(
-        root, split, class_names=class_names, num_classes=num_classes, name=name
+        root, split, class_names=class_names, num_classes=num_classes, name=name, factors=factors
     )
 
 

@@ -273,20 +273,24 @@ def imagenet_v2(
 # --------------------------------------------------------------------------- generated benchmark
 
 SWEEP_FACTOR_COLUMNS: tuple[str, ...] = ("area", "x", "y", "rotation")
+CLASSES_FILE = "classes.txt"
 
 
 class ImageFolderSplit(EvalImageDataset):
-    """One split of the generated benchmark: ``<root>/<split>/<class>/<name>.png``.
+    """One split of the generated benchmark (``robustft.data.synth``):
+    ``<root>/<split>/<class>/<name>.png``.
 
-    Classes are ``class_names`` when given (pass the training class order), else the
-    sorted class folders of the split; the protocol is the identity over
-    ``num_classes`` (default ``len(class_names)``) for a model trained on those classes.
+    Class order (= target index): ``class_names`` when given, else ``<root>/classes.txt``
+    (one class per line, label order) when present, else the sorted class folders of the
+    split. The protocol is the identity over ``num_classes`` (default
+    ``len(class_names)``): a model trained on those classes.
 
-    Sweep splits have ``<root>/<split>/metadata.csv`` with columns ``path, class, label,
-    area, x, y, rotation``: ``path`` is relative to the split folder (or to ``root``), must
-    stay inside ``root``; ``label`` must agree with the class order; the factor columns
-    that take more than one value in the split become each sample's meta, so the runner
-    reports accuracy per factor value.
+    ``<root>/<split>/metadata.csv`` (optional) has columns ``path`` (relative to the split
+    folder, or to ``root``; must stay inside ``root``), ``class``, ``label`` (must agree with
+    the class order) and factor columns ``area, x, y, rotation``. ``factors`` names the
+    factor columns that become each sample's meta (the runner then reports accuracy per
+    factor value); by default, those that take between 2 and ``max_factor_values`` distinct
+    values in the split (a sweep's grid, not a random continuous draw).
     """
 
     def __init__(
@@ -297,13 +301,23 @@ class ImageFolderSplit(EvalImageDataset):
         class_names: Sequence[str] | None = None,
         num_classes: int | None = None,
         name: str | None = None,
+        factors: Sequence[str] | None = None,
+        max_factor_values: int = 32,
     ) -> None:
         root = Path(root)
         split_dir = root / split
         if not split_dir.is_dir():
             raise DatasetLayoutError(f"split folder not found: {split_dir}")
         folders = list_class_folders(split_dir)
-        classes = list(class_names) if class_names is not None else folders
+        classes_file = root / CLASSES_FILE
+        if class_names is not None:
+            classes = list(class_names)
+        elif classes_file.is_file():
+            classes = [
+                line.strip() for line in classes_file.read_text().splitlines() if line.strip()
+            ]
+        else:
+            classes = folders
         index_of = {class_name: index for index, class_name in enumerate(classes)}
         unknown = [folder for folder in folders if folder not in index_of]
         if unknown:
@@ -313,7 +327,9 @@ class ImageFolderSplit(EvalImageDataset):
             )
         metadata = split_dir / "metadata.csv"
         if metadata.is_file():
-            samples = self._samples_from_metadata(metadata, root, split_dir, index_of)
+            samples = self._samples_from_metadata(
+                metadata, root, split_dir, index_of, factors, max_factor_values
+            )
         else:
             samples = [
                 (path, index_of[folder], {})
@@ -331,7 +347,12 @@ class ImageFolderSplit(EvalImageDataset):
 
     @staticmethod
     def _samples_from_metadata(
-        metadata: Path, root: Path, split_dir: Path, index_of: Mapping[str, int]
+        metadata: Path,
+        root: Path,
+        split_dir: Path,
+        index_of: Mapping[str, int],
+        factors: Sequence[str] | None,
+        max_factor_values: int,
     ) -> list[Sample]:
         with metadata.open(newline="") as handle:
             reader = csv.DictReader(handle)
@@ -343,11 +364,15 @@ class ImageFolderSplit(EvalImageDataset):
                     f"expected path, class, label, {', '.join(SWEEP_FACTOR_COLUMNS)}"
                 )
             rows = list(reader)
-        factors = [
-            column
-            for column in SWEEP_FACTOR_COLUMNS
-            if column in columns and len({row[column] for row in rows}) > 1
-        ]
+        if factors is None:
+            factors = [
+                column
+                for column in SWEEP_FACTOR_COLUMNS
+                if column in columns and 1 < len({row[column] for row in rows}) <= max_factor_values
+            ]
+        missing = [factor for factor in factors if factor not in columns]
+        if missing:
+            raise DatasetLayoutError(f"{metadata}: no factor column(s) {missing}")
         samples: list[Sample] = []
         for line, row in enumerate(rows, start=2):
             source = f"{metadata} line {line}"

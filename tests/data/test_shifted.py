@@ -262,7 +262,8 @@ def test_corrupt_image_raises_naming_the_file(tmp_path: Path) -> None:
 
 def test_generated_split_and_sweep_metadata(tmp_path: Path) -> None:
     bench = miniature.make_generated_benchmark(tmp_path / "bench")
-    val = ImageFolderSplit(bench.root, "val", class_names=bench.class_names)
+    val = ImageFolderSplit(bench.root, "val")
+    assert val.class_names == bench.class_names != sorted(bench.class_names)  # classes.txt
     assert len(val) == bench.splits["val"] and val.protocol.num_classes == 3
     assert val.name == "bench/val"
     sweep = build_eval_dataset("generated", bench.root, split="sweep_area")
@@ -289,5 +290,11 @@ def test_generated_label_disagreeing_with_class_order_is_named(tmp_path: Path) -
     bench = miniature.make_generated_benchmark(tmp_path / "bench")
     with pytest.raises(DatasetLayoutError, match=r"metadata.csv line 2: label 0"):
         ImageFolderSplit(bench.root, "sweep_area", class_names=list(reversed(bench.class_names)))
+    # classes.txt fixes the label order even when a split lacks a class
     shutil.rmtree(bench.root / "val" / "circle")
-    assert ImageFolderSplit(bench.root, "val").protocol.num_classes == 2
+    val = ImageFolderSplit(bench.root, "val")
+    assert val.protocol.num_classes == 3 and val.class_names == bench.class_names
+    assert {bench.class_names[t] for _, t, _ in val.samples} == {"square", "triangle"}
+    # without it: the sorted class folders of the split
+    (bench.root / "classes.txt").unlink()
+    assert ImageFolderSplit(bench.root, "val").class_names == ["square", "triangle"]
