@@ -154,3 +154,20 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
 
         return load_file(str(path))
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_finetuned_weights(model: nn.Module, checkpoint: str | os.PathLike[str],
+                           prefix: str = "model.") -> nn.Module:
+    """Load the fine-tuned timm weights from a robustft Lightning checkpoint (the
+    LightningModule keeps the timm model as ``self.model``) into ``model``, strictly."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if "state_dict" not in state:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict' key)")
+    weights = {k[len(prefix):]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
+    if not weights:
+        raise ValueError(f"{path} has no weights under the prefix {prefix!r}")
+    model.load_state_dict(weights, strict=True)
+    return model

@@ -26,6 +26,7 @@ def prepare_generated_data(data_cfg: DictConfig) -> None:
         return
     from robustft.data.synth import SynthConfig, generate_benchmark
 
-    settings = OmegaConf.to_container(data_cfg.synth, resolve=True)
+    settings = {key: tuple(value) if isinstance(value, list) else value
+                for key, value in OmegaConf.to_container(data_cfg.synth, resolve=True).items()}
     benchmark_root = Path(data_cfg.root).parent
     generate_benchmark(benchmark_root, SynthConfig(**settings))

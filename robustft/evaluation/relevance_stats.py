@@ -1,0 +1,87 @@
+"""Where models look: the foreground share of relevance on images with known masks, and
+a PNG grid of relevance overlays (image | mask | relevance of each model)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from robustft.losses import foreground_share
+from robustft.relevance import relevance_map, upsample_and_normalize
+
+__all__ = ["mean_foreground_share", "relevance_overlay_grid", "load_pairs"]
+
+ImageTransform = Callable[[Image.Image], Tensor]
+
+
+def load_pairs(pairs: Sequence[tuple[Path, Path]], transform: ImageTransform
+               ) -> tuple[Tensor, Tensor]:
+    """Images (transformed, stacked) and their binary masks (resized to the input)."""
+    images, masks = [], []
+    for image_path, mask_path in pairs:
+        with Image.open(image_path) as image:
+            tensor = transform(image.convert("RGB"))
+        with Image.open(mask_path) as mask:
+            mask = mask.convert("L").resize(tensor.shape[-1:-3:-1], Image.NEAREST)
+        images.append(tensor)
+        masks.append(torch.from_numpy(np.array(mask) > 0).float())
+    return torch.stack(images), torch.stack(masks)
+
+
+def mean_foreground_share(model: nn.Module, images: Tensor, masks: Tensor, labels: Tensor,
+                          *, batch_size: int = 64) -> float:
+    """Mean over images of ``sum(S*M) / sum(S)`` for the normalised relevance ``S`` of the
+    ground-truth class at mask resolution."""
+    model.eval()
+    shares = []
+    for start in range(0, len(images), batch_size):
+        batch = slice(start, start + batch_size)
+        out = relevance_map(model, images[batch], labels[batch])
+        relevance = upsample_and_normalize(out.relevance.detach(), masks.shape[-2:])
+        shares.append(foreground_share(relevance, masks[batch]))
+    return float(torch.cat(shares).mean())
+
+
+def _denormalize(image: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    pixels = image * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
+    return (pixels.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+
+def relevance_overlay_grid(models: Mapping[str, nn.Module], images: Tensor, masks: Tensor,
+                           labels: Tensor, path: str | os.PathLike[str], *,
+                           mean: Sequence[float], std: Sequence[float],
+                           scale: int = 3) -> Path:
+    """One row per image: image | mask | each model's relevance (ground-truth class) over
+    the image, as a PNG. Returns the path."""
+    from matplotlib import colormaps
+
+    colormap = colormaps["jet"]
+    maps = {}
+    for name, model in models.items():
+        model.eval()
+        out = relevance_map(model, images, labels)
+        maps[name] = upsample_and_normalize(out.relevance.detach(), masks.shape[-2:]).numpy()
+    rows = []
+    for i in range(len(images)):
+        picture = _denormalize(images[i], mean, std)
+        mask = np.repeat((masks[i].numpy() * 255).astype(np.uint8)[..., None], 3, axis=2)
+        cells = [picture, mask]
+        for name in models:
+            heat = (colormap(maps[name][i])[..., :3] * 255).astype(np.uint8)
+            cells.append((0.5 * picture + 0.5 * heat).astype(np.uint8))
+        gap = np.full((picture.shape[0], 2, 3), 255, np.uint8)
+        row = np.concatenate([c for cell in cells for c in (cell, gap)][:-1], axis=1)
+        rows.append(row)
+        rows.append(np.full((2, row.shape[1], 3), 255, np.uint8))
+    grid = np.concatenate(rows[:-1], axis=0)
+    grid = np.kron(grid, np.ones((scale, scale, 1), np.uint8))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
+    return path
