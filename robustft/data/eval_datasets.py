@@ -79,9 +79,10 @@ EVAL_DATASETS: dict[str, Callable[..., EvalImageDataset]] = {
 
 
 def build_eval_dataset(
-    name: str, root: str | os.PathLike[str], *, protocol: str = "standard", **kwargs: Any
+    kind: str, root: str | os.PathLike[str], *, protocol: str = "standard", **kwargs: Any
 ) -> EvalImageDataset:
-    """The evaluation dataset ``name`` read from ``root`` under ``protocol``."""
-    if name not in EVAL_DATASETS:
-        raise KeyError(f"unknown evaluation dataset {name!r}; known: {sorted(EVAL_DATASETS)}")
-    return EVAL_DATASETS[name](root, protocol=protocol, **kwargs)
+    """The evaluation dataset of type ``kind`` (a key of :data:`EVAL_DATASETS`) read from
+    ``root`` under ``protocol``; ``name=...`` sets the name reports use."""
+    if kind not in EVAL_DATASETS:
+        raise KeyError(f"unknown evaluation dataset {kind!r}; known: {sorted(EVAL_DATASETS)}")
+    return EVAL_DATASETS[kind](root, protocol=protocol, **kwargs)

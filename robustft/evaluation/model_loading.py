@@ -1,0 +1,115 @@
+"""Build the models ``robustft-eval`` compares from their config entries.
+
+An entry is a mapping with keys:
+
+- ``name``: timm architecture, with or without a pretrained tag
+  (``vit_base_patch16_224.orig_in21k_ft_in1k``);
+- ``pretrained`` (default true): load the tag's weights from the hub, unless
+  ``weights_file`` or ``checkpoint`` is given;
+- ``weights_file``: a local ``.safetensors`` / ``.pth`` / ``.npz`` for timm's loader;
+- ``checkpoint``: a Lightning ``.ckpt`` of ``robustft-train``; the ``state_dict`` entries
+  prefixed ``model.`` are loaded (strictly) into ``create_model(name, **kwargs)``;
+- ``num_classes``, ``kwargs``: passed to the timm constructor.
+
+For a checkpoint, ``name`` / ``num_classes`` / ``kwargs`` default to the ones the
+checkpoint saved (``hyper_parameters.model_config``), but an explicit ``name`` always
+wins: the architecture is the config's decision, the checkpoint only supplies weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustft.models import create_model
+
+__all__ = ["MODEL_ENTRY_KEYS", "build_model_from_entry", "load_lightning_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+MODEL_ENTRY_KEYS = frozenset(
+    {"name", "pretrained", "weights_file", "checkpoint", "num_classes", "kwargs"}
+)
+STATE_DICT_PREFIX = "model."
+
+
+def load_lightning_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checkpoint dict of a Lightning ``.ckpt`` (CPU tensors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - hyper-parameters may hold non-tensor objects
+        # Lightning stores hyper-parameters (OmegaConf containers, paths) that the
+        # weights-only unpickler refuses; the checkpoint is the user's own file.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict' key)")
+    return dict(checkpoint)
+
+
+def _saved_model_config(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    hparams = checkpoint.get("hyper_parameters") or {}
+    config = hparams.get("model_config") or {}
+    return dict(config) if isinstance(config, Mapping) else {}
+
+
+def build_model_from_entry(label: str, entry: Mapping[str, Any]) -> nn.Module:
+    """The model of config entry ``models.<label>`` (see module docstring), in eval mode."""
+    unknown = set(entry) - MODEL_ENTRY_KEYS
+    if unknown:
+        raise KeyError(
+            f"models.{label}: unknown key(s) {sorted(unknown)}; known: {sorted(MODEL_ENTRY_KEYS)}"
+        )
+    checkpoint_path = entry.get("checkpoint")
+    kwargs = dict(entry.get("kwargs") or {})
+    if checkpoint_path:
+        checkpoint = load_lightning_checkpoint(checkpoint_path)
+        saved = _saved_model_config(checkpoint)
+        name = entry.get("name") or saved.get("name")
+        if not name:
+            raise KeyError(
+                f"models.{label}: checkpoint {checkpoint_path} saved no model_config; "
+                "set models.<label>.name to its timm architecture"
+            )
+        if not entry.get("kwargs") and saved.get("kwargs"):
+            kwargs = dict(saved["kwargs"])
+        num_classes = entry.get("num_classes") or saved.get("num_classes")
+        model = create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+        weights = {
+            key[len(STATE_DICT_PREFIX) :]: value
+            for key, value in checkpoint["state_dict"].items()
+            if key.startswith(STATE_DICT_PREFIX)
+        }
+        if not weights:
+            raise ValueError(
+                f"models.{label}: checkpoint {checkpoint_path} has no state_dict entries "
+                f"prefixed {STATE_DICT_PREFIX!r}"
+            )
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"models.{label}: checkpoint {checkpoint_path} does not fit {name} "
+                f"(kwargs {kwargs}): missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        log.info("models.%s: %s with weights from %s", label, name, checkpoint_path)
+    else:
+        name = entry.get("name")
+        if not name:
+            raise KeyError(f"models.{label}: 'name' (a timm model name) is required")
+        weights_file = entry.get("weights_file")
+        model = create_model(
+            name,
+            pretrained=bool(entry.get("pretrained", True)) and not weights_file,
+            weights_file=weights_file,
+            num_classes=entry.get("num_classes"),
+            **kwargs,
+        )
+    return model.eval()
