@@ -1,0 +1,112 @@
+"""Dataset manifests: what a correct copy of each dataset looks like.
+
+One YAML file per dataset in ``data_manifests/`` at the repository root (override the
+folder with ``ROBUSTFT_MANIFESTS_DIR``). Keys:
+
+- ``name``, ``description``, ``layout`` (human-readable path pattern), ``protocol`` (the
+  label protocol in words), ``dataset_type`` (the ``robustft.data.eval_datasets`` key that
+  reads it, or null);
+- ``image_dir``: folder under the root holding the class folders (``.`` = the root);
+- ``class_folders``: where the expected class-folder names come from — ``timm_synsets``
+  (the 1000 wnids), ``timm_a`` / ``timm_r`` (the 200 of ImageNet-A / -R),
+  ``integers_0_999`` (ImageNet-V2), ``objectnet_mapping`` (keys of
+  ``mappings/folder_to_objectnet_label.json``), ``si_score_classes`` (``label`` column of
+  each subset's ``foreground_classes.csv``), ``timm_synsets_subset`` (any subset of the
+  1000 wnids, e.g. ImageNet-S919's 919);
+- ``num_classes``, ``num_images``: expected counts (null = not checked);
+- ``image_extensions``: image file suffixes (case-insensitive);
+- ``required_files``: files that must exist, relative to the root (per subset for
+  SI-Score: relative to each subset folder);
+- ``subsets``: SI-Score's subset folders (each checked like a dataset root).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "CLASS_FOLDER_SOURCES",
+    "DataManifest",
+    "list_manifests",
+    "load_manifest",
+    "manifests_dir",
+]
+
+CLASS_FOLDER_SOURCES = frozenset(
+    {
+        "timm_synsets",
+        "timm_a",
+        "timm_r",
+        "integers_0_999",
+        "objectnet_mapping",
+        "si_score_classes",
+        "timm_synsets_subset",
+    }
+)
+
+
+@dataclass(frozen=True)
+class DataManifest:
+    name: str
+    description: str
+    layout: str
+    protocol: str
+    class_folders: str
+    num_classes: int | None = None
+    num_images: int | None = None
+    dataset_type: str | None = None
+    image_dir: str = "."
+    image_extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+    required_files: tuple[str, ...] = ()
+    subsets: tuple[str, ...] = ()
+    notes: str = ""
+    source: Path | None = field(default=None, compare=False)
+
+    def with_counts(self, num_classes: int | None, num_images: int | None) -> DataManifest:
+        """A copy expecting other counts (e.g. for a deliberately partial copy)."""
+        return replace(self, num_classes=num_classes, num_images=num_images)
+
+
+def manifests_dir() -> Path:
+    """``$ROBUSTFT_MANIFESTS_DIR`` or ``data_manifests/`` next to the ``robustft`` package."""
+    env = os.environ.get("ROBUSTFT_MANIFESTS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "data_manifests"
+
+
+def list_manifests(directory: Path | None = None) -> list[str]:
+    directory = directory or manifests_dir()
+    return sorted(path.stem for path in directory.glob("*.yaml"))
+
+
+def load_manifest(name: str, directory: Path | None = None) -> DataManifest:
+    """The manifest ``<directory>/<name>.yaml``; unknown names and keys are clear errors."""
+    directory = directory or manifests_dir()
+    path = directory / f"{name}.yaml"
+    if not path.is_file():
+        raise KeyError(
+            f"no data manifest {name!r} in {directory}; known: {list_manifests(directory)}"
+        )
+    raw: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    known = {f.name for f in fields(DataManifest)} - {"source"}
+    unknown = set(raw) - known
+    if unknown:
+        raise KeyError(f"{path}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    missing = {"name", "description", "layout", "protocol", "class_folders"} - set(raw)
+    if missing:
+        raise KeyError(f"{path}: missing key(s) {sorted(missing)}")
+    if raw["class_folders"] not in CLASS_FOLDER_SOURCES:
+        raise ValueError(
+            f"{path}: class_folders {raw['class_folders']!r} not one of {sorted(CLASS_FOLDER_SOURCES)}"
+        )
+    for key in ("image_extensions", "required_files", "subsets"):
+        if key in raw:
+            raw[key] = tuple(raw[key] or ())
+    raw["image_extensions"] = tuple(
+        s.lower() for s in raw.get("image_extensions", (".jpg", ".jpeg", ".png"))
+    )
+    return DataManifest(**raw, source=path)
