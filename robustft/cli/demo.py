@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -55,11 +56,11 @@ def pretrain_stand_in(cfg: DictConfig) -> None:
 
 
 def _split_pairs(benchmark_root: Path, split: str, dataset: ImageFolderSplit, limit: int):
-    """(image, mask) paths and labels of the first ``limit`` images of a split, spread over
-    its classes (every k-th sample of the sorted list)."""
+    """(image, mask) paths and labels of ``limit`` images of a split, evenly spaced over its
+    sorted samples (so every class is represented)."""
     samples = dataset.samples
-    step = max(1, len(samples) // limit)
-    chosen = samples[::step][:limit]
+    positions = np.unique(np.linspace(0, len(samples) - 1, min(limit, len(samples))).round())
+    chosen = [samples[int(i)] for i in positions]
     pairs = []
     for path, _target, _meta in chosen:
         relative = Path(path).resolve().relative_to(benchmark_root / split)
@@ -88,10 +89,10 @@ def evaluate_before_after(cfg: DictConfig, checkpoint: Path, output_dir: Path) -
         for name, model in models.items():
             shares[(name, split)] = mean_foreground_share(model, images, masks, labels)
         if split in ("shuffled", "anti_correlated"):
-            take = ev.overlay_images // 2
-            overlay_images.append(images[:take])
-            overlay_masks.append(masks[:take])
-            overlay_labels.append(labels[:take])
+            spread = torch.linspace(0, len(images) - 1, ev.overlay_images // 2).round().long()
+            overlay_images.append(images[spread])
+            overlay_masks.append(masks[spread])
+            overlay_labels.append(labels[spread])
     config = preprocessing_config(original)
     grid = relevance_overlay_grid(models, torch.cat(overlay_images), torch.cat(overlay_masks),
                                   torch.cat(overlay_labels), output_dir / "relevance_overlays.png",

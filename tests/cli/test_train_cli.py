@@ -1,0 +1,101 @@
+"""Hydra configs compose, every experiment runs one fast_dev_run step, bad keys and names
+give clear errors, and the installed console entry point works."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
+
+import robustft.configs
+from fixtures.generic_layout import make_generic_layout
+from robustft.cli.common import prepare_generated_data
+from robustft.training.run import train
+
+CONFIG_DIR = Path(robustft.configs.__file__).parent
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+TINY_MODEL = ["model.name=vit_tiny_patch16_224", "model.pretrained=false",
+              "model.weights_file=null", "++model.kwargs.img_size=32", "++model.kwargs.patch_size=8",
+              "++model.kwargs.depth=2", "++model.kwargs.embed_dim=32", "++model.kwargs.num_heads=2"]
+TINY_SYNTH = ["++data.synth.num_classes=4", "++data.synth.train_per_class=4",
+              "++data.synth.eval_per_class=2"]
+
+
+def _compose(overrides: list[str], config: str = "train"):
+    with initialize_config_module("robustft.configs", version_base="1.3"):
+        return compose(config, overrides=overrides)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_fast_dev_run(experiment, tmp_path):
+    generic_root = make_generic_layout(tmp_path / "pairs", num_classes=4, per_class=3,
+                                       size=(36, 36))
+    cfg = _compose([f"experiment={experiment}", "debug=fast_dev_run",
+                    f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}"])
+    overrides = [f"experiment={experiment}", "debug=fast_dev_run", f"paths.root_dir={tmp_path}",
+                 f"paths.output_dir={tmp_path / 'run'}", *TINY_MODEL]
+    if "synth" in cfg.data:
+        overrides += TINY_SYNTH + ["model.num_classes=4"]
+    elif cfg.data.get("root") in (None, "???") or "generic" in str(cfg.data.get("_target_")):
+        overrides += [f"data.root={generic_root}", "model.num_classes=4"]
+    cfg = _compose(overrides)
+    prepare_generated_data(cfg.data)
+    result = train(cfg)
+    assert result.metrics["train/loss"] > 0
+    assert (tmp_path / "run" / "selection_manifest.csv").is_file()
+
+
+def test_loggers_and_checkpoints(tmp_path):
+    root = make_generic_layout(tmp_path / "pairs", num_classes=4, per_class=3, size=(36, 36))
+    run = tmp_path / "run"
+    cfg = _compose([f"data.root={root}", "data.num_workers=0", f"paths.output_dir={run}",
+                    "model.num_classes=4", "trainer=cpu", "trainer.max_epochs=2",
+                    "logger=many",
+                    "loss.gradient_mode=second_order", "loss.classification=kl_to_teacher",
+                    *TINY_MODEL])
+    os.environ["WANDB_MODE"] = "disabled"
+    result = train(cfg)
+    assert result.best_checkpoint is not None and result.best_checkpoint.is_file()
+    assert result.last_checkpoint.name == "last.ckpt" and result.last_checkpoint.is_file()
+    assert "best/val/loss" in result.metrics
+    assert list((run / "csv").rglob("metrics.csv")) and list((run / "tensorboard").rglob("events.*"))
+    header = next((run / "csv").rglob("metrics.csv")).read_text().splitlines()[0]
+    for column in ("train/bg_epoch", "train/fg_epoch", "train/cls_epoch", "train/fg_share_epoch",
+                   "val/acc", "val/fg_share"):
+        assert column in header
+
+
+def test_unknown_config_key_is_named():
+    with pytest.raises(ConfigCompositionException, match="not_a_key"):
+        _compose(["model.not_a_key=1"])
+
+
+def test_unknown_model_name_is_named(tmp_path):
+    root = make_generic_layout(tmp_path / "pairs", num_classes=2, per_class=2)
+    cfg = _compose([f"data.root={root}", f"paths.output_dir={tmp_path}", "debug=fast_dev_run",
+                    "model.name=vit_tiny_patch16_2244", "model.pretrained=false"])
+    with pytest.raises(ValueError, match="vit_tiny_patch16_2244.*model.name"):
+        train(cfg)
+
+
+def test_missing_data_root_is_named(tmp_path):
+    cfg = _compose([f"paths.output_dir={tmp_path}", "debug=fast_dev_run", *TINY_MODEL])
+    with pytest.raises(Exception, match="data.root|root"):
+        train(cfg)
+
+
+def test_console_entry_point_runs(tmp_path):
+    root = make_generic_layout(tmp_path / "pairs", num_classes=4, per_class=2, size=(36, 36))
+    script = Path(sys.executable).parent / "robustft-train"
+    completed = subprocess.run(
+        [str(script), f"data.root={root}", "model.num_classes=4", "debug=fast_dev_run",
+         f"paths.root_dir={tmp_path}", *TINY_MODEL],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert list((tmp_path / "logs" / "train" / "runs").glob("*/selection_manifest.csv"))

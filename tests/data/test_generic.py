@@ -1,0 +1,147 @@
+"""Generic images+masks layout: scanning, seeded selection, manifests, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fixtures.generic_layout import make_generic_layout
+from robustft.data.datamodule import ImageMaskDataModule
+from robustft.data.datasets import ImageMaskDataset
+from robustft.data.generic import (
+    read_manifest,
+    scan_generic_layout,
+    select_records,
+    write_manifest,
+)
+from robustft.data.transforms import joint_eval_transform, joint_train_transform
+
+
+def test_scan_sorted_classes_and_labels(tmp_path):
+    records = scan_generic_layout(make_generic_layout(tmp_path, num_classes=3, per_class=2))
+    assert list(records) == ["c0", "c1", "c2"]
+    assert [r.label for r in records["c2"]] == [2, 2]
+    assert records["c1"][0].mask_path == tmp_path / "masks" / "c1" / "img0.png"
+
+
+def test_selection_is_seeded_sorted_and_reproducible(tmp_path):
+    records = scan_generic_layout(make_generic_layout(tmp_path, num_classes=6, per_class=5))
+    a = select_records(records, train_per_class=3, val_per_class=1, class_fraction=0.5, seed=0)
+    b = select_records(dict(reversed(list(records.items()))), train_per_class=3,
+                       val_per_class=1, class_fraction=0.5, seed=0)
+    assert a == b  # independent of the order the filesystem listed things in
+    assert len(a.train) == 9 and len(a.val) == 3
+    train_classes = {r.class_name for r in a.train}
+    assert len(train_classes) == 3 and train_classes.isdisjoint({r.class_name for r in a.val})
+    others = [select_records(records, train_per_class=3, val_per_class=1, class_fraction=0.5,
+                             seed=s) for s in (1, 2, 3)]
+    assert any(o.train != a.train for o in others)  # the seed matters, seed 0 included
+
+
+def test_manifest_round_trip_and_outside_root(tmp_path):
+    root = make_generic_layout(tmp_path / "d", num_classes=4, per_class=3)
+    records = scan_generic_layout(root)
+    selection = select_records(records, train_per_class=2, val_per_class=1,
+                               class_fraction=0.5, seed=7)
+    manifest = write_manifest(selection, root, tmp_path / "run" / "manifest.csv")
+    assert read_manifest(manifest, root, sorted(records)) == selection
+    text = manifest.read_text().replace("images/c", "../d/images/c", 1)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(text.replace("../d/images/c", "../../etc/c", 1))
+    with pytest.raises(ValueError, match="outside"):
+        read_manifest(bad, root, sorted(records))
+
+
+def test_missing_mask_file_is_named(tmp_path):
+    root = make_generic_layout(tmp_path, num_classes=2, per_class=2)
+    (root / "masks" / "c1" / "img1.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"masks/c1/img1\.png"):
+        scan_generic_layout(root)
+
+
+def test_empty_class_folder_is_named(tmp_path):
+    root = make_generic_layout(tmp_path, num_classes=2, per_class=2)
+    (root / "images" / "c9").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"images/c9 has no images"):
+        scan_generic_layout(root)
+
+
+def test_missing_images_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="images"):
+        scan_generic_layout(tmp_path)
+
+
+def test_mask_of_another_size_is_named(tmp_path):
+    root = make_generic_layout(tmp_path, num_classes=2, per_class=1)
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "masks" / "c0" / "img0.png")
+    module = ImageMaskDataModule(str(root), crop_size=32, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                 train_per_class=1, class_fraction=0.5, seed=0)
+    with pytest.raises(ValueError, match=r"masks/c0/img0\.png is 10x10 but its image"):
+        # c0 is in either split: both are checked.
+        module.setup()
+
+
+def test_rgb_mask_is_rejected(tmp_path):
+    root = make_generic_layout(tmp_path, num_classes=1, per_class=1)
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(root / "masks" / "c0" / "img0.png")
+    records = scan_generic_layout(root)["c0"]
+    dataset = ImageMaskDataset(records, joint_eval_transform(32, (0.5,) * 3, (0.5,) * 3))
+    with pytest.raises(ValueError, match="single-channel"):
+        dataset[0]
+
+
+def _erode(region: torch.Tensor) -> torch.Tensor:
+    padded = torch.nn.functional.pad((~region).float()[None, None], (1, 1, 1, 1), value=0.0)
+    return torch.nn.functional.max_pool2d(padded, 3, stride=1)[0, 0] == 0
+
+
+def test_joint_transform_keeps_image_and_mask_aligned(tmp_path):
+    """The fixture paints the masked rectangle in a known colour: after random crops and
+    flips, every mask pixel still sits on that colour and no other pixel does."""
+    root = make_generic_layout(tmp_path, num_classes=1, per_class=3)
+    records = scan_generic_layout(root)["c0"]
+    transform = joint_train_transform(32, (0.0,) * 3, (1.0,) * 3, resize_ratio=1.25, hflip=0.5)
+    dataset = ImageMaskDataset(records, transform)
+    torch.manual_seed(0)
+    for _ in range(10):
+        for item in (dataset[i] for i in range(len(dataset))):
+            image, mask = item["image"], item["mask"]
+            assert image.shape == (3, 32, 32) and mask.shape == (32, 32)
+            assert set(mask.unique().tolist()) <= {0.0, 1.0}  # nearest: never interpolated
+            red = image[0] > 0.6  # the rectangle's red channel is 200/255, background < 80/255
+            # The image is resized with antialiasing and the mask with nearest neighbour, so
+            # compare away from the edge (eroded by one pixel in each direction).
+            inner, outer = _erode(mask.bool()), _erode(~mask.bool())
+            assert red[inner].all() and not red[outer].any()
+            assert inner.any()
+
+
+def test_ignore_pixels_follow_the_mask():
+    from robustft.data.generic import IGNORE_VALUE, ImageMaskRecord
+
+    mask = np.zeros((8, 8), np.uint8)
+    mask[:4] = 1
+    mask[:, :2] = IGNORE_VALUE
+    record = ImageMaskRecord(Path("unused"), Path("unused"), 0, "c0")
+
+    class Fixed(ImageMaskDataset):
+        def __getitem__(self, index):
+            return super().__getitem__(index)
+
+    dataset = Fixed([record], joint_eval_transform(8, (0.0,) * 3, (1.0,) * 3, resize_ratio=1.0),
+                    mask_decoder=lambda _path: mask)
+    import robustft.data.datasets as datasets_module
+
+    original_open = datasets_module.Image.open
+    datasets_module.Image.open = lambda _path: Image.fromarray(np.zeros((8, 8, 3), np.uint8))
+    try:
+        item = dataset[0]
+    finally:
+        datasets_module.Image.open = original_open
+    assert item["ignore"][:, :2].all() and not item["ignore"][:, 2:].any()
+    assert item["mask"][:4, 2:].all() and not item["mask"][4:].any()
+    assert not item["mask"][:, :2].any()  # ignored pixels are not foreground
