@@ -9,7 +9,7 @@ overridden).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -27,7 +27,7 @@ from robustft.data.generic import (
 )
 from robustft.data.transforms import joint_eval_transform, joint_train_transform
 
-__all__ = ["ImageMaskDataModule"]
+__all__ = ["ImageMaskDataModule", "ImageNetSDataModule"]
 log = logging.getLogger(__name__)
 
 
@@ -91,13 +91,18 @@ class ImageMaskDataModule(pl.LightningDataModule):
         check_same_size(selection.train + selection.val)
         return selection
 
+    def write_selection(self, path: str) -> Path:
+        """Write the current selection as a manifest that ``manifest=`` reads back."""
+        assert self.selection is not None
+        return write_manifest(self.selection, self.root, path)
+
     def setup(self, stage: str | None = None) -> None:
         if self.selection is not None:
             return
         self.selection = self.select()
         is_rank_zero = self.trainer is None or self.trainer.is_global_zero
         if self.manifest_out and is_rank_zero:
-            path = write_manifest(self.selection, self.root, self.manifest_out)
+            path = self.write_selection(self.manifest_out)
             log.info("selection manifest: %s (%d train, %d val)", path,
                      len(self.selection.train), len(self.selection.val))
 
@@ -126,3 +131,46 @@ class ImageMaskDataModule(pl.LightningDataModule):
         transform = joint_eval_transform(self.crop_size, self.mean, self.std,
                                          resize_ratio=self.resize_ratio)
         return self._loader(self.selection.val, transform, shuffle=False)
+
+
+class ImageNetSDataModule(ImageMaskDataModule):
+    """ImageNet train images with ImageNet-S919 masks and the paper's split (3 images per
+    class from ``num_train_classes`` classes, ``val_per_class`` from each other class),
+    labels in ImageNet-1k order, ignore pixels (id 1000) kept out of the losses.
+
+    The split is written as a JSON manifest to ``manifest_out`` (the run directory);
+    ``manifest`` reuses an existing one exactly.
+    """
+
+    def __init__(self, imagenet_root: str, imagenet_s_root: str, *, crop_size: int,
+                 mean: Sequence[float], std: Sequence[float], num_train_classes: int = 500,
+                 train_per_class: int = 3, val_per_class: int = 1, **kwargs) -> None:
+        from robustft.data.imagenet import imagenet_s_mask_decoder
+
+        super().__init__(imagenet_s_root, crop_size=crop_size, mean=mean, std=std,
+                         train_per_class=train_per_class, val_per_class=val_per_class,
+                         mask_decoder=imagenet_s_mask_decoder, **kwargs)
+        self.imagenet_root = Path(imagenet_root)
+        self.imagenet_s_root = Path(imagenet_s_root)
+        self.num_train_classes = num_train_classes
+
+    def select(self) -> Selection:
+        from robustft.data.imagenet import make_paper_split, read_split_manifest
+        from robustft.evaluation.protocols import imagenet_synsets
+
+        if self.manifest:
+            split = read_split_manifest(self.manifest, self.imagenet_root, self.imagenet_s_root)
+        else:
+            split = make_paper_split(self.imagenet_root, self.imagenet_s_root, seed=self.seed,
+                                     num_train_classes=self.num_train_classes,
+                                     train_per_class=self.train_per_class,
+                                     val_per_class=self.val_per_class)
+        self._split = split
+        selection = Selection(train=split.train, val=split.val, class_names=imagenet_synsets())
+        check_same_size(selection.train + selection.val)
+        return selection
+
+    def write_selection(self, path: str) -> Path:
+        from robustft.data.imagenet import write_split_manifest
+
+        return write_split_manifest(self._split, path, self.imagenet_root, self.imagenet_s_root)
