@@ -23,6 +23,7 @@ from robustft.masks.generate import (
     MANIFEST_NAME,
     SETTINGS_NAME,
     TokenCutSettings,
+    compare_with_true_masks,
     find_images,
     generate_masks,
     kept_mask_pairs,
@@ -264,3 +265,24 @@ def test_console_entry_point(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "7 masks written" in done.stdout
     assert len(list((tmp_path / "out" / "masks").rglob("*.png"))) == 7
+
+
+def test_compare_with_true_masks(tmp_path: Path, tiny_vit) -> None:
+    data = tmp_path / "data"
+    make_generic_dataset(data)
+    out = tmp_path / "out"
+    generate_masks(tiny_vit, data, out, progress=False)
+    rows = read_manifest(out / MANIFEST_NAME)
+    truth_root = tmp_path / "truth"
+    for row in rows:
+        # Truth = the written mask itself, one of them at another size (resized nearest).
+        (truth_root / row.mask).parent.mkdir(parents=True, exist_ok=True)
+        mask = Image.open(out / row.mask)
+        if row is rows[0]:
+            mask = mask.resize((row.width * 2, row.height * 2), Image.NEAREST)
+        mask.save(truth_root / row.mask)
+    scores = compare_with_true_masks(out, truth_root)
+    assert scores == {row.image: 1.0 for row in rows}
+    inverted = Image.fromarray(255 - np.asarray(Image.open(out / rows[1].mask)))
+    inverted.save(truth_root / rows[1].mask)
+    assert compare_with_true_masks(out, truth_root)[rows[1].image] == 0.0
