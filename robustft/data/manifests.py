@@ -73,9 +73,14 @@ class DataManifest:
 
 
 def manifests_dir() -> Path:
-    """``$ROBUSTFT_MANIFESTS_DIR`` or ``data_manifests/`` next to the ``robustft`` package."""
+    """``$ROBUSTFT_MANIFESTS_DIR`` or the repository's ``data_manifests/``, installed as the
+    package ``robustft.data_manifests`` (so wheels and editable installs both find it)."""
     env = os.environ.get("ROBUSTFT_MANIFESTS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "data_manifests"
+    if env:
+        return Path(env)
+    import robustft.data_manifests
+
+    return Path(robustft.data_manifests.__file__).parent
 
 
 def list_manifests(directory: Path | None = None) -> list[str]:
