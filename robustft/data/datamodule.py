@@ -31,6 +31,17 @@ __all__ = ["ImageMaskDataModule", "ImageNetSDataModule"]
 log = logging.getLogger(__name__)
 
 
+def kept_mask_pairs_under(mask_manifest: str) -> list[tuple[str, str]]:
+    """(image, mask) relative paths a TokenCut manifest kept; the manifest's folder is the
+    masks' output_dir."""
+    from robustft.masks.generate import kept_mask_pairs
+
+    path = Path(mask_manifest)
+    if not path.is_file():
+        raise FileNotFoundError(f"TokenCut manifest not found: {path} (data.mask_manifest)")
+    return kept_mask_pairs(path.parent)
+
+
 class ImageMaskDataModule(pl.LightningDataModule):
     """Fine-tuning pairs from ``root`` in the generic layout.
 
@@ -44,6 +55,8 @@ class ImageMaskDataModule(pl.LightningDataModule):
         manifest_out: where to write the selection manifest (the run directory).
         hflip: horizontal-flip probability of the train transform (0 disables it).
         mask_decoder: reads one mask file (default: generic binary masks).
+        mask_manifest: a TokenCut ``tokencut_manifest.csv`` (robustft-masks): only the
+            pairs whose mask it kept (minimum-foreground filter) are used.
     """
 
     def __init__(
@@ -64,8 +77,10 @@ class ImageMaskDataModule(pl.LightningDataModule):
         hflip: float = 0.5,
         resize_ratio: float = 256 / 224,
         mask_decoder: MaskDecoder = decode_binary_mask,
+        mask_manifest: str | None = None,
     ) -> None:
         super().__init__()
+        self.mask_manifest = mask_manifest
         self.root = Path(root)
         self.crop_size = int(crop_size)
         self.mean, self.std = tuple(mean), tuple(std)
@@ -81,7 +96,10 @@ class ImageMaskDataModule(pl.LightningDataModule):
     def select(self) -> Selection:
         """Scan the layout and select (or read the given manifest); deterministic, so every
         DDP rank computes the same selection."""
-        records = scan_generic_layout(self.root)
+        only_images = None
+        if self.mask_manifest:
+            only_images = {image for image, _mask in kept_mask_pairs_under(self.mask_manifest)}
+        records = scan_generic_layout(self.root, only_images)
         if self.manifest:
             selection = read_manifest(self.manifest, self.root, sorted(records))
         else:

@@ -59,11 +59,15 @@ class Selection:
     class_names: list[str]
 
 
-def scan_generic_layout(root: str | os.PathLike[str]) -> dict[str, list[ImageMaskRecord]]:
+def scan_generic_layout(
+    root: str | os.PathLike[str], only_images: set[str] | None = None
+) -> dict[str, list[ImageMaskRecord]]:
     """All image/mask pairs under ``root``, per class in sorted class order.
 
+    ``only_images``: when given, only images whose path relative to ``root`` (POSIX) is in
+    the set are kept (e.g. the masks a TokenCut run kept); others need no mask.
     Raises ``FileNotFoundError`` naming the folder or file when ``images/`` or ``masks/``
-    is missing, a class folder is empty, or an image has no mask.
+    is missing, a class folder is empty, or a kept image has no mask.
     """
     root = Path(root)
     images_dir, masks_dir = root / "images", root / "masks"
@@ -82,6 +86,10 @@ def scan_generic_layout(root: str | os.PathLike[str]) -> dict[str, list[ImageMas
             p for p in (images_dir / class_name).iterdir()
             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
         )
+        if only_images is not None:
+            images = [p for p in images if p.relative_to(root).as_posix() in only_images]
+            if not images:
+                continue  # every image of this class was filtered out
         if not images:
             raise FileNotFoundError(
                 f"class folder {images_dir / class_name} has no images ({'/'.join(IMAGE_SUFFIXES)})"
@@ -100,6 +108,8 @@ def scan_generic_layout(root: str | os.PathLike[str]) -> dict[str, list[ImageMas
                 "needs <root>/masks/<class>/<same name>.png)"
             )
         records[class_name] = class_records
+    if not records:
+        raise FileNotFoundError(f"no image of {images_dir} passed the image filter")
     return records
 
 

@@ -4,6 +4,7 @@ give clear errors, and the installed console entry point works."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ import robustft.configs
 from fixtures.generic_layout import make_generic_layout
 from fixtures.miniature import make_imagenet_s
 from robustft.evaluation.protocols import imagenet_synsets
+from robustft.masks.generate import TokenCutSettings, generate_masks
+from tiny_models import tiny_vit
 from robustft.cli.common import prepare_generated_data
 from robustft.training.run import train
 
@@ -51,6 +54,13 @@ def test_every_experiment_fast_dev_run(experiment, tmp_path):
                       f"data.imagenet_s_root={copy.imagenet_s_root}", "data.num_train_classes=3"]
     else:
         overrides += [f"data.root={generic_root}", "model.num_classes=4"]
+    if cfg.data.get("mask_manifest"):
+        # Unsupervised masks: replace the fixture's masks by TokenCut masks of a random ViT.
+        shutil.rmtree(generic_root / "masks")
+        mask_model = tiny_vit("plain", img_size=(32, 32))
+        summary = generate_masks(mask_model, generic_root, generic_root,
+                                 TokenCutSettings(min_foreground_fraction=0.0), progress=False)
+        assert summary is not None and (generic_root / "tokencut_manifest.csv").is_file()
     cfg = _compose(overrides)
     assert cfg.task_name == experiment or experiment == "demo"
     prepare_generated_data(cfg.data)

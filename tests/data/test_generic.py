@@ -145,3 +145,13 @@ def test_ignore_pixels_follow_the_mask():
     assert item["ignore"][:, :2].all() and not item["ignore"][:, 2:].any()
     assert item["mask"][:4, 2:].all() and not item["mask"][4:].any()
     assert not item["mask"][:, :2].any()  # ignored pixels are not foreground
+
+
+def test_only_images_filter_needs_no_mask_for_dropped_images(tmp_path):
+    root = make_generic_layout(tmp_path, num_classes=2, per_class=3)
+    (root / "masks" / "c0" / "img2.png").unlink()  # dropped by the filter: no mask needed
+    kept = {"images/c0/img0.png", "images/c0/img1.png", "images/c1/img2.png"}
+    records = scan_generic_layout(root, only_images=kept)
+    assert {r.image_path.relative_to(root).as_posix() for rs in records.values() for r in rs} == kept
+    with pytest.raises(FileNotFoundError, match="filter"):
+        scan_generic_layout(root, only_images=set())
