@@ -77,11 +77,13 @@ __all__ = [
     "SPLITS",
     "SWEEP_SPLITS",
     "SynthConfig",
+    "background_spec",
     "class_names",
     "generate_benchmark",
     "read_benchmark",
     "render_background",
     "render_sample",
+    "render_split_item",
     "shape_mask",
 ]
 
