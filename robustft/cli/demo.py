@@ -42,7 +42,8 @@ def pretrain_stand_in(cfg: DictConfig) -> None:
     model = build_model(scratch_cfg)
     data_cfg = OmegaConf.merge(cfg.data, {
         "train_per_class": None, "class_fraction": 1.0, "manifest": None, "manifest_out": None,
-        "batch_size": cfg.pretrain.batch_size, "num_workers": cfg.pretrain.num_workers})
+        "batch_size": cfg.pretrain.batch_size, "num_workers": cfg.pretrain.num_workers,
+        "resize_ratio": cfg.pretrain.resize_ratio})
     datamodule = build_datamodule(data_cfg, model)
     settings = {"model": OmegaConf.to_container(scratch_cfg, resolve=True),
                 "pretrain": OmegaConf.to_container(cfg.pretrain, resolve=True),
