@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from tiny_models import tiny_vit
+
 from robustft.losses import background_loss, foreground_loss
 from robustft.relevance import relevance_map, upsample_and_normalize
 

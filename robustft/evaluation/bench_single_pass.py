@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
             f"median of {args.repeats}"
         )
         print(
-            f"{'K':>2} {'one pass s':>11} {'separate s':>11} {'cost vs K=1':>12} {'speed-up':>9} {'img/s/model':>12}"
+            f"{'K':>2} {'one pass s':>11} {'separate s':>11} {'cost vs K=1':>12} "
+            f"{'speed-up':>9} {'img/s/model':>12}"
         )
         for k in args.ks:
             print(

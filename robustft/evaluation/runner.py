@@ -183,7 +183,7 @@ class _ModelScorer:
 
     def update(self, scores: Tensor, targets: Tensor) -> None:
         scores = scores.detach().float().cpu()
-        for k, metric in self.metrics.items():
+        for metric in self.metrics.values():
             metric.update(scores, targets)
         if self.track_samples:
             top = scores.topk(max(self.top_ks), dim=1).indices

@@ -10,22 +10,23 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
-from hydra.errors import ConfigCompositionException
-
 import robustft.configs
 from fixtures.generic_layout import make_generic_layout
 from fixtures.miniature import make_imagenet_s
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
+from tiny_models import tiny_vit
+
+from robustft.cli.common import prepare_generated_data
 from robustft.evaluation.protocols import imagenet_synsets
 from robustft.masks.generate import TokenCutSettings, generate_masks
-from tiny_models import tiny_vit
-from robustft.cli.common import prepare_generated_data
 from robustft.training.run import train
 
 CONFIG_DIR = Path(robustft.configs.__file__).parent
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 # The experiment's own architecture, shrunk: random weights, 32 px, 2 blocks of width 32.
-TINY_KWARGS = ["model.pretrained=false", "model.weights_file=null", "++model.kwargs.img_size=32", "++model.kwargs.patch_size=8",
+TINY_KWARGS = ["model.pretrained=false", "model.weights_file=null", "++model.kwargs.img_size=32",
+               "++model.kwargs.patch_size=8",
               "++model.kwargs.depth=2", "++model.kwargs.embed_dim=32", "++model.kwargs.num_heads=2"]
 TINY_MODEL = ["model.name=vit_tiny_patch16_224", *TINY_KWARGS]
 TINY_SYNTH = ["++data.synth.num_classes=4", "++data.synth.train_per_class=4",

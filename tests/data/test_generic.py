@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures.generic_layout import make_generic_layout
 from PIL import Image
 
-from fixtures.generic_layout import make_generic_layout
 from robustft.data.datamodule import ImageMaskDataModule
 from robustft.data.datasets import ImageMaskDataset
 from robustft.data.generic import (
