@@ -4,10 +4,10 @@ results.csv / results.md / plots, resume, legacy labelling, and -m multirun dirs
 from __future__ import annotations
 
 import csv
-import importlib.util
 import sys
 from pathlib import Path
 
+import fixtures.miniature as miniature  # noqa: E402
 import pytest
 import torch
 from hydra import compose, initialize_config_module
@@ -18,17 +18,6 @@ from robustft.evaluation.protocols import imagenet_synsets, timm_subset_info
 from robustft.evaluation.report import read_results_csv
 from robustft.models import create_model
 
-
-def _load_miniature():
-    path = Path(__file__).parents[1] / "fixtures" / "miniature.py"
-    spec = importlib.util.spec_from_file_location("robustft_tests_miniature", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-miniature = _load_miniature()
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
 TINY_OVERRIDE = "{img_size:32,patch_size:8,embed_dim:32,depth:1,num_heads:2}"
 

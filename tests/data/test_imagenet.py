@@ -3,11 +3,10 @@ the seeded sorted split and its portable manifest."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
+import fixtures.miniature as miniature  # noqa: E402
 import numpy as np
 import pytest
 
@@ -26,17 +25,6 @@ from robustft.data.imagenet import (
 from robustft.data.shifted import DatasetLayoutError
 from robustft.evaluation.protocols import imagenet_synsets
 
-
-def _load_miniature():
-    path = Path(__file__).parents[1] / "fixtures" / "miniature.py"
-    spec = importlib.util.spec_from_file_location("robustft_tests_miniature", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-miniature = _load_miniature()
 SYNSETS = imagenet_synsets()
 FOLDED = "n04355933"  # sunglass; ImageNet-S folded n04356056 (sunglasses) into it
 TRUE = "n04356056"

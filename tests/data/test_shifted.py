@@ -3,11 +3,10 @@ per-factor meta, and bad input (each a clear error naming the file or key)."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
+import fixtures.miniature as miniature  # noqa: E402
 import pytest
 import torch
 from torch import nn
@@ -28,17 +27,6 @@ from robustft.data.si_score import si_score
 from robustft.evaluation.protocols import imagenet_synsets, timm_subset_info
 from robustft.evaluation.runner import evaluate_models
 
-
-def _load_miniature():
-    path = Path(__file__).parents[1] / "fixtures" / "miniature.py"
-    spec = importlib.util.spec_from_file_location("robustft_tests_miniature", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-miniature = _load_miniature()
 SYNSETS = imagenet_synsets()
 
 

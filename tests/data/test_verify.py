@@ -3,28 +3,15 @@ one reports missing files/folders, count mismatches and unreadable images by pat
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
+import fixtures.miniature as miniature  # noqa: E402
 import pytest
 
 from robustft.data.eval_datasets import EVAL_DATASETS
 from robustft.data.manifests import list_manifests, load_manifest
 from robustft.data.verify import exit_code, format_report, verify_dataset
 from robustft.evaluation.protocols import imagenet_synsets, timm_subset_info
-
-
-def _load_miniature():
-    path = Path(__file__).parents[1] / "fixtures" / "miniature.py"
-    spec = importlib.util.spec_from_file_location("robustft_tests_miniature", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-miniature = _load_miniature()
 
 
 def test_every_manifest_loads_and_names_a_known_reader() -> None:

@@ -3,10 +3,9 @@ passes, shared transforms computed once, per-factor rows on a sweep split."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
+import fixtures.miniature as miniature  # noqa: E402
 import pytest
 import torch
 from PIL import Image
@@ -17,18 +16,6 @@ from robustft.data.shifted import ImageFolderSplit
 from robustft.evaluation.protocols import identity_protocol
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
 from robustft.models import create_model
-
-
-def _load_miniature():
-    path = Path(__file__).parents[1] / "fixtures" / "miniature.py"
-    spec = importlib.util.spec_from_file_location("robustft_tests_miniature", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-miniature = _load_miniature()
 
 
 class CodedImages(torch.utils.data.Dataset):
