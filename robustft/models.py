@@ -156,18 +156,39 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_finetuned_weights(model: nn.Module, checkpoint: str | os.PathLike[str],
-                           prefix: str = "model.") -> nn.Module:
-    """Load the fine-tuned timm weights from a robustft Lightning checkpoint (the
-    LightningModule keeps the timm model as ``self.model``) into ``model``, strictly."""
-    path = Path(checkpoint)
+FINETUNED_PREFIX = "model."  # the LightningModules keep the timm model as `self.model`
+
+
+def load_lightning_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checkpoint dict of a Lightning ``.ckpt`` (CPU tensors)."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if "state_dict" not in state:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - hyper-parameters may hold non-tensor objects
+        # Lightning stores hyper-parameters (OmegaConf containers, paths) that the
+        # weights-only unpickler refuses; the checkpoint is the user's own file.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict' key)")
-    weights = {k[len(prefix):]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
+    return checkpoint
+
+
+def finetuned_state_dict(checkpoint: dict[str, Any], source: str,
+                         prefix: str = FINETUNED_PREFIX) -> dict[str, torch.Tensor]:
+    """The timm model's weights inside a robustft Lightning checkpoint dict (the entries
+    under ``prefix``, prefix removed); ``source`` names the checkpoint in errors."""
+    weights = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items()
+               if k.startswith(prefix)}
     if not weights:
-        raise ValueError(f"{path} has no weights under the prefix {prefix!r}")
+        raise ValueError(f"{source} has no state_dict entries prefixed {prefix!r}")
+    return weights
+
+
+def load_finetuned_weights(model: nn.Module, checkpoint: str | os.PathLike[str]) -> nn.Module:
+    """Load the fine-tuned timm weights of a robustft Lightning checkpoint into ``model``,
+    strictly."""
+    weights = finetuned_state_dict(load_lightning_checkpoint(checkpoint), str(checkpoint))
     model.load_state_dict(weights, strict=True)
     return model

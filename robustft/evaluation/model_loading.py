@@ -19,42 +19,20 @@ wins: the architecture is the config's decision, the checkpoint only supplies we
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from robustft.models import create_model
+from robustft.models import create_model, finetuned_state_dict, load_lightning_checkpoint
 
-__all__ = ["MODEL_ENTRY_KEYS", "build_model_from_entry", "load_lightning_checkpoint"]
+__all__ = ["MODEL_ENTRY_KEYS", "build_model_from_entry"]
 
 log = logging.getLogger(__name__)
 
 MODEL_ENTRY_KEYS = frozenset(
     {"name", "pretrained", "weights_file", "checkpoint", "num_classes", "kwargs"}
 )
-STATE_DICT_PREFIX = "model."
-
-
-def load_lightning_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The checkpoint dict of a Lightning ``.ckpt`` (CPU tensors)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - hyper-parameters may hold non-tensor objects
-        # Lightning stores hyper-parameters (OmegaConf containers, paths) that the
-        # weights-only unpickler refuses; the checkpoint is the user's own file.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
-        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict' key)")
-    return dict(checkpoint)
-
-
 def _saved_model_config(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     hparams = checkpoint.get("hyper_parameters") or {}
     config = hparams.get("model_config") or {}
@@ -83,16 +61,7 @@ def build_model_from_entry(label: str, entry: Mapping[str, Any]) -> nn.Module:
             kwargs = dict(saved["kwargs"])
         num_classes = entry.get("num_classes") or saved.get("num_classes")
         model = create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
-        weights = {
-            key[len(STATE_DICT_PREFIX) :]: value
-            for key, value in checkpoint["state_dict"].items()
-            if key.startswith(STATE_DICT_PREFIX)
-        }
-        if not weights:
-            raise ValueError(
-                f"models.{label}: checkpoint {checkpoint_path} has no state_dict entries "
-                f"prefixed {STATE_DICT_PREFIX!r}"
-            )
+        weights = finetuned_state_dict(checkpoint, f"models.{label}: checkpoint {checkpoint_path}")
         missing, unexpected = model.load_state_dict(weights, strict=False)
         if missing or unexpected:
             raise ValueError(
