@@ -81,7 +81,21 @@ def relevance_overlay_grid(models: Mapping[str, nn.Module], images: Tensor, mask
         rows.append(np.full((2, row.shape[1], 3), 255, np.uint8))
     grid = np.concatenate(rows[:-1], axis=0)
     grid = np.kron(grid, np.ones((scale, scale, 1), np.uint8))
+    picture = _with_header(grid, ["image", "mask", *models], cell_width=(masks.shape[-1] + 2) * scale)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(path)
+    picture.save(path)
     return path
+
+
+def _with_header(grid: np.ndarray, titles: Sequence[str], cell_width: int) -> Image.Image:
+    """The grid below a white band naming each column."""
+    from PIL import ImageDraw
+
+    band = 14
+    canvas = Image.new("RGB", (grid.shape[1], grid.shape[0] + band), "white")
+    canvas.paste(Image.fromarray(grid), (0, band))
+    draw = ImageDraw.Draw(canvas)
+    for column, title in enumerate(titles):
+        draw.text((column * cell_width + 2, 1), str(title), fill="black")
+    return canvas

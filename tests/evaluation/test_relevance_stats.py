@@ -1,0 +1,23 @@
+"""Foreground share and the overlay grid on a tiny model."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+from tiny_models import tiny_vit
+
+from robustft.evaluation.relevance_stats import mean_foreground_share, relevance_overlay_grid
+
+
+def test_foreground_share_bounds_and_overlay_grid(tmp_path):
+    model = tiny_vit("plain")
+    images = torch.randn(3, 3, 32, 32)
+    full = torch.ones(3, 32, 32)
+    assert abs(mean_foreground_share(model, images, full, torch.tensor([0, 1, 2])) - 1.0) < 1e-6
+    assert mean_foreground_share(model, images, torch.zeros(3, 32, 32), torch.tensor([0, 1, 2])) == 0
+    path = relevance_overlay_grid({"before": model, "after": model}, images, full,
+                                  torch.tensor([0, 1, 2]), tmp_path / "grid.png",
+                                  mean=(0.5,) * 3, std=(0.5,) * 3, scale=2)
+    with Image.open(path) as grid:
+        # 4 columns (image, mask, 2 models) of 32 px + 2 px gaps, 3 rows, a 14 px title band
+        assert grid.size == ((4 * 34 - 2) * 2, (3 * 34 - 2) * 2 + 14)
