@@ -23,6 +23,7 @@ from robustft.data.shifted import ImageFolderSplit
 from robustft.data.synth import read_benchmark
 from robustft.evaluation.before_after import write_before_after
 from robustft.evaluation.relevance_stats import (
+    accuracy_without_background,
     load_pairs,
     mean_foreground_share,
     relevance_overlay_grid,
@@ -78,7 +79,8 @@ def evaluate_before_after(cfg: DictConfig, checkpoint: Path, output_dir: Path) -
     # The benchmark's images are exactly the model's input size: no crop.
     transforms = build_eval_transforms(models, crop_pct=1.0)
     class_names = (benchmark_root / "classes.txt").read_text().split()
-    rows, shares = [], {}
+    config = preprocessing_config(original)
+    rows, shares, object_only = [], {}, {}
     overlay_images, overlay_masks, overlay_labels = [], [], []
     ev = cfg.evaluation
     for split in ev.splits:
@@ -89,17 +91,19 @@ def evaluate_before_after(cfg: DictConfig, checkpoint: Path, output_dir: Path) -
         images, masks = load_pairs(pairs, transforms[BEFORE])
         for name, model in models.items():
             shares[(name, split)] = mean_foreground_share(model, images, masks, labels)
+            object_only[(name, split)] = accuracy_without_background(
+                model, images, masks, labels, fill=ev.background_fill,
+                mean=config["mean"], std=config["std"])
         if split in ("shuffled", "anti_correlated"):
             spread = torch.linspace(0, len(images) - 1, ev.overlay_images // 2).round().long()
             overlay_images.append(images[spread])
             overlay_masks.append(masks[spread])
             overlay_labels.append(labels[spread])
-    config = preprocessing_config(original)
     grid = relevance_overlay_grid(models, torch.cat(overlay_images), torch.cat(overlay_masks),
                                   torch.cat(overlay_labels), output_dir / "relevance_overlays.png",
                                   mean=config["mean"], std=config["std"])
     _csv, md_path, text = write_before_after(
-        rows, shares, (BEFORE, AFTER), output_dir,
+        rows, shares, (BEFORE, AFTER), output_dir, object_only=object_only,
         title="robustft demo: relevance fine-tuning on the generated shortcut benchmark")
     log.info("wrote %s, %s and %s", _csv, md_path, grid)
     return text

@@ -15,7 +15,12 @@ from torch import Tensor, nn
 from robustft.losses import foreground_share
 from robustft.relevance import relevance_map, upsample_and_normalize
 
-__all__ = ["mean_foreground_share", "relevance_overlay_grid", "load_pairs"]
+__all__ = [
+    "mean_foreground_share",
+    "accuracy_without_background",
+    "relevance_overlay_grid",
+    "load_pairs",
+]
 
 ImageTransform = Callable[[Image.Image], Tensor]
 
@@ -46,6 +51,24 @@ def mean_foreground_share(model: nn.Module, images: Tensor, masks: Tensor, label
         relevance = upsample_and_normalize(out.relevance.detach(), masks.shape[-2:])
         shares.append(foreground_share(relevance, masks[batch]))
     return float(torch.cat(shares).mean())
+
+
+def accuracy_without_background(model: nn.Module, images: Tensor, masks: Tensor, labels: Tensor,
+                                *, fill: float, mean: Sequence[float], std: Sequence[float],
+                                batch_size: int = 256) -> float:
+    """Top-1 (percent) when every background pixel is replaced by the flat grey ``fill`` (in
+    [0, 1], before normalisation): what the model can do from the object alone, i.e. the
+    ceiling of "looking only at the object" for this model."""
+    model.eval()
+    grey = ((fill - torch.tensor(mean)) / torch.tensor(std))[None, :, None, None]
+    keep = masks[:, None].to(images.dtype)
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = slice(start, start + batch_size)
+            objects_only = images[batch] * keep[batch] + grey * (1 - keep[batch])
+            correct += int((model(objects_only).argmax(-1) == labels[batch]).sum())
+    return 100.0 * correct / len(images)
 
 
 def _denormalize(image: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

@@ -1,0 +1,48 @@
+"""The demo's before/after report and the object-only accuracy."""
+
+from __future__ import annotations
+
+import csv
+
+import torch
+from torch import nn
+
+from robustft.evaluation.before_after import write_before_after
+from robustft.evaluation.relevance_stats import accuracy_without_background
+
+
+def _row(model, split, accuracy, metric="top1"):
+    return {"model": model, "dataset": split, "protocol": "standard:2-way", "metric": metric,
+            "factor": "", "factor_value": "", "accuracy": accuracy, "num_images": 4}
+
+
+def test_table_and_csv(tmp_path):
+    rows = [_row("a", "s1", 50.0), _row("b", "s1", 75.0), _row("a", "s1", 90.0, "top5")]
+    csv_path, md_path, text = write_before_after(
+        rows, {("a", "s1"): 0.25, ("b", "s1"): 0.5}, ("a", "b"), tmp_path, title="t",
+        object_only={("a", "s1"): 60.0, ("b", "s1"): 70.0})
+    assert "| s1 | 50.0 | 75.0 | +25.0 | 25.0% | 50.0% | 60.0 | 70.0 |" in text
+    assert md_path.read_text() == text
+    with csv_path.open() as handle:
+        metrics = {(r["model"], r["metric"]): r["accuracy"] for r in csv.DictReader(handle)}
+    assert metrics[("b", "fg_share")] == "50.0" and metrics[("a", "top1_object_only")] == "60.0"
+
+
+class _MeanColour(nn.Module):
+    """Class 1 when the image's mean red value is above 0, else class 0."""
+
+    def forward(self, images):
+        red = images[:, 0].mean(dim=(1, 2))
+        return torch.stack([-red, red], dim=1)
+
+
+def test_accuracy_without_background_uses_only_the_object():
+    images = torch.full((2, 3, 4, 4), -1.0)  # background: dark (normalised -1)
+    masks = torch.zeros(2, 4, 4)
+    masks[:, :2] = 1
+    images[0, :, :2] = 1.0  # image 0: a bright object -> class 1
+    labels = torch.tensor([1, 0])
+    # grey fill 0.5 normalises to 0 with mean = std = 0.5, so only the object decides
+    accuracy = accuracy_without_background(_MeanColour(), images, masks, labels, fill=0.5,
+                                           mean=(0.5,) * 3, std=(0.5,) * 3)
+    assert accuracy == 100.0
