@@ -15,6 +15,7 @@ from pathlib import Path
 
 import hydra
 import numpy as np
+import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -40,6 +41,7 @@ BEFORE, AFTER = "original", "relevance-finetuned"
 def pretrain_stand_in(cfg: DictConfig) -> None:
     """Step 2: the weights file named by ``cfg.model.weights_file``, trained if missing."""
     scratch_cfg = OmegaConf.merge(cfg.model, {"weights_file": None, "pretrained": False})
+    pl.seed_everything(cfg.seed, workers=True)  # before the model's random initialisation
     model = build_model(scratch_cfg)
     data_cfg = OmegaConf.merge(cfg.data, {
         "train_per_class": None, "class_fraction": 1.0, "manifest": None, "manifest_out": None,
@@ -49,7 +51,6 @@ def pretrain_stand_in(cfg: DictConfig) -> None:
     settings = {"model": OmegaConf.to_container(scratch_cfg, resolve=True),
                 "pretrain": OmegaConf.to_container(cfg.pretrain, resolve=True),
                 "benchmark": read_benchmark(Path(cfg.data.root).parent), "seed": cfg.seed}
-    torch.manual_seed(cfg.seed)
     pretrain_cached(model, datamodule, cfg.model.weights_file, settings=settings,
                     max_epochs=cfg.pretrain.max_epochs, lr=cfg.pretrain.lr,
                     weight_decay=cfg.pretrain.weight_decay,
