@@ -146,16 +146,6 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return teacher
 
 
-def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a ``.safetensors`` or torch checkpoint into a state dict (CPU tensors)."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 FINETUNED_PREFIX = "model."  # the LightningModules keep the timm model as `self.model`
 
 

@@ -546,6 +546,17 @@ def _all_rows(
     return list(out.values())
 
 
+def _manifest_row(entry: ImageEntry, settings: TokenCutSettings, *, width: int, height: int,
+                  fraction: float, refined: bool | None, status: str) -> ManifestRow:
+    """The manifest row of a mask with the given foreground fraction; ``kept`` and its
+    reason come from the minimum-foreground filter of ``settings``."""
+    kept, reason = _keep_decision(fraction, settings.min_foreground_fraction)
+    return ManifestRow(image=entry.relative, mask=entry.mask_relative,
+                       class_name=entry.class_name, width=width, height=height,
+                       foreground_fraction=fraction, kept=kept, refined=refined,
+                       status=status, reason=reason)
+
+
 def _resumed_row(
     entry: ImageEntry, mask_path: Path, old: ManifestRow | None, settings: TokenCutSettings
 ) -> ManifestRow | None:
@@ -568,19 +579,8 @@ def _resumed_row(
         fraction = float(mask.mean())
         height, width = mask.shape
         refined = None  # unknown without the earlier manifest
-    kept, reason = _keep_decision(fraction, settings.min_foreground_fraction)
-    return ManifestRow(
-        image=entry.relative,
-        mask=entry.mask_relative,
-        class_name=entry.class_name,
-        width=width,
-        height=height,
-        foreground_fraction=fraction,
-        kept=kept,
-        refined=refined,
-        status="resumed",
-        reason=reason,
-    )
+    return _manifest_row(entry, settings, width=width, height=height, fraction=fraction,
+                         refined=refined, status="resumed")
 
 
 def _mask_for_image(
@@ -600,20 +600,8 @@ def _mask_for_image(
             item["rgb"], mask, settings.bilateral, low_iou_action=settings.refine_low_iou
         )
     _write_mask(output_root / entry.mask_relative, mask)
-    fraction = float(mask.mean())
-    kept, reason = _keep_decision(fraction, settings.min_foreground_fraction)
-    return ManifestRow(
-        image=entry.relative,
-        mask=entry.mask_relative,
-        class_name=entry.class_name,
-        width=width,
-        height=height,
-        foreground_fraction=fraction,
-        kept=kept,
-        refined=settings.refine,
-        status="written",
-        reason=reason,
-    )
+    return _manifest_row(entry, settings, width=width, height=height,
+                         fraction=float(mask.mean()), refined=settings.refine, status="written")
 
 
 def _write_settings(
