@@ -1,6 +1,7 @@
 """``robustft-data``: dataset utilities.
 
-    robustft-data synth ROOT [--num-classes K] [--train-per-class N] [--eval-per-class N]
+    robustft-data synth ROOT [--num-classes K] [--pretrain-per-class N] [--train-per-class N]
+        [--eval-per-class N]
                               [--tie P] [--seed S] [--image-size PX] [--overwrite]
     robustft-data verify DATASET ROOT [--no-counts] [--no-decode]
     robustft-data list
@@ -48,9 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     synth = commands.add_parser("synth", help="generate the spurious-background benchmark")
     synth.add_argument("root", help="output directory")
     synth.add_argument("--num-classes", dest="num_classes", type=int)
-    synth.add_argument("--train-per-class", dest="train_per_class", type=int)
+    synth.add_argument("--pretrain-per-class", dest="pretrain_per_class", type=int,
+                       help="images per class of the pre-training split")
+    synth.add_argument("--train-per-class", dest="train_per_class", type=int,
+                       help="images per class of the fine-tuning pool (train)")
     synth.add_argument("--eval-per-class", dest="eval_per_class", type=int)
     synth.add_argument("--tie", type=float, help="P(background matches the class) when tied")
+    synth.add_argument("--plain-prob", dest="plain_prob", type=float,
+                       help="share of plain-backdrop images in pretrain / in_distribution")
     synth.add_argument("--seed", type=int)
     synth.add_argument("--image-size", dest="image_size", type=int)
     synth.add_argument("--overwrite", action="store_true",

@@ -44,9 +44,9 @@ def pretrain_stand_in(cfg: DictConfig) -> None:
     pl.seed_everything(cfg.seed, workers=True)  # before the model's random initialisation
     model = build_model(scratch_cfg)
     data_cfg = OmegaConf.merge(cfg.data, {
-        "train_per_class": None, "class_fraction": 1.0, "manifest": None, "manifest_out": None,
-        "batch_size": cfg.pretrain.batch_size, "num_workers": cfg.pretrain.num_workers,
-        "resize_ratio": cfg.pretrain.resize_ratio})
+        "root": cfg.pretrain.data_root, "train_per_class": None, "class_fraction": 1.0,
+        "manifest": None, "manifest_out": None, "batch_size": cfg.pretrain.batch_size,
+        "num_workers": cfg.pretrain.num_workers, "resize_ratio": cfg.pretrain.resize_ratio})
     datamodule = build_datamodule(data_cfg, model)
     settings = {"model": OmegaConf.to_container(scratch_cfg, resolve=True),
                 "pretrain": OmegaConf.to_container(cfg.pretrain, resolve=True),
@@ -110,6 +110,18 @@ def evaluate_before_after(cfg: DictConfig, checkpoint: Path, output_dir: Path) -
     return text
 
 
+def _chosen_checkpoint(which: str, best: Path | None, last: Path | None) -> Path:
+    """``evaluation.checkpoint``: ``last`` (the end of the fixed-length recipe) or ``best``
+    (lowest validation loss)."""
+    if which not in ("last", "best"):
+        raise ValueError(f"evaluation.checkpoint must be 'last' or 'best', got {which!r}")
+    chosen = last if which == "last" else best
+    if chosen is None:
+        raise FileNotFoundError(f"the fine-tuning run wrote no {which!r} checkpoint "
+                                "(callbacks.model_checkpoint disabled?)")
+    return chosen
+
+
 @hydra.main(version_base="1.3", config_path="pkg://robustft.configs", config_name="demo")
 def main(cfg: DictConfig) -> None:
     prepare_environment()
@@ -124,7 +136,8 @@ def main(cfg: DictConfig) -> None:
     with open_dict(cfg):
         cfg.validate_best = False
     result = train(cfg)
-    checkpoint = result.best_checkpoint or result.last_checkpoint
+    checkpoint = _chosen_checkpoint(cfg.evaluation.checkpoint, result.best_checkpoint,
+                                    result.last_checkpoint)
     log.info("[4/4] evaluation of %s", checkpoint)
     text = evaluate_before_after(cfg, checkpoint, output_dir)
     print("\n" + text)

@@ -113,12 +113,12 @@ def load_split(split_dir: Path, classes: list[str]) -> tuple[torch.Tensor, torch
 
 
 def train_tiny_vit(root: Path, classes: list[str], epochs: int, device: str):
-    """A small ViT (64 px, patch 8) trained from scratch by cross-entropy on the tied
-    train split: the demo's kind of 'pretrained' stand-in."""
+    """A small ViT (64 px, patch 8) trained from scratch by cross-entropy on the
+    pretrain split: the demo's kind of 'pretrained' stand-in."""
     torch.manual_seed(0)
     model = create_model("vit_tiny_patch16_224", img_size=64, patch_size=8,
                          num_classes=len(classes)).to(device)
-    x, y = load_split(root / "train", classes)
+    x, y = load_split(root / "pretrain", classes)
     xs, ys = load_split(root / "shuffled", classes)
     x, y = x.to(device), y.to(device)
     steps_per_epoch = (len(x) + 127) // 128
@@ -156,13 +156,13 @@ def main() -> None:
     out = Path(args.out)
     per_class = 10 if args.quick else 40
     epochs = 2 if args.quick else 40
-    config = SynthConfig(num_classes=10, train_per_class=100 if args.quick else 400,
+    config = SynthConfig(num_classes=10, pretrain_per_class=100 if args.quick else 400,
                          eval_per_class=20 if args.quick else 50)
     info = generate_benchmark(out / "bench", config, progress=False,
-                              splits=["train", "shuffled"], num_workers=args.workers)
+                              splits=["pretrain", "shuffled"], num_workers=args.workers)
     classes = info["classes"]
     masks_set = out / "maskset"
-    subset(out / "bench" / "train", masks_set, per_class)
+    subset(out / "bench" / "pretrain", masks_set, per_class)
     prior_baselines(masks_set, grids=[8, 14])
 
     torch.manual_seed(0)
@@ -184,7 +184,7 @@ def main() -> None:
 
     # Speed on ImageNet-like image sizes (upsampled benchmark images, 512x384).
     large = out / "large"
-    subset(out / "bench" / "train", large, 4 if args.quick else 10, scale=8)
+    subset(out / "bench" / "pretrain", large, 4 if args.quick else 10, scale=8)
     for refine in (False, True):
         measure(vit_s, "random ViT-S/16 @224, 512x384 images", large, out / "m_large", args.device,
                 64, args.workers, refine)

@@ -12,12 +12,15 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
 from robustft.models import create_model, preprocessing_config
 from robustft.training.module import RelevanceFinetuner
 
-__all__ = ["TrainResult", "build_model", "build_datamodule", "build_finetuner", "train"]
+__all__ = [
+    "TrainResult", "build_model", "build_datamodule", "build_finetuner", "checkpoint_paths", "train",
+]
 log = logging.getLogger(__name__)
 
 
@@ -68,6 +71,23 @@ def _instantiate_dict(cfg: DictConfig | None) -> list[Any]:
     return [hydra.utils.instantiate(value) for value in cfg.values() if value is not None]
 
 
+def checkpoint_paths(trainer: pl.Trainer) -> tuple[Path | None, Path | None]:
+    """(best, last) checkpoint files written by the trainer's ModelCheckpoint callbacks: the
+    best file of the first callback that monitors a metric, and the newest file of a
+    callback without a metric (or a ``save_last`` file)."""
+    best = last = None
+    for callback in trainer.checkpoint_callbacks:
+        if not isinstance(callback, ModelCheckpoint):
+            continue
+        if callback.monitor is not None and callback.best_model_path and best is None:
+            best = Path(callback.best_model_path)
+        if callback.monitor is None and callback.best_model_path:
+            last = Path(callback.best_model_path)
+        elif callback.last_model_path and last is None:
+            last = Path(callback.last_model_path)
+    return best, last
+
+
 def train(cfg: DictConfig) -> TrainResult:
     """Fit the relevance fine-tuner described by ``cfg``; returns checkpoints and metrics."""
     pl.seed_everything(cfg.seed, workers=True)
@@ -82,9 +102,7 @@ def train(cfg: DictConfig) -> TrainResult:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    checkpoint = trainer.checkpoint_callback
-    best = Path(checkpoint.best_model_path) if checkpoint and checkpoint.best_model_path else None
-    last = Path(checkpoint.last_model_path) if checkpoint and checkpoint.last_model_path else None
+    best, last = checkpoint_paths(trainer)
     if cfg.get("validate_best") and best is not None and not trainer.fast_dev_run:
         for row in trainer.validate(module, datamodule=datamodule, ckpt_path=str(best)):
             metrics.update({f"best/{k}": float(v) for k, v in row.items()})

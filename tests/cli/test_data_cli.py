@@ -9,10 +9,11 @@ from robustft.cli.data import main
 
 def test_synth_generates_and_reuses(tmp_path, capsys):
     args = ["synth", str(tmp_path / "b"), "--num-classes", "3", "--train-per-class", "2",
-            "--eval-per-class", "1"]
+            "--pretrain-per-class", "3", "--eval-per-class", "1", "--plain-prob", "0.5"]
     assert main(args) == 0
     info = json.loads((tmp_path / "b" / "benchmark.json").read_text())
     assert info["config"]["num_classes"] == 3 and info["splits"]["train"]["count"] == 6
+    assert info["splits"]["pretrain"]["count"] == 9 and info["config"]["plain_prob"] == 0.5
     assert "train 6" in capsys.readouterr().out
     stamp = (tmp_path / "b" / "benchmark.json").stat().st_mtime_ns
     assert main(args) == 0  # same settings: reused, not rewritten

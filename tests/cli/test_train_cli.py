@@ -30,6 +30,7 @@ TINY_KWARGS = ["model.pretrained=false", "model.weights_file=null", "++model.kwa
               "++model.kwargs.depth=2", "++model.kwargs.embed_dim=32", "++model.kwargs.num_heads=2"]
 TINY_MODEL = ["model.name=vit_tiny_patch16_224", *TINY_KWARGS]
 TINY_SYNTH = ["++data.synth.num_classes=4", "++data.synth.train_per_class=4",
+              "++data.synth.pretrain_per_class=2",
               "++data.synth.eval_per_class=2"]
 
 
@@ -88,6 +89,28 @@ def test_loggers_and_checkpoints(tmp_path):
     for column in ("train/bg_epoch", "train/fg_epoch", "train/cls_epoch", "train/fg_share_epoch",
                    "val/acc", "val/fg_share"):
         assert column in header
+
+
+def test_last_checkpoint_is_the_last_epoch(tmp_path):
+    # Lightning 2.6's save_last writes last.ckpt only when a top-k file is saved, so it was a
+    # copy of the best epoch. Make the best epoch the first one (monitor the step, mode min)
+    # and check that last.ckpt still holds the final epoch and that resume sees that.
+    import torch
+
+    root = make_generic_layout(tmp_path / "pairs", num_classes=4, per_class=3, size=(36, 36))
+    run = tmp_path / "run"
+    cfg = _compose([f"data.root={root}", "data.num_workers=0", f"paths.output_dir={run}",
+                    "model.num_classes=4", "trainer=cpu", "trainer.max_epochs=3",
+                    "validate_best=false",
+                    "callbacks.model_checkpoint.monitor=step",
+                    "callbacks.model_checkpoint.mode=min", *TINY_MODEL])
+    result = train(cfg)
+    best = torch.load(result.best_checkpoint, map_location="cpu", weights_only=False)
+    last = torch.load(result.last_checkpoint, map_location="cpu", weights_only=False)
+    assert result.last_checkpoint.name == "last.ckpt"
+    assert best["epoch"] == 0 and last["epoch"] == 2
+    assert last["global_step"] > best["global_step"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best-000.ckpt", "last.ckpt"]
 
 
 def test_unknown_config_key_is_named():

@@ -26,7 +26,8 @@ from robustft.data.synth import (
     shape_mask,
 )
 
-TINY = SynthConfig(num_classes=4, train_per_class=8, eval_per_class=8, seed=3)
+TINY = SynthConfig(num_classes=4, pretrain_per_class=6, train_per_class=8, eval_per_class=8,
+                   seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +132,7 @@ def test_tie_rate(tie: float) -> None:
     # own-background, shuffled is ~1/K.
     from robustft.data.synth import _sample_factors
 
-    cfg = SynthConfig(num_classes=5, tie=tie, seed=1)
+    cfg = SynthConfig(num_classes=5, tie=tie, plain_prob=0.0, seed=1)
     n = 600
 
     def own_rate(split: str) -> float:
@@ -150,6 +151,41 @@ def test_tie_rate(tie: float) -> None:
 
 
 # ---- exactness and determinism -----------------------------------------------------------
+
+
+def test_plain_backdrop_share_and_rendering() -> None:
+    # The plain share of train / in_distribution is ~plain_prob and independent of the tie;
+    # the other splits never get a plain backdrop; images that keep their texture do not
+    # change with plain_prob; a plain backdrop is one flat colour (up to the pixel noise).
+    from robustft.data.synth import PLAIN_BACKGROUND, _sample_factors
+
+    n = 500
+    cfg = SynthConfig(num_classes=5, tie=1.0, plain_prob=0.3, seed=2)
+    no_plain = dataclasses.replace(cfg, plain_prob=0.0)
+    for split in ("train", "in_distribution"):
+        factors = [_sample_factors(cfg, split, c, i) for c in range(5) for i in range(n)]
+        plain = [f["background"] == PLAIN_BACKGROUND for f in factors]
+        assert np.mean(plain) == pytest.approx(0.3, abs=0.03)
+        textured = [(f, c) for f, c in zip(factors, [c for c in range(5) for _ in range(n)])
+                    if f["background"] != PLAIN_BACKGROUND]
+        assert all(f["background"] == c for f, c in textured)  # tie 1.0
+        for c in range(5):
+            for i in range(20):
+                f, g = _sample_factors(cfg, split, c, i), _sample_factors(no_plain, split, c, i)
+                if f["background"] != PLAIN_BACKGROUND:
+                    assert f == g
+    for split in ("shuffled", "anti_correlated", "size", "location", "rotation"):
+        assert all(_sample_factors(cfg, split, c, i)["background"] >= 0
+                   for c in range(5) for i in range(100))
+
+    quiet = dataclasses.replace(cfg, bg_noise=0.0, fg_noise=0.0)
+    image, mask, fg, bg = render_sample(quiet, 1, PLAIN_BACKGROUND, 0.3, 0.5, 0.5, 0.0, rng=4,
+                                        return_layers=True)
+    assert len(np.unique(bg.reshape(-1, 3), axis=0)) == 1
+    assert np.array_equal(image, np.where(mask[..., None], fg, bg))
+    assert np.abs(fg[0, 0].astype(float) - bg[0, 0].astype(float)).max() > 20  # contrast
+    with pytest.raises(ValueError, match="background must be in"):
+        render_sample(quiet, 1, 7, 0.3, 0.5, 0.5, 0.0, rng=4)
 
 
 def test_mask_exact_compositing() -> None:
@@ -250,7 +286,7 @@ def test_images_do_not_depend_on_counts() -> None:
 
 
 def test_regeneration_skip_and_conflict(tmp_path: Path) -> None:
-    cfg = SynthConfig(num_classes=2, train_per_class=2, eval_per_class=1)
+    cfg = SynthConfig(num_classes=2, pretrain_per_class=2, train_per_class=2, eval_per_class=1)
     info = generate_benchmark(tmp_path, cfg, progress=False)
     probe = tmp_path / "train/images/00_disk/disk_00000.png"
     stamp = probe.stat().st_mtime_ns
@@ -277,7 +313,7 @@ def test_refuses_foreign_folders(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="benchmark.json"):
         generate_benchmark(
             tmp_path,
-            SynthConfig(num_classes=2, train_per_class=1, eval_per_class=1),
+            SynthConfig(num_classes=2, pretrain_per_class=1, train_per_class=1, eval_per_class=1),
             progress=False,
         )
     assert (tmp_path / "train/something.txt").exists()
@@ -290,7 +326,8 @@ def test_renamed_object_keeps_class(tmp_path: Path) -> None:
     # The label comes from the class folder, not the file name: renaming a file keeps it in
     # its class, and an explicit shape order renames folders but each shape keeps its look.
     cfg = SynthConfig(
-        num_classes=3, shapes=("ring", "disk", "star"), train_per_class=2, eval_per_class=1
+        num_classes=3, shapes=("ring", "disk", "star"), pretrain_per_class=2, train_per_class=2,
+        eval_per_class=1,
     )
     assert class_names(cfg) == ["00_ring", "01_disk", "02_star"]
     _, mask_ring, _ = render_split_item(cfg, "shuffled", 0, 0)
@@ -322,6 +359,8 @@ def test_config_validation() -> None:
         SynthConfig(num_classes=len(SHAPE_NAMES) + 1)
     with pytest.raises(ValueError):
         SynthConfig(tie=1.5)
+    with pytest.raises(ValueError, match="plain_prob"):
+        SynthConfig(plain_prob=-0.1)
     with pytest.raises(ValueError):
         SynthConfig(num_classes=2, shapes=("disk", "disk"))
     with pytest.raises(ValueError):
