@@ -1,7 +1,7 @@
 """``robustft-demo``: the whole method on the generated benchmark, offline, in minutes.
 
 1. generate the spurious-background benchmark (reused when already there);
-2. pre-train a small ViT from scratch on its biased training split (cached);
+2. pre-train a small ViT from scratch on its `pretrain` split (cached);
 3. relevance-fine-tune it with 3 masks per class on half of the classes (experiment=demo);
 4. evaluate the original and the fine-tuned model on every split in one pass per split;
 5. write results.csv, results.md and relevance_overlays.png to the run directory.

@@ -4,6 +4,7 @@ logged. Nothing of the method lives here; this only wires it to Lightning."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -23,6 +24,18 @@ from robustft.relevance import GRADIENT_MODES, relevance_map, upsample_and_norma
 __all__ = ["RelevanceFinetuner", "step_decay"]
 
 
+def _freeze(model: nn.Module, prefixes: Sequence[str]) -> None:
+    """Turn off ``requires_grad`` of every parameter whose name starts with a prefix."""
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in prefixes:
+        if not any(name.startswith(prefix) for name in names):
+            raise ValueError(f"optim.frozen: {prefix!r} matches no parameter of the model "
+                             f"(its parameters start with e.g. {sorted({n.split('.')[0] for n in names})})")
+    for name, parameter in model.named_parameters():
+        if any(name.startswith(prefix) for prefix in prefixes):
+            parameter.requires_grad_(False)
+
+
 def step_decay(gamma: float, every: int):
     """The paper's schedule: lr * gamma^(epoch // every)."""
     return lambda epoch: gamma ** (epoch // every)
@@ -40,6 +53,8 @@ class RelevanceFinetuner(pl.LightningModule):
         relevance_target: explain the ground-truth ``label`` (official) or the ``predicted``
             class.
         lr, weight_decay, lr_gamma, lr_every: AdamW and the step decay lr*gamma^(epoch//every).
+        frozen: parameter-name prefixes that are not trained (e.g. ``["head"]``); each must
+            match at least one parameter of ``model``.
         model_config: the model's creation arguments, stored in the checkpoint's
             hyper-parameters so evaluation can rebuild the architecture.
     """
@@ -61,6 +76,7 @@ class RelevanceFinetuner(pl.LightningModule):
         weight_decay: float = 1e-4,
         lr_gamma: float = 0.85,
         lr_every: int = 2,
+        frozen: Sequence[str] = (),
         model_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -75,6 +91,7 @@ class RelevanceFinetuner(pl.LightningModule):
                              f"got {relevance_target!r}")
         self.save_hyperparameters(ignore=["model"])
         self.model = model
+        _freeze(model, frozen)
         # The frozen original model, only for the KL term; it is part of the state dict,
         # so resume restores it exactly.
         self.teacher = frozen_copy(model) if classification == "kl_to_teacher" else None
@@ -127,8 +144,8 @@ class RelevanceFinetuner(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=hp.lr,
-                                      weight_decay=hp.weight_decay)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=hp.lr, weight_decay=hp.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
                                                       step_decay(hp.lr_gamma, hp.lr_every))
         return {"optimizer": optimizer,

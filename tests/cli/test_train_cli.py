@@ -71,14 +71,18 @@ def test_every_experiment_fast_dev_run(experiment, tmp_path):
     assert list((tmp_path / "run").glob("selection_manifest.*"))
 
 
-def test_loggers_and_checkpoints(tmp_path):
+def _tiny_run_config(tmp_path, *overrides: str):
+    """A CPU run of the tiny ViT on 4 generated classes, writing to ``tmp_path/run``."""
     root = make_generic_layout(tmp_path / "pairs", num_classes=4, per_class=3, size=(36, 36))
+    return _compose([f"data.root={root}", "data.num_workers=0",
+                     f"paths.output_dir={tmp_path / 'run'}", "model.num_classes=4",
+                     "trainer=cpu", *overrides, *TINY_MODEL])
+
+
+def test_loggers_and_checkpoints(tmp_path):
     run = tmp_path / "run"
-    cfg = _compose([f"data.root={root}", "data.num_workers=0", f"paths.output_dir={run}",
-                    "model.num_classes=4", "trainer=cpu", "trainer.max_epochs=2",
-                    "logger=many",
-                    "loss.gradient_mode=second_order", "loss.classification=kl_to_teacher",
-                    *TINY_MODEL])
+    cfg = _tiny_run_config(tmp_path, "trainer.max_epochs=2", "logger=many",
+                           "loss.gradient_mode=second_order", "loss.classification=kl_to_teacher")
     os.environ["WANDB_MODE"] = "disabled"
     result = train(cfg)
     assert result.best_checkpoint is not None and result.best_checkpoint.is_file()
@@ -94,16 +98,13 @@ def test_loggers_and_checkpoints(tmp_path):
 def test_last_checkpoint_is_the_last_epoch(tmp_path):
     # Lightning 2.6's save_last writes last.ckpt only when a top-k file is saved, so it was a
     # copy of the best epoch. Make the best epoch the first one (monitor the step, mode min)
-    # and check that last.ckpt still holds the final epoch and that resume sees that.
+    # and check that last.ckpt still holds the final epoch.
     import torch
 
-    root = make_generic_layout(tmp_path / "pairs", num_classes=4, per_class=3, size=(36, 36))
     run = tmp_path / "run"
-    cfg = _compose([f"data.root={root}", "data.num_workers=0", f"paths.output_dir={run}",
-                    "model.num_classes=4", "trainer=cpu", "trainer.max_epochs=3",
-                    "validate_best=false",
-                    "callbacks.model_checkpoint.monitor=step",
-                    "callbacks.model_checkpoint.mode=min", *TINY_MODEL])
+    cfg = _tiny_run_config(tmp_path, "trainer.max_epochs=3", "validate_best=false",
+                           "callbacks.model_checkpoint.monitor=step",
+                           "callbacks.model_checkpoint.mode=min")
     result = train(cfg)
     best = torch.load(result.best_checkpoint, map_location="cpu", weights_only=False)
     last = torch.load(result.last_checkpoint, map_location="cpu", weights_only=False)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from robustft.data.synth import (
     EVAL_SPLITS,
+    GENERIC_SPLITS,
     SHAPE_NAMES,
     SPLITS,
     SWEEP_SPLITS,
@@ -26,7 +27,7 @@ from robustft.data.synth import (
     shape_mask,
 )
 
-TINY = SynthConfig(num_classes=4, pretrain_per_class=6, train_per_class=8, eval_per_class=8,
+TINY = SynthConfig(num_classes=4, pretrain_per_class=8, train_per_class=8, eval_per_class=8,
                    seed=3)
 
 
@@ -37,8 +38,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 
 def _rows(root: Path, split: str) -> list[dict[str, str]]:
-    split_dir = root / ("train" if split == "train" else split)
-    with open(split_dir / "metadata.csv", newline="") as fh:
+    with open(root / split / "metadata.csv", newline="") as fh:
         return list(csv.DictReader(fh))
 
 
@@ -63,9 +63,10 @@ def test_layout_and_class_names(bench: tuple[Path, dict]) -> None:
     assert info["config"] == TINY.to_dict() and info["seed"] == 3
     assert list(info["splits"]) == list(SPLITS)
     for cls in names:
-        imgs = sorted(p.name for p in (root / "train/images" / cls).iterdir())
-        masks = sorted(p.name for p in (root / "train/masks" / cls).iterdir())
-        assert imgs == masks and len(imgs) == 8
+        for split in GENERIC_SPLITS:
+            imgs = sorted(p.name for p in (root / split / "images" / cls).iterdir())
+            masks = sorted(p.name for p in (root / split / "masks" / cls).iterdir())
+            assert imgs == masks and len(imgs) == 8
         for split in EVAL_SPLITS:
             imgs = sorted(p.name for p in (root / split / cls).iterdir())
             masks = sorted(p.name for p in (root / f"{split}_masks" / cls).iterdir())
@@ -84,10 +85,10 @@ def test_metadata_rows_match_files_and_factors(bench: tuple[Path, dict]) -> None
     root, _ = bench
     names = class_names(TINY)
     for split in SPLITS:
-        split_dir = root / ("train" if split == "train" else split)
+        split_dir = root / split
         rows = _rows(root, split)
         listed = {r["path"] for r in rows}
-        img_dir = split_dir / "images" if split == "train" else split_dir
+        img_dir = split_dir / "images" if split in GENERIC_SPLITS else split_dir
         on_disk = {p.relative_to(split_dir).as_posix() for p in img_dir.rglob("*.png")}
         assert listed == on_disk, split
         for r in rows:
@@ -142,6 +143,7 @@ def test_tie_rate(tie: float) -> None:
         return float(np.mean(own))
 
     assert own_rate("train") == pytest.approx(tie, abs=0.03)
+    assert own_rate("pretrain") == pytest.approx(tie, abs=0.03)
     assert own_rate("in_distribution") == pytest.approx(tie, abs=0.03)
     assert own_rate("shuffled") == pytest.approx(1 / 5, abs=0.03)
     assert own_rate("anti_correlated") == 0.0
@@ -154,15 +156,15 @@ def test_tie_rate(tie: float) -> None:
 
 
 def test_plain_backdrop_share_and_rendering() -> None:
-    # The plain share of train / in_distribution is ~plain_prob and independent of the tie;
-    # the other splits never get a plain backdrop; images that keep their texture do not
+    # The plain share of pretrain / in_distribution is ~plain_prob (tie 1.0 elsewhere); train
+    # and the other splits never get a plain backdrop; images that keep their texture do not
     # change with plain_prob; a plain backdrop is one flat colour (up to the pixel noise).
     from robustft.data.synth import PLAIN_BACKGROUND, _sample_factors
 
     n = 500
     cfg = SynthConfig(num_classes=5, tie=1.0, plain_prob=0.3, seed=2)
     no_plain = dataclasses.replace(cfg, plain_prob=0.0)
-    for split in ("train", "in_distribution"):
+    for split in ("pretrain", "in_distribution"):
         factors = [_sample_factors(cfg, split, c, i) for c in range(5) for i in range(n)]
         plain = [f["background"] == PLAIN_BACKGROUND for f in factors]
         assert np.mean(plain) == pytest.approx(0.3, abs=0.03)
@@ -174,7 +176,7 @@ def test_plain_backdrop_share_and_rendering() -> None:
                 f, g = _sample_factors(cfg, split, c, i), _sample_factors(no_plain, split, c, i)
                 if f["background"] != PLAIN_BACKGROUND:
                     assert f == g
-    for split in ("shuffled", "anti_correlated", "size", "location", "rotation"):
+    for split in ("train", "shuffled", "anti_correlated", "size", "location", "rotation"):
         assert all(_sample_factors(cfg, split, c, i)["background"] >= 0
                    for c in range(5) for i in range(100))
 
