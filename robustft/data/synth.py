@@ -87,8 +87,8 @@ from PIL import Image
 
 __all__ = [
     "EVAL_SPLITS",
-    "GENERIC_SPLITS",
     "FORMAT_VERSION",
+    "GENERIC_SPLITS",
     "PLAIN_BACKGROUND",
     "SHAPE_NAMES",
     "SPLITS",
@@ -126,7 +126,7 @@ GENERIC_SPLITS: tuple[str, ...] = ("train", "pretrain")
 #: so it must never change (append new splits at the end).
 SPLITS: tuple[str, ...] = ("train",) + EVAL_SPLITS + ("pretrain",)
 _SPLIT_ID = {name: i for i, name in enumerate(SPLITS)}
-#: Background id of an untextured backdrop: the plain share of train / in_distribution
+#: Background id of an untextured backdrop: the plain share of pretrain / in_distribution
 #: (``SynthConfig.plain_prob``) and the board of the rendition split.
 PLAIN_BACKGROUND = -1
 #: The splits with a ``plain_prob`` share of plain backdrops: the pre-training distribution.
@@ -489,8 +489,8 @@ class SynthConfig:
             says nothing about ignoring a background, and fine-tuning sets that drew many
             of them gained nothing (measured, see the module docstring).
         seed: master seed.
-        area_range: object area as a fraction of the image, drawn uniformly (train and the
-            non-sweep evaluation splits).
+        area_range: object area as a fraction of the image, drawn uniformly (pretrain, train
+            and the non-sweep evaluation splits).
         rotation_range: object rotation in degrees, drawn uniformly (same splits).
         min_contrast: minimum RGB distance between an object's fill colour and any shade of
             its background.
