@@ -31,6 +31,7 @@ from robustft.data.shifted import (
     DatasetLayoutError,
     EvalImageDataset,
     Sample,
+    check_known_folders,
     list_class_folders,
     list_images,
 )
@@ -123,12 +124,8 @@ def objectnet(
     images_dir = root / "images"
     folder_to_label, label_to_indices = objectnet_class_map(root / "mappings")
     folders = list_class_folders(images_dir)
-    unknown = [folder for folder in folders if folder not in folder_to_label]
-    if unknown:
-        raise DatasetLayoutError(
-            f"{name}: folder {images_dir / unknown[0]} is not in "
-            f"mappings/folder_to_objectnet_label.json ({len(unknown)} unknown: {unknown[:5]})"
-        )
+    check_known_folders(images_dir, folders, folder_to_label, dataset=name,
+                        known_as="in mappings/folder_to_objectnet_label.json")
     class_labels = sorted(label_to_indices)
     position_of_label = {label: position for position, label in enumerate(class_labels)}
     samples: list[Sample] = []

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -48,6 +48,7 @@ __all__ = [
     "EvalImageDataset",
     "ImageFolderSplit",
     "Sample",
+    "check_known_folders",
     "imagenet_a",
     "imagenet_r",
     "imagenet_sketch",
@@ -99,6 +100,18 @@ def list_class_folders(root: Path) -> list[str]:
         for entry in os.scandir(root)
         if entry.is_dir() and not entry.name.startswith(".")
     )
+
+
+def check_known_folders(root: Path, folders: Sequence[str], known: Collection[str], *,
+                        dataset: str, known_as: str) -> None:
+    """A class folder the dataset's class list does not know is a layout error (it would
+    otherwise be dropped silently); ``known_as`` names that list in the message."""
+    unknown = [folder for folder in folders if folder not in known]
+    if unknown:
+        raise DatasetLayoutError(
+            f"{dataset}: folder {root / unknown[0]} is not {known_as} "
+            f"({len(unknown)} unknown folder(s): {unknown[:5]})"
+        )
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -176,31 +189,26 @@ class EvalImageDataset(Dataset):
 # --------------------------------------------------------------------------- ImageNet-style
 
 
-def _wnid_folder_samples(
-    root: Path, target_of_wnid: Mapping[str, int], *, dataset: str
-) -> list[Sample]:
-    """Samples of a ``<root>/<wnid>/<image>`` copy; an unknown wnid folder is an error."""
+def _wnid_folder_dataset(
+    root: str | os.PathLike[str], name: str, protocol: LabelProtocol,
+    target_of_wnid: Mapping[str, int],
+) -> EvalImageDataset:
+    """A ``<root>/<wnid>/<image>`` copy; an unknown wnid folder is an error."""
+    root = Path(root)
     folders = list_class_folders(root)
-    unknown = [folder for folder in folders if folder not in target_of_wnid]
-    if unknown:
-        raise DatasetLayoutError(
-            f"{dataset}: folder {root / unknown[0]} is not one of the dataset's "
-            f"{len(target_of_wnid)} wnids ({len(unknown)} unknown folder(s): {unknown[:5]})"
-        )
+    check_known_folders(root, folders, target_of_wnid, dataset=name,
+                        known_as=f"one of the dataset's {len(target_of_wnid)} wnids")
     samples: list[Sample] = []
     for folder in folders:
         target = target_of_wnid[folder]
         samples.extend((path, target, {}) for path in list_images(root / folder))
-    return samples
+    return EvalImageDataset(name, protocol, samples, root=root)
 
 
 def _imagenet_1k(root: str | os.PathLike[str], name: str, protocol: str) -> EvalImageDataset:
     label = imagenet_protocol(check_protocol_kind(protocol))
     target_of_wnid = {wnid: index for index, wnid in enumerate(imagenet_synsets())}
-    root = Path(root)
-    return EvalImageDataset(
-        name, label, _wnid_folder_samples(root, target_of_wnid, dataset=name), root=root
-    )
+    return _wnid_folder_dataset(root, name, label, target_of_wnid)
 
 
 def imagenet_val(
@@ -227,10 +235,7 @@ def _imagenet_subset(
     else:
         label = class_subset_protocol(subset)
         target_of_wnid = {wnid: position for position, wnid in enumerate(wnids)}
-    root = Path(root)
-    return EvalImageDataset(
-        name, label, _wnid_folder_samples(root, target_of_wnid, dataset=name), root=root
-    )
+    return _wnid_folder_dataset(root, name, label, target_of_wnid)
 
 
 def imagenet_a(
