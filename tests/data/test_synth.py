@@ -165,12 +165,11 @@ def test_plain_backdrop_share_and_rendering() -> None:
     cfg = SynthConfig(num_classes=5, tie=1.0, plain_prob=0.3, seed=2)
     no_plain = dataclasses.replace(cfg, plain_prob=0.0)
     for split in ("pretrain", "in_distribution"):
-        factors = [_sample_factors(cfg, split, c, i) for c in range(5) for i in range(n)]
-        plain = [f["background"] == PLAIN_BACKGROUND for f in factors]
+        labelled = [(c, _sample_factors(cfg, split, c, i)) for c in range(5) for i in range(n)]
+        plain = [f["background"] == PLAIN_BACKGROUND for _, f in labelled]
         assert np.mean(plain) == pytest.approx(0.3, abs=0.03)
-        textured = [(f, c) for f, c in zip(factors, [c for c in range(5) for _ in range(n)])
-                    if f["background"] != PLAIN_BACKGROUND]
-        assert all(f["background"] == c for f, c in textured)  # tie 1.0
+        assert all(f["background"] == c  # tie 1.0
+                   for c, f in labelled if f["background"] != PLAIN_BACKGROUND)
         for c in range(5):
             for i in range(20):
                 f, g = _sample_factors(cfg, split, c, i), _sample_factors(no_plain, split, c, i)
