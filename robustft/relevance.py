@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustft.attention import capture_attention
-from robustft.models import token_layout
+from robustft.models import TokenLayout, token_layout
 
 __all__ = [
     "GradientMode",
@@ -113,6 +113,7 @@ def relevance_map(
             logits = model(images)
         if len(attentions) == 0:
             raise RuntimeError(f"no attention was captured from {type(model).__name__}")
+        _check_token_count(attentions[0].shape[-1], layout, model)
         if target is None:
             target = logits.argmax(dim=-1)
         target = target.to(device=logits.device, dtype=torch.long)
@@ -128,6 +129,20 @@ def relevance_map(
     patches = cls_row[:, layout.num_prefix_tokens:]
     relevance = patches.reshape(images.shape[0], *layout.grid_size)
     return RelevanceOutput(relevance=relevance, logits=logits, target=target)
+
+
+def _check_token_count(num_tokens: int, layout: TokenLayout, model: nn.Module) -> None:
+    """The map needs one token per patch: timm's patch dropout (``patch_drop_rate`` > 0, active
+    in training mode) removes some, which would scramble the grid."""
+    expected = layout.num_tokens
+    if num_tokens != expected:
+        hint = ""
+        if model.training and not isinstance(getattr(model, "patch_drop", None), nn.Identity):
+            hint = (" The model drops patch tokens in training mode (timm patch_drop_rate > 0):"
+                    " create it with patch_drop_rate=0 for relevance fine-tuning.")
+        raise ValueError(f"{type(model).__name__} attended over {num_tokens} tokens, but a "
+                         f"{layout.grid_size[0]}x{layout.grid_size[1]} patch grid with "
+                         f"{layout.num_prefix_tokens} prefix tokens has {expected}.{hint}")
 
 
 def upsample_and_normalize(

@@ -203,3 +203,14 @@ def test_bad_gradient_mode_and_input_size():
         relevance_map(model, torch.randn(1, 3, 32, 32), gradient_mode="full")
     with pytest.raises(ValueError, match="img_size"):
         relevance_map(model, torch.randn(1, 3, 48, 48))
+
+
+def test_patch_dropout_in_training_mode_is_a_clear_error():
+    from robustft.models import create_model
+
+    model = create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32,
+                         depth=1, num_heads=2, num_classes=3, patch_drop_rate=0.5)
+    images = torch.randn(2, 3, 32, 32)
+    with pytest.raises(ValueError, match="patch_drop_rate=0"):
+        relevance_map(model.train(), images)
+    assert relevance_map(model.eval(), images).relevance.shape == (2, 4, 4)  # inactive in eval

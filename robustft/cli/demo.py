@@ -27,7 +27,9 @@ from robustft.evaluation.relevance_stats import (
     accuracy_without_background,
     load_pairs,
     mean_foreground_share,
+    patch_coverage_share,
     relevance_overlay_grid,
+    replace_background,
 )
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
 from robustft.models import load_finetuned_weights, preprocessing_config
@@ -81,20 +83,25 @@ def evaluate_before_after(cfg: DictConfig, checkpoint: Path, output_dir: Path) -
     transforms = build_eval_transforms(models, crop_pct=1.0)
     class_names = (benchmark_root / "classes.txt").read_text().split()
     config = preprocessing_config(original)
-    rows, shares, object_only = [], {}, {}
+    rows, shares, object_only_shares, object_only, areas, coverage = [], {}, {}, {}, {}, {}
     overlay_images, overlay_masks, overlay_labels = [], [], []
     ev = cfg.evaluation
+    grey = {"fill": ev.background_fill, "mean": config["mean"], "std": config["std"]}
     for split in ev.splits:
         dataset = ImageFolderSplit(benchmark_root, split, class_names=class_names, name=split)
         rows += evaluate_models(models, dataset, transforms=transforms, batch_size=ev.batch_size,
                                 num_workers=0, device="cpu")
         pairs, labels = _split_pairs(benchmark_root, split, dataset, ev.relevance_images_per_split)
         images, masks = load_pairs(pairs, transforms[BEFORE])
+        objects_only = replace_background(images, masks, **grey)
+        areas[split] = float(masks.mean())
+        coverage[split] = patch_coverage_share(masks, original.patch_embed.patch_size)
         for name, model in models.items():
             shares[(name, split)] = mean_foreground_share(model, images, masks, labels)
-            object_only[(name, split)] = accuracy_without_background(
-                model, images, masks, labels, fill=ev.background_fill,
-                mean=config["mean"], std=config["std"])
+            object_only_shares[(name, split)] = mean_foreground_share(model, objects_only, masks,
+                                                                      labels)
+            object_only[(name, split)] = accuracy_without_background(model, images, masks,
+                                                                     labels, **grey)
         if split in ("shuffled", "anti_correlated"):
             spread = torch.linspace(0, len(images) - 1, ev.overlay_images // 2).round().long()
             overlay_images.append(images[spread])
@@ -104,8 +111,11 @@ def evaluate_before_after(cfg: DictConfig, checkpoint: Path, output_dir: Path) -
                                   torch.cat(overlay_labels), output_dir / "relevance_overlays.png",
                                   mean=config["mean"], std=config["std"])
     _csv, md_path, text = write_before_after(
-        rows, shares, (BEFORE, AFTER), output_dir, object_only=object_only,
-        title="robustft demo: relevance fine-tuning on the generated shortcut benchmark")
+        rows, (BEFORE, AFTER), output_dir,
+        title="robustft demo: relevance fine-tuning on the generated shortcut benchmark",
+        foreground_share=shares, object_only_top1=object_only,
+        object_only_foreground_share=object_only_shares, object_area=areas,
+        patch_coverage_share=coverage)
     log.info("wrote %s, %s and %s", _csv, md_path, grid)
     return text
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
@@ -17,7 +18,9 @@ from robustft.relevance import relevance_map, upsample_and_normalize
 
 __all__ = [
     "mean_foreground_share",
+    "patch_coverage_share",
     "accuracy_without_background",
+    "replace_background",
     "relevance_overlay_grid",
     "load_pairs",
 ]
@@ -53,21 +56,39 @@ def mean_foreground_share(model: nn.Module, images: Tensor, masks: Tensor, label
     return float(torch.cat(shares).mean())
 
 
+def patch_coverage_share(masks: Tensor, patch_size: tuple[int, int]) -> float:
+    """Mean foreground share of a reference map that equals each patch's object coverage
+    (the mask averaged over the patch), upsampled and normalised like a relevance map: what
+    a token-level map that weighs each patch by how much object it holds reaches at this
+    patch grid. A yardstick for shares at coarse grids, where patches on the object's edge
+    hold background too; only a map that lights interior patches alone scores higher."""
+    coverage = F.avg_pool2d(masks[:, None].float(), kernel_size=patch_size)[:, 0]
+    reference = upsample_and_normalize(coverage, masks.shape[-2:])
+    return float(foreground_share(reference, masks.float()).mean())
+
+
+def replace_background(images: Tensor, masks: Tensor, *, fill: float, mean: Sequence[float],
+                       std: Sequence[float]) -> Tensor:
+    """The images with every background pixel (mask 0) replaced by the flat grey ``fill``
+    (in [0, 1], before normalisation; ``mean``/``std`` are the model's normalisation)."""
+    grey = ((fill - torch.tensor(mean)) / torch.tensor(std))[None, :, None, None]
+    keep = masks[:, None].to(images.dtype)
+    return images * keep + grey.to(images.dtype) * (1 - keep)
+
+
 def accuracy_without_background(model: nn.Module, images: Tensor, masks: Tensor, labels: Tensor,
                                 *, fill: float, mean: Sequence[float], std: Sequence[float],
                                 batch_size: int = 256) -> float:
-    """Top-1 (percent) when every background pixel is replaced by the flat grey ``fill`` (in
-    [0, 1], before normalisation): what the model can do from the object alone, i.e. the
-    ceiling of "looking only at the object" for this model."""
+    """Top-1 (percent) when every background pixel is replaced by the flat grey ``fill``: what
+    the model can do from the object alone, i.e. the ceiling of "looking only at the object"
+    for this model."""
     model.eval()
-    grey = ((fill - torch.tensor(mean)) / torch.tensor(std))[None, :, None, None]
-    keep = masks[:, None].to(images.dtype)
+    objects_only = replace_background(images, masks, fill=fill, mean=mean, std=std)
     correct = 0
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             batch = slice(start, start + batch_size)
-            objects_only = images[batch] * keep[batch] + grey * (1 - keep[batch])
-            correct += int((model(objects_only).argmax(-1) == labels[batch]).sum())
+            correct += int((model(objects_only[batch]).argmax(-1) == labels[batch]).sum())
     return 100.0 * correct / len(images)
 
 

@@ -6,7 +6,11 @@ import torch
 from PIL import Image
 from tiny_models import tiny_vit
 
-from robustft.evaluation.relevance_stats import mean_foreground_share, relevance_overlay_grid
+from robustft.evaluation.relevance_stats import (
+    mean_foreground_share,
+    patch_coverage_share,
+    relevance_overlay_grid,
+)
 
 
 def test_foreground_share_bounds_and_overlay_grid(tmp_path):
@@ -21,3 +25,12 @@ def test_foreground_share_bounds_and_overlay_grid(tmp_path):
     with Image.open(path) as grid:
         # 4 columns (image, mask, 2 models) of 32 px + 2 px gaps, 3 rows, a 14 px title band
         assert grid.size == ((4 * 34 - 2) * 2, (3 * 34 - 2) * 2 + 14)
+
+
+def test_patch_coverage_share_by_hand():
+    # left half of an 8x8 image is object, patches 4x4: coverage [[1, 0], [1, 0]]. Bilinear
+    # upsampling (align_corners=False) gives each row 1, 1, .875, .625 | .375, .125, 0, 0,
+    # already in [0, 1]: share = 3.5 / (3.5 + 0.5).
+    masks = torch.zeros(1, 8, 8)
+    masks[:, :, :4] = 1
+    assert abs(patch_coverage_share(masks, (4, 4)) - 0.875) < 1e-6
