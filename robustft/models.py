@@ -116,7 +116,16 @@ def create_model(
             overlay["num_classes"] = num_classes
         kwargs["pretrained_cfg_overlay"] = overlay
         pretrained = True
-    return timm.create_model(name, pretrained=pretrained, **kwargs)
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except OSError as error:
+        if not pretrained or weights_file is not None:
+            raise
+        # huggingface_hub's offline / unreachable-hub errors are OSErrors that name no key
+        raise OSError(f"could not download the pretrained weights of {name!r} from the Hugging "
+                      f"Face hub ({type(error).__name__}). Without network, point "
+                      "model.weights_file at a local .safetensors/.pth/.npz file (or set "
+                      "model.pretrained=false for random weights).") from error
 
 
 def preprocessing_config(model: nn.Module, **overrides: Any) -> dict[str, Any]:

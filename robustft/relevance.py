@@ -107,6 +107,9 @@ def relevance_map(
     """
     if gradient_mode not in GRADIENT_MODES:
         raise ValueError(f"gradient_mode must be one of {GRADIENT_MODES}, got {gradient_mode!r}")
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("relevance_map needs autograd, but inference mode is on "
+                           "(torch.inference_mode(); in Lightning set trainer.inference_mode=false)")
     layout = token_layout(model, (images.shape[-2], images.shape[-1]))
     with torch.enable_grad():
         with capture_attention(model, attention_backend) as attentions:
@@ -124,11 +127,20 @@ def relevance_map(
             retain_graph=True,
             create_graph=gradient_mode == "second_order",
         )
-        block_relevance = [head_weighted_attention(a, g) for a, g in zip(attentions, gradients)]
-        cls_row = rollout_cls_row(block_relevance, cls_index=0)
+        # float32 rollout even under fp16/bf16 autocast: the per-block maps are small next to
+        # the identity, and half precision would round them away (and underflow eps).
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            block_relevance = [head_weighted_attention(_widen(a), _widen(g))
+                               for a, g in zip(attentions, gradients)]
+            cls_row = rollout_cls_row(block_relevance, cls_index=0)
     patches = cls_row[:, layout.num_prefix_tokens:]
     relevance = patches.reshape(images.shape[0], *layout.grid_size)
     return RelevanceOutput(relevance=relevance, logits=logits, target=target)
+
+
+def _widen(tensor: Tensor) -> Tensor:
+    """Half-precision tensors as float32; float32/float64 unchanged."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
 
 
 def _check_token_count(num_tokens: int, layout: TokenLayout, model: nn.Module) -> None:
@@ -150,7 +162,9 @@ def upsample_and_normalize(
 ) -> Tensor:
     """Step 7: bilinear upsampling of a (B, h, w) map to ``size`` and per-image min-max
     normalisation to [0, 1]. The range is clamped below at ``eps``, so a constant map
-    becomes all zeros instead of NaN (the public code divides by zero there)."""
+    becomes all zeros instead of NaN (the public code divides by zero there). Half-precision
+    maps are normalised in float32, where ``eps`` does not underflow."""
+    relevance = _widen(relevance)
     upsampled = F.interpolate(
         relevance[:, None], size=size, mode="bilinear", align_corners=False
     )[:, 0]

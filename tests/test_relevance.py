@@ -86,12 +86,30 @@ def test_default_target_is_argmax_and_batched_equals_single():
         torch.testing.assert_close(single.relevance[0].detach(), expected)
 
 
-def test_prefix_tokens_never_in_map():
-    """A map over the patch grid only: a change that touches only the register tokens'
-    own columns must not be visible, and the map has exactly h*w entries."""
-    model = tiny_vit("registers")
-    out = relevance_map(model, torch.randn(2, 3, 32, 32))
-    assert out.relevance.shape == (2, 4, 4)
+@pytest.mark.parametrize("variant", ["plain", "distilled", "registers"])
+def test_prefix_tokens_never_in_map(variant):
+    """The map reads exactly the token positions that hold patches. Found independently of
+    robustft: mark every prefix token (CLS, distillation, registers) with a constant and
+    zero the position embedding, then see where timm's sequence carries the patch
+    embeddings."""
+    from robustft.models import token_layout
+
+    model = tiny_vit(variant)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for name in ("cls_token", "dist_token", "reg_token"):
+            if getattr(model, name, None) is not None:
+                getattr(model, name).fill_(1e3)
+        model.pos_embed.zero_()
+        patches = model.patch_embed(images)
+        sequence = model._pos_embed(patches)
+    is_prefix = (sequence == 1e3).all(dim=-1)[0]
+    patch_positions = (~is_prefix).nonzero().flatten().tolist()
+    layout = token_layout(model, (32, 32))
+    assert patch_positions == list(range(layout.num_prefix_tokens, layout.num_tokens))
+    assert torch.equal(sequence[:, patch_positions], patches)  # row-major, in order
+    assert int(is_prefix.sum()) == {"plain": 1, "distilled": 2, "registers": 4}[variant]
+    assert relevance_map(model, images).relevance.shape == (2, *layout.grid_size)
 
 
 def test_frozen_model_and_no_grad_context():
@@ -214,3 +232,21 @@ def test_patch_dropout_in_training_mode_is_a_clear_error():
     with pytest.raises(ValueError, match="patch_drop_rate=0"):
         relevance_map(model.train(), images)
     assert relevance_map(model.eval(), images).relevance.shape == (2, 4, 4)  # inactive in eval
+
+
+def test_half_precision_constant_map_and_autocast_give_no_nan():
+    constant = torch.full((1, 4, 4), 0.5, dtype=torch.float16)
+    assert torch.equal(upsample_and_normalize(constant, (8, 8)), torch.zeros(1, 8, 8))
+    model = tiny_vit("plain")
+    images = torch.randn(2, 3, 32, 32)
+    reference = relevance_map(model, images).relevance
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = relevance_map(model, images)
+    assert out.relevance.dtype == torch.float32 and torch.isfinite(out.relevance).all()
+    # bf16 attention and gradients, float32 rollout: close to the float32 map
+    torch.testing.assert_close(out.relevance, reference, rtol=0.1, atol=0.02)
+
+
+def test_inference_mode_is_a_clear_error():
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode=false"):
+        relevance_map(tiny_vit("plain"), torch.randn(1, 3, 32, 32))

@@ -1,8 +1,8 @@
 """``robustft-data``: dataset utilities.
 
     robustft-data synth ROOT [--num-classes K] [--pretrain-per-class N] [--train-per-class N]
-        [--eval-per-class N]
-                              [--tie P] [--seed S] [--image-size PX] [--overwrite]
+                             [--eval-per-class N] [--tie P] [--plain-prob P] [--seed S]
+                             [--image-size PX] [--overwrite]
     robustft-data verify DATASET ROOT [--no-counts] [--no-decode]
     robustft-data list
 """

@@ -20,12 +20,13 @@ from robustft.data.generic import (
     Selection,
     check_same_size,
     decode_binary_mask,
+    read_class_index,
     read_manifest,
     scan_generic_layout,
     select_records,
     write_manifest,
 )
-from robustft.data.transforms import joint_eval_transform, joint_train_transform
+from robustft.data.transforms import crop_height_width, joint_eval_transform, joint_train_transform
 
 __all__ = ["ImageMaskDataModule", "ImageNetSDataModule"]
 log = logging.getLogger(__name__)
@@ -57,13 +58,16 @@ class ImageMaskDataModule(pl.LightningDataModule):
         mask_decoder: reads one mask file (default: generic binary masks).
         mask_manifest: a TokenCut ``tokencut_manifest.csv`` (robustft-masks): only the
             pairs whose mask it kept (minimum-foreground filter) are used.
+        class_index: how folders map to the model's outputs: ``None`` = sorted folder
+            positions (a head trained on these folders), ``"imagenet"`` = folders named by
+            ImageNet wnid for a 1000-class head, or a file of class names in head order.
     """
 
     def __init__(
         self,
         root: str,
         *,
-        crop_size: int,
+        crop_size: int | Sequence[int],
         mean: Sequence[float],
         std: Sequence[float],
         train_per_class: int | None = 3,
@@ -78,11 +82,13 @@ class ImageMaskDataModule(pl.LightningDataModule):
         resize_ratio: float = 256 / 224,
         mask_decoder: MaskDecoder = decode_binary_mask,
         mask_manifest: str | None = None,
+        class_index: str | None = None,
     ) -> None:
         super().__init__()
+        self.class_index = read_class_index(class_index) if class_index else None
         self.mask_manifest = mask_manifest
         self.root = Path(root)
-        self.crop_size = int(crop_size)
+        self.crop_size = crop_size if isinstance(crop_size, int) else crop_height_width(crop_size)
         self.mean, self.std = tuple(mean), tuple(std)
         self.train_per_class, self.val_per_class = train_per_class, val_per_class
         self.class_fraction, self.seed = class_fraction, seed
@@ -99,7 +105,7 @@ class ImageMaskDataModule(pl.LightningDataModule):
         only_images = None
         if self.mask_manifest:
             only_images = {image for image, _mask in kept_mask_pairs_under(self.mask_manifest)}
-        records = scan_generic_layout(self.root, only_images)
+        records = scan_generic_layout(self.root, only_images, self.class_index)
         if self.manifest:
             selection = read_manifest(self.manifest, self.root, sorted(records))
         else:
@@ -126,6 +132,9 @@ class ImageMaskDataModule(pl.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
+        """Width of the head the labels index into."""
+        if self.class_index is not None:
+            return len(self.class_index)
         assert self.selection is not None, "call setup() first"
         return len(self.selection.class_names)
 
@@ -160,7 +169,7 @@ class ImageNetSDataModule(ImageMaskDataModule):
     ``manifest`` reuses an existing one exactly.
     """
 
-    def __init__(self, imagenet_root: str, imagenet_s_root: str, *, crop_size: int,
+    def __init__(self, imagenet_root: str, imagenet_s_root: str, *, crop_size: int | Sequence[int],
                  mean: Sequence[float], std: Sequence[float], num_train_classes: int = 500,
                  train_per_class: int = 3, val_per_class: int = 1, **kwargs) -> None:
         from robustft.data.imagenet import imagenet_s_mask_decoder

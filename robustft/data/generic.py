@@ -6,7 +6,9 @@ Layout::
     <root>/images/<class>/<name>.<jpg|jpeg|png>
     <root>/masks/<class>/<name>.png        single-channel; 0 = background, nonzero = foreground
 
-Class labels are the positions of the class folders in sorted order. Selection takes
+Class labels are the positions of the class folders in sorted order, or, with a class
+index (the model's class names in head order, e.g. the ImageNet wnids), the position of
+each folder's name in it. Selection takes
 ``train_per_class`` images from a seeded ``class_fraction`` of the classes and
 ``val_per_class`` from each remaining class (validation on held-out classes). Files are
 sorted before the seeded draw, so the same seed picks the same files on any filesystem,
@@ -32,6 +34,7 @@ __all__ = [
     "select_records",
     "write_manifest",
     "read_manifest",
+    "read_class_index",
     "decode_binary_mask",
     "check_same_size",
 ]
@@ -59,15 +62,36 @@ class Selection:
     class_names: list[str]
 
 
+def read_class_index(spec: str) -> list[str]:
+    """The model's class names in head order: ``"imagenet"`` (timm's ImageNet-1k wnids) or a
+    text file with one name per line (``data.class_index``)."""
+    if spec == "imagenet":
+        from robustft.evaluation.protocols import imagenet_synsets
+
+        return imagenet_synsets()
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"data.class_index: {path} is not a file (expected 'imagenet' or "
+                                "a text file with one class name per line, in head order)")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if len(set(names)) != len(names):
+        raise ValueError(f"data.class_index: {path} lists a class name twice")
+    return names
+
+
 def scan_generic_layout(
-    root: str | os.PathLike[str], only_images: set[str] | None = None
+    root: str | os.PathLike[str], only_images: set[str] | None = None,
+    class_index: Sequence[str] | None = None,
 ) -> dict[str, list[ImageMaskRecord]]:
     """All image/mask pairs under ``root``, per class in sorted class order.
 
     ``only_images``: when given, only images whose path relative to ``root`` (POSIX) is in
     the set are kept (e.g. the masks a TokenCut run kept); others need no mask.
+    ``class_index``: the model's class names in head order; a folder's label is the
+    position of its name there (default: its position among the sorted folders).
     Raises ``FileNotFoundError`` naming the folder or file when ``images/`` or ``masks/``
-    is missing, a class folder is empty, or a kept image has no mask.
+    is missing, a class folder is empty, or a kept image has no mask, and ``ValueError``
+    naming the folder when it is not in ``class_index``.
     """
     root = Path(root)
     images_dir, masks_dir = root / "images", root / "masks"
@@ -80,8 +104,18 @@ def scan_generic_layout(
     class_names = sorted(p.name for p in images_dir.iterdir() if p.is_dir())
     if not class_names:
         raise FileNotFoundError(f"{images_dir} has no class folders")
+    labels = {name: position for position, name in enumerate(class_names)}
+    if class_index is not None:
+        position_of = {name: position for position, name in enumerate(class_index)}
+        unknown = [name for name in class_names if name not in position_of]
+        if unknown:
+            raise ValueError(f"class folder {images_dir / unknown[0]} is not in data.class_index "
+                             f"({len(unknown)} folder(s) unknown; the index has "
+                             f"{len(class_index)} names, e.g. {list(class_index[:3])})")
+        labels = {name: position_of[name] for name in class_names}
     records: dict[str, list[ImageMaskRecord]] = {}
-    for label, class_name in enumerate(class_names):
+    for class_name in class_names:
+        label = labels[class_name]
         images = sorted(
             p for p in (images_dir / class_name).iterdir()
             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()

@@ -101,6 +101,18 @@ class RelevanceFinetuner(pl.LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
 
+    def on_fit_start(self) -> None:
+        # Labels index the model's outputs: more data classes than outputs would fail deep
+        # inside the loss (or, for label targets, explain other classes) without this check.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        data_classes = getattr(datamodule, "num_classes", None)
+        outputs = getattr(self.model, "num_classes", None)
+        if data_classes is not None and outputs is not None and data_classes > outputs:
+            raise ValueError(
+                f"the data has {data_classes} classes but the model has {outputs} outputs: set "
+                "model.num_classes to the number of class folders, or data.class_index to map "
+                "the folders onto the model's classes (e.g. data.class_index=imagenet)")
+
     def train(self, mode: bool = True):
         super().train(mode)
         if self.teacher is not None:

@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
 from robustft.models import create_model, preprocessing_config
+from robustft.training.loggers import build_loggers
 from robustft.training.module import RelevanceFinetuner
 
 __all__ = [
@@ -50,17 +53,36 @@ def build_datamodule(data_cfg: DictConfig, model: nn.Module) -> pl.LightningData
     preprocessing = preprocessing_config(model)
     cfg = OmegaConf.to_container(data_cfg, resolve=True)
     cfg.pop("synth", None)  # generator settings, consumed before (see robustft.cli.train)
+    _check_keys("data", {k: v for k, v in cfg.items() if k != "_target_"},
+                hydra.utils.get_class(cfg["_target_"]))
     if cfg.get("crop_size") is None:
-        cfg["crop_size"] = preprocessing["input_size"][-1]
+        height, width = preprocessing["input_size"][-2:]
+        cfg["crop_size"] = height if height == width else [height, width]
     for key in ("mean", "std"):
         if cfg.get(key) is None:
             cfg[key] = list(preprocessing[key])
     return hydra.utils.instantiate(cfg)
 
 
+def _check_keys(group: str, values: Mapping[str, Any], target: Callable[..., Any],
+                exclude: tuple[str, ...] = ()) -> None:
+    """A key that ``target`` does not take is named with its group (``loss.bogus``), instead
+    of surfacing as an unexpected keyword argument of some constructor."""
+    parameters = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    known = sorted(set(parameters) - {"self", *exclude})
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        named = ", ".join(f"{group}.{key}" for key in unknown)
+        raise KeyError(f"unknown config key(s) {named}; {group} takes: {', '.join(known)}")
+
+
 def build_finetuner(cfg: DictConfig, model: nn.Module) -> RelevanceFinetuner:
     loss = OmegaConf.to_container(cfg.loss, resolve=True)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    for group, values in (("loss", loss), ("optim", optim)):
+        _check_keys(group, values, RelevanceFinetuner, exclude=("model", "model_config"))
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     return RelevanceFinetuner(model, **loss, **optim, model_config=model_config)
 
@@ -90,12 +112,16 @@ def checkpoint_paths(trainer: pl.Trainer) -> tuple[Path | None, Path | None]:
 
 def train(cfg: DictConfig) -> TrainResult:
     """Fit the relevance fine-tuner described by ``cfg``; returns checkpoints and metrics."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ValueError(f"missing config value(s) {', '.join(missing)}: set them on the command "
+                         f"line, e.g. {missing[0]}=...")
     pl.seed_everything(cfg.seed, workers=True)
     model = build_model(cfg.model)
     datamodule = build_datamodule(cfg.data, model)
     module = build_finetuner(cfg, model)
     callbacks = _instantiate_dict(cfg.get("callbacks"))
-    loggers = _instantiate_dict(cfg.get("logger"))
+    loggers = build_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks,
                                                   logger=loggers or False)
     for logger in loggers:

@@ -129,7 +129,20 @@ def test_unknown_model_name_is_named(tmp_path):
 
 def test_missing_data_root_is_named(tmp_path):
     cfg = _compose([f"paths.output_dir={tmp_path}", "debug=fast_dev_run", *TINY_MODEL])
-    with pytest.raises(Exception, match="data.root|root"):
+    with pytest.raises(ValueError, match=r"missing config value\(s\) data\.root"):
+        train(cfg)
+
+
+@pytest.mark.parametrize("key", ["loss.bogus", "optim.bogus", "data.bogus"])
+def test_unknown_appended_key_is_named_with_its_group(tmp_path, key):
+    cfg = _tiny_run_config(tmp_path, "debug=fast_dev_run", f"+{key}=1")
+    with pytest.raises(KeyError, match=key.replace(".", r"\.")):
+        train(cfg)
+
+
+def test_more_data_classes_than_model_outputs_is_named(tmp_path):
+    cfg = _tiny_run_config(tmp_path, "debug=fast_dev_run", "model.num_classes=3")
+    with pytest.raises(ValueError, match="4 classes but the model has 3 outputs.*class_index"):
         train(cfg)
 
 
@@ -143,3 +156,12 @@ def test_console_entry_point_runs(tmp_path):
         env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"})
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert list((tmp_path / "logs" / "train" / "runs").glob("*/selection_manifest.csv"))
+
+
+def test_non_square_model_input_trains(tmp_path):
+    root = make_generic_layout(tmp_path / "pairs", num_classes=4, per_class=3, size=(36, 52))
+    cfg = _compose([f"data.root={root}", "data.num_workers=0", f"paths.output_dir={tmp_path / 'run'}",
+                    "model.num_classes=4", "trainer=cpu", "debug=fast_dev_run", *TINY_MODEL,
+                    "++model.kwargs.img_size=[32,48]"])
+    result = train(cfg)
+    assert result.metrics["train/loss"] > 0

@@ -155,3 +155,31 @@ def test_only_images_filter_needs_no_mask_for_dropped_images(tmp_path):
     assert {r.image_path.relative_to(root).as_posix() for rs in records.values() for r in rs} == kept
     with pytest.raises(FileNotFoundError, match="filter"):
         scan_generic_layout(root, only_images=set())
+
+
+def test_class_index_maps_folders_onto_the_model_outputs(tmp_path):
+    from robustft.data.generic import read_class_index
+
+    root = make_generic_layout(tmp_path / "pairs", num_classes=3, per_class=1)
+    index_file = tmp_path / "head_order.txt"
+    index_file.write_text("x\nc2\ny\nc0\nc1\n")
+    records = scan_generic_layout(root, class_index=read_class_index(str(index_file)))
+    assert {name: recs[0].label for name, recs in records.items()} == {"c0": 3, "c1": 4, "c2": 1}
+    with pytest.raises(ValueError, match=r"c0 is not in data.class_index"):
+        scan_generic_layout(root, class_index=["c1", "c2"])
+    with pytest.raises(FileNotFoundError, match="data.class_index"):
+        read_class_index(str(tmp_path / "nope.txt"))
+    assert len(read_class_index("imagenet")) == 1000
+
+
+def test_datamodule_with_imagenet_class_index(tmp_path):
+    from robustft.evaluation.protocols import imagenet_synsets
+
+    wnids = imagenet_synsets()
+    root = make_generic_layout(tmp_path / "pairs", num_classes=2, per_class=2,
+                               class_names=[wnids[7], wnids[500]])
+    module = ImageMaskDataModule(str(root), crop_size=32, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                 class_fraction=1.0, class_index="imagenet")
+    module.setup("fit")
+    assert sorted({r.label for r in module.selection.train}) == [7, 500]
+    assert module.num_classes == 1000
