@@ -165,3 +165,24 @@ def test_non_square_model_input_trains(tmp_path):
                     "++model.kwargs.img_size=[32,48]"])
     result = train(cfg)
     assert result.metrics["train/loss"] > 0
+
+
+def test_resume_from_last_checkpoint_continues_the_run(tmp_path):
+    import torch
+
+    common = ("validate_best=false", "loss.classification=kl_to_teacher")
+    first = train(_tiny_run_config(tmp_path / "first", "trainer.max_epochs=2", *common))
+    resumed = train(_tiny_run_config(tmp_path / "second", "trainer.max_epochs=3", *common,
+                                     f"ckpt_path={first.last_checkpoint}"))
+    before = torch.load(first.last_checkpoint, map_location="cpu", weights_only=False)
+    after = torch.load(resumed.last_checkpoint, map_location="cpu", weights_only=False)
+    assert (before["epoch"], after["epoch"]) == (1, 2)
+    steps_per_epoch = before["global_step"] // 2
+    assert after["global_step"] == before["global_step"] + steps_per_epoch
+    teacher = [k for k in before["state_dict"] if k.startswith("teacher.")]
+    assert teacher  # the frozen original model travels with the checkpoint, unchanged
+    for key in teacher:
+        assert torch.equal(before["state_dict"][key], after["state_dict"][key]), key
+    moved = [k for k in before["state_dict"] if k.startswith("model.")
+             and not torch.equal(before["state_dict"][k], after["state_dict"][k])]
+    assert moved  # the third epoch trained on from the resumed weights
