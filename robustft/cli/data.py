@@ -1,8 +1,8 @@
 """``robustft-data``: dataset utilities.
 
     robustft-data synth ROOT [--num-classes K] [--pretrain-per-class N] [--train-per-class N]
-                             [--eval-per-class N] [--tie P] [--plain-prob P] [--seed S]
-                             [--image-size PX] [--overwrite]
+                             [--eval-per-class N] [--tie P] [--plain-prob P]
+                             [--marking-contrast C] [--seed S] [--image-size PX] [--overwrite]
     robustft-data verify DATASET ROOT [--no-counts] [--no-decode]
     robustft-data list
 """
@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--tie", type=float, help="P(background matches the class) when tied")
     synth.add_argument("--plain-prob", dest="plain_prob", type=float,
                        help="share of plain-backdrop images in pretrain / in_distribution")
+    synth.add_argument("--marking-contrast", dest="marking_contrast", type=float,
+                       help="class-specific markings inside the objects (0 = plain fill)")
     synth.add_argument("--seed", type=int)
     synth.add_argument("--image-size", dest="image_size", type=int)
     synth.add_argument("--overwrite", action="store_true",

@@ -18,8 +18,10 @@ from robustft.data.synth import (
     SPLITS,
     SWEEP_SPLITS,
     SynthConfig,
+    background_spec,
     class_names,
     generate_benchmark,
+    marking_spec,
     read_benchmark,
     render_background,
     render_sample,
@@ -295,6 +297,12 @@ def test_regeneration_skip_and_conflict(tmp_path: Path) -> None:
     same = SynthConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert generate_benchmark(tmp_path, same, progress=False) == info
     assert probe.stat().st_mtime_ns == stamp
+    # A benchmark.json written before a knob existed describes that knob's default.
+    stored = json.loads((tmp_path / "benchmark.json").read_text())
+    del stored["config"]["marking_contrast"]
+    (tmp_path / "benchmark.json").write_text(json.dumps(stored))
+    assert generate_benchmark(tmp_path, cfg, progress=False) == stored
+    assert probe.stat().st_mtime_ns == stamp
     other = dataclasses.replace(cfg, tie=0.5)
     with pytest.raises(ValueError, match="benchmark.json"):
         generate_benchmark(tmp_path, other, progress=False)
@@ -356,6 +364,8 @@ def _factors(cfg: SynthConfig, split: str, label: int, index: int) -> dict[str, 
 
 
 def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="marking_contrast"):
+        SynthConfig(marking_contrast=1.5)
     with pytest.raises(ValueError):
         SynthConfig(num_classes=len(SHAPE_NAMES) + 1)
     with pytest.raises(ValueError):
@@ -370,3 +380,24 @@ def test_config_validation() -> None:
         SynthConfig(rendition_style="pencil")
     assert SynthConfig(size_grid=[0.1, 0.2]) == SynthConfig(size_grid=(0.1, 0.2))
     assert set(SWEEP_SPLITS) <= set(EVAL_SPLITS)
+
+
+def test_markings_are_two_shades_inside_the_object_and_class_specific() -> None:
+    contrast = 0.3
+    cfg = SynthConfig(num_classes=10, fg_noise=0.0, marking_contrast=contrast)
+    for label in range(10):
+        image, mask, fg, _bg = render_sample(cfg, label, (label + 1) % 10, area=0.3, x=0.5,
+                                             y=0.5, rotation=0.0, rng=label, return_layers=True)
+        shades = np.unique(fg.reshape(-1, 3), axis=0).astype(float)
+        assert len(shades) == 2  # the fill and its marking shade, nothing else
+        light, dark = shades[shades.sum(1).argsort()[::-1]]
+        np.testing.assert_allclose(dark, light * (1 - contrast), atol=1.0)
+        assert np.array_equal(image[~mask], _bg[~mask])  # markings stay on the object
+    plain = SynthConfig(num_classes=10, fg_noise=0.0)
+    _image, _mask, fg, _bg = render_sample(plain, 0, 1, 0.3, 0.5, 0.5, 0.0, rng=0,
+                                           return_layers=True)
+    assert len(np.unique(fg.reshape(-1, 3), axis=0)) == 1  # off by default: a plain fill
+    markings = {marking_spec(label) for label in range(10)}
+    backgrounds = {(b["pattern"], b["variant"])
+                   for b in (background_spec(k, 10) for k in range(10))}
+    assert len(markings) == 10 and not markings & backgrounds
