@@ -393,10 +393,10 @@ def test_markings_are_two_shades_inside_the_object_and_class_specific() -> None:
         light, dark = shades[shades.sum(1).argsort()[::-1]]
         np.testing.assert_allclose(dark, light * (1 - contrast), atol=1.0)
         assert np.array_equal(image[~mask], _bg[~mask])  # markings stay on the object
-    plain = SynthConfig(num_classes=10, fg_noise=0.0)
+    plain = SynthConfig(num_classes=10, fg_noise=0.0, marking_contrast=0.0)
     _image, _mask, fg, _bg = render_sample(plain, 0, 1, 0.3, 0.5, 0.5, 0.0, rng=0,
                                            return_layers=True)
-    assert len(np.unique(fg.reshape(-1, 3), axis=0)) == 1  # off by default: a plain fill
+    assert len(np.unique(fg.reshape(-1, 3), axis=0)) == 1  # 0: a plain fill, the silhouette
     markings = {marking_spec(label) for label in range(10)}
     backgrounds = {(b["pattern"], b["variant"])
                    for b in (background_spec(k, 10) for k in range(10))}
