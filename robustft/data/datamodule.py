@@ -61,6 +61,8 @@ class ImageMaskDataModule(pl.LightningDataModule):
         class_index: how folders map to the model's outputs: ``None`` = sorted folder
             positions (a head trained on these folders), ``"imagenet"`` = folders named by
             ImageNet wnid for a 1000-class head, or a file of class names in head order.
+        cache_decoded: keep decoded images and masks in memory across epochs (small
+            datasets read many times; with workers, each worker keeps its own copy).
     """
 
     def __init__(
@@ -83,8 +85,10 @@ class ImageMaskDataModule(pl.LightningDataModule):
         mask_decoder: MaskDecoder = decode_binary_mask,
         mask_manifest: str | None = None,
         class_index: str | None = None,
+        cache_decoded: bool = False,
     ) -> None:
         super().__init__()
+        self.cache_decoded = cache_decoded
         self.class_index = read_class_index(class_index) if class_index else None
         self.mask_manifest = mask_manifest
         self.root = Path(root)
@@ -140,7 +144,8 @@ class ImageMaskDataModule(pl.LightningDataModule):
 
     def _loader(self, records, transform, shuffle: bool) -> DataLoader:
         return DataLoader(
-            ImageMaskDataset(records, transform, self.mask_decoder),
+            ImageMaskDataset(records, transform, self.mask_decoder,
+                             cache_decoded=self.cache_decoded),
             batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0, drop_last=False,
         )

@@ -26,17 +26,23 @@ class ImageMaskDataset(Dataset):
     "ignore": (H, W) bool, "label": int}`` after a joint transform."""
 
     def __init__(self, records: Sequence[ImageMaskRecord], transform: v2.Transform,
-                 mask_decoder: MaskDecoder = decode_binary_mask) -> None:
+                 mask_decoder: MaskDecoder = decode_binary_mask, *,
+                 cache_decoded: bool = False) -> None:
+        """``cache_decoded``: keep every decoded image and mask in memory after its first
+        read (per process), for small datasets read for many epochs; the transform still
+        runs on every access."""
         if len(records) == 0:
             raise ValueError("ImageMaskDataset got no records (is the selection empty?)")
         self.records = list(records)
         self.transform = transform
         self.mask_decoder = mask_decoder
+        self._decoded: dict[int, tuple[np.ndarray, np.ndarray]] | None = (
+            {} if cache_decoded else None)
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+    def _decode(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         record = self.records[index]
         with Image.open(record.image_path) as image:
             pixels = np.array(image.convert("RGB"))
@@ -46,6 +52,16 @@ class ImageMaskDataset(Dataset):
                 f"mask {record.mask_path} is {joint_mask.shape[1]}x{joint_mask.shape[0]} but its "
                 f"image {record.image_path} is {pixels.shape[1]}x{pixels.shape[0]}"
             )
+        return pixels, joint_mask
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        record = self.records[index]
+        if self._decoded is None:
+            pixels, joint_mask = self._decode(index)
+        else:
+            if index not in self._decoded:
+                self._decoded[index] = self._decode(index)
+            pixels, joint_mask = self._decoded[index]
         image_t = tv_tensors.Image(torch.from_numpy(pixels).permute(2, 0, 1))
         mask_t = tv_tensors.Mask(torch.from_numpy(joint_mask))
         image_t, mask_t = self.transform(image_t, mask_t)

@@ -183,3 +183,22 @@ def test_datamodule_with_imagenet_class_index(tmp_path):
     module.setup("fit")
     assert sorted({r.label for r in module.selection.train}) == [7, 500]
     assert module.num_classes == 1000
+
+
+def test_cached_decoding_gives_the_same_items_without_rereading(tmp_path):
+    root = make_generic_layout(tmp_path, num_classes=2, per_class=2)
+    records = [r for recs in scan_generic_layout(root).values() for r in recs]
+    transform = joint_eval_transform(32, (0.5,) * 3, (0.5,) * 3)
+    plain = ImageMaskDataset(records, transform)
+    cached = ImageMaskDataset(records, transform, cache_decoded=True)
+    first = [cached[i] for i in range(len(records))]
+    for i, item in enumerate(first):
+        assert torch.equal(plain[i]["image"], item["image"]) and plain[i]["label"] == item["label"]
+    for record in records:  # a second epoch must not need the files any more
+        record.image_path.unlink()
+        record.mask_path.unlink()
+    for i, item in enumerate(first):
+        again = cached[i]
+        assert torch.equal(again["image"], item["image"]) and torch.equal(again["mask"], item["mask"])
+    with pytest.raises(FileNotFoundError):
+        plain[0]
