@@ -24,7 +24,7 @@ from robustft.data.shifted import ImageFolderSplit
 from robustft.data.synth import read_benchmark
 from robustft.evaluation.before_after import write_before_after
 from robustft.evaluation.relevance_stats import (
-    accuracy_without_background,
+    foreground_share_and_top1,
     load_pairs,
     mean_foreground_share,
     patch_coverage_share,
@@ -88,22 +88,20 @@ def evaluate_before_after(cfg: DictConfig, checkpoint: Path, output_dir: Path) -
     rows, shares, object_only_shares, object_only, areas, coverage = [], {}, {}, {}, {}, {}
     overlay_images, overlay_masks, overlay_labels = [], [], []
     ev = cfg.evaluation
-    grey = {"fill": ev.background_fill, "mean": config["mean"], "std": config["std"]}
     for split in ev.splits:
         dataset = ImageFolderSplit(benchmark_root, split, class_names=class_names, name=split)
         rows += evaluate_models(models, dataset, transforms=transforms, batch_size=ev.batch_size,
                                 num_workers=0, device="cpu")
         pairs, labels = _split_pairs(benchmark_root, split, dataset, ev.relevance_images_per_split)
         images, masks = load_pairs(pairs, transforms[BEFORE])
-        objects_only = replace_background(images, masks, **grey)
+        objects_only = replace_background(images, masks, fill=ev.background_fill,
+                                          mean=config["mean"], std=config["std"])
         areas[split] = float(masks.mean())
         coverage[split] = patch_coverage_share(masks, original.patch_embed.patch_size)
         for name, model in models.items():
             shares[(name, split)] = mean_foreground_share(model, images, masks, labels)
-            object_only_shares[(name, split)] = mean_foreground_share(model, objects_only, masks,
-                                                                      labels)
-            object_only[(name, split)] = accuracy_without_background(model, images, masks,
-                                                                     labels, **grey)
+            object_only_shares[(name, split)], object_only[(name, split)] = (
+                foreground_share_and_top1(model, objects_only, masks, labels))
         if split in ("shuffled", "anti_correlated"):
             spread = torch.linspace(0, len(images) - 1, ev.overlay_images // 2).round().long()
             overlay_images.append(images[spread])

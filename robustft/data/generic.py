@@ -90,8 +90,9 @@ def scan_generic_layout(
     ``class_index``: the model's class names in head order; a folder's label is the
     position of its name there (default: its position among the sorted folders).
     Raises ``FileNotFoundError`` naming the folder or file when ``images/`` or ``masks/``
-    is missing, a class folder is empty, or a kept image has no mask, and ``ValueError``
-    naming the folder when it is not in ``class_index``.
+    is missing, a class folder is empty, or a kept image has no mask, and
+    ``DatasetLayoutError`` (a ``ValueError``) naming the folder when it is not in
+    ``class_index``.
     """
     root = Path(root)
     images_dir, masks_dir = root / "images", root / "masks"
@@ -106,12 +107,12 @@ def scan_generic_layout(
         raise FileNotFoundError(f"{images_dir} has no class folders")
     labels = {name: position for position, name in enumerate(class_names)}
     if class_index is not None:
+        from robustft.data.shifted import check_known_folders
+
         position_of = {name: position for position, name in enumerate(class_index)}
-        unknown = [name for name in class_names if name not in position_of]
-        if unknown:
-            raise ValueError(f"class folder {images_dir / unknown[0]} is not in data.class_index "
-                             f"({len(unknown)} folder(s) unknown; the index has "
-                             f"{len(class_index)} names, e.g. {list(class_index[:3])})")
+        check_known_folders(images_dir, class_names, position_of, dataset=str(root),
+                            known_as=f"in data.class_index ({len(class_index)} names, e.g. "
+                                     f"{list(class_index[:3])})")
         labels = {name: position_of[name] for name in class_names}
     records: dict[str, list[ImageMaskRecord]] = {}
     for class_name in class_names:

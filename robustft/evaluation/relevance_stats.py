@@ -17,6 +17,7 @@ from robustft.losses import foreground_share
 from robustft.relevance import relevance_map, upsample_and_normalize
 
 __all__ = [
+    "foreground_share_and_top1",
     "mean_foreground_share",
     "patch_coverage_share",
     "accuracy_without_background",
@@ -42,18 +43,26 @@ def load_pairs(pairs: Sequence[tuple[Path, Path]], transform: ImageTransform
     return torch.stack(images), torch.stack(masks)
 
 
-def mean_foreground_share(model: nn.Module, images: Tensor, masks: Tensor, labels: Tensor,
-                          *, batch_size: int = 64) -> float:
-    """Mean over images of ``sum(S*M) / sum(S)`` for the normalised relevance ``S`` of the
-    ground-truth class at mask resolution."""
+def foreground_share_and_top1(model: nn.Module, images: Tensor, masks: Tensor, labels: Tensor,
+                              *, batch_size: int = 64) -> tuple[float, float]:
+    """Mean foreground share (see :func:`mean_foreground_share`) and top-1 in percent, both
+    from one relevance pass: the forward that gives the relevance also gives the logits."""
     model.eval()
-    shares = []
+    shares, correct = [], 0
     for start in range(0, len(images), batch_size):
         batch = slice(start, start + batch_size)
         out = relevance_map(model, images[batch], labels[batch])
         relevance = upsample_and_normalize(out.relevance.detach(), masks.shape[-2:])
         shares.append(foreground_share(relevance, masks[batch]))
-    return float(torch.cat(shares).mean())
+        correct += int((out.logits.detach().argmax(-1) == labels[batch]).sum())
+    return float(torch.cat(shares).mean()), 100.0 * correct / len(images)
+
+
+def mean_foreground_share(model: nn.Module, images: Tensor, masks: Tensor, labels: Tensor,
+                          *, batch_size: int = 64) -> float:
+    """Mean over images of ``sum(S*M) / sum(S)`` for the normalised relevance ``S`` of the
+    ground-truth class at mask resolution."""
+    return foreground_share_and_top1(model, images, masks, labels, batch_size=batch_size)[0]
 
 
 def patch_coverage_share(masks: Tensor, patch_size: tuple[int, int]) -> float:

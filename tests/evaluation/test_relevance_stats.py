@@ -7,6 +7,7 @@ from PIL import Image
 from tiny_models import tiny_vit
 
 from robustft.evaluation.relevance_stats import (
+    foreground_share_and_top1,
     mean_foreground_share,
     patch_coverage_share,
     relevance_overlay_grid,
@@ -34,3 +35,14 @@ def test_patch_coverage_share_by_hand():
     masks = torch.zeros(1, 8, 8)
     masks[:, :, :4] = 1
     assert abs(patch_coverage_share(masks, (4, 4)) - 0.875) < 1e-6
+
+
+def test_share_and_top1_from_one_pass_match_the_plain_forward():
+    model = tiny_vit("plain")
+    images, labels = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 4, 0])
+    masks = (torch.rand(6, 32, 32) > 0.5).float()
+    share, top1 = foreground_share_and_top1(model, images, masks, labels, batch_size=4)
+    with torch.no_grad():
+        expected = 100.0 * int((model(images).argmax(-1) == labels).sum()) / len(labels)
+    assert top1 == expected
+    assert share == mean_foreground_share(model, images, masks, labels)
