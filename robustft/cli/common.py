@@ -29,4 +29,6 @@ def prepare_generated_data(data_cfg: DictConfig) -> None:
     settings = {key: tuple(value) if isinstance(value, list) else value
                 for key, value in OmegaConf.to_container(data_cfg.synth, resolve=True).items()}
     benchmark_root = Path(data_cfg.root).parent
-    generate_benchmark(benchmark_root, SynthConfig(**settings))
+    # rendering is CPU-bound and the files do not depend on the worker count
+    generate_benchmark(benchmark_root, SynthConfig(**settings),
+                       num_workers=len(os.sched_getaffinity(0)))

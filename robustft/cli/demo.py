@@ -49,7 +49,7 @@ def pretrain_stand_in(cfg: DictConfig) -> None:
         "root": cfg.pretrain.data_root, "train_per_class": None, "class_fraction": 1.0,
         "manifest": None, "manifest_out": None, "batch_size": cfg.pretrain.batch_size,
         "num_workers": cfg.pretrain.num_workers, "resize_ratio": cfg.pretrain.resize_ratio,
-        # 16 epochs over the same 4,000 small PNGs: decode each once
+        # several epochs over the same 4,000 small PNGs: decode each once
         "cache_decoded": True})
     datamodule = build_datamodule(data_cfg, model)
     settings = {"model": OmegaConf.to_container(scratch_cfg, resolve=True),
@@ -102,21 +102,24 @@ def evaluate_before_after(cfg: DictConfig, checkpoint: Path, output_dir: Path) -
             shares[(name, split)] = mean_foreground_share(model, images, masks, labels)
             object_only_shares[(name, split)], object_only[(name, split)] = (
                 foreground_share_and_top1(model, objects_only, masks, labels))
-        if split in ("shuffled", "anti_correlated"):
+        if split in ("shuffled", "anti_correlated") and ev.overlay_images > 1:
             spread = torch.linspace(0, len(images) - 1, ev.overlay_images // 2).round().long()
             overlay_images.append(images[spread])
             overlay_masks.append(masks[spread])
             overlay_labels.append(labels[spread])
-    grid = relevance_overlay_grid(models, torch.cat(overlay_images), torch.cat(overlay_masks),
-                                  torch.cat(overlay_labels), output_dir / "relevance_overlays.png",
-                                  mean=config["mean"], std=config["std"])
+    written = []
+    if overlay_images:  # none when overlay_images < 2 or neither split is evaluated
+        written.append(relevance_overlay_grid(
+            models, torch.cat(overlay_images), torch.cat(overlay_masks),
+            torch.cat(overlay_labels), output_dir / "relevance_overlays.png",
+            mean=config["mean"], std=config["std"]))
     _csv, md_path, text = write_before_after(
         rows, (BEFORE, AFTER), output_dir,
         title="robustft demo: relevance fine-tuning on the generated shortcut benchmark",
         foreground_share=shares, object_only_top1=object_only,
         object_only_foreground_share=object_only_shares, object_area=areas,
         patch_coverage_share=coverage)
-    log.info("wrote %s, %s and %s", _csv, md_path, grid)
+    log.info("wrote %s", ", ".join(str(path) for path in (_csv, md_path, *written)))
     return text
 
 

@@ -16,9 +16,9 @@ MINIATURE = ["++data.synth.num_classes=4", "++data.synth.train_per_class=4",
              "evaluation.relevance_images_per_split=8"]
 
 
-def _run_demo(root: Path) -> subprocess.CompletedProcess:
+def _run_demo(root: Path, *overrides: str) -> subprocess.CompletedProcess:
     script = Path(sys.executable).parent / "robustft-demo"
-    return subprocess.run([str(script), *MINIATURE], capture_output=True, text=True, timeout=300,
+    return subprocess.run([str(script), *MINIATURE, *overrides], capture_output=True, text=True, timeout=300,
                           cwd=root, env={**os.environ, "ROBUSTFT_ROOT": str(root),
                                          "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"})
 
@@ -42,7 +42,13 @@ def test_demo_runs_end_to_end_and_reuses_the_stand_in(tmp_path):
     assert weights.is_file()
     stamp = weights.stat().st_mtime_ns
 
-    second = _run_demo(tmp_path)
+    # a quick re-run on two splits without the overlay figure
+    second = _run_demo(tmp_path, "evaluation.splits=[in_distribution,size]",
+                       "evaluation.overlay_images=0")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "reusing pre-trained weights" in second.stdout + second.stderr
     assert weights.stat().st_mtime_ns == stamp
+    rerun = sorted((tmp_path / "logs" / "demo" / "runs").iterdir())[-1]
+    assert rerun != run and (rerun / "results.md").is_file()
+    assert not (rerun / "relevance_overlays.png").exists()
+    assert "| size |" in second.stdout and "| shuffled |" not in second.stdout
