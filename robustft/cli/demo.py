@@ -139,23 +139,34 @@ def _chosen_checkpoint(which: str, best: Path | None, last: Path | None) -> Path
 def main(cfg: DictConfig) -> None:
     prepare_environment()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
+    phases: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def finished(phase: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        phases[phase], mark = now - mark, now
+
     log.info("[1/4] benchmark")
     prepare_generated_data(cfg.data)
+    finished("benchmark")
     log.info("[2/4] pre-training the stand-in model (cached)")
     pretrain_stand_in(cfg)
+    finished("pre-training")
     log.info("[3/4] relevance fine-tuning")
     with open_dict(cfg):
         cfg.validate_best = False
     result = train(cfg)
     checkpoint = _chosen_checkpoint(cfg.evaluation.checkpoint, result.best_checkpoint,
                                     result.last_checkpoint)
+    finished("fine-tuning")
     log.info("[4/4] evaluation of %s", checkpoint)
     text = evaluate_before_after(cfg, checkpoint, output_dir)
+    finished("evaluation")
     print("\n" + text)
-    print(f"run directory: {output_dir}  ({time.perf_counter() - started:.0f} s)")
-
+    timing = ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in phases.items())
+    print(f"run directory: {output_dir}  ({sum(phases.values()):.0f} s: {timing})")
 
 if __name__ == "__main__":
     main()

@@ -52,3 +52,6 @@ def test_demo_runs_end_to_end_and_reuses_the_stand_in(tmp_path):
     assert rerun != run and (rerun / "results.md").is_file()
     assert not (rerun / "relevance_overlays.png").exists()
     assert "| size |" in second.stdout and "| shuffled |" not in second.stdout
+    timing = second.stdout.rsplit("run directory:", 1)[1]
+    for phase in ("benchmark", "pre-training", "fine-tuning", "evaluation"):
+        assert f"{phase} " in timing, timing
