@@ -168,5 +168,6 @@ def main(cfg: DictConfig) -> None:
     timing = ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in phases.items())
     print(f"run directory: {output_dir}  ({sum(phases.values()):.0f} s: {timing})")
 
+
 if __name__ == "__main__":
     main()
