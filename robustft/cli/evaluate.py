@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from robustft.data.eval_datasets import build_eval_dataset
-from robustft.data.shifted import DatasetLayoutError
+from robustft.data.layout import DatasetLayoutError
 from robustft.evaluation.model_loading import build_model_from_entry
 from robustft.evaluation.protocols import check_protocol_kind
 from robustft.evaluation.report import (

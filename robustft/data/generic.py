@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from robustft.data.layout import check_known_folders
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "ImageMaskRecord",
@@ -107,8 +109,6 @@ def scan_generic_layout(
         raise FileNotFoundError(f"{images_dir} has no class folders")
     labels = {name: position for position, name in enumerate(class_names)}
     if class_index is not None:
-        from robustft.data.shifted import check_known_folders
-
         position_of = {name: position for position, name in enumerate(class_index)}
         check_known_folders(images_dir, class_names, position_of, dataset=str(root),
                             known_as=f"in data.class_index ({len(class_index)} names, e.g. "

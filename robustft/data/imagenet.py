@@ -33,7 +33,7 @@ from PIL import Image
 # The lead's generic layout defines the record type and the uint8 mask convention the
 # training data module consumes; ImageNet-S produces exactly those.
 from robustft.data.generic import IGNORE_VALUE, ImageMaskRecord
-from robustft.data.shifted import DatasetLayoutError, list_class_folders, resolve_inside
+from robustft.data.layout import DatasetLayoutError, list_class_folders, resolve_inside
 from robustft.evaluation.protocols import imagenet_synsets
 
 __all__ = [

@@ -27,14 +27,13 @@ from typing import Any
 
 from PIL import Image
 
-from robustft.data.shifted import (
+from robustft.data.layout import (
     DatasetLayoutError,
-    EvalImageDataset,
-    Sample,
     check_known_folders,
     list_class_folders,
     list_images,
 )
+from robustft.data.shifted import EvalImageDataset, Sample
 from robustft.evaluation.protocols import (
     IMAGENET_NUM_CLASSES,
     check_protocol_kind,

@@ -24,12 +24,20 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image
 from torch.utils.data import Dataset
 
+from robustft.data.layout import (
+    DatasetLayoutError,
+    check_known_folders,
+    list_class_folders,
+    list_images,
+    load_rgb,
+    resolve_inside,
+)
 from robustft.evaluation.protocols import (
     IMAGENET_NUM_CLASSES,
     LabelProtocol,
@@ -42,99 +50,17 @@ from robustft.evaluation.protocols import (
 )
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
-    "CorruptImageError",
-    "DatasetLayoutError",
     "EvalImageDataset",
     "ImageFolderSplit",
     "Sample",
-    "check_known_folders",
     "imagenet_a",
     "imagenet_r",
     "imagenet_sketch",
     "imagenet_v2",
     "imagenet_val",
-    "list_class_folders",
-    "list_images",
-    "load_rgb",
-    "resolve_inside",
 ]
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
-
 Sample = tuple[Path, int, dict[str, str]]
-
-
-class DatasetLayoutError(ValueError):
-    """A dataset copy does not have the expected layout (message names the path/key)."""
-
-
-class CorruptImageError(OSError):
-    """An image file exists but cannot be decoded."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"cannot decode image {path}: {reason}")
-        self.path = path
-
-
-def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
-    """Decode ``path`` fully into an RGB PIL image; :class:`CorruptImageError` if it
-    cannot be decoded (truncated, not an image, ...)."""
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise CorruptImageError(path, f"{type(error).__name__}: {error}") from error
-
-
-def list_class_folders(root: Path) -> list[str]:
-    """Sorted names of the sub-folders of ``root`` (hidden ones skipped)."""
-    if not root.is_dir():
-        raise DatasetLayoutError(f"dataset folder not found: {root}")
-    return sorted(
-        entry.name
-        for entry in os.scandir(root)
-        if entry.is_dir() and not entry.name.startswith(".")
-    )
-
-
-def check_known_folders(root: Path, folders: Sequence[str], known: Collection[str], *,
-                        dataset: str, known_as: str) -> None:
-    """A class folder the dataset's class list does not know is a layout error (it would
-    otherwise be dropped silently); ``known_as`` names that list in the message."""
-    unknown = [folder for folder in folders if folder not in known]
-    if unknown:
-        raise DatasetLayoutError(
-            f"{dataset}: folder {root / unknown[0]} is not {known_as} "
-            f"({len(unknown)} unknown folder(s): {unknown[:5]})"
-        )
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Sorted image files directly in ``folder`` (by extension, case-insensitive)."""
-    return sorted(
-        Path(entry.path)
-        for entry in os.scandir(folder)
-        if entry.is_file()
-        and not entry.name.startswith(".")
-        and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
-    )
-
-
-def resolve_inside(root: Path, relative: str, *, source: str) -> Path:
-    """``root / relative``, refusing a path that leaves ``root`` (absolute paths, ``..``,
-    symlinks pointing out) — a manifest or metadata file must name files of its copy."""
-    root_resolved = root.resolve()
-    candidate = (root / relative).resolve()
-    if not candidate.is_relative_to(root_resolved):
-        raise DatasetLayoutError(
-            f"{source}: path {relative!r} points outside the dataset root {root}"
-        )
-    return candidate
 
 
 class EvalImageDataset(Dataset):

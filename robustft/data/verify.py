@@ -21,8 +21,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from robustft.data.layout import CorruptImageError, load_rgb
 from robustft.data.manifests import DataManifest, load_manifest
-from robustft.data.shifted import CorruptImageError, load_rgb
 from robustft.evaluation.protocols import imagenet_synsets, timm_subset_info
 
 __all__ = ["VerifyReport", "exit_code", "format_report", "verify_dataset"]

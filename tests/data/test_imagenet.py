@@ -22,7 +22,7 @@ from robustft.data.imagenet import (
     scan_imagenet_s,
     write_split_manifest,
 )
-from robustft.data.shifted import DatasetLayoutError
+from robustft.data.layout import DatasetLayoutError
 from robustft.evaluation.protocols import imagenet_synsets
 
 SYNSETS = imagenet_synsets()

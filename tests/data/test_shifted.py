@@ -13,10 +13,9 @@ from torch import nn
 from torchvision import transforms as T
 
 from robustft.data.eval_datasets import build_eval_dataset
+from robustft.data.layout import CorruptImageError, DatasetLayoutError
 from robustft.data.objectnet import objectnet
 from robustft.data.shifted import (
-    CorruptImageError,
-    DatasetLayoutError,
     ImageFolderSplit,
     imagenet_a,
     imagenet_r,
