@@ -13,10 +13,17 @@ neither term (ImageNet-S id 1000). Each term is a mean over the counted pixels.
 Classification terms ``L_cls``: ``own_argmax_ce`` (the paper's: cross-entropy of
 logits / T against the model's own current argmax), ``kl_to_teacher`` (KL from a frozen
 copy of the original model) and ``label_ce`` (ground-truth cross-entropy).
+
+Optional, not in the paper (weight 0 by default): ``l2_sp_penalty``, the squared distance
+of the weights from where fine-tuning started (L2-SP, Li et al., ICML 2018), added to ``L``
+as ``lambda_l2sp * ||theta - theta_0||^2``. With a few masked images it keeps the fine-tune
+near the original model: what the model knows about the objects survives while the
+relevance terms move it off the background.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,6 +40,7 @@ __all__ = [
     "own_argmax_ce",
     "kl_to_teacher",
     "label_ce",
+    "l2_sp_penalty",
     "relevance_loss",
     "foreground_share",
 ]
@@ -76,6 +84,20 @@ def kl_to_teacher(logits: Tensor, teacher_logits: Tensor, temperature: float = 1
 def label_ce(logits: Tensor, labels: Tensor, temperature: float = 1.0) -> Tensor:
     """Cross-entropy against the ground-truth labels (the paper's ablation)."""
     return F.cross_entropy(logits / temperature, labels)
+
+
+def l2_sp_penalty(parameters: Iterable[Tensor], start: Iterable[Tensor]) -> Tensor:
+    """``sum_i ||p_i - p0_i||^2`` over paired tensors: the squared L2 distance of the
+    weights ``parameters`` from their starting point ``start`` (L2-SP). A sum, not a mean,
+    so that each weight's gradient, ``2 * (p - p0)``, does not depend on the model's size."""
+    pairs = list(zip(parameters, start, strict=True))
+    if not pairs:
+        raise ValueError("l2_sp_penalty needs at least one parameter")
+    for index, (parameter, reference) in enumerate(pairs):
+        if parameter.shape != reference.shape:
+            raise ValueError(f"l2_sp_penalty: parameter {index} has shape {tuple(parameter.shape)}, "
+                             f"its starting point {tuple(reference.shape)}")
+    return torch.stack([(p - p0.detach()).pow(2).sum() for p, p0 in pairs]).sum()
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from robustft.losses import (
     foreground_loss,
     foreground_share,
     kl_to_teacher,
+    l2_sp_penalty,
     label_ce,
     own_argmax_ce,
     relevance_loss,
@@ -111,3 +112,24 @@ def test_foreground_share():
     # mass = 1.75, on the object: 1*1 + 0.5*0.5 = 1.25
     assert foreground_share(S, M).item() == pytest.approx(1.25 / 1.75)
     assert foreground_share(torch.zeros(1, 2, 2), M).item() == 0.0
+
+
+def test_l2_sp_penalty_by_hand_and_its_gradient():
+    weights = [torch.tensor([1.0, 2.0], requires_grad=True), torch.tensor([[3.0]], requires_grad=True)]
+    start = [torch.tensor([0.0, 0.0], requires_grad=True), torch.tensor([[1.0]], requires_grad=True)]
+    penalty = l2_sp_penalty(weights, start)
+    assert penalty.item() == 1.0 + 4.0 + 4.0
+    penalty.backward()
+    assert torch.equal(weights[0].grad, torch.tensor([2.0, 4.0]))  # 2 * (p - p0)
+    assert torch.equal(weights[1].grad, torch.tensor([[4.0]]))
+    assert start[0].grad is None and start[1].grad is None  # the starting point stays put
+    assert l2_sp_penalty(start, start).item() == 0.0
+
+
+def test_l2_sp_penalty_bad_pairs_are_clear_errors():
+    with pytest.raises(ValueError, match=r"parameter 1 has shape \(2,\), its starting point \(3,\)"):
+        l2_sp_penalty([torch.zeros(1), torch.zeros(2)], [torch.zeros(1), torch.zeros(3)])
+    with pytest.raises(ValueError):
+        l2_sp_penalty([torch.zeros(1)], [])
+    with pytest.raises(ValueError, match="at least one"):
+        l2_sp_penalty([], [])

@@ -13,9 +13,9 @@ from torch import Tensor, nn
 
 from robustft.losses import (
     CLASSIFICATION_TERMS,
-    LossTerms,
     LossWeights,
     foreground_share,
+    l2_sp_penalty,
     relevance_loss,
 )
 from robustft.models import frozen_copy
@@ -49,6 +49,8 @@ class RelevanceFinetuner(pl.LightningModule):
         classification: ``own_argmax_ce`` | ``kl_to_teacher`` | ``label_ce``.
         lambda_bg, lambda_fg, lambda_seg, lambda_acc: loss weights (paper: 2, 0.3, 0.8, 0.2).
         temperature: T of the classification term (paper: 1; DeiT-B 0.65, DeiT-S 0.55).
+        lambda_l2sp: weight of the L2-SP term, the squared distance of the trained weights
+            from the original model's (0 = off, the paper's loss).
         gradient_mode: ``detached`` (public code) or ``second_order``.
         relevance_target: explain the ground-truth ``label`` (official) or the ``predicted``
             class.
@@ -69,6 +71,7 @@ class RelevanceFinetuner(pl.LightningModule):
         lambda_seg: float = 0.8,
         lambda_acc: float = 0.2,
         temperature: float = 1.0,
+        lambda_l2sp: float = 0.0,
         gradient_mode: str = "detached",
         relevance_target: str = "label",
         attention_backend: str = "hooks",
@@ -89,12 +92,15 @@ class RelevanceFinetuner(pl.LightningModule):
         if relevance_target not in ("label", "predicted"):
             raise ValueError(f"loss.relevance_target must be 'label' or 'predicted', "
                              f"got {relevance_target!r}")
+        if lambda_l2sp < 0:
+            raise ValueError(f"loss.lambda_l2sp must be >= 0, got {lambda_l2sp}")
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         _freeze(model, frozen)
-        # The frozen original model, only for the KL term; it is part of the state dict,
-        # so resume restores it exactly.
-        self.teacher = frozen_copy(model) if classification == "kl_to_teacher" else None
+        # The frozen original model, for the KL term and as the L2-SP starting point; it is
+        # part of the state dict, so resume restores it exactly.
+        needs_original = classification == "kl_to_teacher" or lambda_l2sp > 0
+        self.teacher = frozen_copy(model) if needs_original else None
         self.weights = LossWeights(background=lambda_bg, foreground=lambda_fg,
                                    segmentation=lambda_seg, classification=lambda_acc)
 
@@ -119,7 +125,7 @@ class RelevanceFinetuner(pl.LightningModule):
             self.teacher.eval()
         return self
 
-    def _step(self, batch: dict[str, Tensor], stage: str) -> LossTerms:
+    def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         images, masks, ignore, labels = batch["image"], batch["mask"], batch["ignore"], batch["label"]
         hp = self.hparams
         target = labels if hp.relevance_target == "label" else None
@@ -133,26 +139,40 @@ class RelevanceFinetuner(pl.LightningModule):
         terms = relevance_loss(relevance, masks, out.logits, classification=hp.classification,
                                weights=self.weights, temperature=hp.temperature, labels=labels,
                                teacher_logits=teacher_logits, ignore=ignore)
+        total = terms.total
+        logged = {}
+        if hp.lambda_l2sp > 0 and stage == "train":
+            # a prior on the weights, not a fit to data: kept out of val/loss, which picks
+            # the best checkpoint, so that it does not favour the epochs closest to the start
+            l2sp = self._l2_sp()
+            total = total + hp.lambda_l2sp * l2sp
+            logged[f"{stage}/l2sp"] = l2sp
         with torch.no_grad():
             accuracy = (out.logits.argmax(-1) == labels).float().mean()
             share = foreground_share(relevance.detach(), masks, ignore).mean()
         batch_size = images.shape[0]
         self.log_dict({
-            f"{stage}/loss": terms.total, f"{stage}/seg": terms.segmentation,
+            f"{stage}/loss": total, f"{stage}/seg": terms.segmentation,
             f"{stage}/bg": terms.background, f"{stage}/fg": terms.foreground,
             f"{stage}/cls": terms.classification, f"{stage}/acc": accuracy,
-            f"{stage}/fg_share": share,
+            f"{stage}/fg_share": share, **logged,
         }, prog_bar=stage == "val", on_step=stage == "train", on_epoch=True,
             batch_size=batch_size, sync_dist=stage == "val")
-        return terms
+        return total
+
+    def _l2_sp(self) -> Tensor:
+        """Squared distance of the trained parameters from the original model's."""
+        start = dict(self.teacher.named_parameters())
+        trained = [(p, start[name]) for name, p in self.model.named_parameters() if p.requires_grad]
+        return l2_sp_penalty([p for p, _ in trained], [p0 for _, p0 in trained])
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train").total
+        return self._step(batch, "train")
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         # Relevance needs gradients: the Trainer runs with inference_mode=False, and
         # relevance_map enables grad itself; .detach() keeps validation from holding graphs.
-        return self._step(batch, "val").total.detach()
+        return self._step(batch, "val").detach()
 
     def configure_optimizers(self):
         hp = self.hparams

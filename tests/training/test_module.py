@@ -1,4 +1,5 @@
-"""RelevanceFinetuner: frozen parameters stay exactly as they were, the rest trains."""
+"""RelevanceFinetuner: frozen parameters stay exactly as they were, the rest trains; the
+L2-SP term measures the distance from the original weights and only in training."""
 
 from __future__ import annotations
 
@@ -41,3 +42,33 @@ def test_frozen_prefixes_are_not_trained() -> None:
 def test_unknown_frozen_prefix_is_named() -> None:
     with pytest.raises(ValueError, match="'hed' matches no parameter"):
         RelevanceFinetuner(tiny_vit("plain", img_size=(32, 32)), frozen=["hed"])
+
+
+def test_l2_sp_term_is_the_distance_from_the_original_weights() -> None:
+    torch.manual_seed(0)
+    model = tiny_vit("plain", img_size=(32, 32))
+    original = {name: p.detach().clone() for name, p in model.named_parameters()}
+    plain = RelevanceFinetuner(model, lr=1e-2, frozen=["head"])
+    assert plain.teacher is None  # own_argmax_ce without L2-SP needs no copy
+    module = RelevanceFinetuner(model, lr=1e-2, frozen=["head"], lambda_l2sp=0.5)
+    logged = {}
+    for m in (plain, module):
+        m.log_dict = lambda values, **kwargs: logged.update(values)
+    batch = _batch()
+    assert torch.equal(module.training_step(batch, 0), plain.training_step(batch, 0))  # at the start
+    with torch.no_grad():  # move the weights: a known distance, the frozen head excluded
+        model.blocks[0].attn.qkv.weight.add_(0.1)
+        model.head.weight.add_(5.0)
+    distance = 0.01 * model.blocks[0].attn.qkv.weight.numel()
+    expected = plain.training_step(batch, 0) + 0.5 * distance
+    assert torch.allclose(module.training_step(batch, 0), expected, rtol=1e-5)
+    assert torch.allclose(logged["train/l2sp"], torch.tensor(distance), rtol=1e-5)
+    # validation loss is the fit to data only (it picks the best checkpoint)
+    assert torch.equal(module.validation_step(batch, 0), plain.validation_step(batch, 0))
+    assert "val/l2sp" not in logged
+    assert all(torch.equal(p, original[name]) for name, p in module.teacher.named_parameters())
+
+
+def test_negative_l2_sp_weight_is_named() -> None:
+    with pytest.raises(ValueError, match="loss.lambda_l2sp must be >= 0"):
+        RelevanceFinetuner(tiny_vit("plain", img_size=(32, 32)), lambda_l2sp=-1.0)
