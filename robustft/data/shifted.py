@@ -15,9 +15,10 @@ Bad input policy (the same for every dataset here):
   Nothing is silently skipped: a shrunk dataset would give numbers that are not comparable
   with anyone else's. ``robustft-data verify`` lists every unreadable file up front.
 
-This module holds the shared pieces and the folder-per-class datasets (ImageNet val,
-ImageNet-A/-R, Sketch, V2, the generated benchmark); ObjectNet and SI-Score live in
-``robustft.data.objectnet`` and ``robustft.data.si_score``.
+This module holds the common dataset class and the folder-per-class datasets (ImageNet
+val, ImageNet-A/-R, Sketch, V2, the generated benchmark); ObjectNet and SI-Score live in
+``robustft.data.objectnet`` and ``robustft.data.si_score``, the file-layout primitives and
+the two errors in ``robustft.data.layout``.
 """
 
 from __future__ import annotations
