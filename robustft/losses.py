@@ -15,10 +15,11 @@ logits / T against the model's own current argmax), ``kl_to_teacher`` (KL from a
 copy of the original model) and ``label_ce`` (ground-truth cross-entropy).
 
 Optional, not in the paper (weight 0 by default): ``l2_sp_penalty``, the squared distance
-of the weights from where fine-tuning started (L2-SP, Li et al., ICML 2018), added to ``L``
-as ``lambda_l2sp * ||theta - theta_0||^2``. With a few masked images it keeps the fine-tune
-near the original model: what the model knows about the objects survives while the
-relevance terms move it off the background.
+of the weights from where fine-tuning started (L2-SP, Li et al., ICML 2018; its alpha/2 is
+``lambda_l2sp`` here). ``relevance_loss`` does not include it: the training module adds
+``lambda_l2sp * ||theta - theta_0||^2`` to the training loss (not to the validation
+loss). With a few masked images it keeps the fine-tune near the original model: what the
+model knows about the objects survives while the relevance terms move it off the background.
 """
 
 from __future__ import annotations

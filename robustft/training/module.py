@@ -133,7 +133,7 @@ class RelevanceFinetuner(pl.LightningModule):
                             attention_backend=hp.attention_backend)
         relevance = upsample_and_normalize(out.relevance, masks.shape[-2:])
         teacher_logits = None
-        if self.teacher is not None:
+        if hp.classification == "kl_to_teacher":  # the copy may exist for L2-SP alone
             with torch.no_grad():
                 teacher_logits = self.teacher(images)
         terms = relevance_loss(relevance, masks, out.logits, classification=hp.classification,

@@ -25,7 +25,7 @@ def test_list_class_folders_sorted_without_hidden_and_missing_root_named(tmp_pat
         (tmp_path / name).mkdir()
     (tmp_path / "n00").write_bytes(b"")  # a file is not a class folder
     assert list_class_folders(tmp_path) == ["n01", "n02"]
-    with pytest.raises(DatasetLayoutError, match="missing"):
+    with pytest.raises(DatasetLayoutError, match="dataset folder not found"):
         list_class_folders(tmp_path / "missing")
 
 

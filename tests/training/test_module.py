@@ -51,6 +51,8 @@ def test_l2_sp_term_is_the_distance_from_the_original_weights() -> None:
     plain = RelevanceFinetuner(model, lr=1e-2, frozen=["head"])
     assert plain.teacher is None  # own_argmax_ce without L2-SP needs no copy
     module = RelevanceFinetuner(model, lr=1e-2, frozen=["head"], lambda_l2sp=0.5)
+    teacher_calls = []  # own_argmax_ce: the copy is only the L2-SP starting point, never run
+    module.teacher.register_forward_hook(lambda *args: teacher_calls.append(1))
     logged = {}
     for m in (plain, module):
         m.log_dict = lambda values, **kwargs: logged.update(values)
@@ -66,6 +68,7 @@ def test_l2_sp_term_is_the_distance_from_the_original_weights() -> None:
     # validation loss is the fit to data only (it picks the best checkpoint)
     assert torch.equal(module.validation_step(batch, 0), plain.validation_step(batch, 0))
     assert "val/l2sp" not in logged
+    assert not teacher_calls
     assert all(torch.equal(p, original[name]) for name, p in module.teacher.named_parameters())
 
 
