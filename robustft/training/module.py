@@ -146,7 +146,7 @@ class RelevanceFinetuner(pl.LightningModule):
             # the best checkpoint, so that it does not favour the epochs closest to the start
             l2sp = self._l2_sp()
             total = total + hp.lambda_l2sp * l2sp
-            logged[f"{stage}/l2sp"] = l2sp
+            logged["train/l2sp"] = l2sp
         with torch.no_grad():
             accuracy = (out.logits.argmax(-1) == labels).float().mean()
             share = foreground_share(relevance.detach(), masks, ignore).mean()
@@ -163,8 +163,8 @@ class RelevanceFinetuner(pl.LightningModule):
     def _l2_sp(self) -> Tensor:
         """Squared distance of the trained parameters from the original model's."""
         start = dict(self.teacher.named_parameters())
-        trained = [(p, start[name]) for name, p in self.model.named_parameters() if p.requires_grad]
-        return l2_sp_penalty([p for p, _ in trained], [p0 for _, p0 in trained])
+        trained = {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+        return l2_sp_penalty(trained.values(), (start[name] for name in trained))
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train")
