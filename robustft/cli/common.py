@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from robustft.resources import usable_cpus
+
 log = logging.getLogger(__name__)
 
 
@@ -31,11 +33,3 @@ def prepare_generated_data(data_cfg: DictConfig) -> None:
     benchmark_root = Path(data_cfg.root).parent
     # rendering is CPU-bound and the files do not depend on the worker count
     generate_benchmark(benchmark_root, SynthConfig(**settings), num_workers=usable_cpus())
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (the affinity mask where the OS has one, as under
-    SLURM or taskset), at least 1."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1

@@ -33,6 +33,7 @@ from robustft.masks.generate import (
 )
 from robustft.masks.tokencut import upsample_nearest
 from robustft.models import create_model
+from robustft.resources import usable_cpus
 
 RESULTS: list[dict] = []
 
@@ -151,7 +152,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default="/tmp/tcbench")
     parser.add_argument("--quick", action="store_true", help="few images, short training")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--workers", type=int, default=min(8, usable_cpus()))
     args = parser.parse_args()
     out = Path(args.out)
     per_class = 10 if args.quick else 40
