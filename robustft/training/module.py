@@ -4,6 +4,7 @@ logged. Nothing of the method lives here; this only wires it to Lightning."""
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +37,18 @@ def _freeze(model: nn.Module, prefixes: Sequence[str]) -> None:
             parameter.requires_grad_(False)
 
 
+def _l2_sp_names(model: nn.Module, exclude: Sequence[str]) -> frozenset[str]:
+    """Names of the trained parameters that L2-SP pulls back: all but those matching an
+    ``exclude`` pattern (``fnmatch``, e.g. ``blocks.*.attn.*``)."""
+    trained = [name for name, p in model.named_parameters() if p.requires_grad]
+    for pattern in exclude:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in trained):
+            raise ValueError(f"loss.l2sp_exclude: {pattern!r} matches no trained parameter of "
+                             f"the model (e.g. {trained[:3]})")
+    return frozenset(name for name in trained
+                     if not any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude))
+
+
 def step_decay(gamma: float, every: int):
     """The paper's schedule: lr * gamma^(epoch // every)."""
     return lambda epoch: gamma ** (epoch // every)
@@ -51,6 +64,9 @@ class RelevanceFinetuner(pl.LightningModule):
         temperature: T of the classification term (paper: 1; DeiT-B 0.65, DeiT-S 0.55).
         lambda_l2sp: weight of the L2-SP term, the squared distance of the trained weights
             from the original model's (0 = off, the paper's loss).
+        l2sp_exclude: ``fnmatch`` patterns of parameter names that L2-SP leaves free (they
+            are still trained), e.g. ``["blocks.*.attn.*"]``; each must match a trained
+            parameter.
         gradient_mode: ``detached`` (public code) or ``second_order``.
         relevance_target: explain the ground-truth ``label`` (official) or the ``predicted``
             class.
@@ -72,6 +88,7 @@ class RelevanceFinetuner(pl.LightningModule):
         lambda_acc: float = 0.2,
         temperature: float = 1.0,
         lambda_l2sp: float = 0.0,
+        l2sp_exclude: Sequence[str] = (),
         gradient_mode: str = "detached",
         relevance_target: str = "label",
         attention_backend: str = "hooks",
@@ -101,6 +118,7 @@ class RelevanceFinetuner(pl.LightningModule):
         # part of the state dict, so resume restores it exactly.
         needs_original = classification == "kl_to_teacher" or lambda_l2sp > 0
         self.teacher = frozen_copy(model) if needs_original else None
+        self._l2sp_names = _l2_sp_names(model, l2sp_exclude)
         self.weights = LossWeights(background=lambda_bg, foreground=lambda_fg,
                                    segmentation=lambda_seg, classification=lambda_acc)
 
@@ -161,10 +179,11 @@ class RelevanceFinetuner(pl.LightningModule):
         return total
 
     def _l2_sp(self) -> Tensor:
-        """Squared distance of the trained parameters from the original model's."""
+        """Squared distance of the L2-SP parameters from the original model's."""
         start = dict(self.teacher.named_parameters())
-        trained = {name: p for name, p in self.model.named_parameters() if p.requires_grad}
-        return l2_sp_penalty(trained.values(), (start[name] for name in trained))
+        pulled = {name: p for name, p in self.model.named_parameters()
+                  if name in self._l2sp_names}
+        return l2_sp_penalty(pulled.values(), (start[name] for name in pulled))
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train")

@@ -72,6 +72,30 @@ def test_l2_sp_term_is_the_distance_from_the_original_weights() -> None:
     assert all(torch.equal(p, original[name]) for name, p in module.teacher.named_parameters())
 
 
+def test_l2_sp_leaves_the_excluded_parameters_free() -> None:
+    torch.manual_seed(0)
+    model = tiny_vit("plain", img_size=(32, 32))
+    module = RelevanceFinetuner(model, lambda_l2sp=1.0, l2sp_exclude=["blocks.*.attn.*"])
+    with torch.no_grad():  # every attention weight moves, one MLP weight moves by a known step
+        for block in model.blocks:
+            for p in block.attn.parameters():
+                p.add_(1.0)
+        model.blocks[0].mlp.fc1.bias.add_(0.5)
+    expected = 0.25 * model.blocks[0].mlp.fc1.bias.numel()
+    assert torch.allclose(module._l2_sp(), torch.tensor(expected), rtol=1e-6)
+    # the excluded weights are still trained
+    assert all(p.requires_grad for p in model.blocks[0].attn.parameters())
+
+
+def test_l2_sp_exclude_pattern_that_matches_nothing_is_named() -> None:
+    model = tiny_vit("plain", img_size=(32, 32))
+    with pytest.raises(ValueError, match=r"loss.l2sp_exclude: 'block.\*.attn' matches no"):
+        RelevanceFinetuner(model, lambda_l2sp=1.0, l2sp_exclude=["block.*.attn"])
+    # a frozen parameter is not trained, so it cannot be left free either
+    with pytest.raises(ValueError, match="loss.l2sp_exclude: 'head.weight'"):
+        RelevanceFinetuner(model, lambda_l2sp=1.0, frozen=["head"], l2sp_exclude=["head.weight"])
+
+
 def test_negative_l2_sp_weight_is_named() -> None:
     with pytest.raises(ValueError, match="loss.lambda_l2sp must be >= 0"):
         RelevanceFinetuner(tiny_vit("plain", img_size=(32, 32)), lambda_l2sp=-1.0)
