@@ -119,6 +119,9 @@ class RelevanceFinetuner(pl.LightningModule):
         needs_original = classification == "kl_to_teacher" or lambda_l2sp > 0
         self.teacher = frozen_copy(model) if needs_original else None
         self._l2sp_names = _l2_sp_names(model, l2sp_exclude)
+        if lambda_l2sp > 0 and not self._l2sp_names:
+            raise ValueError(f"loss.l2sp_exclude {list(l2sp_exclude)} leaves no trained "
+                             "parameter for L2-SP; set loss.lambda_l2sp=0 to turn it off")
         self.weights = LossWeights(background=lambda_bg, foreground=lambda_fg,
                                    segmentation=lambda_seg, classification=lambda_acc)
 

@@ -94,6 +94,8 @@ def test_l2_sp_exclude_pattern_that_matches_nothing_is_named() -> None:
     # a frozen parameter is not trained, so it cannot be left free either
     with pytest.raises(ValueError, match="loss.l2sp_exclude: 'head.weight'"):
         RelevanceFinetuner(model, lambda_l2sp=1.0, frozen=["head"], l2sp_exclude=["head.weight"])
+    with pytest.raises(ValueError, match="leaves no trained parameter for L2-SP"):
+        RelevanceFinetuner(model, lambda_l2sp=1.0, l2sp_exclude=["*"])
 
 
 def test_negative_l2_sp_weight_is_named() -> None:
