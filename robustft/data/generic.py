@@ -3,7 +3,7 @@ fine-tuning files from it.
 
 Layout::
 
-    <root>/images/<class>/<name>.<jpg|jpeg|png>
+    <root>/images/<class>/<name>.<jpg|jpeg|png|...>   any of layout.IMAGE_EXTENSIONS
     <root>/masks/<class>/<name>.png        single-channel; 0 = background, nonzero = foreground
 
 Class labels are the positions of the class folders in sorted order, or, with a class
@@ -26,10 +26,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from robustft.data.layout import check_known_folders
+from robustft.data.layout import (
+    IMAGE_EXTENSIONS,
+    check_known_folders,
+    list_class_folders,
+    list_images,
+)
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "ImageMaskRecord",
     "Selection",
     "scan_generic_layout",
@@ -41,7 +45,6 @@ __all__ = [
     "check_same_size",
 ]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 IGNORE_VALUE = 255  # value of ignored pixels in the joint uint8 mask (see transforms.py)
 
 
@@ -104,7 +107,7 @@ def scan_generic_layout(
                 f"{folder} does not exist: expected the layout <root>/images/<class>/<name>.jpg "
                 "and <root>/masks/<class>/<name>.png"
             )
-    class_names = sorted(p.name for p in images_dir.iterdir() if p.is_dir())
+    class_names = list_class_folders(images_dir)
     if not class_names:
         raise FileNotFoundError(f"{images_dir} has no class folders")
     labels = {name: position for position, name in enumerate(class_names)}
@@ -117,22 +120,27 @@ def scan_generic_layout(
     records: dict[str, list[ImageMaskRecord]] = {}
     for class_name in class_names:
         label = labels[class_name]
-        images = sorted(
-            p for p in (images_dir / class_name).iterdir()
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-        )
+        images = list_images(images_dir / class_name)
         if only_images is not None:
             images = [p for p in images if p.relative_to(root).as_posix() in only_images]
             if not images:
                 continue  # every image of this class was filtered out
         if not images:
             raise FileNotFoundError(
-                f"class folder {images_dir / class_name} has no images ({'/'.join(IMAGE_SUFFIXES)})"
+                f"class folder {images_dir / class_name} has no images "
+                f"({'/'.join(sorted(IMAGE_EXTENSIONS))})"
             )
         class_records = []
         missing = []
+        image_of_mask: dict[Path, Path] = {}
         for image in images:
             mask = masks_dir / class_name / f"{image.stem}.png"
+            if mask in image_of_mask:  # a.jpg and a.png would share one mask file
+                raise ValueError(
+                    f"{image_of_mask[mask]} and {image} both pair with the mask {mask}; "
+                    "rename one of them"
+                )
+            image_of_mask[mask] = image
             if not mask.is_file():
                 missing.append(mask)
             class_records.append(ImageMaskRecord(image, mask, label, class_name))

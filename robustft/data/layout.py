@@ -25,7 +25,11 @@ __all__ = [
     "resolve_inside",
 ]
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+# The one list of image extensions every reader uses (training layout, evaluation datasets,
+# TokenCut mask generation), so a file one part reads is never skipped by another.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+)
 
 
 class DatasetLayoutError(ValueError):
@@ -78,7 +82,8 @@ def check_known_folders(root: Path, folders: Sequence[str], known: Collection[st
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Sorted image files directly in ``folder`` (by extension, case-insensitive)."""
+    """Sorted image files directly in ``folder`` (by extension, case-insensitive; hidden
+    files such as macOS ``._name.jpg`` resource forks skipped)."""
     return sorted(
         Path(entry.path)
         for entry in os.scandir(folder)

@@ -50,6 +50,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from robustft.attention import attention_blocks
+from robustft.data.layout import IMAGE_EXTENSIONS, list_class_folders, list_images
 from robustft.masks.bilateral import BilateralSolverParams, refine_mask
 from robustft.masks.tokencut import (
     DEFAULT_EPS,
@@ -62,7 +63,6 @@ from robustft.masks.tokencut import (
 from robustft.models import create_model, preprocessing_config, token_layout
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "MANIFEST_FIELDS",
     "MANIFEST_NAME",
     "SETTINGS_NAME",
@@ -79,7 +79,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 MANIFEST_NAME = "tokencut_manifest.csv"
 SETTINGS_NAME = "tokencut_settings.json"
 MANIFEST_FIELDS = (
@@ -186,10 +185,6 @@ class GenerationSummary:
         return self.written / self.seconds if self.seconds > 0 else float("nan")
 
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
-
-
 def find_images(
     input_dir: str | os.PathLike[str], layout: str = "auto"
 ) -> tuple[str, list[ImageEntry]]:
@@ -197,7 +192,7 @@ def find_images(
 
     ``layout``: ``"generic"`` (``<root>/images/<class>/<name>``), ``"imagefolder"``
     (``<root>/<class>/<name>``) or ``"auto"`` (generic when ``<root>/images`` is a
-    folder). Files with other extensions are ignored. Two images of one class with the
+    folder). Hidden files and files with other extensions are ignored. Two images of one class with the
     same stem (``a.jpg``, ``a.png``) would share a mask file: ``ValueError``.
     """
     root = Path(input_dir)
@@ -216,8 +211,9 @@ def find_images(
 
     entries: list[ImageEntry] = []
     seen: dict[str, str] = {}
-    for class_dir in sorted(p for p in image_root.iterdir() if p.is_dir()):
-        for path in sorted(p for p in class_dir.iterdir() if _is_image(p)):
+    for class_name in list_class_folders(image_root):
+        class_dir = image_root / class_name
+        for path in list_images(class_dir):
             mask_relative = f"masks/{class_dir.name}/{path.stem}.png"
             relative = path.relative_to(root).as_posix()
             if mask_relative in seen:

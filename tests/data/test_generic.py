@@ -70,6 +70,23 @@ def test_empty_class_folder_is_named(tmp_path):
         scan_generic_layout(root)
 
 
+def test_scan_reads_every_image_extension_and_skips_hidden_files(tmp_path):
+    root = make_generic_layout(tmp_path, num_classes=1, per_class=1)
+    Image.new("RGB", (8, 8)).save(root / "images" / "c0" / "extra.webp")
+    Image.new("L", (8, 8)).save(root / "masks" / "c0" / "extra.png")
+    (root / "images" / "c0" / "._img0.jpg").write_bytes(b"\0")  # a macOS resource fork
+    (root / "images" / ".thumbs").mkdir()  # hidden folder, not a class
+    records = scan_generic_layout(root)
+    assert list(records) == ["c0"]
+    assert [r.image_path.name for r in records["c0"]] == ["extra.webp", "img0.png"]
+
+
+def test_two_images_sharing_one_mask_are_named(tmp_path):
+    root = make_generic_layout(tmp_path, num_classes=1, per_class=1)
+    Image.new("RGB", (8, 8)).save(root / "images" / "c0" / "img0.jpg")
+    with pytest.raises(ValueError, match=r"img0.jpg and .*img0.png both pair with the mask"):
+        scan_generic_layout(root)
+
 def test_missing_images_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="images"):
         scan_generic_layout(tmp_path)
