@@ -29,6 +29,7 @@ from PIL import Image
 from robustft.data.layout import (
     IMAGE_EXTENSIONS,
     check_known_folders,
+    first_stem_clash,
     list_class_folders,
     list_images,
 )
@@ -130,17 +131,16 @@ def scan_generic_layout(
                 f"class folder {images_dir / class_name} has no images "
                 f"({'/'.join(sorted(IMAGE_EXTENSIONS))})"
             )
+        clash = first_stem_clash(images)
+        if clash is not None:
+            raise ValueError(
+                f"{clash[0]} and {clash[1]} both pair with the mask "
+                f"{masks_dir / class_name / (clash[1].stem + '.png')}; rename one of them"
+            )
         class_records = []
         missing = []
-        image_of_mask: dict[Path, Path] = {}
         for image in images:
             mask = masks_dir / class_name / f"{image.stem}.png"
-            if mask in image_of_mask:  # a.jpg and a.png would share one mask file
-                raise ValueError(
-                    f"{image_of_mask[mask]} and {image} both pair with the mask {mask}; "
-                    "rename one of them"
-                )
-            image_of_mask[mask] = image
             if not mask.is_file():
                 missing.append(mask)
             class_records.append(ImageMaskRecord(image, mask, label, class_name))

@@ -19,6 +19,7 @@ __all__ = [
     "CorruptImageError",
     "DatasetLayoutError",
     "check_known_folders",
+    "first_stem_clash",
     "list_class_folders",
     "list_images",
     "load_rgb",
@@ -91,6 +92,17 @@ def list_images(folder: Path) -> list[Path]:
         and not entry.name.startswith(".")
         and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS
     )
+
+
+def first_stem_clash(images: Sequence[Path]) -> tuple[Path, Path] | None:
+    """The first two of ``images`` (one class folder) that share a stem (``a.jpg``,
+    ``a.png``), or None: masks are named by stem, so such images would share one mask."""
+    first_with_stem: dict[str, Path] = {}
+    for image in images:
+        if image.stem in first_with_stem:
+            return first_with_stem[image.stem], image
+        first_with_stem[image.stem] = image
+    return None
 
 
 def resolve_inside(root: Path, relative: str, *, source: str) -> Path:

@@ -50,7 +50,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from robustft.attention import attention_blocks
-from robustft.data.layout import IMAGE_EXTENSIONS, list_class_folders, list_images
+from robustft.data.layout import (
+    IMAGE_EXTENSIONS,
+    first_stem_clash,
+    list_class_folders,
+    list_images,
+)
 from robustft.masks.bilateral import BilateralSolverParams, refine_mask
 from robustft.masks.tokencut import (
     DEFAULT_EPS,
@@ -192,8 +197,8 @@ def find_images(
 
     ``layout``: ``"generic"`` (``<root>/images/<class>/<name>``), ``"imagefolder"``
     (``<root>/<class>/<name>``) or ``"auto"`` (generic when ``<root>/images`` is a
-    folder). Hidden files and files with other extensions are ignored. Two images of one class with the
-    same stem (``a.jpg``, ``a.png``) would share a mask file: ``ValueError``.
+    folder). Hidden files and files with other extensions are ignored. Two images of one
+    class with the same stem (``a.jpg``, ``a.png``) would share a mask file: ``ValueError``.
     """
     root = Path(input_dir)
     if not root.is_dir():
@@ -210,19 +215,18 @@ def find_images(
         raise ValueError(f"layout must be 'auto', 'generic' or 'imagefolder', got {layout!r}")
 
     entries: list[ImageEntry] = []
-    seen: dict[str, str] = {}
     for class_name in list_class_folders(image_root):
-        class_dir = image_root / class_name
-        for path in list_images(class_dir):
-            mask_relative = f"masks/{class_dir.name}/{path.stem}.png"
-            relative = path.relative_to(root).as_posix()
-            if mask_relative in seen:
-                raise ValueError(
-                    f"{seen[mask_relative]} and {relative} would both write {mask_relative}; "
-                    "rename one of them"
-                )
-            seen[mask_relative] = relative
-            entries.append(ImageEntry(path, relative, class_dir.name, mask_relative))
+        images = list_images(image_root / class_name)
+        clash = first_stem_clash(images)
+        if clash is not None:
+            first, second = (p.relative_to(root).as_posix() for p in clash)
+            raise ValueError(
+                f"{first} and {second} would both write masks/{class_name}/{clash[1].stem}.png; "
+                "rename one of them"
+            )
+        for path in images:
+            entries.append(ImageEntry(path, path.relative_to(root).as_posix(), class_name,
+                                      f"masks/{class_name}/{path.stem}.png"))
     if not entries:
         raise FileNotFoundError(
             f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {image_root}/<class>/ "

@@ -87,6 +87,7 @@ def test_two_images_sharing_one_mask_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"img0.jpg and .*img0.png both pair with the mask"):
         scan_generic_layout(root)
 
+
 def test_missing_images_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="images"):
         scan_generic_layout(tmp_path)

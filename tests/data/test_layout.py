@@ -7,6 +7,7 @@ import pytest
 from robustft.data.layout import (
     DatasetLayoutError,
     check_known_folders,
+    first_stem_clash,
     list_class_folders,
     list_images,
     resolve_inside,
@@ -27,6 +28,13 @@ def test_list_class_folders_sorted_without_hidden_and_missing_root_named(tmp_pat
     assert list_class_folders(tmp_path) == ["n01", "n02"]
     with pytest.raises(DatasetLayoutError, match="dataset folder not found"):
         list_class_folders(tmp_path / "missing")
+
+
+def test_first_stem_clash_names_the_first_two_images_that_would_share_a_mask() -> None:
+    images = [Path("c/a.jpg"), Path("c/b.jpg"), Path("c/b.png"), Path("c/a.webp")]
+    assert first_stem_clash(images) == (Path("c/b.jpg"), Path("c/b.png"))
+    assert first_stem_clash([Path("c/a.jpg"), Path("c/a.jpg.png")]) is None  # stems a, a.jpg
+    assert first_stem_clash([]) is None
 
 
 def test_resolve_inside_refuses_paths_that_leave_the_root(tmp_path: Path) -> None:

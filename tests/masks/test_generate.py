@@ -286,3 +286,18 @@ def test_compare_with_true_masks(tmp_path: Path, tiny_vit) -> None:
     inverted = Image.fromarray(255 - np.asarray(Image.open(out / rows[1].mask)))
     inverted.save(truth_root / rows[1].mask)
     assert compare_with_true_masks(out, truth_root)[rows[1].image] == 0.0
+
+
+def test_find_images_names_two_images_that_would_write_one_mask(tmp_path: Path) -> None:
+    folder = tmp_path / "images" / "dog"
+    folder.mkdir(parents=True)
+    for name in ["a.jpg", "a.png", "b.png", "._a.jpg"]:  # the hidden file is skipped
+        Image.new("RGB", (8, 8)).save(folder / name, format="PNG")
+    with pytest.raises(ValueError, match=r"images/dog/a\.jpg and images/dog/a\.png would both "
+                                         r"write masks/dog/a\.png"):
+        find_images(tmp_path)
+    (folder / "a.png").unlink()
+    layout, entries = find_images(tmp_path)
+    assert layout == "generic"
+    assert [(e.relative, e.mask_relative) for e in entries] == [
+        ("images/dog/a.jpg", "masks/dog/a.png"), ("images/dog/b.png", "masks/dog/b.png")]
