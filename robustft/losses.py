@@ -25,8 +25,8 @@ model knows about the objects survives while the relevance terms move it off the
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from enum import StrEnum
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,7 @@ from torch import Tensor
 
 __all__ = [
     "ClassificationTerm",
+    "LossConfig",
     "LossWeights",
     "LossTerms",
     "background_loss",
@@ -46,8 +47,15 @@ __all__ = [
     "foreground_share",
 ]
 
-ClassificationTerm = Literal["own_argmax_ce", "kl_to_teacher", "label_ce"]
-CLASSIFICATION_TERMS: tuple[str, ...] = ("own_argmax_ce", "kl_to_teacher", "label_ce")
+class ClassificationTerm(StrEnum):
+    """The classification term ``L_cls``; a ``str`` enum, so ``"label_ce"`` works too."""
+
+    own_argmax_ce = "own_argmax_ce"
+    kl_to_teacher = "kl_to_teacher"
+    label_ce = "label_ce"
+
+
+CLASSIFICATION_TERMS: tuple[str, ...] = tuple(term.value for term in ClassificationTerm)
 
 
 def _masked_mean(values: Tensor, ignore: Tensor | None) -> Tensor:
@@ -112,6 +120,37 @@ class LossWeights:
 
 
 @dataclass
+class LossConfig:
+    """Everything that defines the training loss (the ``loss`` config group): the terms'
+    weights (``lambda_*``), the classification term and its temperature, and the optional
+    L2-SP pull towards the starting weights (``lambda_l2sp``, 0 = off) with ``fnmatch``
+    patterns of parameter names it leaves free (``l2sp_exclude``, e.g. ``blocks.*.attn.*``).
+    The defaults are the paper's loss for ImageNet-S masks."""
+
+    classification: ClassificationTerm = ClassificationTerm.own_argmax_ce
+    temperature: float = 1.0
+    lambda_bg: float = 2.0
+    lambda_fg: float = 0.3
+    lambda_seg: float = 0.8
+    lambda_acc: float = 0.2
+    lambda_l2sp: float = 0.0
+    l2sp_exclude: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.classification = ClassificationTerm(self.classification)
+        for name in ("lambda_bg", "lambda_fg", "lambda_seg", "lambda_acc", "lambda_l2sp"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+    @property
+    def weights(self) -> LossWeights:
+        return LossWeights(background=self.lambda_bg, foreground=self.lambda_fg,
+                           segmentation=self.lambda_seg, classification=self.lambda_acc)
+
+
+@dataclass
 class LossTerms:
     """Every term of one evaluation of the loss, for logging; ``total`` is optimised."""
 
@@ -127,7 +166,7 @@ def relevance_loss(
     mask: Tensor,
     logits: Tensor,
     *,
-    classification: ClassificationTerm = "own_argmax_ce",
+    classification: ClassificationTerm | str = ClassificationTerm.own_argmax_ce,
     weights: LossWeights = LossWeights(),
     temperature: float = 1.0,
     labels: Tensor | None = None,

@@ -28,17 +28,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from enum import StrEnum
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustft.attention import capture_attention
+from robustft.attention import ATTENTION_BACKENDS, capture_attention
 from robustft.models import TokenLayout, token_layout
 
 __all__ = [
+    "ExplainedClass",
     "GradientMode",
+    "RelevanceConfig",
+    "RelevanceMethod",
     "RelevanceOutput",
     "relevance_map",
     "head_weighted_attention",
@@ -46,8 +49,48 @@ __all__ = [
     "upsample_and_normalize",
 ]
 
-GradientMode = Literal["detached", "second_order"]
-GRADIENT_MODES: tuple[str, ...] = ("detached", "second_order")
+class GradientMode(StrEnum):
+    """How the loss on the map reaches the weights (see the module docstring)."""
+
+    detached = "detached"
+    second_order = "second_order"
+
+
+class ExplainedClass(StrEnum):
+    """Which class the map explains: the ground-truth ``label`` (the public code, in
+    fine-tuning) or the model's ``predicted`` class."""
+
+    label = "label"
+    predicted = "predicted"
+
+
+class RelevanceMethod(StrEnum):
+    """The relevance rule; gradient-weighted attention rollout is the method's own."""
+
+    grad_rollout = "grad_rollout"
+
+
+GRADIENT_MODES: tuple[str, ...] = tuple(mode.value for mode in GradientMode)
+
+
+@dataclass
+class RelevanceConfig:
+    """How relevance is computed during fine-tuning (the ``relevance`` config group):
+    ``method``, ``gradient_mode``, the explained class (``target``) and the attention
+    ``backend`` (``robustft.attention.ATTENTION_BACKENDS``)."""
+
+    method: RelevanceMethod = RelevanceMethod.grad_rollout
+    gradient_mode: GradientMode = GradientMode.detached
+    target: ExplainedClass = ExplainedClass.label
+    backend: str = "hooks"
+
+    def __post_init__(self) -> None:
+        self.method = RelevanceMethod(self.method)
+        self.gradient_mode = GradientMode(self.gradient_mode)
+        self.target = ExplainedClass(self.target)
+        if self.backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"backend must be one of {sorted(ATTENTION_BACKENDS)}, "
+                             f"got {self.backend!r}")
 
 
 @dataclass
@@ -86,7 +129,7 @@ def relevance_map(
     model: nn.Module,
     images: Tensor,
     target: Tensor | None = None,
-    gradient_mode: GradientMode = "detached",
+    gradient_mode: GradientMode | str = GradientMode.detached,
     attention_backend: str = "hooks",
 ) -> RelevanceOutput:
     """Relevance of the CLS token over the patch grid for ``target`` classes.

@@ -14,8 +14,10 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from robustft.config.checks import check_config
 from robustft.masks.bilateral import BilateralSolverParams
 from robustft.masks.generate import TokenCutSettings, generate_masks, load_mask_model
+from robustft.model_spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +39,17 @@ def check_required(cfg: DictConfig) -> None:
         )
 
 
+def _describe(spec: ModelSpec) -> str:
+    weights = spec.checkpoint or spec.weights_file or ("hub" if spec.pretrained else "random init")
+    return f"{spec.name} (weights: {weights})"
+
+
 def run(cfg: DictConfig) -> None:
     """Build the model and settings from ``cfg`` and generate the masks."""
     check_required(cfg)
-    model_kwargs = OmegaConf.to_container(cfg.model.get("kwargs") or {}, resolve=True)
-    model = load_mask_model(
-        cfg.model.name,
-        weights_file=cfg.model.get("weights_file"),
-        pretrained=bool(cfg.model.get("pretrained", True)),
-        **model_kwargs,
-    )
+    check_config(cfg)
+    spec = ModelSpec.from_mapping(OmegaConf.to_container(cfg.model, resolve=True))
+    model = load_mask_model(spec)
     settings = TokenCutSettings(
         tau=float(cfg.tau),
         eps=float(cfg.eps),
@@ -66,15 +69,7 @@ def run(cfg: DictConfig) -> None:
         layout=str(cfg.get("layout", "auto")),
         overwrite=bool(cfg.get("overwrite", False)),
         progress=bool(cfg.get("progress", True)),
-        model_description=(
-            f"{cfg.model.name} (weights: "
-            + (
-                str(cfg.model.weights_file)
-                if cfg.model.get("weights_file")
-                else ("hub" if cfg.model.get("pretrained", True) else "random init")
-            )
-            + ")"
-        ),
+        model_description=_describe(spec),
     )
     print(
         f"robustft-masks: {summary.total} images, {summary.written} masks written, "

@@ -65,7 +65,8 @@ from robustft.masks.tokencut import (
     graph_cut,
     upsample_nearest,
 )
-from robustft.models import create_model, preprocessing_config, token_layout
+from robustft.model_spec import ModelSpec
+from robustft.models import preprocessing_config, token_layout
 
 __all__ = [
     "MANIFEST_FIELDS",
@@ -235,22 +236,11 @@ def find_images(
     return layout, entries
 
 
-def load_mask_model(
-    name: str,
-    weights_file: str | os.PathLike[str] | None = None,
-    pretrained: bool = True,
-    **model_kwargs: Any,
-) -> nn.Module:
-    """The ViT whose keys TokenCut cuts, in eval mode. ``weights_file`` loads local
-    weights (no network); otherwise ``pretrained`` fetches the tag's weights from the hub
-    (``pretrained=False``: random weights, for tests only). Checks early that the model
-    has timm attention blocks (``TypeError`` naming the model class)."""
-    model = create_model(
-        name,
-        pretrained=pretrained and weights_file is None,
-        weights_file=weights_file,
-        **model_kwargs,
-    )
+def load_mask_model(spec: ModelSpec) -> nn.Module:
+    """The ViT whose keys TokenCut cuts, in eval mode (``spec.pretrained=False`` without a
+    weights file: random weights, for tests only). Checks early that the model has timm
+    attention blocks (``TypeError`` naming the model class)."""
+    model = spec.build()
     attention_blocks(model)
     return model.eval()
 

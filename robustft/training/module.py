@@ -5,7 +5,9 @@ logged. Nothing of the method lives here; this only wires it to Lightning."""
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, is_dataclass
+from enum import Enum
 from typing import Any
 
 import pytorch_lightning as pl
@@ -13,16 +15,15 @@ import torch
 from torch import Tensor, nn
 
 from robustft.losses import (
-    CLASSIFICATION_TERMS,
-    LossWeights,
+    LossConfig,
     foreground_share,
     l2_sp_penalty,
     relevance_loss,
 )
 from robustft.models import frozen_copy
-from robustft.relevance import GRADIENT_MODES, relevance_map, upsample_and_normalize
+from robustft.relevance import RelevanceConfig, relevance_map, upsample_and_normalize
 
-__all__ = ["RelevanceFinetuner", "step_decay"]
+__all__ = ["RelevanceFinetuner", "adamw", "step_decay", "step_decay_scheduler"]
 
 
 def _freeze(model: nn.Module, prefixes: Sequence[str]) -> None:
@@ -50,80 +51,91 @@ def _l2_sp_names(model: nn.Module, exclude: Sequence[str]) -> frozenset[str]:
 
 
 def step_decay(gamma: float, every: int):
-    """The paper's schedule: lr * gamma^(epoch // every)."""
+    """The paper's schedule as a factor of the base lr: gamma^(epoch // every)."""
     return lambda epoch: gamma ** (epoch // every)
+
+
+def step_decay_scheduler(optimizer: torch.optim.Optimizer, *, gamma: float = 0.85,
+                         every: int = 2) -> torch.optim.lr_scheduler.LambdaLR:
+    """lr * gamma^(epoch // every), stepped once per epoch (the paper's 0.85 every 2)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, step_decay(gamma, every))
+
+
+def adamw(parameters: Iterable[nn.Parameter], *, lr: float = 3e-6,
+          weight_decay: float = 1e-4) -> torch.optim.Optimizer:
+    """The paper's optimiser: AdamW, weight decay 1e-4 (ViT-B's lr)."""
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses and str-enums as plain dicts and strings, for the checkpoint's
+    hyper-parameters (which must load without unpickling any robustft class)."""
+    if is_dataclass(value):
+        return {key: _plain(item) for key, item in asdict(value).items()}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
 
 
 class RelevanceFinetuner(pl.LightningModule):
     """Relevance-guided fine-tuning of a timm ViT.
 
     Args:
-        model: the timm model to fine-tune (built by ``robustft.models.create_model``).
-        classification: ``own_argmax_ce`` | ``kl_to_teacher`` | ``label_ce``.
-        lambda_bg, lambda_fg, lambda_seg, lambda_acc: loss weights (paper: 2, 0.3, 0.8, 0.2).
-        temperature: T of the classification term (paper: 1; DeiT-B 0.65, DeiT-S 0.55).
-        lambda_l2sp: weight of the L2-SP term, the squared distance of the trained weights
-            from the original model's (0 = off, the paper's loss).
-        l2sp_exclude: ``fnmatch`` patterns of parameter names that L2-SP leaves free (they
-            are still trained), e.g. ``["blocks.*.attn.*"]``; each must match a trained
-            parameter.
-        gradient_mode: ``detached`` (public code) or ``second_order``.
-        relevance_target: explain the ground-truth ``label`` (official) or the ``predicted``
-            class.
-        lr, weight_decay, lr_gamma, lr_every: AdamW and the step decay lr*gamma^(epoch//every).
+        model: the timm model to fine-tune (``robustft.model_spec.ModelSpec.build``).
+        loss: the loss terms and their weights (``robustft.losses.LossConfig``).
+        relevance: how the map is computed (``robustft.relevance.RelevanceConfig``).
+        optimizer: ``parameters -> Optimizer`` (e.g. a ``functools.partial`` of AdamW, as
+            Hydra's ``_partial_: true`` builds it); default :func:`adamw`.
+        scheduler: ``optimizer -> LRScheduler`` stepped every epoch, or None for a constant
+            lr; default the paper's :func:`step_decay_scheduler`.
         frozen: parameter-name prefixes that are not trained (e.g. ``["head"]``); each must
             match at least one parameter of ``model``.
-        model_config: the model's creation arguments, stored in the checkpoint's
-            hyper-parameters so evaluation can rebuild the architecture.
+        model_spec: the model's ``ModelSpec.to_dict()``, stored in the checkpoint so that
+            evaluation can rebuild the architecture.
+        optimizer_config: plain description of ``optimizer``/``scheduler`` (the ``optim``
+            config), stored beside it for the record.
     """
 
     def __init__(
         self,
         model: nn.Module,
         *,
-        classification: str = "own_argmax_ce",
-        lambda_bg: float = 2.0,
-        lambda_fg: float = 0.3,
-        lambda_seg: float = 0.8,
-        lambda_acc: float = 0.2,
-        temperature: float = 1.0,
-        lambda_l2sp: float = 0.0,
-        l2sp_exclude: Sequence[str] = (),
-        gradient_mode: str = "detached",
-        relevance_target: str = "label",
-        attention_backend: str = "hooks",
-        lr: float = 3e-6,
-        weight_decay: float = 1e-4,
-        lr_gamma: float = 0.85,
-        lr_every: int = 2,
+        loss: LossConfig | None = None,
+        relevance: RelevanceConfig | None = None,
+        optimizer: OptimizerFactory = adamw,
+        scheduler: SchedulerFactory | None = step_decay_scheduler,
         frozen: Sequence[str] = (),
-        model_config: dict[str, Any] | None = None,
+        model_spec: Mapping[str, Any] | None = None,
+        optimizer_config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if classification not in CLASSIFICATION_TERMS:
-            raise ValueError(f"loss.classification must be one of {CLASSIFICATION_TERMS}, "
-                             f"got {classification!r}")
-        if gradient_mode not in GRADIENT_MODES:
-            raise ValueError(f"loss.gradient_mode must be one of {GRADIENT_MODES}, "
-                             f"got {gradient_mode!r}")
-        if relevance_target not in ("label", "predicted"):
-            raise ValueError(f"loss.relevance_target must be 'label' or 'predicted', "
-                             f"got {relevance_target!r}")
-        if lambda_l2sp < 0:
-            raise ValueError(f"loss.lambda_l2sp must be >= 0, got {lambda_l2sp}")
-        self.save_hyperparameters(ignore=["model"])
+        loss = loss if loss is not None else LossConfig()
+        relevance = relevance if relevance is not None else RelevanceConfig()
+        # Plain types only: a checkpoint must load with torch.load(weights_only=True).
+        self.save_hyperparameters(_plain({
+            "loss": loss, "relevance": relevance, "frozen": list(frozen),
+            "model_config": model_spec, "optim": optimizer_config}))
+        self.loss_config, self.relevance_config = loss, relevance
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.model = model
         _freeze(model, frozen)
         # The frozen original model, for the KL term and as the L2-SP starting point; it is
         # part of the state dict, so resume restores it exactly.
-        needs_original = classification == "kl_to_teacher" or lambda_l2sp > 0
+        needs_original = loss.classification == "kl_to_teacher" or loss.lambda_l2sp > 0
         self.teacher = frozen_copy(model) if needs_original else None
-        self._l2sp_names = _l2_sp_names(model, l2sp_exclude)
-        if lambda_l2sp > 0 and not self._l2sp_names:
-            raise ValueError(f"loss.l2sp_exclude {list(l2sp_exclude)} leaves no trained "
+        self._l2sp_names = _l2_sp_names(model, loss.l2sp_exclude)
+        if loss.lambda_l2sp > 0 and not self._l2sp_names:
+            raise ValueError(f"loss.l2sp_exclude {list(loss.l2sp_exclude)} leaves no trained "
                              "parameter for L2-SP; set loss.lambda_l2sp=0 to turn it off")
-        self.weights = LossWeights(background=lambda_bg, foreground=lambda_fg,
-                                   segmentation=lambda_seg, classification=lambda_acc)
+        self.weights = loss.weights
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
@@ -148,25 +160,25 @@ class RelevanceFinetuner(pl.LightningModule):
 
     def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         images, masks, ignore, labels = batch["image"], batch["mask"], batch["ignore"], batch["label"]
-        hp = self.hparams
-        target = labels if hp.relevance_target == "label" else None
-        out = relevance_map(self.model, images, target, gradient_mode=hp.gradient_mode,
-                            attention_backend=hp.attention_backend)
+        loss, rel = self.loss_config, self.relevance_config
+        target = labels if rel.target == "label" else None
+        out = relevance_map(self.model, images, target, gradient_mode=rel.gradient_mode,
+                            attention_backend=rel.backend)
         relevance = upsample_and_normalize(out.relevance, masks.shape[-2:])
         teacher_logits = None
-        if hp.classification == "kl_to_teacher":  # the copy may exist for L2-SP alone
+        if loss.classification == "kl_to_teacher":  # the copy may exist for L2-SP alone
             with torch.no_grad():
                 teacher_logits = self.teacher(images)
-        terms = relevance_loss(relevance, masks, out.logits, classification=hp.classification,
-                               weights=self.weights, temperature=hp.temperature, labels=labels,
+        terms = relevance_loss(relevance, masks, out.logits, classification=loss.classification,
+                               weights=self.weights, temperature=loss.temperature, labels=labels,
                                teacher_logits=teacher_logits, ignore=ignore)
         total = terms.total
         logged = {}
-        if hp.lambda_l2sp > 0 and stage == "train":
+        if loss.lambda_l2sp > 0 and stage == "train":
             # a prior on the weights, not a fit to data: kept out of val/loss, which picks
             # the best checkpoint, so that it does not favour the epochs closest to the start
             l2sp = self._l2_sp()
-            total = total + hp.lambda_l2sp * l2sp
+            total = total + loss.lambda_l2sp * l2sp
             logged["train/l2sp"] = l2sp
         with torch.no_grad():
             accuracy = (out.logits.argmax(-1) == labels).float().mean()
@@ -197,10 +209,10 @@ class RelevanceFinetuner(pl.LightningModule):
         return self._step(batch, "val").detach()
 
     def configure_optimizers(self):
-        hp = self.hparams
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=hp.lr, weight_decay=hp.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
-                                                      step_decay(hp.lr_gamma, hp.lr_every))
+        optimizer = self.optimizer_factory(trainable)
+        if self.scheduler_factory is None:
+            return optimizer
         return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+                "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer),
+                                 "interval": "epoch"}}

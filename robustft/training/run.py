@@ -4,9 +4,7 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +15,15 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
-from robustft.models import create_model, preprocessing_config
+from robustft.config.checks import check_config, typed_group
+from robustft.model_spec import ModelSpec
+from robustft.models import preprocessing_config
 from robustft.training.loggers import build_loggers
 from robustft.training.module import RelevanceFinetuner
 
 __all__ = [
-    "TrainResult", "build_model", "build_datamodule", "build_finetuner", "checkpoint_paths", "train",
+    "TrainResult", "model_spec", "build_model", "build_datamodule", "build_finetuner",
+    "checkpoint_paths", "train",
 ]
 log = logging.getLogger(__name__)
 
@@ -35,16 +36,16 @@ class TrainResult:
     output_dir: Path
 
 
-def build_model(model_cfg: DictConfig) -> nn.Module:
+def model_spec(model_cfg: DictConfig | ModelSpec) -> ModelSpec:
+    """``model`` config group -> :class:`ModelSpec` (typed by its schema)."""
+    if isinstance(model_cfg, ModelSpec):
+        return model_cfg
+    return ModelSpec.from_mapping(OmegaConf.to_container(model_cfg, resolve=True))
+
+
+def build_model(model_cfg: DictConfig | ModelSpec) -> nn.Module:
     """``model`` config group -> timm model."""
-    cfg = OmegaConf.to_container(model_cfg, resolve=True)
-    known = {"name", "pretrained", "weights_file", "num_classes", "kwargs"}
-    unknown = set(cfg) - known
-    if unknown:
-        raise KeyError(f"unknown key(s) {sorted(unknown)} in the model config; known: {sorted(known)}")
-    return create_model(cfg["name"], pretrained=bool(cfg.get("pretrained", False)),
-                        weights_file=cfg.get("weights_file"), num_classes=cfg.get("num_classes"),
-                        **(cfg.get("kwargs") or {}))
+    return model_spec(model_cfg).build()
 
 
 def build_datamodule(data_cfg: DictConfig, model: nn.Module) -> pl.LightningDataModule:
@@ -52,9 +53,7 @@ def build_datamodule(data_cfg: DictConfig, model: nn.Module) -> pl.LightningData
     timm pretrained_cfg."""
     preprocessing = preprocessing_config(model)
     cfg = OmegaConf.to_container(data_cfg, resolve=True)
-    cfg.pop("synth", None)  # generator settings, consumed before (see robustft.cli.train)
-    _check_keys("data", {k: v for k, v in cfg.items() if k != "_target_"},
-                hydra.utils.get_class(cfg["_target_"]))
+    cfg.pop("synth", None)  # generator settings, consumed before (see robustft.cli.common)
     if cfg.get("crop_size") is None:
         height, width = preprocessing["input_size"][-2:]
         cfg["crop_size"] = height if height == width else [height, width]
@@ -64,27 +63,15 @@ def build_datamodule(data_cfg: DictConfig, model: nn.Module) -> pl.LightningData
     return hydra.utils.instantiate(cfg)
 
 
-def _check_keys(group: str, values: Mapping[str, Any], target: Callable[..., Any],
-                exclude: tuple[str, ...] = ()) -> None:
-    """A key that ``target`` does not take is named with its group (``loss.bogus``), instead
-    of surfacing as an unexpected keyword argument of some constructor."""
-    parameters = inspect.signature(target).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    known = sorted(set(parameters) - {"self", *exclude})
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        named = ", ".join(f"{group}.{key}" for key in unknown)
-        raise KeyError(f"unknown config key(s) {named}; {group} takes: {', '.join(known)}")
-
-
 def build_finetuner(cfg: DictConfig, model: nn.Module) -> RelevanceFinetuner:
-    loss = OmegaConf.to_container(cfg.loss, resolve=True)
-    optim = OmegaConf.to_container(cfg.optim, resolve=True)
-    for group, values in (("loss", loss), ("optim", optim)):
-        _check_keys(group, values, RelevanceFinetuner, exclude=("model", "model_config"))
-    model_config = OmegaConf.to_container(cfg.model, resolve=True)
-    return RelevanceFinetuner(model, **loss, **optim, model_config=model_config)
+    """The LightningModule from the ``loss``, ``relevance`` and ``optim`` groups."""
+    optim = cfg.optim
+    scheduler = hydra.utils.instantiate(optim.scheduler) if optim.scheduler is not None else None
+    return RelevanceFinetuner(
+        model, loss=typed_group(cfg, "loss"), relevance=typed_group(cfg, "relevance"),
+        optimizer=hydra.utils.instantiate(optim.optimizer), scheduler=scheduler,
+        frozen=list(optim.frozen), model_spec=model_spec(cfg.model).to_dict(),
+        optimizer_config=OmegaConf.to_container(optim, resolve=True))
 
 
 def _instantiate_dict(cfg: DictConfig | None) -> list[Any]:
@@ -112,6 +99,7 @@ def checkpoint_paths(trainer: pl.Trainer) -> tuple[Path | None, Path | None]:
 
 def train(cfg: DictConfig) -> TrainResult:
     """Fit the relevance fine-tuner described by ``cfg``; returns checkpoints and metrics."""
+    check_config(cfg)
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ValueError(f"missing config value(s) {', '.join(missing)}: set them on the command "

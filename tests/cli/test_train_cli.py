@@ -47,7 +47,7 @@ def test_every_experiment_fast_dev_run(experiment, tmp_path):
                     f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}"])
     overrides = [f"experiment={experiment}", "debug=fast_dev_run", f"paths.root_dir={tmp_path}",
                  f"paths.output_dir={tmp_path / 'run'}", *TINY_KWARGS]
-    if "synth" in cfg.data:
+    if cfg.data.get("synth") is not None:
         overrides += TINY_SYNTH + ["model.num_classes=4"]
     elif "imagenet_s_root" in cfg.data:
         folders = imagenet_synsets()[:5]
@@ -82,7 +82,7 @@ def _tiny_run_config(tmp_path, *overrides: str):
 def test_loggers_and_checkpoints(tmp_path):
     run = tmp_path / "run"
     cfg = _tiny_run_config(tmp_path, "trainer.max_epochs=2", "logger=many",
-                           "loss.gradient_mode=second_order", "loss.classification=kl_to_teacher")
+                           "relevance.gradient_mode=second_order", "loss.classification=kl_to_teacher")
     os.environ["WANDB_MODE"] = "disabled"
     result = train(cfg)
     assert result.best_checkpoint is not None and result.best_checkpoint.is_file()

@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent('''
             "++model.kwargs.img_size=32", "++model.kwargs.patch_size=8", "++model.kwargs.depth=2",
             "++model.kwargs.embed_dim=32", "++model.kwargs.num_heads=2", "trainer=cpu",
             "trainer.devices=2", "+trainer.strategy=ddp", "trainer.max_epochs=2",
-            "loss.gradient_mode=second_order", "validate_best=false", "logger=csv"])
+            "relevance.gradient_mode=second_order", "validate_best=false", "logger=csv"])
     result = train(cfg)
     print("RANK_DONE", result.metrics["train/loss"] > 0)
 ''')

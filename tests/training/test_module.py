@@ -7,7 +7,12 @@ import pytest
 import torch
 from tiny_models import tiny_vit
 
-from robustft.training.module import RelevanceFinetuner
+from robustft.losses import LossConfig
+from robustft.training.module import RelevanceFinetuner, adamw
+
+
+def adamw_at(lr: float = 1e-2):
+    return lambda parameters: adamw(parameters, lr=lr)
 
 
 def _batch(num_classes: int = 3) -> dict[str, torch.Tensor]:
@@ -22,7 +27,7 @@ def _batch(num_classes: int = 3) -> dict[str, torch.Tensor]:
 def test_frozen_prefixes_are_not_trained() -> None:
     torch.manual_seed(0)
     model = tiny_vit("plain", img_size=(32, 32))
-    module = RelevanceFinetuner(model, lr=1e-2, frozen=["head"])
+    module = RelevanceFinetuner(model, optimizer=adamw_at(), frozen=["head"])
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     optimizer = module.configure_optimizers()["optimizer"]
     trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
@@ -48,9 +53,10 @@ def test_l2_sp_term_is_the_distance_from_the_original_weights() -> None:
     torch.manual_seed(0)
     model = tiny_vit("plain", img_size=(32, 32))
     original = {name: p.detach().clone() for name, p in model.named_parameters()}
-    plain = RelevanceFinetuner(model, lr=1e-2, frozen=["head"])
+    plain = RelevanceFinetuner(model, optimizer=adamw_at(), frozen=["head"])
     assert plain.teacher is None  # own_argmax_ce without L2-SP needs no copy
-    module = RelevanceFinetuner(model, lr=1e-2, frozen=["head"], lambda_l2sp=0.5)
+    module = RelevanceFinetuner(model, optimizer=adamw_at(), frozen=["head"],
+                                loss=LossConfig(lambda_l2sp=0.5))
     teacher_calls = []  # own_argmax_ce: the copy is only the L2-SP starting point, never run
     module.teacher.register_forward_hook(lambda *args: teacher_calls.append(1))
     logged = {}
@@ -75,7 +81,8 @@ def test_l2_sp_term_is_the_distance_from_the_original_weights() -> None:
 def test_l2_sp_leaves_the_excluded_parameters_free() -> None:
     torch.manual_seed(0)
     model = tiny_vit("plain", img_size=(32, 32))
-    module = RelevanceFinetuner(model, lambda_l2sp=1.0, l2sp_exclude=["blocks.*.attn.*"])
+    module = RelevanceFinetuner(model, loss=LossConfig(lambda_l2sp=1.0,
+                                                   l2sp_exclude=["blocks.*.attn.*"]))
     with torch.no_grad():  # every attention weight moves, one MLP weight moves by a known step
         for block in model.blocks:
             for p in block.attn.parameters():
@@ -90,14 +97,35 @@ def test_l2_sp_leaves_the_excluded_parameters_free() -> None:
 def test_l2_sp_exclude_pattern_that_matches_nothing_is_named() -> None:
     model = tiny_vit("plain", img_size=(32, 32))
     with pytest.raises(ValueError, match=r"loss.l2sp_exclude: 'block.\*.attn' matches no"):
-        RelevanceFinetuner(model, lambda_l2sp=1.0, l2sp_exclude=["block.*.attn"])
+        RelevanceFinetuner(model, loss=LossConfig(lambda_l2sp=1.0, l2sp_exclude=["block.*.attn"]))
     # a frozen parameter is not trained, so it cannot be left free either
     with pytest.raises(ValueError, match="loss.l2sp_exclude: 'head.weight'"):
-        RelevanceFinetuner(model, lambda_l2sp=1.0, frozen=["head"], l2sp_exclude=["head.weight"])
+        RelevanceFinetuner(model, frozen=["head"],
+                           loss=LossConfig(lambda_l2sp=1.0, l2sp_exclude=["head.weight"]))
     with pytest.raises(ValueError, match="leaves no trained parameter for L2-SP"):
-        RelevanceFinetuner(model, lambda_l2sp=1.0, l2sp_exclude=["*"])
+        RelevanceFinetuner(model, loss=LossConfig(lambda_l2sp=1.0, l2sp_exclude=["*"]))
 
 
 def test_negative_l2_sp_weight_is_named() -> None:
-    with pytest.raises(ValueError, match="loss.lambda_l2sp must be >= 0"):
-        RelevanceFinetuner(tiny_vit("plain", img_size=(32, 32)), lambda_l2sp=-1.0)
+    with pytest.raises(ValueError, match="lambda_l2sp must be >= 0"):
+        LossConfig(lambda_l2sp=-1.0)
+
+
+def test_checkpoint_hyper_parameters_are_plain_types() -> None:
+    """What the module saves must load with torch.load(weights_only=True): no enums, no
+    dataclasses, no partials."""
+    module = RelevanceFinetuner(tiny_vit("plain", img_size=(32, 32)),
+                                loss=LossConfig(classification="kl_to_teacher"),
+                                model_spec={"name": "vit_tiny_patch16_224", "kwargs": {}})
+
+    def plain(value) -> bool:
+        if isinstance(value, dict):
+            return all(isinstance(k, str) and plain(v) for k, v in value.items())
+        if isinstance(value, list):
+            return all(plain(v) for v in value)
+        return value is None or type(value) in (str, int, float, bool)
+
+    hparams = dict(module.hparams)
+    assert plain(hparams), hparams
+    assert hparams["loss"]["classification"] == "kl_to_teacher"
+    assert hparams["relevance"]["gradient_mode"] == "detached"

@@ -1,0 +1,72 @@
+"""One typed description of a model, and the one way to build it.
+
+A :class:`ModelSpec` is what training, evaluation, the TokenCut masks and the demo are told
+about a model: a timm name (tag included), where its weights come from, and constructor
+arguments. It is the schema of the ``model`` config group and of each ``models.<label>``
+entry of ``robustft-eval``, and it is stored in a robustft checkpoint as a plain dict
+(:meth:`ModelSpec.to_dict`), so that evaluation can rebuild the architecture without
+unpickling anything.
+
+Weights, in order of precedence: ``checkpoint`` (a robustft Lightning ``.ckpt``: the
+entries of its ``model.`` submodule, loaded strictly), ``weights_file`` (a local
+``.safetensors`` / ``.pth`` / ``.npz`` through timm's own loader), ``pretrained`` (the
+tag's weights from the Hugging Face hub; ``false`` = random initialisation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from torch import nn
+
+from robustft.models import create_model, load_finetuned_weights
+
+__all__ = ["ModelSpec"]
+
+
+@dataclass
+class ModelSpec:
+    """A model: ``name`` (timm, e.g. ``vit_base_patch16_224.orig_in21k_ft_in1k``),
+    ``pretrained`` (hub weights of the tag when no file is given), ``weights_file`` (local
+    weights for timm's loader), ``checkpoint`` (a robustft ``.ckpt`` whose fine-tuned
+    weights replace them), ``num_classes`` (None = the tag's) and ``kwargs`` (passed to
+    ``timm.create_model``, e.g. ``img_size``)."""
+
+    name: str
+    pretrained: bool = True
+    weights_file: str | None = None
+    checkpoint: str | None = None
+    num_classes: int | None = None
+    # None = no arguments; the Hydra schema (robustft.config.store) makes it an open dict
+    kwargs: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.kwargs = dict(self.kwargs or {})
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], *, key: str = "model") -> ModelSpec:
+        """A spec from a plain mapping (a config node, a checkpoint's saved dict); an
+        unknown key is an error naming ``key``."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise KeyError(f"{key}: unknown key(s) {unknown}; a model takes {sorted(known)}")
+        if not values.get("name"):
+            raise KeyError(f"{key}.name: a timm model name is required")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (str, bool, int, None, dict): safe to store in a checkpoint."""
+        return asdict(self)
+
+    def build(self) -> nn.Module:
+        """The model, with its weights as described in the module docstring."""
+        if self.checkpoint:
+            model = create_model(self.name, pretrained=False, num_classes=self.num_classes,
+                                 **self.kwargs)
+            return load_finetuned_weights(model, self.checkpoint)
+        return create_model(self.name, pretrained=self.pretrained and not self.weights_file,
+                            weights_file=self.weights_file, num_classes=self.num_classes,
+                            **self.kwargs)
