@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from robustft.checkpoints import plain_data
 from robustft.losses import (
     CLASSIFICATION_TERMS,
     LossWeights,
@@ -74,7 +75,9 @@ class RelevanceFinetuner(pl.LightningModule):
         frozen: parameter-name prefixes that are not trained (e.g. ``["head"]``); each must
             match at least one parameter of ``model``.
         model_config: the model's creation arguments, stored in the checkpoint's
-            hyper-parameters so evaluation can rebuild the architecture.
+            hyper-parameters so evaluation can rebuild the architecture. Like every
+            hyper-parameter it is stored as plain data (paths as strings, sequences as
+            lists); a value that has no plain form (a class, a function) is a TypeError.
     """
 
     def __init__(
@@ -112,6 +115,11 @@ class RelevanceFinetuner(pl.LightningModule):
         if lambda_l2sp < 0:
             raise ValueError(f"loss.lambda_l2sp must be >= 0, got {lambda_l2sp}")
         self.save_hyperparameters(ignore=["model"])
+        # Checkpoints are read with a weights-only load (robustft.checkpoints), which refuses
+        # anything but plain data, and evaluation rebuilds the model from model_config: make
+        # every hyper-parameter plain now rather than write an unloadable checkpoint later.
+        for key, value in list(self.hparams.items()):
+            self.hparams[key] = plain_data(value, key)
         self.model = model
         _freeze(model, frozen)
         # The frozen original model, for the KL term and as the L2-SP starting point; it is

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from tiny_models import tiny_vit
 
 from robustft.training.module import RelevanceFinetuner
@@ -101,3 +102,26 @@ def test_l2_sp_exclude_pattern_that_matches_nothing_is_named() -> None:
 def test_negative_l2_sp_weight_is_named() -> None:
     with pytest.raises(ValueError, match="loss.lambda_l2sp must be >= 0"):
         RelevanceFinetuner(tiny_vit("plain", img_size=(32, 32)), lambda_l2sp=-1.0)
+
+
+def test_hyper_parameters_are_saved_as_plain_data(tmp_path) -> None:
+    # Checkpoints are read weights-only, which refuses paths and OmegaConf containers; the
+    # model spec that evaluation rebuilds the model from must survive that.
+    weights = tmp_path / "w.safetensors"
+    module = RelevanceFinetuner(
+        tiny_vit("plain", img_size=(32, 32)), lambda_l2sp=0.1,
+        l2sp_exclude=OmegaConf.create(["blocks.0.*"]), frozen=("head",),
+        model_config={"name": "vit_tiny_patch16_224", "weights_file": weights,
+                      "kwargs": OmegaConf.create({"img_size": [32, 32]})})
+    path = tmp_path / "hparams.pt"
+    torch.save(dict(module.hparams), path)
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    assert saved["model_config"] == {"name": "vit_tiny_patch16_224", "weights_file": str(weights),
+                                     "kwargs": {"img_size": [32, 32]}}
+    assert saved["l2sp_exclude"] == ["blocks.0.*"] and saved["frozen"] == ["head"]
+
+
+def test_hyper_parameter_without_plain_form_is_named() -> None:
+    with pytest.raises(TypeError, match=r"^model_config\.kwargs\.act_layer is a builtins\.type"):
+        RelevanceFinetuner(tiny_vit("plain", img_size=(32, 32)),
+                           model_config={"kwargs": {"act_layer": torch.nn.GELU}})
