@@ -192,17 +192,25 @@ def test_masks_weights_file_is_loaded_weights_only(tmp_path):
     torch.manual_seed(0)
     weights = create_model("vit_tiny_patch16_224", **TINY_KWARGS).state_dict()
     marker = tmp_path / "payload_ran"
-    path = tmp_path / "weights.pth"
-    torch.save({**weights, "planted": CodeRunner(marker)}, path)
+    clean, planted = tmp_path / "clean.pth", tmp_path / "planted.pth"
+    torch.save(weights, clean)
+    torch.save({**weights, "planted": CodeRunner(marker)}, planted)
     images = make_generic_layout(tmp_path / "pairs", num_classes=2, per_class=1)
-    cfg = _compose("masks", [f"input_dir={images}", f"output_dir={tmp_path / 'out'}",
-                             "model.name=vit_tiny_patch16_224", f"model.weights_file={path}",
-                             f"+model.kwargs={{{','.join(f'{k}:{v}' for k, v in TINY_KWARGS.items())}}}",
-                             "device=cpu", "num_workers=0", "progress=false"])
-    with pytest.raises(Exception):  # noqa: B017 - the message is create_model's business
-        run_masks(cfg)
+    kwargs = ",".join(f"{key}:{value}" for key, value in TINY_KWARGS.items())
+
+    def masks_config(weights_file: Path, output_dir: Path):
+        return _compose("masks", [f"input_dir={images}", f"output_dir={output_dir}",
+                                  "model.name=vit_tiny_patch16_224",
+                                  f"model.weights_file={weights_file}",
+                                  f"model.kwargs={{{kwargs}}}", "min_foreground_fraction=0",
+                                  "device=cpu", "num_workers=0", "progress=false"])
+
+    run_masks(masks_config(clean, tmp_path / "from_clean"))  # the setup itself works
+    assert len(list((tmp_path / "from_clean" / "masks").rglob("*.png"))) == 2
+    with pytest.raises(Exception, match="builtins.exec"):  # the wording is create_model's
+        run_masks(masks_config(planted, tmp_path / "from_planted"))
     assert not marker.exists()
-    assert not (tmp_path / "out" / "masks").exists()
+    assert not (tmp_path / "from_planted" / "masks").exists()
 
 
 def test_missing_checkpoint_is_named(tmp_path):
