@@ -21,7 +21,8 @@ from typing import Any
 
 from torch import nn
 
-from robustft.models import create_model, load_finetuned_weights
+from robustft.checkpoints import load_finetuned_weights
+from robustft.models import create_model
 
 __all__ = ["ModelSpec"]
 
@@ -61,12 +62,13 @@ class ModelSpec:
         """Plain types only (str, bool, int, None, dict): safe to store in a checkpoint."""
         return asdict(self)
 
-    def build(self) -> nn.Module:
-        """The model, with its weights as described in the module docstring."""
+    def build(self, *, key: str = "model") -> nn.Module:
+        """The model, with its weights as described in the module docstring; ``key`` (the
+        config key of this spec) names it in errors."""
         if self.checkpoint:
             model = create_model(self.name, pretrained=False, num_classes=self.num_classes,
                                  **self.kwargs)
-            return load_finetuned_weights(model, self.checkpoint)
+            return load_finetuned_weights(model, self.checkpoint, key=f"{key}.checkpoint")
         return create_model(self.name, pretrained=self.pretrained and not self.weights_file,
                             weights_file=self.weights_file, num_classes=self.num_classes,
                             **self.kwargs)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import timm
-import torch
 from torch import nn
 
 __all__ = [
@@ -153,41 +152,3 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
     return teacher
-
-
-FINETUNED_PREFIX = "model."  # the LightningModules keep the timm model as `self.model`
-
-
-def load_lightning_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The checkpoint dict of a Lightning ``.ckpt`` (CPU tensors)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - hyper-parameters may hold non-tensor objects
-        # Lightning stores hyper-parameters (OmegaConf containers, paths) that the
-        # weights-only unpickler refuses; the checkpoint is the user's own file.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict' key)")
-    return checkpoint
-
-
-def finetuned_state_dict(checkpoint: dict[str, Any], source: str,
-                         prefix: str = FINETUNED_PREFIX) -> dict[str, torch.Tensor]:
-    """The timm model's weights inside a robustft Lightning checkpoint dict (the entries
-    under ``prefix``, prefix removed); ``source`` names the checkpoint in errors."""
-    weights = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items()
-               if k.startswith(prefix)}
-    if not weights:
-        raise ValueError(f"{source} has no state_dict entries prefixed {prefix!r}")
-    return weights
-
-
-def load_finetuned_weights(model: nn.Module, checkpoint: str | os.PathLike[str]) -> nn.Module:
-    """Load the fine-tuned timm weights of a robustft Lightning checkpoint into ``model``,
-    strictly."""
-    weights = finetuned_state_dict(load_lightning_checkpoint(checkpoint), str(checkpoint))
-    model.load_state_dict(weights, strict=True)
-    return model

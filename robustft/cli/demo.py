@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from robustft.checkpoints import load_finetuned_weights
 from robustft.cli.common import prepare_environment, prepare_generated_data
 from robustft.data.shifted import ImageFolderSplit
 from robustft.data.synth import read_benchmark
@@ -32,7 +33,7 @@ from robustft.evaluation.relevance_stats import (
     replace_background,
 )
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
-from robustft.models import load_finetuned_weights, preprocessing_config
+from robustft.models import preprocessing_config
 from robustft.training.pretrain import pretrain_cached
 from robustft.training.run import build_datamodule, build_model, train
 

@@ -24,7 +24,8 @@ from typing import Any
 
 from torch import nn
 
-from robustft.models import create_model, finetuned_state_dict, load_lightning_checkpoint
+from robustft.checkpoints import finetuned_state_dict, load_checkpoint
+from robustft.models import create_model
 
 __all__ = ["MODEL_ENTRY_KEYS", "build_model_from_entry"]
 
@@ -49,7 +50,7 @@ def build_model_from_entry(label: str, entry: Mapping[str, Any]) -> nn.Module:
     checkpoint_path = entry.get("checkpoint")
     kwargs = dict(entry.get("kwargs") or {})
     if checkpoint_path:
-        checkpoint = load_lightning_checkpoint(checkpoint_path)
+        checkpoint = load_checkpoint(checkpoint_path, key=f"models.{label}.checkpoint")
         saved = _saved_model_config(checkpoint)
         name = entry.get("name") or saved.get("name")
         if not name:

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, is_dataclass
-from enum import Enum
+from dataclasses import asdict
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from robustft.checkpoints import plain_data
 from robustft.losses import (
     LossConfig,
     foreground_share,
@@ -71,20 +71,6 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
-def _plain(value: Any) -> Any:
-    """Dataclasses and str-enums as plain dicts and strings, for the checkpoint's
-    hyper-parameters (which must load without unpickling any robustft class)."""
-    if is_dataclass(value):
-        return {key: _plain(item) for key, item in asdict(value).items()}
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    return value
-
-
 class RelevanceFinetuner(pl.LightningModule):
     """Relevance-guided fine-tuning of a timm ViT.
 
@@ -119,10 +105,12 @@ class RelevanceFinetuner(pl.LightningModule):
         super().__init__()
         loss = loss if loss is not None else LossConfig()
         relevance = relevance if relevance is not None else RelevanceConfig()
-        # Plain types only: a checkpoint must load with torch.load(weights_only=True).
-        self.save_hyperparameters(_plain({
-            "loss": loss, "relevance": relevance, "frozen": list(frozen),
-            "model_config": model_spec, "optim": optimizer_config}))
+        # Checkpoints are read with a weights-only load (robustft.checkpoints), which refuses
+        # anything but plain data, and evaluation rebuilds the model from model_config: make
+        # every hyper-parameter plain now rather than write an unloadable checkpoint later.
+        hparams = {"loss": asdict(loss), "relevance": asdict(relevance), "frozen": list(frozen),
+                   "model_config": model_spec, "optim": optimizer_config}
+        self.save_hyperparameters({key: plain_data(value, key) for key, value in hparams.items()})
         self.loss_config, self.relevance_config = loss, relevance
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.model = model

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
+from robustft.checkpoints import lightning_load_context, load_checkpoint
 from robustft.config.checks import check_config, typed_group
 from robustft.model_spec import ModelSpec
 from robustft.models import preprocessing_config
@@ -26,6 +27,8 @@ __all__ = [
     "checkpoint_paths", "train",
 ]
 log = logging.getLogger(__name__)
+# ckpt_path values that Lightning resolves itself rather than reading a file of that name
+LIGHTNING_CKPT_KEYWORDS = frozenset({"last", "best", "hpc"})
 
 
 @dataclass
@@ -114,11 +117,24 @@ def train(cfg: DictConfig) -> TrainResult:
                                                   logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    ckpt_path = cfg.get("ckpt_path")
+    local_file = (ckpt_path and str(ckpt_path) not in LIGHTNING_CKPT_KEYWORDS
+                  and not str(ckpt_path).startswith("registry") and "://" not in str(ckpt_path))
+    if local_file:
+        # One line naming the file for a payload or a truncated file, before Lightning's own
+        # load (whose errors are tracebacks); mapped, so the tensors are not read twice.
+        load_checkpoint(ckpt_path, key="ckpt_path", mmap=True)
+    # weights_only=True explicitly: with None, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 in the
+    # environment would make torch unpickle anything.
+    with lightning_load_context():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     best, last = checkpoint_paths(trainer)
     if cfg.get("validate_best") and best is not None and not trainer.fast_dev_run:
-        for row in trainer.validate(module, datamodule=datamodule, ckpt_path=str(best)):
+        with lightning_load_context():
+            rows = trainer.validate(module, datamodule=datamodule, ckpt_path=str(best),
+                                    weights_only=True)
+        for row in rows:
             metrics.update({f"best/{k}": float(v) for k, v in row.items()})
     return TrainResult(best_checkpoint=best, last_checkpoint=last, metrics=metrics,
                        output_dir=Path(cfg.paths.output_dir))

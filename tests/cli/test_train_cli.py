@@ -17,6 +17,7 @@ from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from tiny_models import tiny_vit
 
+from robustft.checkpoints import load_checkpoint
 from robustft.cli.common import prepare_generated_data
 from robustft.evaluation.protocols import imagenet_synsets
 from robustft.masks.generate import TokenCutSettings, generate_masks
@@ -99,15 +100,13 @@ def test_last_checkpoint_is_the_last_epoch(tmp_path):
     # Lightning 2.6's save_last writes last.ckpt only when a top-k file is saved, so it was a
     # copy of the best epoch. Make the best epoch the first one (monitor the step, mode min)
     # and check that last.ckpt still holds the final epoch.
-    import torch
-
     run = tmp_path / "run"
     cfg = _tiny_run_config(tmp_path, "trainer.max_epochs=3", "validate_best=false",
                            "callbacks.model_checkpoint.monitor=step",
                            "callbacks.model_checkpoint.mode=min")
     result = train(cfg)
-    best = torch.load(result.best_checkpoint, map_location="cpu", weights_only=False)
-    last = torch.load(result.last_checkpoint, map_location="cpu", weights_only=False)
+    best = load_checkpoint(result.best_checkpoint)
+    last = load_checkpoint(result.last_checkpoint)
     assert result.last_checkpoint.name == "last.ckpt"
     assert best["epoch"] == 0 and last["epoch"] == 2
     assert last["global_step"] > best["global_step"]
@@ -174,8 +173,8 @@ def test_resume_from_last_checkpoint_continues_the_run(tmp_path):
     first = train(_tiny_run_config(tmp_path / "first", "trainer.max_epochs=2", *common))
     resumed = train(_tiny_run_config(tmp_path / "second", "trainer.max_epochs=3", *common,
                                      f"ckpt_path={first.last_checkpoint}"))
-    before = torch.load(first.last_checkpoint, map_location="cpu", weights_only=False)
-    after = torch.load(resumed.last_checkpoint, map_location="cpu", weights_only=False)
+    before = load_checkpoint(first.last_checkpoint)
+    after = load_checkpoint(resumed.last_checkpoint)
     assert (before["epoch"], after["epoch"]) == (1, 2)
     steps_per_epoch = before["global_step"] // 2
     assert after["global_step"] == before["global_step"] + steps_per_epoch

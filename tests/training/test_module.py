@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from tiny_models import tiny_vit
 
 from robustft.losses import LossConfig
@@ -129,3 +130,27 @@ def test_checkpoint_hyper_parameters_are_plain_types() -> None:
     assert plain(hparams), hparams
     assert hparams["loss"]["classification"] == "kl_to_teacher"
     assert hparams["relevance"]["gradient_mode"] == "detached"
+
+
+def test_hyper_parameters_are_saved_as_plain_data(tmp_path) -> None:
+    # Checkpoints are read weights-only, which refuses paths and OmegaConf containers; the
+    # model spec that evaluation rebuilds the model from must survive that.
+    weights = tmp_path / "w.safetensors"
+    module = RelevanceFinetuner(
+        tiny_vit("plain", img_size=(32, 32)),
+        loss=LossConfig(lambda_l2sp=0.1, l2sp_exclude=OmegaConf.create(["blocks.0.*"])),
+        frozen=("head",),
+        model_spec={"name": "vit_tiny_patch16_224", "weights_file": weights,
+                    "kwargs": OmegaConf.create({"img_size": [32, 32]})})
+    path = tmp_path / "hparams.pt"
+    torch.save(dict(module.hparams), path)
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    assert saved["model_config"] == {"name": "vit_tiny_patch16_224", "weights_file": str(weights),
+                                     "kwargs": {"img_size": [32, 32]}}
+    assert saved["loss"]["l2sp_exclude"] == ["blocks.0.*"] and saved["frozen"] == ["head"]
+
+
+def test_hyper_parameter_without_plain_form_is_named() -> None:
+    with pytest.raises(TypeError, match=r"^model_config\.kwargs\.act_layer is a builtins\.type"):
+        RelevanceFinetuner(tiny_vit("plain", img_size=(32, 32)),
+                           model_spec={"kwargs": {"act_layer": torch.nn.GELU}})
