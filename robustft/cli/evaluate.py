@@ -38,6 +38,7 @@ from robustft.evaluation.report import (
     write_report,
 )
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
+from robustft.resources import resolve_device, resolve_num_workers
 
 __all__ = ["main", "run_evaluation"]
 
@@ -64,12 +65,6 @@ def _selected_datasets(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     return {name: suite[name] for name in names}  # type: ignore[misc]
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def run_evaluation(cfg: DictConfig) -> Path:
     """Evaluate ``cfg.models`` on ``cfg.eval.datasets``; returns the output directory."""
     protocol = check_protocol_kind(cfg.protocol)
@@ -92,7 +87,7 @@ def run_evaluation(cfg: DictConfig) -> Path:
         models = {label: build_model_from_entry(label, entry) for label, entry in entries.items()}
         overrides = OmegaConf.to_container(cfg.preprocessing, resolve=True) or {}
         transforms = build_eval_transforms(models, protocol=protocol, **overrides)
-        device = _device(cfg.device)
+        device = resolve_device(cfg.device)
         for dataset_name in pending:
             spec = dict(datasets[dataset_name])
             kind = spec.pop("type", dataset_name)
@@ -117,7 +112,7 @@ def run_evaluation(cfg: DictConfig) -> Path:
                 dataset,
                 transforms={label: transforms[label] for label in todo},
                 batch_size=cfg.batch_size,
-                num_workers=cfg.num_workers,
+                num_workers=resolve_num_workers(cfg.num_workers),
                 device=device,
                 progress=cfg.progress,
                 autocast_dtype=PRECISIONS[cfg.precision],
