@@ -176,3 +176,18 @@ def test_v2_has_one_name_in_every_suite() -> None:
         assert (v2.type, v2.root) == (
             "imagenet-v2-matched-frequency", "/d/imagenetv2-matched-frequency-format-val"
         )
+
+
+def test_custom_folder_dataset_from_the_command_line(workspace, tmp_path: Path) -> None:
+    # The README's recipe for a user's own class folders: the generic reader (type
+    # generated: <root>/<split>/<class>/<image>, classes.txt or sorted folders) and a
+    # model with that many classes.
+    bench = miniature.make_generated_benchmark(tmp_path / "mine")
+    cfg = models_cfg(
+        workspace, tmp_path / "run", {"baseline": {"num_classes": "3"}},
+        f"+eval.datasets.own={{type:generated,root:{bench.root},split:shuffled}}", "only=[own]",
+    )  # fmt: skip
+    rows = read_results_csv(evaluate_cli.run_evaluation(cfg) / "results.csv")
+    assert {(r["dataset"], r["protocol"], r["num_images"]) for r in rows} == {
+        ("own", "standard:3-way", bench.splits["shuffled"])
+    }
