@@ -3,23 +3,29 @@
 Examples::
 
     robustft-eval data_root=/data eval=paper \\
-        models.vit_b.name=vit_base_patch16_224.orig_in21k_ft_in1k \\
+        models.baseline.name=vit_base_patch16_224.orig_in21k_ft_in1k \\
         +models.ft.checkpoint=logs/train/runs/x/checkpoints/best.ckpt \\
         +models.ft.name=vit_base_patch16_224.orig_in21k_ft_in1k
     robustft-eval ... protocol=legacy run_name=legacy      # the public code's protocol
     robustft-eval ... only=[imagenet-a,objectnet]          # a subset of the suite
     robustft-eval -m ... only=imagenet-a,objectnet         # one job (and dir) per dataset
 
-Writes ``results.csv`` (appended after each dataset), ``results.md`` and plots to the run
-directory (``output_dir``, by default ``${paths.log_dir}/eval/<run_name>``, fixed so that
-rerunning the same command resumes: (model, dataset) pairs already in its results.csv are
-skipped).
+Writes ``results.csv`` (rewritten after each dataset), ``fingerprints.json``, ``results.md``
+and plots to the run directory (``output_dir``, by default
+``${paths.log_dir}/eval/<run_name>``, fixed so that rerunning the same command resumes).
+Resume reuses a (model, dataset) pair's rows only when their fingerprint
+(``robustft.evaluation.fingerprint``: model entry and weights/checkpoint sha256, protocol,
+preprocessing, precision, dataset root and file count) equals the pair's fingerprint now;
+any other pair is evaluated, its old rows replaced, with one log line saying what changed.
+The fingerprints are computed before any model is built: a rerun with nothing changed
+builds no model and reads no image.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +33,33 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from robustft.data.eval_datasets import build_eval_dataset
-from robustft.data.layout import DatasetLayoutError
+from robustft.config.checks import check_config
+from robustft.data.eval_datasets import build_eval_dataset, dataset_folder
+from robustft.evaluation.fingerprint import (
+    FINGERPRINTS_NAME,
+    FileHasher,
+    Fingerprint,
+    dataset_inputs,
+    describe_change,
+    fingerprint_record,
+    load_fingerprints,
+    model_inputs,
+    pair_fingerprint,
+    preprocessing_inputs,
+    save_fingerprints,
+)
 from robustft.evaluation.model_loading import build_model_from_entry
 from robustft.evaluation.protocols import check_protocol_kind
 from robustft.evaluation.report import (
     CSV_NAME,
-    append_results_csv,
-    finished_pairs,
+    read_results_csv,
+    recorded_fingerprints,
+    replace_results,
+    results_have_fingerprints,
     write_report,
 )
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
+from robustft.resources import resolve_device, resolve_num_workers
 
 __all__ = ["main", "run_evaluation"]
 
@@ -64,65 +86,143 @@ def _selected_datasets(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     return {name: suite[name] for name in names}  # type: ignore[misc]
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+@dataclass
+class _DatasetJob:
+    """One dataset of the suite and the models whose results on it must be (re)computed."""
+
+    name: str
+    kind: str
+    root: str
+    spec: dict[str, Any]
+    todo: dict[str, Fingerprint]  # label -> the fingerprint its new rows will carry
+
+
+def _dataset_spec(name: str, spec: Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    rest = dict(spec)
+    kind = rest.pop("type", name)
+    root = rest.pop("root", None)
+    if root is None:
+        raise KeyError(f"eval.datasets.{name}: 'root' is required")
+    return kind, str(root), rest
+
+
+def _plan(
+    cfg: DictConfig, protocol: str, entries: Mapping[str, Any], out_dir: Path
+) -> tuple[list[_DatasetJob], dict[str, dict[str, Any]]]:
+    """The datasets to evaluate and, per dataset, the models whose recorded rows are
+    missing or carry another fingerprint (each such stale pair logged in one line).
+    Reads files and hashes model files; builds no model, decodes no image."""
+    results_csv = out_dir / CSV_NAME
+    rows = read_results_csv(results_csv)
+    recorded = recorded_fingerprints(rows)
+    if rows and not results_have_fingerprints(results_csv):
+        log.warning(
+            "%s was written without fingerprints (an older robustft): its %d (model, dataset) "
+            "pair(s) are stale and are re-evaluated when selected",
+            results_csv,
+            len(recorded),
+        )
+        recorded = {pair: "" for pair in recorded}
+        explain_stale = False
+    else:
+        explain_stale = True
+    known = load_fingerprints(out_dir / FINGERPRINTS_NAME)
+    overrides = OmegaConf.to_container(cfg.preprocessing, resolve=True) or {}
+    preprocessing = preprocessing_inputs(protocol, overrides)  # type: ignore[arg-type]
+    hasher = FileHasher()
+    model_parts = {label: model_inputs(label, entry, hasher) for label, entry in entries.items()}
+    jobs: list[_DatasetJob] = []
+    for name, spec in _selected_datasets(cfg).items():
+        kind, root, rest = _dataset_spec(name, spec)
+        folder = dataset_folder(kind, root, **rest)
+        if not folder.is_dir():
+            if cfg.skip_missing:
+                log.warning("skipping %s: folder not found: %s (skip_missing=true)", name, folder)
+                continue
+            raise FileNotFoundError(
+                f"eval.datasets.{name}: folder not found: {folder} "
+                "(skip_missing=true skips missing datasets)"
+            )
+        data_part = dataset_inputs(kind, root, rest, folder)
+        todo: dict[str, Fingerprint] = {}
+        for label, (model_part, sources) in model_parts.items():
+            fingerprint = pair_fingerprint(
+                model_part,
+                data_part,
+                protocol=protocol,
+                preprocessing=preprocessing,
+                precision=str(cfg.precision),
+                sources=sources,
+            )
+            old = recorded.get((label, name))
+            if old == fingerprint.digest:
+                continue
+            if old is not None and explain_stale:
+                if old:
+                    previous = known.get(old, {}).get("inputs")
+                    why = describe_change(previous, fingerprint.inputs)
+                    why = f"{why} [fingerprint {old} -> {fingerprint.digest}]"
+                else:
+                    why = "its rows carry no fingerprint (written by an older robustft)"
+                log.warning("models.%s on %s: %s, re-evaluating", label, name, why)
+            todo[label] = fingerprint
+        reused = sorted(set(model_parts) - set(todo))
+        if reused:
+            log.info("%s: reusing the rows of %s (fingerprints match)", name, reused)
+        if todo:
+            jobs.append(_DatasetJob(name, kind, root, rest, todo))
+    return jobs, known
 
 
 def run_evaluation(cfg: DictConfig) -> Path:
     """Evaluate ``cfg.models`` on ``cfg.eval.datasets``; returns the output directory."""
+    check_config(cfg)
     protocol = check_protocol_kind(cfg.protocol)
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"precision={cfg.precision!r}; expected one of {sorted(PRECISIONS)}")
+    device = resolve_device(cfg.device)
+    num_workers = resolve_num_workers(cfg.num_workers)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results_csv = out_dir / CSV_NAME
-    done = finished_pairs(results_csv)
 
     entries: Mapping[str, Any] = OmegaConf.to_container(cfg.models, resolve=True) or {}  # type: ignore[assignment]
     entries = {label: entry for label, entry in entries.items() if entry is not None}
     if not entries:
         raise ValueError("no models: set models.<label>.name=<timm name> (and .checkpoint=...)")
-    datasets = _selected_datasets(cfg)
-    pending = [name for name in datasets if any((label, name) not in done for label in entries)]
-    if not pending:
-        log.info("all (model, dataset) pairs already in %s; nothing to evaluate", results_csv)
+    jobs, records = _plan(cfg, protocol, entries, out_dir)
+    if not jobs:
+        log.info("every selected (model, dataset) pair in %s is up to date; nothing to evaluate",
+                 results_csv)
     else:
-        models = {label: build_model_from_entry(label, entry) for label, entry in entries.items()}
+        # Only the models with a pair to (re)compute are built, in config order.
+        needed = [label for label in entries if any(label in job.todo for job in jobs)]
+        models = {label: build_model_from_entry(label, entries[label]) for label in needed}
         overrides = OmegaConf.to_container(cfg.preprocessing, resolve=True) or {}
         transforms = build_eval_transforms(models, protocol=protocol, **overrides)
-        device = _device(cfg.device)
-        for dataset_name in pending:
-            spec = dict(datasets[dataset_name])
-            kind = spec.pop("type", dataset_name)
-            root = spec.pop("root", None)
-            if root is None:
-                raise KeyError(f"eval.datasets.{dataset_name}: 'root' is required")
-            try:
-                dataset = build_eval_dataset(
-                    kind, root, protocol=protocol, name=dataset_name, **spec
-                )
-            except (DatasetLayoutError, FileNotFoundError) as error:
-                if cfg.skip_missing and not Path(root).exists():
-                    log.warning("skipping %s: %s", dataset_name, error)
-                    continue
-                raise
-            todo = {label: m for label, m in models.items() if (label, dataset_name) not in done}
-            skipped = sorted(set(models) - set(todo))
-            if skipped:
-                log.info("%s: already done for %s (resume)", dataset_name, skipped)
+        for job in jobs:
+            dataset = build_eval_dataset(
+                job.kind, job.root, protocol=protocol, name=job.name, **job.spec
+            )
             rows = evaluate_models(
-                todo,
+                {label: models[label] for label in job.todo},
                 dataset,
-                transforms={label: transforms[label] for label in todo},
+                transforms={label: transforms[label] for label in job.todo},
                 batch_size=cfg.batch_size,
-                num_workers=cfg.num_workers,
+                num_workers=num_workers,
                 device=device,
                 progress=cfg.progress,
                 autocast_dtype=PRECISIONS[cfg.precision],
             )
-            append_results_csv(rows, results_csv)
+            for row in rows:
+                row["fingerprint"] = job.todo[row["model"]].digest
+            replace_results(rows, results_csv)
+            records.update({fp.digest: fingerprint_record(fp) for fp in job.todo.values()})
+            in_use = set(recorded_fingerprints(read_results_csv(results_csv)).values())
+            save_fingerprints(
+                out_dir / FINGERPRINTS_NAME,
+                {digest: record for digest, record in records.items() if digest in in_use},
+            )
     if results_csv.is_file():
         title = f"robustft-eval: {cfg.eval.name} ({protocol} protocol)"
         report = write_report(out_dir, title=title, plots=cfg.plots)

@@ -18,6 +18,7 @@ from robustft.config.checks import check_config
 from robustft.masks.bilateral import BilateralSolverParams
 from robustft.masks.generate import TokenCutSettings, generate_masks, load_mask_model
 from robustft.model_spec import ModelSpec
+from robustft.resources import resolve_num_workers
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def run(cfg: DictConfig) -> None:
         cfg.output_dir,
         settings,
         batch_size=int(cfg.batch_size),
-        num_workers=int(cfg.num_workers),
+        num_workers=resolve_num_workers(cfg.num_workers),
         device=str(cfg.device),
         layout=str(cfg.get("layout", "auto")),
         overwrite=bool(cfg.get("overwrite", False)),

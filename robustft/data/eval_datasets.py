@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from robustft.data.objectnet import objectnet
@@ -40,7 +41,7 @@ from robustft.data.shifted import (
 )
 from robustft.data.si_score import si_score
 
-__all__ = ["EVAL_DATASETS", "build_eval_dataset"]
+__all__ = ["EVAL_DATASETS", "build_eval_dataset", "dataset_folder"]
 
 
 def _generated(
@@ -60,6 +61,13 @@ def _generated(
     )
 
 
+# The SI-Score types read one sub-folder of the SI-Score root.
+SI_SCORE_SUBSET_OF_TYPE: dict[str, str] = {
+    "si-score-area": "area",
+    "si-score-rotation": "rotation",
+    "si-score-location": "location20_area02_min0pc",
+}
+
 EVAL_DATASETS: dict[str, Callable[..., EvalImageDataset]] = {
     "imagenet-val": imagenet_val,
     "imagenet-a": imagenet_a,
@@ -69,11 +77,10 @@ EVAL_DATASETS: dict[str, Callable[..., EvalImageDataset]] = {
     "imagenet-v2-threshold0.7": partial(imagenet_v2, name="imagenet-v2-threshold0.7"),
     "imagenet-v2-top-images": partial(imagenet_v2, name="imagenet-v2-top-images"),
     "objectnet": objectnet,
-    "si-score-area": partial(si_score, subset="area", name="si-score-area"),
-    "si-score-rotation": partial(si_score, subset="rotation", name="si-score-rotation"),
-    "si-score-location": partial(
-        si_score, subset="location20_area02_min0pc", name="si-score-location"
-    ),
+    **{
+        kind: partial(si_score, subset=subset, name=kind)
+        for kind, subset in SI_SCORE_SUBSET_OF_TYPE.items()
+    },
     "generated": _generated,
 }
 
@@ -86,3 +93,18 @@ def build_eval_dataset(
     if kind not in EVAL_DATASETS:
         raise KeyError(f"unknown evaluation dataset {kind!r}; known: {sorted(EVAL_DATASETS)}")
     return EVAL_DATASETS[kind](root, protocol=protocol, **kwargs)
+
+
+def dataset_folder(kind: str, root: str | os.PathLike[str], **kwargs: Any) -> Path:
+    """The folder that dataset type ``kind`` reads its images from: ``root`` itself, the
+    subset folder for SI-Score (all three subsets share one root), the split folder for
+    the generated benchmark. When it does not exist the dataset is missing, which
+    ``skip_missing`` skips (a root that exists does not mean its subset does)."""
+    if kind not in EVAL_DATASETS:
+        raise KeyError(f"unknown evaluation dataset {kind!r}; known: {sorted(EVAL_DATASETS)}")
+    root = Path(root)
+    if kind in SI_SCORE_SUBSET_OF_TYPE:
+        return root / SI_SCORE_SUBSET_OF_TYPE[kind]
+    if kind == "generated" and kwargs.get("split"):
+        return root / str(kwargs["split"])
+    return root

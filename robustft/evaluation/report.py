@@ -1,9 +1,13 @@
 """Result files of an evaluation run: ``results.csv``, ``results.md`` and plots.
 
 - ``results.csv``: one row per model x dataset x metric (plus per-factor-value rows), the
-  columns of ``robustft.evaluation.runner.RESULT_COLUMNS``. Rows are APPENDED after each
-  dataset, so an interrupted run keeps everything it finished, and
-  :func:`finished_pairs` tells a rerun which (model, dataset) pairs to skip.
+  columns of ``robustft.evaluation.runner.RESULT_COLUMNS`` and ``fingerprint`` (the digest
+  of what produced the row, ``robustft.evaluation.fingerprint``). After each dataset the
+  file is rewritten atomically with that dataset's new rows in place of the pairs' old
+  ones (:func:`replace_results`), so an interrupted run keeps everything it finished and
+  a re-evaluated pair is never listed twice; :func:`recorded_fingerprints` tells a rerun
+  which pairs it may reuse. A file written before fingerprints existed reads with
+  ``fingerprint == ""``: nothing in it is reused.
 - ``results.md``: per metric, a table with one row per dataset and one column per model;
   every model after the first shows its change from the first (``81.20 (+0.45)``). The
   protocol of each dataset is a column; legacy-protocol numbers get a warning line.
@@ -25,10 +29,12 @@ from typing import Any
 from robustft.evaluation.runner import RESULT_COLUMNS
 
 __all__ = [
-    "append_results_csv",
-    "finished_pairs",
+    "CSV_COLUMNS",
     "plot_results",
     "read_results_csv",
+    "recorded_fingerprints",
+    "replace_results",
+    "results_have_fingerprints",
     "results_markdown",
     "write_report",
     "write_results_markdown",
@@ -36,58 +42,99 @@ __all__ = [
 
 CSV_NAME = "results.csv"
 MARKDOWN_NAME = "results.md"
+FINGERPRINT_COLUMN = "fingerprint"
+CSV_COLUMNS: tuple[str, ...] = (*RESULT_COLUMNS, FINGERPRINT_COLUMN)
 
 
-def append_results_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
-    """Append ``rows`` to ``path`` (header written when the file is new)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    is_new = not path.exists() or path.stat().st_size == 0
-    if not is_new:
-        with path.open(newline="") as handle:
-            header = next(csv.reader(handle), [])
-        if tuple(header) != RESULT_COLUMNS:
+def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """(header, rows as strings) of a results.csv; ValueError if it is not one."""
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = list(reader.fieldnames or ())
+        missing = [column for column in RESULT_COLUMNS if column not in header]
+        if missing:
             raise ValueError(
-                f"{path} has columns {header}, expected {list(RESULT_COLUMNS)}; "
+                f"{path}: not a robustft results.csv (missing columns {missing}); "
                 "use another output directory"
             )
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(RESULT_COLUMNS), extrasaction="ignore")
-        if is_new:
-            writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "accuracy": f"{float(row['accuracy']):.6f}"})
-        handle.flush()
-        os.fsync(handle.fileno())
-    return path
+        return header, [dict(row) for row in reader]
 
 
 def read_results_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Rows of a ``results.csv`` (accuracy as float, num_images as int); [] if absent."""
+    """Rows of a ``results.csv`` (accuracy as float, num_images as int, fingerprint "" when
+    the file predates fingerprints); [] if absent."""
     path = Path(path)
     if not path.is_file():
         return []
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = set(RESULT_COLUMNS) - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path}: not a robustft results.csv (missing {sorted(missing)})")
-        rows = []
-        for row in reader:
-            row = dict(row)
-            row["accuracy"] = float(row["accuracy"])
-            row["num_images"] = int(row["num_images"])
-            rows.append(row)
+    rows = []
+    for row in _read_rows(path)[1]:
+        row = dict(row)
+        row["accuracy"] = float(row["accuracy"])
+        row["num_images"] = int(row["num_images"])
+        row[FINGERPRINT_COLUMN] = row.get(FINGERPRINT_COLUMN) or ""
+        rows.append(row)
     return rows
 
 
-def finished_pairs(path: str | os.PathLike[str]) -> set[tuple[str, str]]:
-    """(model, dataset) pairs with an overall top-1 row in ``path`` — done, skip them."""
+def results_have_fingerprints(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` exists and has the fingerprint column (written by this version)."""
+    path = Path(path)
+    return path.is_file() and FINGERPRINT_COLUMN in _read_rows(path)[0]
+
+
+def recorded_fingerprints(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], str]:
+    """``{(model, dataset): fingerprint}`` of the pairs with an overall top-1 row (a pair
+    whose run was interrupted before its rows were written has none)."""
     return {
-        (row["model"], row["dataset"])
-        for row in read_results_csv(path)
+        (row["model"], row["dataset"]): str(row.get(FINGERPRINT_COLUMN) or "")
+        for row in rows
         if row["metric"] == "top1" and not row["factor"]
     }
+
+
+def _csv_row(row: Mapping[str, Any]) -> dict[str, str]:
+    accuracy = row["accuracy"]
+    text = accuracy if isinstance(accuracy, str) else f"{float(accuracy):.6f}"
+    return {
+        **{column: str(row.get(column, "")) for column in CSV_COLUMNS},
+        "accuracy": text,
+    }
+
+
+def replace_results(
+    rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]
+) -> Path:
+    """Write ``rows`` into ``path``: every earlier row of the same (model, dataset) pairs
+    goes, the new rows take the place of the first of them (so the model order that
+    results.md follows is kept), new pairs go at the end. The file is rewritten through
+    a temporary file and a rename: a crash leaves the old or the new file, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old_rows = _read_rows(path)[1] if path.is_file() and path.stat().st_size else []
+    new_by_pair: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
+    for row in rows:
+        new_by_pair[(str(row["model"]), str(row["dataset"]))].append(_csv_row(row))
+    merged: list[dict[str, str]] = []
+    placed: set[tuple[str, str]] = set()
+    for row in old_rows:
+        pair = (row["model"], row["dataset"])
+        if pair not in new_by_pair:
+            merged.append(_csv_row(row))
+        elif pair not in placed:
+            merged.extend(new_by_pair[pair])
+            placed.add(pair)
+    merged.extend(
+        _csv_row(row) for row in rows if (str(row["model"]), str(row["dataset"])) not in placed
+    )
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS))
+        writer.writeheader()
+        writer.writerows(merged)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    return path
 
 
 def _ordered(values: Iterable[str]) -> list[str]:

@@ -67,6 +67,7 @@ from robustft.masks.tokencut import (
 )
 from robustft.model_spec import ModelSpec
 from robustft.models import preprocessing_config, token_layout
+from robustft.resources import resolve_device
 
 __all__ = [
     "MANIFEST_FIELDS",
@@ -359,12 +360,6 @@ def _keep_decision(fraction: float, minimum: float) -> tuple[bool, str]:
     return True, ""
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _model_identity(model: nn.Module) -> str:
     cfg = getattr(model, "pretrained_cfg", None) or {}
     arch, tag = cfg.get("architecture"), cfg.get("tag")
@@ -460,7 +455,7 @@ def generate_masks(
         collate_fn=_collate,
         shuffle=False,
     )
-    torch_device = _resolve_device(device)
+    torch_device = resolve_device(device)
     model = model.to(torch_device).eval()
 
     skipped: list[tuple[str, str]] = []

@@ -1,52 +1,26 @@
 """robustft-eval end to end on miniature copies: timm weights file + Lightning checkpoint,
-results.csv / results.md / plots, resume, legacy labelling, and -m multirun dirs."""
+results.csv / results.md / plots, legacy labelling, missing datasets, device and workers, the
+suites' dataset names, and -m multirun dirs (resume: test_evaluate_resume.py)."""
 
 from __future__ import annotations
 
 import csv
+import logging
 import sys
 from pathlib import Path
 
-import fixtures.miniature as miniature  # noqa: E402
+import fixtures.miniature as miniature
 import pytest
-import torch
+from fixtures.eval_workspace import TINY_OVERRIDE, make_eval_workspace, models_cfg
 from hydra import compose, initialize_config_module
-from safetensors.torch import save_file
 
 import robustft.cli.evaluate as evaluate_cli
-from robustft.evaluation.protocols import imagenet_synsets, timm_subset_info
 from robustft.evaluation.report import read_results_csv
-from robustft.models import create_model
-
-TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
-TINY_OVERRIDE = "{img_size:32,patch_size:8,embed_dim:32,depth:1,num_heads:2}"
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("eval_cli")
-    data = root / "data"
-    synsets = imagenet_synsets()
-    _, a_wnids = timm_subset_info("a")
-    miniature.make_wnid_folders(data / "imagenet" / "val", synsets[:3])
-    miniature.make_wnid_folders(data / "imagenet-a", a_wnids[:3], suffix=".jpg")
-    miniature.make_objectnet(data / "objectnet-1.0")
-    miniature.make_si_score(data / "si-score")
-    torch.manual_seed(0)
-    model = create_model("vit_tiny_patch16_224", **TINY)
-    weights = root / "tiny.safetensors"
-    save_file(model.state_dict(), str(weights))
-    torch.manual_seed(1)
-    finetuned = create_model("vit_tiny_patch16_224", **TINY)
-    checkpoint = root / "finetuned.ckpt"
-    torch.save(
-        {
-            "state_dict": {f"model.{k}": v for k, v in finetuned.state_dict().items()},
-            "hyper_parameters": {"model_config": {"name": "vit_tiny_patch16_224", "kwargs": TINY}},
-        },
-        checkpoint,
-    )
-    return {"root": root, "data": data, "weights": weights, "checkpoint": checkpoint}
+    return make_eval_workspace(tmp_path_factory.mktemp("eval_cli"))
 
 
 def _cfg(workspace, out_dir: Path, *extra: str):
@@ -112,31 +86,6 @@ def test_checkpoint_weights_are_loaded(workspace, tmp_path: Path) -> None:
     assert by_model["baseline"] == by_model["finetuned"]
 
 
-def test_resume_skips_finished_pairs(workspace, tmp_path: Path, monkeypatch) -> None:
-    out_dir = tmp_path / "run"
-    cfg = _cfg(workspace, out_dir, "only=[imagenet-val,imagenet-a]")
-    evaluate_cli.run_evaluation(cfg)
-    results = out_dir / "results.csv"
-    first = results.read_text()
-    # Drop one (model, dataset) pair as if the run had been interrupted before it.
-    lines = first.splitlines()
-    kept = [ln for ln in lines if not ln.startswith("finetuned,imagenet-a,")]
-    results.write_text("\n".join(kept) + "\n")
-    calls = []
-    real = evaluate_cli.evaluate_models
-
-    def recording(models, dataset, **kwargs):
-        calls.append((sorted(models), dataset.name))
-        return real(models, dataset, **kwargs)
-
-    monkeypatch.setattr(evaluate_cli, "evaluate_models", recording)
-    evaluate_cli.run_evaluation(cfg)
-    assert calls == [(["finetuned"], "imagenet-a")]
-    assert sorted(results.read_text().splitlines()) == sorted(first.splitlines())
-    evaluate_cli.run_evaluation(cfg)  # everything finished: nothing runs, no model built
-    assert calls == [(["finetuned"], "imagenet-a")]
-
-
 def test_legacy_protocol_is_labelled(workspace, tmp_path: Path) -> None:
     cfg = _cfg(workspace, tmp_path / "run", "protocol=legacy", "only=[imagenet-a,objectnet]")
     out = evaluate_cli.run_evaluation(cfg)
@@ -175,3 +124,70 @@ def test_multirun_writes_one_directory_per_job(workspace, tmp_path: Path, monkey
         with (job_dir / "results.csv").open() as handle:
             datasets.append(sorted({row["dataset"] for row in csv.DictReader(handle)}))
     assert sorted(datasets) == [["imagenet-a"], ["imagenet-val"]]
+
+
+def test_skip_missing_skips_a_missing_si_score_subset(tmp_path: Path, workspace, caplog) -> None:
+    # The SI-Score root exists but holds only area/: skip_missing used to stop at
+    # rotation/ because it only looked at the (existing) root.
+    data = tmp_path / "data"
+    miniature.make_si_score_subset(data / "si-score", "area", {"area": ["0.1", "0.5"]})
+    models = {"baseline": {"weights_file": str(workspace["weights"])}}
+
+    def cfg(*extra):
+        return models_cfg(workspace, tmp_path / "run", models, "eval=si_score", *extra,
+                           data_root=data)  # fmt: skip
+
+    with pytest.raises(FileNotFoundError, match=r"^eval\.datasets\.si-score-rotation: folder not "
+                       r"found: .*si-score/rotation ") as error:  # fmt: skip
+        evaluate_cli.run_evaluation(cfg())
+    assert "\n" not in str(error.value)
+    caplog.set_level(logging.WARNING, logger="robustft.cli.evaluate")
+    out = evaluate_cli.run_evaluation(cfg("skip_missing=true"))
+    assert {r["dataset"] for r in read_results_csv(out / "results.csv")} == {"si-score-area"}
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping")]
+    assert len(skipped) == 2
+    assert any("si-score/rotation" in line for line in skipped)
+    assert any("si-score/location20_area02_min0pc" in line for line in skipped)
+
+
+def test_device_and_workers_are_resolved(workspace, tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(ValueError, match=r"^device='gpu': "):
+        evaluate_cli.run_evaluation(_cfg(workspace, tmp_path / "a", "only=imagenet-val", "device=gpu"))
+    monkeypatch.setattr(evaluate_cli, "resolve_num_workers", lambda value: 0 if value is None else -1)
+    seen = []
+    real = evaluate_cli.evaluate_models
+
+    def recording(models, dataset, **kwargs):
+        seen.append(kwargs["num_workers"])
+        return real(models, dataset, **kwargs)
+
+    monkeypatch.setattr(evaluate_cli, "evaluate_models", recording)
+    evaluate_cli.run_evaluation(_cfg(workspace, tmp_path / "b", "only=imagenet-val", "num_workers=null"))
+    assert seen == [0]
+
+
+def test_v2_has_one_name_in_every_suite() -> None:
+    with initialize_config_module("robustft.configs", version_base="1.3"):
+        suites = {name: compose("eval", overrides=[f"eval={name}", "data_root=/d"]).eval.datasets
+                  for name in ("paper", "full")}  # fmt: skip
+    for datasets in suites.values():
+        assert "imagenet-v2" not in datasets
+        v2 = datasets["imagenet-v2-matched-frequency"]
+        assert (v2.type, v2.root) == (
+            "imagenet-v2-matched-frequency", "/d/imagenetv2-matched-frequency-format-val"
+        )
+
+
+def test_custom_folder_dataset_from_the_command_line(workspace, tmp_path: Path) -> None:
+    # The README's recipe for a user's own class folders: the generic reader (type
+    # generated: <root>/<split>/<class>/<image>, classes.txt or sorted folders) and a
+    # model with that many classes.
+    bench = miniature.make_generated_benchmark(tmp_path / "mine")
+    cfg = models_cfg(
+        workspace, tmp_path / "run", {"baseline": {"num_classes": "3"}},
+        f"+eval.datasets.own={{type:generated,root:{bench.root},split:shuffled}}", "only=[own]",
+    )  # fmt: skip
+    rows = read_results_csv(evaluate_cli.run_evaluation(cfg) / "results.csv")
+    assert {(r["dataset"], r["protocol"], r["num_images"]) for r in rows} == {
+        ("own", "standard:3-way", bench.splits["shuffled"])
+    }

@@ -1,4 +1,4 @@
-"""results.csv append/read/resume, results.md tables with changes, plots."""
+"""results.csv write/read/replace and fingerprints, results.md tables with changes, plots."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ from pathlib import Path
 import pytest
 
 from robustft.evaluation.report import (
-    append_results_csv,
-    finished_pairs,
+    CSV_COLUMNS,
     plot_results,
     read_results_csv,
+    recorded_fingerprints,
+    replace_results,
+    results_have_fingerprints,
     results_markdown,
 )
+from robustft.evaluation.runner import RESULT_COLUMNS
 
 
 def _row(model, dataset, metric, accuracy, factor="", value="", protocol="standard:1000-way"):
@@ -36,25 +39,63 @@ ROWS = [
 ]
 
 
-def test_csv_round_trip_append_and_finished_pairs(tmp_path: Path) -> None:
+def test_csv_round_trip_and_recorded_fingerprints(tmp_path: Path) -> None:
     path = tmp_path / "results.csv"
-    assert finished_pairs(path) == set()
-    append_results_csv(ROWS[:4], path)
-    assert finished_pairs(path) == {("base", "imagenet-val"), ("ft", "imagenet-val")}
-    append_results_csv(ROWS[4:], path)
+    assert read_results_csv(path) == [] and not results_have_fingerprints(path)
+    replace_results([dict(r, fingerprint="f1") for r in ROWS[:4]], path)
+    assert recorded_fingerprints(read_results_csv(path)) == {
+        ("base", "imagenet-val"): "f1", ("ft", "imagenet-val"): "f1",
+    }  # fmt: skip
+    replace_results([dict(r, fingerprint="f2") for r in ROWS[4:]], path)
     rows = read_results_csv(path)
     assert len(rows) == len(ROWS) and rows[1]["accuracy"] == pytest.approx(80.5)
-    assert ("ft", "si-score-area") in finished_pairs(path)
+    assert recorded_fingerprints(rows)[("ft", "si-score-area")] == "f2"
+    assert results_have_fingerprints(path)
     # a factor row alone does not mark a pair finished
-    append_results_csv([_row("x", "d", "top1", 1.0, "area", "0.1")], path)
-    assert ("x", "d") not in finished_pairs(path)
+    replace_results([_row("x", "d", "top1", 1.0, "area", "0.1")], path)
+    assert ("x", "d") not in recorded_fingerprints(read_results_csv(path))
+
+
+def test_replacing_a_pair_swaps_its_rows_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    replace_results([dict(r, fingerprint="old") for r in ROWS], path)
+    new_base = [dict(r, accuracy=r["accuracy"] - 1, fingerprint="new")
+                for r in ROWS if r["model"] == "base" and r["dataset"] == "si-score-area"]  # fmt: skip
+    replace_results(new_base, path)
+    rows = read_results_csv(path)
+    assert len(rows) == len(ROWS)  # replaced, not appended
+    assert [(r["model"], r["dataset"]) for r in rows] == [
+        (r["model"], r["dataset"]) for r in ROWS[:4]
+    ] + [("base", "si-score-area")] * 3 + [("ft", "si-score-area")] * 3
+    base = [r for r in rows if r["model"] == "base" and r["dataset"] == "si-score-area"]
+    assert [r["accuracy"] for r in base] == [39.0, 19.0, 59.0]
+    assert {r["fingerprint"] for r in base} == {"new"}
+    assert {r["fingerprint"] for r in rows if r not in base} == {"old"}
+    # the model order results.md follows is unchanged: base is still the first column
+    assert "| dataset | protocol | `base` | `ft` |" in results_markdown(rows)
+
+
+def test_csv_without_fingerprint_column_reads_as_unfingerprinted(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    header = ",".join(RESULT_COLUMNS)
+    path.write_text(f"{header}\nbase,imagenet-val,standard:1000-way,top1,,,81.000000,10\n")
+    rows = read_results_csv(path)
+    assert not results_have_fingerprints(path)
+    assert recorded_fingerprints(rows) == {("base", "imagenet-val"): ""}
+    replace_results([dict(ROWS[1], fingerprint="f")], path)  # ft's row joins, base's stays
+    assert path.read_text().splitlines()[0] == ",".join(CSV_COLUMNS)
+    assert recorded_fingerprints(read_results_csv(path)) == {
+        ("base", "imagenet-val"): "", ("ft", "imagenet-val"): "f",
+    }  # fmt: skip
 
 
 def test_foreign_csv_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "results.csv"
     path.write_text("a,b\n1,2\n")
-    with pytest.raises(ValueError, match="has columns"):
-        append_results_csv(ROWS, path)
+    with pytest.raises(ValueError, match="not a robustft results.csv") as error:
+        replace_results(ROWS, path)
+    assert "\n" not in str(error.value)
+    assert path.read_text() == "a,b\n1,2\n"
 
 
 def test_markdown_rows_datasets_columns_models_with_change() -> None:
