@@ -55,11 +55,17 @@ SPLIT_NAMES = {"train": "training", "val": "validation"}
 class PairProblem:
     """One thing wrong with a pair: ``kind`` (``unreadable_image``, ``unreadable_mask``,
     ``mask_mode`` — the decoder refused the mask, e.g. a multi-channel generic mask —
-    or ``size_mismatch``), the file it concerns and a one-line ``message`` naming it."""
+    or ``size_mismatch``), the file it concerns, a short ``detail`` (what the decoder
+    said, the two sizes) and a one-line ``message`` naming the file and what to do."""
 
     kind: str
     path: Path
+    detail: str
     message: str
+
+
+def _reason(error: Exception) -> str:
+    return getattr(error, "reason", None) or f"{type(error).__name__}: {error}"
 
 
 @dataclass(frozen=True)
@@ -77,22 +83,23 @@ def inspect_pair(record: ImageMaskRecord,
     try:
         image_size = load_rgb(record.image_path).size
     except (CorruptImageError, FileNotFoundError) as error:
-        reason = getattr(error, "reason", None) or f"{type(error).__name__}: {error}"
-        problems.append(PairProblem("unreadable_image", record.image_path,
-                                    f"{record.image_path}: cannot decode the image ({reason}); "
-                                    "fix or remove it"))
+        problems.append(PairProblem(
+            "unreadable_image", record.image_path, _reason(error),
+            f"{record.image_path}: cannot decode the image ({_reason(error)}); fix or remove it"))
     try:
         mask = mask_decoder(record.mask_path)
     except (CorruptImageError, FileNotFoundError) as error:
-        reason = getattr(error, "reason", None) or f"{type(error).__name__}: {error}"
-        problems.append(PairProblem("unreadable_mask", record.mask_path,
-                                    f"{record.mask_path}: cannot decode the mask ({reason}); "
-                                    "fix or remove it"))
-    except ValueError as error:  # the decoder's own one-line refusal, naming the file
-        problems.append(PairProblem("mask_mode", record.mask_path, str(error)))
-    if image_size is not None and mask is not None and mask.shape != image_size[::-1]:
         problems.append(PairProblem(
-            "size_mismatch", record.mask_path,
+            "unreadable_mask", record.mask_path, _reason(error),
+            f"{record.mask_path}: cannot decode the mask ({_reason(error)}); fix or remove it"))
+    except ValueError as error:  # the decoder's own one-line refusal, naming the file
+        message = str(error)
+        problems.append(PairProblem("mask_mode", record.mask_path,
+                                    message.removeprefix(f"{record.mask_path}: "), message))
+    if image_size is not None and mask is not None and mask.shape != image_size[::-1]:
+        sizes = f"{mask.shape[1]}x{mask.shape[0]}, its image {image_size[0]}x{image_size[1]}"
+        problems.append(PairProblem(
+            "size_mismatch", record.mask_path, sizes,
             f"{record.mask_path}: the mask is {mask.shape[1]}x{mask.shape[0]} but its image "
             f"{record.image_path} is {image_size[0]}x{image_size[1]}"))
     has_foreground = None if mask is None else bool((mask == FOREGROUND_VALUE).any())

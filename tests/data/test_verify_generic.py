@@ -20,7 +20,7 @@ def test_one_defect_of_each_kind_is_reported_exactly_once(tmp_path: Path) -> Non
     assert report.paths_by_kind() == {kind: [path] for kind, path in defects.items()}
     # the hidden ._img1.jpg is skipped like every reader skips it: not an image, not a problem
     assert report.num_class_folders == 3 and report.num_images == 12
-    assert report.num_errors == 7 and report.num_warnings == 2 and exit_code(report) == 1
+    assert report.num_errors == 6 and report.num_warnings == 2 and exit_code(report) == 1
 
 
 def test_report_has_one_summary_line_per_kind_with_examples(tmp_path: Path) -> None:
