@@ -6,9 +6,9 @@ required files, missing / unknown class folders, count mismatches, unreadable im
 :func:`exit_code` is 0 when the copy is fine and 1 when there is any problem.
 
 Images are listed with ``robustft.data.layout.list_images``, the listing every reader
-uses (its extensions; hidden files skipped), and decoded fully (a truncated JPEG passes a header check) in a thread pool, with
-a progress bar, so a real 50,000-image copy takes a minute or two and a miniature copy
-well under a second.
+uses (its extensions; hidden files skipped), and decoded fully (a truncated JPEG passes a
+header check) in a thread pool, with a progress bar, so a real 50,000-image copy takes a
+minute or two and a miniature copy well under a second.
 """
 
 from __future__ import annotations
