@@ -4,6 +4,7 @@
                              [--eval-per-class N] [--tie P] [--plain-prob P]
                              [--marking-contrast C] [--seed S] [--image-size PX] [--overwrite]
     robustft-data verify DATASET ROOT [--no-counts] [--no-decode]
+    robustft-data verify generic ROOT [--no-decode] [--examples N]   (your images/ + masks/)
     robustft-data list
 """
 
@@ -27,6 +28,16 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    if args.dataset == "generic":
+        from robustft.data.verify_generic import (
+            exit_code,
+            format_generic_report,
+            verify_generic_layout,
+        )
+
+        generic = verify_generic_layout(args.root, decode_images=not args.no_decode)
+        print(format_generic_report(generic, examples=args.examples))
+        return exit_code(generic)
     from robustft.data.verify import exit_code, format_report, verify_dataset
 
     report = verify_dataset(args.dataset, args.root, check_counts=not args.no_counts,
@@ -64,11 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--overwrite", action="store_true",
                        help="replace a benchmark generated with other settings")
     synth.set_defaults(run=_synth)
-    verify = commands.add_parser("verify", help="check a dataset copy against its manifest")
-    verify.add_argument("dataset", help="manifest name (robustft-data list)")
+    verify = commands.add_parser(
+        "verify", help="check a dataset copy against its manifest, or your own image/mask "
+                       "layout (generic)")
+    verify.add_argument("dataset", help="manifest name (robustft-data list), or 'generic' for "
+                                        "<root>/images/<class>/ + <root>/masks/<class>/")
     verify.add_argument("root", help="the dataset's root folder")
     verify.add_argument("--no-counts", action="store_true", help="skip class/image counts")
     verify.add_argument("--no-decode", action="store_true", help="do not decode every image")
+    verify.add_argument("--examples", type=int, default=5,
+                        help="generic: example paths printed per kind of problem")
     verify.set_defaults(run=_verify)
     commands.add_parser("list", help="list the dataset manifests").set_defaults(run=_list)
     return parser

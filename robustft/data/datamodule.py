@@ -1,9 +1,11 @@
 """The LightningDataModule for relevance fine-tuning on image/mask pairs.
 
 It reads a record source (the generic layout by default), selects files with a seed,
-writes the selection manifest to the run directory, and builds the joint transforms
-from the model's preprocessing (mean/std/input size from timm's pretrained_cfg unless
-overridden).
+decodes every selected pair (a corrupt or truncated file is an error before any model
+step, not mid-epoch; masks without foreground are counted and excluded or kept per
+``empty_masks``), writes the selection manifest to the run directory, and builds the joint
+transforms from the model's preprocessing (mean/std/input size from timm's
+pretrained_cfg unless overridden).
 """
 
 from __future__ import annotations
@@ -18,13 +20,19 @@ from torch.utils.data import DataLoader
 from robustft.data.datasets import ImageMaskDataset, MaskDecoder
 from robustft.data.generic import (
     Selection,
-    check_same_size,
     decode_binary_mask,
     read_class_index,
     read_manifest,
     scan_generic_layout,
     select_records,
     write_manifest,
+)
+from robustft.data.pair_checks import (
+    EmptyMaskPolicy,
+    check_empty_mask_policy,
+    check_selection,
+    empty_mask_warning,
+    write_empty_mask_list,
 )
 from robustft.data.transforms import crop_height_width, joint_eval_transform, joint_train_transform
 
@@ -63,6 +71,11 @@ class ImageMaskDataModule(pl.LightningDataModule):
             ImageNet wnid for a 1000-class head, or a file of class names in head order.
         cache_decoded: keep decoded images and masks in memory across epochs (small
             datasets read many times; with workers, each worker keeps its own copy).
+        empty_masks: selected pairs whose mask has no foreground pixel are counted in one
+            warning and listed next to the manifest (``<manifest>_empty_masks.csv``), then
+            ``"exclude"``-d from fine-tuning and validation or kept as background-only
+            examples (``"background"``). The manifest keeps the drawn selection, so reusing
+            it redraws nothing and re-applies this rule.
     """
 
     def __init__(
@@ -86,8 +99,10 @@ class ImageMaskDataModule(pl.LightningDataModule):
         mask_manifest: str | None = None,
         class_index: str | None = None,
         cache_decoded: bool = False,
+        empty_masks: EmptyMaskPolicy = "exclude",
     ) -> None:
         super().__init__()
+        self.empty_masks = check_empty_mask_policy(empty_masks)
         self.cache_decoded = cache_decoded
         self.class_index = read_class_index(class_index) if class_index else None
         self.mask_manifest = mask_manifest
@@ -101,11 +116,12 @@ class ImageMaskDataModule(pl.LightningDataModule):
         self.manifest_out = manifest_out
         self.hflip, self.resize_ratio = hflip, resize_ratio
         self.mask_decoder = mask_decoder
-        self.selection: Selection | None = None
+        self.drawn_selection: Selection | None = None  # what select() drew (the manifest)
+        self.selection: Selection | None = None  # what is trained and validated on
 
     def select(self) -> Selection:
         """Scan the layout and select (or read the given manifest); deterministic, so every
-        DDP rank computes the same selection."""
+        DDP rank computes the same selection. ``setup`` decodes and checks it."""
         only_images = None
         if self.mask_manifest:
             only_images = {image for image, _mask in kept_mask_pairs_under(self.mask_manifest)}
@@ -116,23 +132,33 @@ class ImageMaskDataModule(pl.LightningDataModule):
             selection = select_records(records, train_per_class=self.train_per_class,
                                        val_per_class=self.val_per_class,
                                        class_fraction=self.class_fraction, seed=self.seed)
-        check_same_size(selection.train + selection.val)
         return selection
 
     def write_selection(self, path: str) -> Path:
-        """Write the current selection as a manifest that ``manifest=`` reads back."""
-        assert self.selection is not None
-        return write_manifest(self.selection, self.root, path)
+        """Write the drawn selection as a manifest that ``manifest=`` reads back."""
+        assert self.drawn_selection is not None
+        return write_manifest(self.drawn_selection, self.root, path)
 
     def setup(self, stage: str | None = None) -> None:
         if self.selection is not None:
             return
-        self.selection = self.select()
+        drawn = self.select()
+        checked = check_selection(drawn, self.mask_decoder, empty_masks=self.empty_masks)
+        self.drawn_selection, self.selection = drawn, checked.selection
         is_rank_zero = self.trainer is None or self.trainer.is_global_zero
-        if self.manifest_out and is_rank_zero:
+        if not is_rank_zero:
+            return
+        empty_list = None
+        if self.manifest_out:
             path = self.write_selection(self.manifest_out)
             log.info("selection manifest: %s (%d train, %d val)", path,
-                     len(self.selection.train), len(self.selection.val))
+                     len(drawn.train), len(drawn.val))
+            if any(checked.empty.values()):
+                empty_list = write_empty_mask_list(
+                    checked, self.empty_masks, path.with_name(f"{path.stem}_empty_masks.csv"))
+        warning = empty_mask_warning(checked, self.empty_masks, empty_list)
+        if warning:
+            log.warning(warning)
 
     @property
     def num_classes(self) -> int:
@@ -198,9 +224,7 @@ class ImageNetSDataModule(ImageMaskDataModule):
                                      train_per_class=self.train_per_class,
                                      val_per_class=self.val_per_class)
         self._split = split
-        selection = Selection(train=split.train, val=split.val, class_names=imagenet_synsets())
-        check_same_size(selection.train + selection.val)
-        return selection
+        return Selection(train=split.train, val=split.val, class_names=imagenet_synsets())
 
     def write_selection(self, path: str) -> Path:
         from robustft.data.imagenet import write_split_manifest

@@ -18,6 +18,7 @@ and the choice is written to a manifest that can be passed back in to reuse it e
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from PIL import Image
 
 from robustft.data.layout import (
     IMAGE_EXTENSIONS,
+    CorruptImageError,
+    DatasetLayoutError,
     check_known_folders,
     first_stem_clash,
     list_class_folders,
@@ -43,9 +46,11 @@ __all__ = [
     "read_manifest",
     "read_class_index",
     "decode_binary_mask",
-    "check_same_size",
+    "orphan_mask_folders",
+    "orphan_mask_files",
 ]
 
+log = logging.getLogger(__name__)
 IGNORE_VALUE = 255  # value of ignored pixels in the joint uint8 mask (see transforms.py)
 
 
@@ -98,7 +103,9 @@ def scan_generic_layout(
     Raises ``FileNotFoundError`` naming the folder or file when ``images/`` or ``masks/``
     is missing, a class folder is empty, or a kept image has no mask, and
     ``DatasetLayoutError`` (a ``ValueError``) naming the folder when it is not in
-    ``class_index``.
+    ``class_index`` or when a ``masks/<class>/`` folder has no ``images/<class>/`` (its
+    masks would be ignored). Mask files without an image are counted in one warning: they
+    are never read, and users often keep spare masks.
     """
     root = Path(root)
     images_dir, masks_dir = root / "images", root / "masks"
@@ -111,6 +118,13 @@ def scan_generic_layout(
     class_names = list_class_folders(images_dir)
     if not class_names:
         raise FileNotFoundError(f"{images_dir} has no class folders")
+    orphans = orphan_mask_folders(root, class_names)
+    if orphans:
+        raise DatasetLayoutError(
+            f"mask folder {orphans[0]} has no image folder {images_dir / orphans[0].name} "
+            f"({len(orphans)} such folder(s)); add the images or move the folder out of "
+            f"{masks_dir}"
+        )
     labels = {name: position for position, name in enumerate(class_names)}
     if class_index is not None:
         position_of = {name: position for position, name in enumerate(class_index)}
@@ -119,9 +133,11 @@ def scan_generic_layout(
                                      f"{list(class_index[:3])})")
         labels = {name: position_of[name] for name in class_names}
     records: dict[str, list[ImageMaskRecord]] = {}
+    spare_masks: list[Path] = []
     for class_name in class_names:
         label = labels[class_name]
         images = list_images(images_dir / class_name)
+        spare_masks += orphan_mask_files(root, class_name, images)
         if only_images is not None:
             images = [p for p in images if p.relative_to(root).as_posix() in only_images]
             if not images:
@@ -153,7 +169,29 @@ def scan_generic_layout(
         records[class_name] = class_records
     if not records:
         raise FileNotFoundError(f"no image of {images_dir} passed the image filter")
+    if spare_masks:
+        log.warning("%d mask file%s have no image and are not used (e.g. %s)", len(spare_masks),
+                    "" if len(spare_masks) == 1 else "s", spare_masks[0])
     return records
+
+
+def orphan_mask_folders(root: Path, class_names: Sequence[str]) -> list[Path]:
+    """``<root>/masks/<class>/`` folders with no ``<root>/images/<class>/`` (sorted)."""
+    if not (root / "masks").is_dir():
+        return []
+    known = set(class_names)
+    return [root / "masks" / name for name in list_class_folders(root / "masks")
+            if name not in known]
+
+
+def orphan_mask_files(root: Path, class_name: str, images: Sequence[Path]) -> list[Path]:
+    """Files in ``<root>/masks/<class>/`` (listed like images: hidden files skipped) that
+    are not the mask of any of ``images``, the class's images."""
+    mask_folder = root / "masks" / class_name
+    if not mask_folder.is_dir():
+        return []
+    wanted = {f"{image.stem}.png" for image in images}
+    return [mask for mask in list_images(mask_folder) if mask.name not in wanted]
 
 
 def _take(items: Sequence[ImageMaskRecord], count: int | None,
@@ -242,23 +280,21 @@ def read_manifest(path: str | os.PathLike[str], root: str | os.PathLike[str],
 
 
 def decode_binary_mask(path: str | os.PathLike[str]) -> np.ndarray:
-    """Generic mask -> uint8 (H, W) with 1 = foreground, 0 = background."""
-    with Image.open(path) as mask:
-        if mask.mode not in ("1", "L", "P", "I", "I;16"):
-            raise ValueError(
-                f"mask {path} has mode {mask.mode}; expected a single-channel PNG "
-                "(0 = background, nonzero = foreground)"
-            )
-        return (np.asarray(mask) != 0).astype(np.uint8)
+    """Generic mask -> uint8 (H, W) with 1 = foreground, 0 = background, decoded fully.
 
-
-def check_same_size(records: Sequence[ImageMaskRecord]) -> None:
-    """Raise ``ValueError`` naming both files when a mask's size differs from its image's
-    (reads only the file headers)."""
-    for record in records:
-        with Image.open(record.image_path) as image, Image.open(record.mask_path) as mask:
-            if image.size != mask.size:
+    A multi-channel mask is a ``ValueError``; a file that cannot be decoded (corrupt,
+    truncated) a :class:`~robustft.data.layout.CorruptImageError`; both name the file."""
+    path = Path(path)
+    try:
+        with Image.open(path) as mask:
+            if mask.mode not in ("1", "L", "P", "I", "I;16"):
                 raise ValueError(
-                    f"mask {record.mask_path} is {mask.size[0]}x{mask.size[1]} but its image "
-                    f"{record.image_path} is {image.size[0]}x{image.size[1]}"
+                    f"{path}: the mask has mode {mask.mode}; expected a single-channel PNG "
+                    "(0 = background, nonzero = foreground)"
                 )
+            mask.load()  # Image.open is lazy: a truncated file only fails here
+            return (np.asarray(mask) != 0).astype(np.uint8)
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+        raise CorruptImageError(path, f"{type(error).__name__}: {error}") from error

@@ -33,7 +33,12 @@ from PIL import Image
 # The lead's generic layout defines the record type and the uint8 mask convention the
 # training data module consumes; ImageNet-S produces exactly those.
 from robustft.data.generic import IGNORE_VALUE, ImageMaskRecord
-from robustft.data.layout import DatasetLayoutError, list_class_folders, resolve_inside
+from robustft.data.layout import (
+    DatasetLayoutError,
+    list_class_folders,
+    list_images,
+    resolve_inside,
+)
 from robustft.evaluation.protocols import imagenet_synsets
 
 __all__ = [
@@ -121,8 +126,8 @@ def scan_imagenet_s(
 ) -> dict[str, list[ImageMaskRecord]]:
     """All mask/image pairs by ImageNet-S folder, each list sorted by file name.
 
-    A mask whose image is missing, or whose prefix is not an ImageNet-1k wnid, is a
-    ``DatasetLayoutError`` naming it.
+    A mask whose image is missing, whose prefix is not an ImageNet-1k wnid, or that is
+    another image file than ``.png``, is a ``DatasetLayoutError`` naming it.
     """
     imagenet_root, imagenet_s_root = Path(imagenet_root), Path(imagenet_s_root)
     mask_root = imagenet_s_root / MASK_FOLDER
@@ -134,7 +139,12 @@ def scan_imagenet_s(
                 f"ImageNet-S folder {mask_root / folder} is not an ImageNet-1k wnid"
             )
         folder_records = []
-        for mask_path in sorted((mask_root / folder).glob("*.png")):
+        # listed like every reader lists images (hidden files such as ._x.png skipped)
+        for mask_path in list_images(mask_root / folder):
+            if mask_path.suffix != ".png":
+                raise DatasetLayoutError(
+                    f"ImageNet-S mask {mask_path}: expected a .png file (id = R + 256 * G)"
+                )
             wnid = _wnid_of(mask_path.stem)
             if wnid not in label_of_wnid:
                 raise DatasetLayoutError(

@@ -43,6 +43,7 @@ class CorruptImageError(OSError):
     def __init__(self, path: Path, reason: str) -> None:
         super().__init__(f"cannot decode image {path}: {reason}")
         self.path = path
+        self.reason = reason  # what the decoder said, without the path
 
 
 def load_rgb(path: str | os.PathLike[str]) -> Image.Image:

@@ -13,8 +13,9 @@ folder with ``ROBUSTFT_MANIFESTS_DIR``). Keys:
   ``mappings/folder_to_objectnet_label.json``), ``si_score_classes`` (``label`` column of
   each subset's ``foreground_classes.csv``), ``timm_synsets_subset`` (any subset of the
   1000 wnids, e.g. ImageNet-S919's 919);
-- ``num_classes``, ``num_images``: expected counts (null = not checked);
-- ``image_extensions``: image file suffixes (case-insensitive);
+- ``num_classes``, ``num_images``: expected counts (null = not checked); images are the
+  files ``robustft.data.layout.list_images`` lists, as every reader does (its extensions,
+  hidden files such as macOS ``._x.jpg`` skipped);
 - ``required_files``: files that must exist, relative to the root (per subset for
   SI-Score: relative to each subset folder);
 - ``subsets``: SI-Score's subset folders (each checked like a dataset root).
@@ -61,7 +62,6 @@ class DataManifest:
     num_images: int | None = None
     dataset_type: str | None = None
     image_dir: str = "."
-    image_extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png")
     required_files: tuple[str, ...] = ()
     subsets: tuple[str, ...] = ()
     notes: str = ""
@@ -108,10 +108,7 @@ def load_manifest(name: str, directory: Path | None = None) -> DataManifest:
         raise ValueError(
             f"{path}: class_folders {raw['class_folders']!r} not one of {sorted(CLASS_FOLDER_SOURCES)}"
         )
-    for key in ("image_extensions", "required_files", "subsets"):
+    for key in ("required_files", "subsets"):
         if key in raw:
             raw[key] = tuple(raw[key] or ())
-    raw["image_extensions"] = tuple(
-        s.lower() for s in raw.get("image_extensions", (".jpg", ".jpeg", ".png"))
-    )
     return DataManifest(**raw, source=path)

@@ -5,9 +5,10 @@ required files, missing / unknown class folders, count mismatches, unreadable im
 (each with its path) — into a :class:`VerifyReport`. :func:`format_report` prints it;
 :func:`exit_code` is 0 when the copy is fine and 1 when there is any problem.
 
-Images are decoded fully (a truncated JPEG passes a header check) in a thread pool, with
-a progress bar, so a real 50,000-image copy takes a minute or two and a miniature copy
-well under a second.
+Images are listed with ``robustft.data.layout.list_images``, the listing every reader
+uses (its extensions; hidden files skipped), and decoded fully (a truncated JPEG passes a
+header check) in a thread pool, with a progress bar, so a real 50,000-image copy takes a
+minute or two and a miniature copy well under a second.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from robustft.data.layout import CorruptImageError, load_rgb
+from robustft.data.layout import (
+    IMAGE_EXTENSIONS,
+    CorruptImageError,
+    list_class_folders,
+    list_images,
+    load_rgb,
+)
 from robustft.data.manifests import DataManifest, load_manifest
 from robustft.evaluation.protocols import imagenet_synsets, timm_subset_info
 
@@ -106,9 +113,7 @@ def _check_tree(
     if not image_dir.is_dir():
         report.missing_folders.append(image_dir)
         return
-    found = sorted(
-        e.name for e in os.scandir(image_dir) if e.is_dir() and not e.name.startswith(".")
-    )
+    found = list_class_folders(image_dir)
     expected = _expected_folders(manifest, root)
     if manifest.class_folders == "timm_synsets_subset":
         known = set(imagenet_synsets())
@@ -116,14 +121,8 @@ def _check_tree(
     elif expected is not None:
         report.unknown_folders += [image_dir / f for f in found if f not in expected]
         report.missing_folders += [image_dir / f for f in sorted(expected - set(found))]
-    images: list[Path] = []
-    for folder in found:
-        for entry in os.scandir(image_dir / folder):
-            if (
-                entry.is_file()
-                and os.path.splitext(entry.name)[1].lower() in manifest.image_extensions
-            ):
-                images.append(Path(entry.path))
+    # listed exactly as the readers list them (hidden files such as ._x.jpg skipped)
+    images = [path for folder in found for path in list_images(image_dir / folder)]
     report.num_class_folders += len(found)
     report.num_images += len(images)
     if check_counts:
@@ -137,7 +136,7 @@ def _check_tree(
             )
     if not images:
         report.count_mismatches.append(
-            f"{image_dir}: no images ({', '.join(manifest.image_extensions)})"
+            f"{image_dir}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
         )
     if decode_images and images:
         with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:

@@ -30,3 +30,24 @@ def test_verify_reports_missing_folders_with_exit_code(tmp_path, capsys):
 def test_list_names_the_manifests(capsys):
     assert main(["list"]) == 0
     assert "objectnet" in capsys.readouterr().out.split()
+
+
+def test_verify_generic_prints_each_kind_and_exits_1_on_errors(tmp_path, capsys):
+    from fixtures.generic_layout import add_one_defect_of_each_kind, make_generic_layout
+
+    root = make_generic_layout(tmp_path / "pairs", num_classes=3, per_class=4)
+    assert main(["verify", "generic", str(root)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"generic layout at {root}: OK"
+    add_one_defect_of_each_kind(root)
+    assert main(["verify", "generic", str(root), "--examples", "1"]) == 1
+    out = capsys.readouterr().out
+    for line in ["error: 1 missing mask: masks/c0/img0.png",
+                 "error: 1 orphan mask folder: masks/zebra",
+                 "error: 1 mask of another size: masks/c0/img1.png",
+                 "error: 1 mask with a wrong mode: masks/c1/img0.png",
+                 "error: 1 unreadable image: images/c1/img2.png",
+                 "error: 1 unreadable mask: masks/c2/img0.png",
+                 "warning: 1 mask without foreground: masks/c1/img1.png",
+                 "warning: 1 mask file without an image: masks/c2/leftover.png",
+                 "skipped: 1 hidden file: images/c2/._img1.jpg"]:
+        assert line in out, out

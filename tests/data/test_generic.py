@@ -88,6 +88,28 @@ def test_two_images_sharing_one_mask_are_named(tmp_path):
         scan_generic_layout(root)
 
 
+def test_orphan_mask_folder_is_an_error_naming_it(tmp_path):
+    root = make_generic_layout(tmp_path, num_classes=2, per_class=1)
+    (root / "masks" / "cow").mkdir()
+    Image.new("L", (8, 8), 1).save(root / "masks" / "cow" / "a.png")
+    (root / "masks" / ".cache").mkdir()  # hidden: not a class folder, not an orphan
+    with pytest.raises(ValueError, match=r"mask folder .*masks/cow has no image folder") as error:
+        scan_generic_layout(root)
+    assert "\n" not in str(error.value) and str(root / "images" / "cow") in str(error.value)
+
+
+def test_mask_files_without_an_image_are_counted_in_one_warning(tmp_path, caplog):
+    root = make_generic_layout(tmp_path, num_classes=2, per_class=2)
+    for name in ("leftover.png", "old.png"):
+        Image.new("L", (8, 8)).save(root / "masks" / "c1" / name)
+    (root / "masks" / "c0" / "._img0.png").write_bytes(b"\0")  # hidden: skipped, not counted
+    with caplog.at_level("WARNING", logger="robustft.data.generic"):
+        records = scan_generic_layout(root)
+    assert sum(len(r) for r in records.values()) == 4
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("2 mask files have no image") and "masks/c1/leftover.png" in warning
+
+
 def test_missing_images_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="images"):
         scan_generic_layout(tmp_path)
@@ -98,7 +120,7 @@ def test_mask_of_another_size_is_named(tmp_path):
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "masks" / "c0" / "img0.png")
     module = ImageMaskDataModule(str(root), crop_size=32, mean=(0.5,) * 3, std=(0.5,) * 3,
                                  train_per_class=1, class_fraction=0.5, seed=0)
-    with pytest.raises(ValueError, match=r"masks/c0/img0\.png is 10x10 but its image"):
+    with pytest.raises(ValueError, match=r"masks/c0/img0\.png: the mask is 10x10 but its image"):
         # c0 is in either split: both are checked.
         module.setup()
 

@@ -148,3 +148,11 @@ def test_grayscale_mask_is_a_clear_error(tmp_path: Path) -> None:
     Image.new("L", (4, 4)).save(path)
     with pytest.raises(DatasetLayoutError, match="expected an RGB PNG"):
         decode_imagenet_s_mask(path)
+
+
+def test_hidden_files_in_mask_folders_are_skipped(tmp_path: Path) -> None:
+    copy = _copy(tmp_path, num_classes=3)
+    victim = next(iter(copy.masks))
+    (victim.parent / f"._{victim.name}").write_bytes(b"\0\x05\x16\x07")  # macOS resource fork
+    records = scan_imagenet_s(copy.imagenet_root, copy.imagenet_s_root)
+    assert sorted(r.mask_path for rs in records.values() for r in rs) == sorted(copy.masks)

@@ -71,3 +71,17 @@ def test_si_score_subsets_checked(tmp_path: Path) -> None:
 def test_missing_root_is_reported(tmp_path: Path) -> None:
     report = verify_dataset("imagenet-r", tmp_path / "nope", progress=False)
     assert report.missing_folders == [tmp_path / "nope"] and exit_code(report) == 1
+
+
+def test_hidden_files_are_not_images_and_every_reader_extension_is(tmp_path: Path) -> None:
+    """verify lists images exactly as the readers do (layout.list_images)."""
+    _, wnids = timm_subset_info("a")
+    miniature.make_wnid_folders(tmp_path / "a", wnids, per_class=1, suffix=".jpg")
+    (tmp_path / "a" / wnids[0] / "._x.jpg").write_bytes(b"\0\x05\x16\x07")  # macOS fork
+    manifest = load_manifest("imagenet-a").with_counts(200, 200)
+    report = verify_dataset("imagenet-a", tmp_path / "a", manifest=manifest, progress=False)
+    assert report.ok, format_report(report)
+    miniature.write_image(tmp_path / "a" / wnids[1] / "extra.webp", seed=3)
+    report = verify_dataset("imagenet-a", tmp_path / "a", manifest=manifest, progress=False)
+    assert report.num_images == 201 and report.count_mismatches == [
+        f"{tmp_path / 'a'}: 201 images, expected 200"]
