@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from robustft.cli.common import prepare_environment, prepare_generated_data
+from robustft.cli.errors import one_line_errors
 from robustft.data.shifted import ImageFolderSplit
 from robustft.data.synth import read_benchmark
 from robustft.evaluation.before_after import write_before_after
@@ -135,6 +136,7 @@ def _chosen_checkpoint(which: str, best: Path | None, last: Path | None) -> Path
     return chosen
 
 
+@one_line_errors("robustft-demo")
 @hydra.main(version_base="1.3", config_path="pkg://robustft.configs", config_name="demo")
 def main(cfg: DictConfig) -> None:
     prepare_environment()

@@ -10,7 +10,8 @@ Examples::
     robustft-eval ... only=[imagenet-a,objectnet]          # a subset of the suite
     robustft-eval -m ... only=imagenet-a,objectnet         # one job (and dir) per dataset
 
-Writes ``results.csv`` (appended after each dataset), ``results.md`` and plots to the run
+Writes ``results.csv`` (appended after each dataset), ``results.md``, plots and, when
+some images do not decode, ``unreadable_images.csv`` (dataset, path, error) to the run
 directory (``output_dir``, by default ``${paths.log_dir}/eval/<run_name>``, fixed so that
 rerunning the same command resumes: (model, dataset) pairs already in its results.csv are
 skipped).
@@ -27,6 +28,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from robustft.cli.errors import one_line_errors
 from robustft.data.eval_datasets import build_eval_dataset
 from robustft.data.layout import DatasetLayoutError
 from robustft.evaluation.model_loading import build_model_from_entry
@@ -38,6 +40,11 @@ from robustft.evaluation.report import (
     write_report,
 )
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
+from robustft.evaluation.unreadable import (
+    UNREADABLE_NAME,
+    UnreadableImage,
+    write_unreadable_images,
+)
 
 __all__ = ["main", "run_evaluation"]
 
@@ -93,6 +100,8 @@ def run_evaluation(cfg: DictConfig) -> Path:
         overrides = OmegaConf.to_container(cfg.preprocessing, resolve=True) or {}
         transforms = build_eval_transforms(models, protocol=protocol, **overrides)
         device = _device(cfg.device)
+        unreadable: list[UnreadableImage] = []
+        unreadable_csv, evaluated = out_dir / UNREADABLE_NAME, []
         for dataset_name in pending:
             spec = dict(datasets[dataset_name])
             kind = spec.pop("type", dataset_name)
@@ -121,8 +130,14 @@ def run_evaluation(cfg: DictConfig) -> Path:
                 device=device,
                 progress=cfg.progress,
                 autocast_dtype=PRECISIONS[cfg.precision],
+                unreadable=unreadable,
             )
             append_results_csv(rows, results_csv)
+            evaluated.append(dataset_name)
+            if unreadable or unreadable_csv.is_file():
+                write_unreadable_images(unreadable_csv, evaluated, unreadable)
+        if unreadable:
+            log.warning("%d unreadable image(s) listed in %s", len(unreadable), unreadable_csv)
     if results_csv.is_file():
         title = f"robustft-eval: {cfg.eval.name} ({protocol} protocol)"
         report = write_report(out_dir, title=title, plots=cfg.plots)
@@ -130,6 +145,7 @@ def run_evaluation(cfg: DictConfig) -> Path:
     return out_dir
 
 
+@one_line_errors("robustft-eval")
 @hydra.main(version_base="1.3", config_path="pkg://robustft.configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Console entry point (see module docstring)."""
