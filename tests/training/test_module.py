@@ -101,3 +101,36 @@ def test_l2_sp_exclude_pattern_that_matches_nothing_is_named() -> None:
 def test_negative_l2_sp_weight_is_named() -> None:
     with pytest.raises(ValueError, match="loss.lambda_l2sp must be >= 0"):
         RelevanceFinetuner(tiny_vit("plain", img_size=(32, 32)), lambda_l2sp=-1.0)
+
+
+@pytest.mark.parametrize("bad_label", [5, 99, -1])
+def test_selected_label_outside_the_outputs_is_named_before_training(tmp_path, bad_label) -> None:
+    from types import SimpleNamespace
+
+    from fixtures.generic_layout import make_generic_layout
+
+    from robustft.data.datamodule import ImageMaskDataModule
+    from robustft.data.generic import scan_generic_layout, select_records, write_manifest
+
+    root = make_generic_layout(tmp_path / "pairs", num_classes=2, per_class=2)
+    selection = select_records(scan_generic_layout(root), train_per_class=None, val_per_class=None,
+                               class_fraction=1.0, seed=0)
+    manifest = write_manifest(selection, root, tmp_path / "selection.csv")
+    rows = manifest.read_text().splitlines()
+    rows[2] = rows[2].replace(",0,c0,", f",{bad_label},c0,")  # the second record's label
+    manifest.write_text("\n".join(rows) + "\n")
+    datamodule = ImageMaskDataModule(str(root), crop_size=32, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                     manifest=str(manifest))
+    datamodule.setup("fit")
+    module = RelevanceFinetuner(tiny_vit("plain", img_size=(32, 32), num_classes=5))
+    module._trainer = SimpleNamespace(datamodule=datamodule)  # on_fit_start reads only this
+    with pytest.raises(ValueError, match=rf"^data\.manifest: {manifest} gives label {bad_label} "
+                                         r"\(class 'c0', .*img1\.png\) but the model has 5 outputs"):
+        module.on_fit_start()
+    rows[2] = rows[2].replace(f",{bad_label},c0,", ",4,c0,")  # 4 < 5 outputs: fine
+    manifest.write_text("\n".join(rows) + "\n")
+    datamodule = ImageMaskDataModule(str(root), crop_size=32, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                     manifest=str(manifest))
+    datamodule.setup("fit")
+    module._trainer = SimpleNamespace(datamodule=datamodule)
+    module.on_fit_start()
