@@ -135,10 +135,23 @@ def _worker_message(error: BaseException) -> str | None:
     return f"{original} (raised {match['where']})"
 
 
+def _embedded_traceback_message(error: BaseException) -> str | None:
+    """An error whose message carries another process's traceback (a launcher's failed
+    job, e.g. submitit's ``FailedJobError``): the original error, then this one's first
+    line."""
+    text = _message_text(error)
+    if _TRACEBACK_HEADER not in text:
+        return None
+    head = text.split(_TRACEBACK_HEADER)[0].strip().splitlines()
+    where = f"{type(error).__name__}: {head[0].rstrip(' :-')}" if head else type(error).__name__
+    return f"{_original_exception_text(text)} ({where})"
+
+
 def one_line_message(error: BaseException) -> str:
     """What the user reads for ``error``: one line, no traceback."""
     notes = "".join(f" ({fold_lines(str(note))})" for note in getattr(error, "__notes__", ()))
-    for special in (_worker_message, _omegaconf_message, _hydra_message):
+    for special in (_worker_message, _omegaconf_message, _hydra_message,
+                    _embedded_traceback_message):
         message = special(error)
         if message:
             return message + notes

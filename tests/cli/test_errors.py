@@ -324,3 +324,15 @@ def test_console_script_error_in_a_dataloader_worker(tmp_path):
     assert errors[0] == (f"robustft-train: error: CorruptImageError: cannot decode image "
                          f"{broken}: OSError: image file is truncated (raised in DataLoader "
                          "worker process 0)")
+
+
+def test_error_carrying_a_remote_traceback_reports_the_original():
+    class FailedJobError(RuntimeError):
+        pass
+
+    remote = ("Job (task=0) failed during processing with trace:\n----------------------\n"
+              "Traceback (most recent call last):\n  File \"/x/run.py\", line 3, in train\n"
+              "    raise ValueError(...)\nValueError: data.root: /d is not a folder\n")
+    assert one_line_message(FailedJobError(remote)) == (
+        "ValueError: data.root: /d is not a folder "
+        "(FailedJobError: Job (task=0) failed during processing with trace)")
