@@ -95,7 +95,7 @@ def _weights_format(path: Path) -> str:
     return "numpy .npz" if suffix == ".npz" else "PyTorch (torch.save)"
 
 
-def check_weights_file_format(path: Path, weights_key: str = "model.weights_file") -> None:
+def _check_weights_file_format(path: Path, weights_key: str = "model.weights_file") -> None:
     """``ValueError`` naming ``weights_key`` and ``path`` when the file is not a complete
     file of its format, checked cheaply before timm reads it (the readers' own errors,
     e.g. "[Errno 22] Invalid argument" for a truncated .pth, name no file): a safetensors
@@ -138,7 +138,7 @@ def _weights_file_errors(path: Path, weights_key: str, name: str,
                          model_kwargs: dict[str, Any]) -> Iterator[None]:
     """timm's errors while it loads ``path`` into ``name``, said in one line naming the key
     and the file: weights of another architecture (torch lists every differing tensor on a
-    line of its own), or a file that fails to read past :func:`check_weights_file_format`.
+    line of its own), or a file that fails to read past :func:`_check_weights_file_format`.
     Errors of the model's construction pass unchanged."""
     model = f"model.name={name}" + (f" (kwargs {model_kwargs})" if model_kwargs else "")
     try:
@@ -185,7 +185,7 @@ def create_model(
         path = Path(weights_file)
         if not path.is_file():
             raise FileNotFoundError(f"{weights_key}: model weights file not found: {path}")
-        check_weights_file_format(path, weights_key)
+        _check_weights_file_format(path, weights_key)
         overlay: dict[str, Any] = {"file": str(path)}
         if num_classes is not None:
             # Tell timm the file's head has this size, so it keeps the head instead of
