@@ -135,6 +135,11 @@ class RelevanceFinetuner(pl.LightningModule):
         data_classes = getattr(datamodule, "num_classes", None)
         outputs = getattr(self.model, "num_classes", None)
         if data_classes is not None and outputs is not None and data_classes > outputs:
+            if getattr(datamodule, "class_index", None) is not None:
+                raise ValueError(
+                    f"data.class_index lists {data_classes} classes but the model has {outputs} "
+                    "outputs: give the model's own class names in head order, or set "
+                    f"model.num_classes={data_classes}")
             raise ValueError(
                 f"the data has {data_classes} classes but the model has {outputs} outputs: set "
                 "model.num_classes to the number of class folders, or data.class_index to map "

@@ -134,3 +134,23 @@ def test_selected_label_outside_the_outputs_is_named_before_training(tmp_path, b
     datamodule.setup("fit")
     module._trainer = SimpleNamespace(datamodule=datamodule)
     module.on_fit_start()
+
+
+def test_class_index_longer_than_the_head_is_named(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from fixtures.generic_layout import make_generic_layout
+
+    from robustft.data.datamodule import ImageMaskDataModule
+
+    root = make_generic_layout(tmp_path / "pairs", num_classes=2, per_class=2)
+    index = tmp_path / "classes.txt"
+    index.write_text("c0\nc1\nother\n")  # 3 names: labels 0 and 1 fit, the head does not
+    datamodule = ImageMaskDataModule(str(root), crop_size=32, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                     class_index=str(index))
+    datamodule.setup("fit")
+    module = RelevanceFinetuner(tiny_vit("plain", img_size=(32, 32), num_classes=2))
+    module._trainer = SimpleNamespace(datamodule=datamodule)
+    with pytest.raises(ValueError, match=r"^data\.class_index lists 3 classes but the model has "
+                                         r"2 outputs"):
+        module.on_fit_start()
