@@ -8,11 +8,14 @@ argument ``verbose=true`` (taken off the command line before Hydra or argparse s
 it works even when the config does not compose, and it is not a config key).
 
 Hydra's ``@hydra.main`` would print the error itself (``run_and_report``: a trimmed
-traceback and a hint). While the wrapped command runs, Hydra's ``run_and_report`` only
-calls its function, so the exception arrives here unchanged; this is Hydra 1.3's own
-behaviour under ``HYDRA_FULL_ERROR=1``, without the environment variable leaking into the
-processes the command starts (DDP ranks, launchers). Log output is untouched: only the
-error path changes.
+traceback and a hint, after a line "Error executing job with overrides"). While the wrapped
+command runs, Hydra's ``run_and_report`` only calls its function and a failed job's result
+raises without that line, so the exception arrives here unchanged: Hydra 1.3's own
+behaviour under ``HYDRA_FULL_ERROR=1``, without the variable leaking into the processes the
+command starts (DDP ranks, launchers). Both are Hydra internals (``hydra._internal.utils.
+run_and_report``, ``hydra.core.utils.JobReturn.return_value``) of the pinned hydra-core
+1.3.8, swapped only for the call; ``tests/cli/test_errors.py`` fails if they move. Log
+output is untouched: only the error path changes.
 """
 
 from __future__ import annotations
