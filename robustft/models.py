@@ -7,15 +7,20 @@ resume and ``copy.deepcopy`` handle as usual.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import os
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import timm
 from torch import nn
+
+from robustft.state_dict_fit import mismatch_from_load_error
 
 __all__ = [
     "TokenLayout",
@@ -82,12 +87,80 @@ def _check_model_name(name: str) -> None:
     raise ValueError(f"unknown timm model name {name!r} (model.name){hint}")
 
 
+def _weights_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        return "safetensors"
+    return "numpy .npz" if suffix == ".npz" else "PyTorch (torch.save)"
+
+
+def _check_weights_file_format(path: Path, weights_key: str = "model.weights_file") -> None:
+    """``ValueError`` naming ``weights_key`` and ``path`` when the file is not a complete
+    file of its format, checked cheaply before timm reads it (the readers' own errors,
+    e.g. "[Errno 22] Invalid argument" for a truncated .pth, name no file): a safetensors
+    header must cover the file, a ``.pth``/``.npz`` must be a zip archive with its
+    central directory (torch.save's format since torch 1.6; a legacy pickle is let
+    through)."""
+    kind = _weights_format(path)
+    unreadable = f"{weights_key}: {path} is not a readable {kind} file (truncated?)"
+    if kind == "safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except Exception as error:  # noqa: BLE001 - SafetensorError derives from Exception
+            raise ValueError(f"{unreadable}: {error}") from error
+        return
+    if zipfile.is_zipfile(path):
+        return
+    with path.open("rb") as handle:
+        legacy_pickle = handle.read(1) == b"\x80"  # pickle protocol >= 2
+    if kind == "numpy .npz" or not legacy_pickle:
+        raise ValueError(f"{unreadable}: not a zip archive")
+
+
+def _raised_while_loading_weights(error: BaseException) -> bool:
+    """Whether ``error`` passed through timm's ``load_pretrained`` (reading the file and
+    loading it into the built model), as opposed to the model's construction."""
+    frame = error.__traceback__
+    while frame is not None:
+        code, module = frame.tb_frame.f_code, frame.tb_frame.f_globals.get("__name__", "")
+        if code.co_name == "load_pretrained" and module.startswith("timm."):
+            return True
+        frame = frame.tb_next
+    return False
+
+
+@contextlib.contextmanager
+def _weights_file_errors(path: Path, weights_key: str, name: str,
+                         model_kwargs: dict[str, Any]) -> Iterator[None]:
+    """timm's errors while it loads ``path`` into ``name``, said in one line naming the key
+    and the file: weights of another architecture (torch lists every differing tensor on a
+    line of its own), or a file that fails to read past :func:`_check_weights_file_format`.
+    Errors of the model's construction pass unchanged."""
+    model = f"model.name={name}" + (f" (kwargs {model_kwargs})" if model_kwargs else "")
+    try:
+        yield
+    except Exception as error:
+        if not _raised_while_loading_weights(error):
+            raise
+        mismatch = mismatch_from_load_error(error)
+        if mismatch:
+            raise ValueError(f"{weights_key}: {path} does not fit {model}: "
+                             f"{mismatch.describe('file')}") from error
+        reason = " ".join(str(error).split()) or "no message"
+        raise ValueError(f"{weights_key}: {path} is not a readable {_weights_format(path)} file "
+                         f"or does not fit {model}: {type(error).__name__}: {reason}") from error
+
+
 def create_model(
     name: str,
     *,
     pretrained: bool = False,
     weights_file: str | os.PathLike[str] | None = None,
     num_classes: int | None = None,
+    weights_key: str = "model.weights_file",
     **model_kwargs: Any,
 ) -> nn.Module:
     """Create a timm model by name, e.g. ``vit_base_patch16_224.orig_in21k_ft_in1k``.
@@ -98,6 +171,9 @@ def create_model(
       checkpoint filters (pos-embed resampling, npz conversion) apply exactly as for hub
       weights. The file's classifier must have ``num_classes`` outputs (timm's default for
       the tag when ``num_classes`` is None).
+      A file that is missing, truncated or not of its format, or whose weights do not fit
+      the architecture, is a one-line error naming ``weights_key`` (the config key that
+      gave the file) and the file.
     - ``model_kwargs`` go to the timm constructor (``img_size``, ``patch_size``, ``depth``...).
     """
     _check_model_name(name)
@@ -107,18 +183,20 @@ def create_model(
     if weights_file is not None:
         path = Path(weights_file)
         if not path.is_file():
-            raise FileNotFoundError(f"model weights file not found: {path} (model.weights_file)")
+            raise FileNotFoundError(f"{weights_key}: model weights file not found: {path}")
+        _check_weights_file_format(path, weights_key)
         overlay: dict[str, Any] = {"file": str(path)}
         if num_classes is not None:
             # Tell timm the file's head has this size, so it keeps the head instead of
             # dropping it as a mismatched classifier.
             overlay["num_classes"] = num_classes
         kwargs["pretrained_cfg_overlay"] = overlay
-        pretrained = True
+        with _weights_file_errors(path, weights_key, name, model_kwargs):
+            return timm.create_model(name, pretrained=True, **kwargs)
     try:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     except OSError as error:
-        if not pretrained or weights_file is not None:
+        if not pretrained:
             raise
         # huggingface_hub's offline / unreachable-hub errors are OSErrors that name no key
         raise OSError(f"could not download the pretrained weights of {name!r} from the Hugging "

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from fixtures.generic_layout import make_generic_layout
+from fixtures.miniature import make_wnid_folders
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
@@ -26,6 +27,7 @@ from robustft.checkpoints import (
 from robustft.cli.demo import evaluate_before_after
 from robustft.cli.masks import run as run_masks
 from robustft.evaluation.model_loading import build_model_from_entry
+from robustft.evaluation.protocols import imagenet_synsets
 from robustft.models import create_model
 from robustft.training.run import train
 
@@ -108,7 +110,10 @@ def _resume(root: Path, checkpoint: Path) -> None:
 
 
 def _evaluate(root: Path, checkpoint: Path) -> None:
-    cfg = _compose("eval", [f"data_root={root / 'no_data'}", f"output_dir={root / 'eval'}",
+    # a real val folder: the datasets are checked before any model is built
+    make_wnid_folders(root / "eval_data" / "imagenet" / "val", imagenet_synsets()[:2], per_class=1)
+    cfg = _compose("eval", [f"data_root={root / 'eval_data'}", "only=imagenet-val",
+                            f"output_dir={root / 'eval'}",
                             "models.baseline.name=vit_tiny_patch16_224",
                             "models.baseline.pretrained=false",
                             f"models.baseline.checkpoint={checkpoint}", "device=cpu",

@@ -32,3 +32,64 @@ def test_token_layout_of_registers_model():
     model = create_model("vit_tiny_patch16_224", reg_tokens=2, **{**TINY, "img_size": (32, 24)})
     layout = token_layout(model, (32, 24))
     assert (layout.num_prefix_tokens, layout.grid_size, layout.num_tokens) == (3, (4, 3), 15)
+
+
+def _save_weights(model, path):
+    if path.suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    else:
+        torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+@pytest.mark.parametrize("keep", [0.5, 0.001])
+def test_truncated_weights_file_is_one_line_naming_key_and_file(tmp_path, suffix, keep):
+    from fixtures.broken_files import truncate
+
+    path = truncate(_save_weights(create_model("vit_tiny_patch16_224", **TINY),
+                                  tmp_path / f"vit{suffix}"), keep)
+    with pytest.raises(ValueError, match=rf"^models\.ft\.weights_file: {path} is not a readable "
+                                         r"\S+ .*file \(truncated\?\)") as error:
+        create_model("vit_tiny_patch16_224", weights_file=path,
+                     weights_key="models.ft.weights_file", **TINY)
+    assert "\n" not in str(error.value)
+
+
+def test_truncated_npz_is_one_line(tmp_path):
+    import numpy as np
+    from fixtures.broken_files import truncate
+
+    path = tmp_path / "vit.npz"
+    np.savez(path, weights=np.zeros(1000))
+    truncate(path)
+    with pytest.raises(ValueError, match=rf"^model\.weights_file: {path} is not a readable numpy "
+                                         r"\.npz file \(truncated\?\)"):
+        create_model("vit_tiny_patch16_224", weights_file=path, **TINY)
+
+
+def test_weights_of_another_architecture_name_the_first_tensor_and_the_count(tmp_path):
+    wider = create_model("vit_tiny_patch16_224", **{**TINY, "embed_dim": 64, "depth": 2})
+    path = _save_weights(wider, tmp_path / "wider.safetensors")
+    model = create_model("vit_tiny_patch16_224", **TINY)
+    # independent count: every tensor both have whose shape differs, and the extra block
+    differ = [k for k, v in model.state_dict().items() if wider.state_dict()[k].shape != v.shape]
+    extra = [k for k in wider.state_dict() if k not in model.state_dict()]
+    first = differ[0]
+    with pytest.raises(ValueError) as error:
+        create_model("vit_tiny_patch16_224", weights_file=path, **TINY)
+    message = str(error.value)
+    assert message.startswith(f"model.weights_file: {path} does not fit "
+                              "model.name=vit_tiny_patch16_224")
+    assert (f"{len(differ)} tensors differ, e.g. {first}: file "
+            f"{tuple(wider.state_dict()[first].shape)} vs model "
+            f"{tuple(model.state_dict()[first].shape)}") in message
+    named_extra = message.split(f"{len(extra)} tensors of the file not in the model (e.g. ")[1]
+    assert named_extra.rstrip(")") in extra
+    assert "\n" not in message
+
+
+def test_model_construction_errors_pass_unchanged(tmp_path):
+    path = _save_weights(create_model("vit_tiny_patch16_224", **TINY), tmp_path / "vit.pth")
+    with pytest.raises(TypeError, match="not_an_argument"):
+        create_model("vit_tiny_patch16_224", weights_file=path, not_an_argument=1, **TINY)

@@ -15,6 +15,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from robustft.cli.errors import one_line_errors
+
 
 def _synth(args: argparse.Namespace) -> int:
     from robustft.data.synth import SynthConfig, generate_benchmark
@@ -90,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@one_line_errors("robustft-data")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return args.run(args)

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from robustft.checkpoints import load_finetuned_weights
 from robustft.cli.common import prepare_environment, prepare_generated_data
+from robustft.cli.errors import one_line_errors
 from robustft.data.shifted import ImageFolderSplit
 from robustft.data.synth import read_benchmark
 from robustft.evaluation.before_after import write_before_after
@@ -136,6 +137,7 @@ def _chosen_checkpoint(which: str, best: Path | None, last: Path | None) -> Path
     return chosen
 
 
+@one_line_errors("robustft-demo")
 @hydra.main(version_base="1.3", config_path="pkg://robustft.configs", config_name="demo")
 def main(cfg: DictConfig) -> None:
     prepare_environment()

@@ -18,7 +18,8 @@ Resume reuses a (model, dataset) pair's rows only when their fingerprint
 preprocessing, precision, dataset root and file count) equals the pair's fingerprint now;
 any other pair is evaluated, its old rows replaced, with one log line saying what changed.
 The fingerprints are computed before any model is built: a rerun with nothing changed
-builds no model and reads no image.
+builds no model and reads no image. Images that do not decode are skipped for every model
+and listed in ``unreadable_images.csv`` (dataset, path, error).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from robustft.cli.errors import one_line_errors
 from robustft.config.checks import check_config
 from robustft.data.eval_datasets import build_eval_dataset, dataset_folder
 from robustft.evaluation.fingerprint import (
@@ -59,6 +61,11 @@ from robustft.evaluation.report import (
     write_report,
 )
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
+from robustft.evaluation.unreadable import (
+    UNREADABLE_NAME,
+    UnreadableImage,
+    write_unreadable_images,
+)
 from robustft.resources import resolve_device, resolve_num_workers
 
 __all__ = ["main", "run_evaluation"]
@@ -200,6 +207,8 @@ def run_evaluation(cfg: DictConfig) -> Path:
         models = {label: build_model_from_entry(label, entries[label]) for label in needed}
         overrides = OmegaConf.to_container(cfg.preprocessing, resolve=True) or {}
         transforms = build_eval_transforms(models, protocol=protocol, **overrides)
+        unreadable: list[UnreadableImage] = []
+        unreadable_csv, evaluated = out_dir / UNREADABLE_NAME, []
         for job in jobs:
             dataset = build_eval_dataset(
                 job.kind, job.root, protocol=protocol, name=job.name, **job.spec
@@ -213,6 +222,7 @@ def run_evaluation(cfg: DictConfig) -> Path:
                 device=device,
                 progress=cfg.progress,
                 autocast_dtype=PRECISIONS[cfg.precision],
+                unreadable=unreadable,
             )
             for row in rows:
                 row["fingerprint"] = job.todo[row["model"]].digest
@@ -223,6 +233,11 @@ def run_evaluation(cfg: DictConfig) -> Path:
                 out_dir / FINGERPRINTS_NAME,
                 {digest: record for digest, record in records.items() if digest in in_use},
             )
+            evaluated.append(job.name)
+            if unreadable or unreadable_csv.is_file():
+                write_unreadable_images(unreadable_csv, evaluated, unreadable)
+        if unreadable:
+            log.warning("%d unreadable image(s) listed in %s", len(unreadable), unreadable_csv)
     if results_csv.is_file():
         title = f"robustft-eval: {cfg.eval.name} ({protocol} protocol)"
         report = write_report(out_dir, title=title, plots=cfg.plots)
@@ -230,6 +245,7 @@ def run_evaluation(cfg: DictConfig) -> Path:
     return out_dir
 
 
+@one_line_errors("robustft-eval")
 @hydra.main(version_base="1.3", config_path="pkg://robustft.configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Console entry point (see module docstring)."""

@@ -14,6 +14,7 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from robustft.cli.errors import one_line_errors
 from robustft.config.checks import check_config
 from robustft.masks.bilateral import BilateralSolverParams
 from robustft.masks.generate import TokenCutSettings, generate_masks, load_mask_model
@@ -81,6 +82,7 @@ def run(cfg: DictConfig) -> None:
         print(f"  skipped {image}: {reason}")
 
 
+@one_line_errors("robustft-masks")
 @hydra.main(version_base="1.3", config_path="pkg://robustft.configs", config_name="masks")
 def main(cfg: DictConfig) -> None:
     run(cfg)

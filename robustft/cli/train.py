@@ -8,11 +8,13 @@ import hydra
 from omegaconf import DictConfig
 
 from robustft.cli.common import prepare_environment, prepare_generated_data
+from robustft.cli.errors import one_line_errors
 from robustft.training.run import train
 
 log = logging.getLogger(__name__)
 
 
+@one_line_errors("robustft-train")
 @hydra.main(version_base="1.3", config_path="pkg://robustft.configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     prepare_environment()

@@ -13,6 +13,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from robustft.data.generic import IGNORE_VALUE, ImageMaskRecord, decode_binary_mask
+from robustft.data.layout import CorruptImageError, load_rgb
 
 __all__ = ["ImageMaskDataset", "MaskDecoder"]
 
@@ -43,10 +44,17 @@ class ImageMaskDataset(Dataset):
         return len(self.records)
 
     def _decode(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image and joint mask of record ``index``; a file that does not decode is a
+        ``CorruptImageError`` naming it (PIL's own errors, e.g. "image file is truncated",
+        name no file)."""
         record = self.records[index]
-        with Image.open(record.image_path) as image:
-            pixels = np.array(image.convert("RGB"))
-        joint_mask = self.mask_decoder(record.mask_path)
+        pixels = np.array(load_rgb(record.image_path))
+        try:
+            joint_mask = self.mask_decoder(record.mask_path)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            if isinstance(error, FileNotFoundError) or str(record.mask_path) in str(error):
+                raise  # already names the file
+            raise CorruptImageError(record.mask_path, f"{type(error).__name__}: {error}") from error
         if joint_mask.shape != pixels.shape[:2]:
             raise ValueError(
                 f"mask {record.mask_path} is {joint_mask.shape[1]}x{joint_mask.shape[0]} but its "

@@ -11,9 +11,13 @@ Bad input policy (the same for every dataset here):
 - missing root / mapping file / metadata file, an unknown class folder, a metadata row
   naming a file outside the root, an empty dataset: ``DatasetLayoutError`` at construction,
   naming the path or key and what was expected;
-- a corrupt (undecodable) image: ``CorruptImageError`` naming the file when it is read.
-  Nothing is silently skipped: a shrunk dataset would give numbers that are not comparable
-  with anyone else's. ``robustft-data verify`` lists every unreadable file up front.
+- a corrupt (undecodable: bad bytes, truncated PNG/JPEG) image: ``CorruptImageError``
+  naming the file when it is read (decoded in full, so a truncated file never passes as
+  half grey). The evaluation runner skips such an image for every model, counts it in
+  its log and lists it in the run's ``unreadable_images.csv``, and ``num_images`` says
+  over how many images an accuracy is: nothing is dropped silently, since a shrunk
+  dataset gives numbers that are not comparable with anyone else's.
+  ``robustft-data verify`` lists every unreadable file up front.
 
 This module holds the common dataset class and the folder-per-class datasets (ImageNet
 val, ImageNet-A/-R, Sketch, V2, the generated benchmark); ObjectNet and SI-Score live in

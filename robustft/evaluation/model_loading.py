@@ -26,6 +26,7 @@ from torch import nn
 
 from robustft.checkpoints import finetuned_state_dict, load_checkpoint
 from robustft.models import create_model
+from robustft.state_dict_fit import compare_state_dicts
 
 __all__ = ["MODEL_ENTRY_KEYS", "build_model_from_entry"]
 
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 MODEL_ENTRY_KEYS = frozenset(
     {"name", "pretrained", "weights_file", "checkpoint", "num_classes", "kwargs"}
 )
+
+
 def _saved_model_config(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     hparams = checkpoint.get("hyper_parameters") or {}
     config = hparams.get("model_config") or {}
@@ -63,12 +66,15 @@ def build_model_from_entry(label: str, entry: Mapping[str, Any]) -> nn.Module:
         num_classes = entry.get("num_classes") or saved.get("num_classes")
         model = create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
         weights = finetuned_state_dict(checkpoint, f"models.{label}: checkpoint {checkpoint_path}")
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-        if missing or unexpected:
+        # compared before loading: torch raises on the first size mismatch with one line
+        # per differing tensor, and names neither the label nor the file
+        mismatch = compare_state_dicts(model.state_dict(), weights)
+        if mismatch:
             raise ValueError(
-                f"models.{label}: checkpoint {checkpoint_path} does not fit {name} "
-                f"(kwargs {kwargs}): missing {missing[:5]}, unexpected {unexpected[:5]}"
+                f"models.{label}.checkpoint: {checkpoint_path} does not fit {name}"
+                + (f" (kwargs {kwargs})" if kwargs else "") + f": {mismatch.describe('checkpoint')}"
             )
+        model.load_state_dict(weights, strict=True)
         log.info("models.%s: %s with weights from %s", label, name, checkpoint_path)
     else:
         name = entry.get("name")
@@ -80,6 +86,7 @@ def build_model_from_entry(label: str, entry: Mapping[str, Any]) -> nn.Module:
             pretrained=bool(entry.get("pretrained", True)) and not weights_file,
             weights_file=weights_file,
             num_classes=entry.get("num_classes"),
+            weights_key=f"models.{label}.weights_file",
             **kwargs,
         )
     return model.eval()

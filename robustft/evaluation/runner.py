@@ -18,15 +18,21 @@ carry meta)::
 
 ``metric`` is ``"top1"`` / ``"top5"``, ``accuracy`` is in percent, ``factor`` and
 ``factor_value`` are ``""`` on the overall rows.
+
+An image that does not decode (corrupt bytes, a truncated PNG or JPEG: the dataset raises
+``CorruptImageError``) is skipped for every model, counted in one log line per dataset and
+handed back as an :class:`UnreadableImage`; accuracies are over the readable images and
+``num_images`` says how many there were.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from PIL import Image
@@ -36,16 +42,21 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
+from robustft.data.layout import CorruptImageError
 from robustft.evaluation.protocols import LabelProtocol, check_protocol_kind
+from robustft.evaluation.unreadable import UnreadableImage, report_unreadable
 
 __all__ = [
     "RESULT_COLUMNS",
     "ImageTransform",
+    "UnreadableImage",
     "build_eval_transforms",
     "evaluate_models",
     "legacy_eval_transform",
     "model_eval_transform",
 ]
+
+log = logging.getLogger(__name__)
 
 ImageTransform = Callable[[Image.Image], Tensor]
 
@@ -138,9 +149,17 @@ def build_eval_transforms(
 # --------------------------------------------------------------------------- data
 
 
+class _Unreadable(NamedTuple):
+    """What the decoding dataset yields in place of an image that does not decode."""
+
+    path: str
+    error: str
+
+
 class _DecodeOnceDataset(Dataset):
     """Wraps an evaluation dataset: decode image ``i`` once and apply every distinct
-    transform to it (in the DataLoader worker)."""
+    transform to it (in the DataLoader worker); an image that does not decode becomes an
+    :class:`_Unreadable` marker instead of an error that would end the whole pass."""
 
     def __init__(self, dataset: Dataset, views: Sequence[ImageTransform]) -> None:
         self.dataset = dataset
@@ -149,19 +168,28 @@ class _DecodeOnceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> tuple[tuple[Tensor, ...], int, dict[str, str]]:
-        image, target, meta = self.dataset[index]
+    def __getitem__(
+        self, index: int
+    ) -> tuple[tuple[Tensor, ...], int, dict[str, str]] | _Unreadable:
+        try:
+            image, target, meta = self.dataset[index]
+        except CorruptImageError as error:
+            cause = error.__cause__
+            reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(error)
+            return _Unreadable(str(error.path), " ".join(reason.split()))
         return tuple(view(image) for view in self.views), int(target), dict(meta)
 
 
 def _collate(
-    batch: Sequence[tuple[tuple[Tensor, ...], int, dict[str, str]]],
-) -> tuple[list[Tensor], Tensor, list[dict[str, str]]]:
-    num_views = len(batch[0][0])
-    views = [torch.stack([item[0][v] for item in batch]) for v in range(num_views)]
-    targets = torch.tensor([item[1] for item in batch], dtype=torch.long)
-    metas = [item[2] for item in batch]
-    return views, targets, metas
+    batch: Sequence[tuple[tuple[Tensor, ...], int, dict[str, str]] | _Unreadable],
+) -> tuple[list[Tensor], Tensor, list[dict[str, str]], list[_Unreadable]]:
+    unreadable = [item for item in batch if isinstance(item, _Unreadable)]
+    readable = [item for item in batch if not isinstance(item, _Unreadable)]
+    num_views = len(readable[0][0]) if readable else 0
+    views = [torch.stack([item[0][v] for item in readable]) for v in range(num_views)]
+    targets = torch.tensor([item[1] for item in readable], dtype=torch.long)
+    metas = [item[2] for item in readable]
+    return views, targets, metas, unreadable
 
 
 # --------------------------------------------------------------------------- metrics
@@ -235,6 +263,7 @@ def evaluate_models(
     device: str | torch.device = "cpu",
     progress: bool = True,
     autocast_dtype: torch.dtype | None = None,
+    unreadable: list[UnreadableImage] | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate every model in ``models`` on ``dataset`` in ONE pass over its images.
 
@@ -245,7 +274,10 @@ def evaluate_models(
       ``MulticlassAccuracy(average="micro")`` in percent (top-5 only when the protocol
       has more than 5 classes).
     - When samples carry meta (SI-Score factors), adds per-factor-value rows.
-    - A corrupt image raises from the dataset (naming the file); nothing is skipped.
+    - An image that does not decode is skipped for every model and logged (one line for
+      the dataset, with the count); ``unreadable``, when given, gets an
+      :class:`UnreadableImage` appended for each. ``num_images`` counts the readable
+      images; a dataset none of whose images decodes is a ``ValueError``.
 
     Returns the result rows (see module docstring), models in the order given.
     """
@@ -285,6 +317,7 @@ def evaluate_models(
     track_samples = bool(samples) and any(sample[2] for sample in samples)
     scorers = {name: _ModelScorer(protocol.num_classes, track_samples) for name in models}
     metas: list[dict[str, str]] = []
+    skipped: list[_Unreadable] = []
     for model in models.values():
         model.to(device).eval()
 
@@ -297,7 +330,11 @@ def evaluate_models(
     )
     started = time.perf_counter()
     with torch.inference_mode(), bar:
-        for batch_views, targets, batch_metas in loader:
+        for batch_views, targets, batch_metas, batch_unreadable in loader:
+            skipped.extend(batch_unreadable)
+            bar.update(len(batch_unreadable))
+            if len(targets) == 0:
+                continue
             inputs = [view.to(device, non_blocking=True) for view in batch_views]
             for model_name, model in models.items():
                 with torch.autocast(
@@ -312,6 +349,9 @@ def evaluate_models(
     if progress:
         rate = len(dataset) / max(elapsed, 1e-9)  # type: ignore[arg-type]
         tqdm.write(f"{dataset_name}: {len(dataset)} images in {elapsed:.1f} s ({rate:.1f} img/s)")  # type: ignore[arg-type]
+    report_unreadable(dataset_name, len(dataset), skipped)  # type: ignore[arg-type]
+    if unreadable is not None:
+        unreadable.extend(UnreadableImage(dataset_name, item.path, item.error) for item in skipped)
 
     rows: list[dict[str, Any]] = []
     for model_name, scorer in scorers.items():

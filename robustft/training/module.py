@@ -135,10 +135,33 @@ class RelevanceFinetuner(pl.LightningModule):
         data_classes = getattr(datamodule, "num_classes", None)
         outputs = getattr(self.model, "num_classes", None)
         if data_classes is not None and outputs is not None and data_classes > outputs:
+            if getattr(datamodule, "class_index", None) is not None:
+                raise ValueError(
+                    f"data.class_index lists {data_classes} classes but the model has {outputs} "
+                    "outputs: give the model's own class names in head order, or set "
+                    f"model.num_classes={data_classes}")
             raise ValueError(
                 f"the data has {data_classes} classes but the model has {outputs} outputs: set "
                 "model.num_classes to the number of class folders, or data.class_index to map "
                 "the folders onto the model's classes (e.g. data.class_index=imagenet)")
+        self._check_selection_labels(datamodule, outputs)
+
+    @staticmethod
+    def _check_selection_labels(datamodule: Any, outputs: int | None) -> None:
+        """Every selected label must index the model's outputs: a manifest's label column is
+        read as given, and an out-of-range label fails only inside the loss of some epoch."""
+        selection = getattr(datamodule, "selection", None)
+        if selection is None or outputs is None:
+            return
+        for record in [*selection.train, *selection.val]:
+            if not 0 <= record.label < outputs:
+                manifest = getattr(datamodule, "manifest", None)
+                source = (f"data.manifest: {manifest}" if manifest
+                          else f"data.root: {getattr(datamodule, 'root', '?')}")
+                raise ValueError(
+                    f"{source} gives label {record.label} (class {record.class_name!r}, "
+                    f"{record.image_path}) but the model has {outputs} outputs: labels must be "
+                    f"0..{outputs - 1} (model.num_classes, data.class_index)")
 
     def train(self, mode: bool = True):
         super().train(mode)

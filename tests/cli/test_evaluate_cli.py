@@ -15,6 +15,7 @@ from fixtures.eval_workspace import TINY_OVERRIDE, make_eval_workspace, models_c
 from hydra import compose, initialize_config_module
 
 import robustft.cli.evaluate as evaluate_cli
+from robustft.evaluation.protocols import imagenet_synsets
 from robustft.evaluation.report import read_results_csv
 
 
@@ -191,3 +192,25 @@ def test_custom_folder_dataset_from_the_command_line(workspace, tmp_path: Path) 
     assert {(r["dataset"], r["protocol"], r["num_images"]) for r in rows} == {
         ("own", "standard:3-way", bench.splits["shuffled"])
     }
+
+
+def test_unreadable_images_are_listed_in_the_run_directory(workspace, tmp_path: Path) -> None:
+    from fixtures.broken_files import truncate
+
+    data = tmp_path / "data"
+    written = miniature.make_wnid_folders(data / "imagenet" / "val", imagenet_synsets()[:3])
+    corrupt = miniature.write_corrupt_image(data / "imagenet" / "val" / imagenet_synsets()[0]
+                                            / "zz_corrupt.JPEG")
+    truncated = truncate(miniature.write_image(
+        data / "imagenet" / "val" / imagenet_synsets()[1] / "zz_truncated.JPEG", seed=3,
+        size=(64, 48)))
+    cfg = _cfg(workspace, tmp_path / "run", "only=imagenet-val", f"data_root={data}")
+    out = evaluate_cli.run_evaluation(cfg)
+    with (out / "unreadable_images.csv").open() as handle:
+        listed = list(csv.DictReader(handle))
+    assert sorted((row["dataset"], row["path"]) for row in listed) == [
+        ("imagenet-val", str(corrupt)), ("imagenet-val", str(truncated))]
+    assert all(row["error"] for row in listed)
+    rows = read_results_csv(out / "results.csv")
+    assert {int(row["num_images"]) for row in rows} == {len(written)}  # the readable ones
+    assert {row["model"] for row in rows} == {"baseline", "finetuned"}

@@ -188,3 +188,69 @@ def test_wrong_head_size_names_the_protocol(tmp_path: Path) -> None:
             num_workers=0,
             progress=False,
         )
+
+
+class ChannelMeans(nn.Module):
+    """Logits = the mean of each colour channel (3 classes), or their negation."""
+
+    def __init__(self, sign: float = 1.0) -> None:
+        super().__init__()
+        self.sign = sign
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sign * x.mean(dim=(2, 3))
+
+
+def _broken_split(tmp_path: Path):
+    """The generated benchmark's val split plus a corrupt PNG and a truncated JPEG."""
+    from fixtures.broken_files import truncate
+
+    bench = miniature.make_generated_benchmark(tmp_path / "bench", images_per_class=3)
+    folder = bench.root / "val" / bench.class_names[1]
+    corrupt = miniature.write_corrupt_image(folder / "val_corrupt.png")
+    truncated = truncate(miniature.write_image(folder / "val_truncated.jpg", seed=7,
+                                               size=(64, 48)))
+    return bench, {str(corrupt), str(truncated)}
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_unreadable_images_are_skipped_counted_and_listed(tmp_path: Path, num_workers) -> None:
+    import numpy as np
+    from PIL import ImageFile
+
+    bench, broken = _broken_split(tmp_path)
+    dataset = ImageFolderSplit(bench.root, "val", class_names=bench.class_names, name="val")
+    models = {"means": ChannelMeans(), "negated": ChannelMeans(-1.0)}
+    unreadable = []
+    rows = evaluate_models(models, dataset, transforms={m: T.ToTensor() for m in models},
+                           batch_size=2, num_workers=num_workers, progress=False,
+                           unreadable=unreadable)
+    assert {(u.dataset, u.path) for u in unreadable} == {("val", path) for path in broken}
+    assert all("truncated" in u.error for u in unreadable if u.path.endswith(".jpg"))
+    # manual count over the readable files, with numpy on the decoded pixels
+    readable = [(path, target) for path, target, _ in dataset.samples if str(path) not in broken]
+    assert len(readable) == len(dataset) - 2 == 9
+    for name, sign in (("means", 1.0), ("negated", -1.0)):
+        hits = sum(int(np.argmax(sign * np.asarray(Image.open(path).convert("RGB"), float)
+                                 .mean(axis=(0, 1)))) == target for path, target in readable)
+        assert _accuracy(rows, name, "top1") == (pytest.approx(100 * hits / 9), 9)
+    assert not ImageFile.LOAD_TRUNCATED_IMAGES  # a truncated file is never half grey
+
+
+def test_unreadable_images_get_one_log_line(tmp_path: Path, caplog) -> None:
+    bench, broken = _broken_split(tmp_path)
+    dataset = ImageFolderSplit(bench.root, "val", class_names=bench.class_names, name="val")
+    with caplog.at_level("WARNING"):
+        evaluate_models({"m": ChannelMeans()}, dataset, transforms={"m": T.ToTensor()},
+                        batch_size=4, num_workers=0, progress=False)
+    (record,) = [r for r in caplog.records if "unreadable" in r.getMessage()]
+    assert "val: 2 of 11 images are unreadable" in record.getMessage()
+
+
+def test_a_dataset_without_a_readable_image_is_an_error(tmp_path: Path) -> None:
+    for index, folder in enumerate("ab"):
+        miniature.write_corrupt_image(tmp_path / "broken" / "split" / folder / f"{index}.png")
+    dataset = ImageFolderSplit(tmp_path / "broken", "split", name="broken")
+    with pytest.raises(ValueError, match=r"'broken': none of its 2 images decodes, e\.g\. .*0\.png"):
+        evaluate_models({"m": ChannelMeans()}, dataset, transforms={"m": T.ToTensor()},
+                        batch_size=4, num_workers=0, progress=False)

@@ -154,3 +154,56 @@ def test_hyper_parameter_without_plain_form_is_named() -> None:
     with pytest.raises(TypeError, match=r"^model_config\.kwargs\.act_layer is a builtins\.type"):
         RelevanceFinetuner(tiny_vit("plain", img_size=(32, 32)),
                            model_spec={"kwargs": {"act_layer": torch.nn.GELU}})
+
+
+@pytest.mark.parametrize("bad_label", [5, 99, -1])
+def test_selected_label_outside_the_outputs_is_named_before_training(tmp_path, bad_label) -> None:
+    from types import SimpleNamespace
+
+    from fixtures.generic_layout import make_generic_layout
+
+    from robustft.data.datamodule import ImageMaskDataModule
+    from robustft.data.generic import scan_generic_layout, select_records, write_manifest
+
+    root = make_generic_layout(tmp_path / "pairs", num_classes=2, per_class=2)
+    selection = select_records(scan_generic_layout(root), train_per_class=None, val_per_class=None,
+                               class_fraction=1.0, seed=0)
+    manifest = write_manifest(selection, root, tmp_path / "selection.csv")
+    rows = manifest.read_text().splitlines()
+    rows[2] = rows[2].replace(",0,c0,", f",{bad_label},c0,")  # the second record's label
+    manifest.write_text("\n".join(rows) + "\n")
+    datamodule = ImageMaskDataModule(str(root), crop_size=32, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                     manifest=str(manifest))
+    datamodule.setup("fit")
+    module = RelevanceFinetuner(tiny_vit("plain", img_size=(32, 32), num_classes=5))
+    module._trainer = SimpleNamespace(datamodule=datamodule)  # on_fit_start reads only this
+    with pytest.raises(ValueError, match=rf"^data\.manifest: {manifest} gives label {bad_label} "
+                                         r"\(class 'c0', .*img1\.png\) but the model has 5 outputs"):
+        module.on_fit_start()
+    rows[2] = rows[2].replace(f",{bad_label},c0,", ",4,c0,")  # 4 < 5 outputs: fine
+    manifest.write_text("\n".join(rows) + "\n")
+    datamodule = ImageMaskDataModule(str(root), crop_size=32, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                     manifest=str(manifest))
+    datamodule.setup("fit")
+    module._trainer = SimpleNamespace(datamodule=datamodule)
+    module.on_fit_start()
+
+
+def test_class_index_longer_than_the_head_is_named(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from fixtures.generic_layout import make_generic_layout
+
+    from robustft.data.datamodule import ImageMaskDataModule
+
+    root = make_generic_layout(tmp_path / "pairs", num_classes=2, per_class=2)
+    index = tmp_path / "classes.txt"
+    index.write_text("c0\nc1\nother\n")  # 3 names: labels 0 and 1 fit, the head does not
+    datamodule = ImageMaskDataModule(str(root), crop_size=32, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                     class_index=str(index))
+    datamodule.setup("fit")
+    module = RelevanceFinetuner(tiny_vit("plain", img_size=(32, 32), num_classes=2))
+    module._trainer = SimpleNamespace(datamodule=datamodule)
+    with pytest.raises(ValueError, match=r"^data\.class_index lists 3 classes but the model has "
+                                         r"2 outputs"):
+        module.on_fit_start()

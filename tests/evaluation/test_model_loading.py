@@ -1,0 +1,57 @@
+"""Models of robustft-eval from config entries: a checkpoint or weights file that does not
+fit the entry's architecture is one line naming models.<label>, the file, the model and
+the first differing tensor with both shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from fixtures.broken_files import truncate
+
+from robustft.evaluation.model_loading import build_model_from_entry
+from robustft.models import create_model
+
+TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
+
+
+def _checkpoint(path, **kwargs):
+    model = create_model("vit_tiny_patch16_224", **kwargs)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "hyper_parameters": {"model_config": {"name": "vit_tiny_patch16_224",
+                                                      "kwargs": kwargs}}}, path)
+    return model
+
+
+def test_checkpoint_of_another_architecture_is_one_line(tmp_path):
+    path = tmp_path / "wide.ckpt"
+    wide = _checkpoint(path, **{**TINY, "embed_dim": 64})
+    model = create_model("vit_tiny_patch16_224", **TINY)
+    differ = [k for k, v in model.state_dict().items() if wide.state_dict()[k].shape != v.shape]
+    assert len(differ) > 10
+    with pytest.raises(ValueError) as error:
+        build_model_from_entry("ft", {"name": "vit_tiny_patch16_224", "checkpoint": str(path),
+                                      "kwargs": TINY})
+    message = str(error.value)
+    assert message.startswith(f"models.ft.checkpoint: {path} does not fit vit_tiny_patch16_224")
+    assert (f": {len(differ)} tensors differ, e.g. {differ[0]}: checkpoint "
+            f"{tuple(wide.state_dict()[differ[0]].shape)} vs model "
+            f"{tuple(model.state_dict()[differ[0]].shape)}") in message
+    assert "\n" not in message
+
+
+def test_checkpoint_that_fits_loads_exactly(tmp_path):
+    path = tmp_path / "fits.ckpt"
+    saved = _checkpoint(path, **TINY)
+    loaded = build_model_from_entry("ft", {"checkpoint": str(path)})
+    for key, value in saved.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_truncated_weights_file_names_the_label(tmp_path):
+    path = tmp_path / "vit.pth"
+    torch.save(create_model("vit_tiny_patch16_224", **TINY).state_dict(), path)
+    truncate(path)
+    with pytest.raises(ValueError, match=rf"^models\.baseline\.weights_file: {path} is not a "
+                                         r"readable PyTorch \(torch\.save\) file \(truncated\?\)"):
+        build_model_from_entry("baseline", {"name": "vit_tiny_patch16_224",
+                                            "weights_file": str(path), "kwargs": TINY})
