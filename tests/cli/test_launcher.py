@@ -17,6 +17,7 @@ import pytest
 from fixtures.generic_layout import make_generic_layout
 from hydra import compose, initialize_config_module
 from lightning_fabric.plugins.environments import SLURMEnvironment
+from lightning_utilities.core.rank_zero import rank_zero_only
 from omegaconf import OmegaConf
 
 TINY_MODEL = ["model.name=vit_tiny_patch16_224", "model.pretrained=false",
@@ -78,6 +79,8 @@ def test_ddp_trainer_takes_the_slurm_allocation(monkeypatch, tmp_path):
     for key in ("MASTER_ADDR", "MASTER_PORT"):  # Lightning sets them from SLURM: undone after
         monkeypatch.setenv(key, "")
         monkeypatch.delenv(key)
+    # and the process-wide rank behind every rank_zero_only (loggers): restored after
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     cfg = _compose("train", ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
                              f"paths.output_dir={tmp_path}"])
     assert cfg.trainer.num_nodes == 2
