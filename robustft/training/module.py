@@ -195,13 +195,21 @@ class RelevanceFinetuner(pl.LightningModule):
             accuracy = (out.logits.argmax(-1) == labels).float().mean()
             share = foreground_share(relevance.detach(), masks, ignore).mean()
         batch_size = images.shape[0]
-        self.log_dict({
+        values = {
             f"{stage}/loss": total, f"{stage}/seg": terms.segmentation,
             f"{stage}/bg": terms.background, f"{stage}/fg": terms.foreground,
             f"{stage}/cls": terms.classification, f"{stage}/acc": accuracy,
             f"{stage}/fg_share": share, **logged,
-        }, prog_bar=stage == "val", on_step=stage == "train", on_epoch=True,
-            batch_size=batch_size, sync_dist=stage == "val")
+        }
+        if stage == "train":
+            # Per step: this process's batch, as Lightning's `<name>_step` would be; syncing
+            # it would cost one all-reduce per metric and step under DDP for a noisy value.
+            self.log_dict({f"{name}_step": value for name, value in values.items()},
+                          on_step=True, on_epoch=False, batch_size=batch_size)
+        # Per epoch: the mean over every process's batches (sync_dist), as the validation
+        # metrics; unsynced it would be rank 0's share of the data alone.
+        self.log_dict(values, prog_bar=stage == "val", on_step=False, on_epoch=True,
+                      batch_size=batch_size, sync_dist=True)
         return total
 
     def _l2_sp(self) -> Tensor:
