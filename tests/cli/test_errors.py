@@ -322,7 +322,7 @@ def test_console_script_bad_training_image_is_one_line(tmp_path):
     completed = _console(
         "robustft-train", f"data.root={root}", f"paths.root_dir={tmp_path}", "trainer=cpu",
         "trainer.max_epochs=1", "data.num_workers=1", "data.class_fraction=1.0",
-        "~callbacks.progress_bar", "+trainer.enable_progress_bar=false", *TINY_MODEL,
+        "~callbacks.progress_bar", "trainer.enable_progress_bar=false", *TINY_MODEL,
         cwd=tmp_path)
     assert completed.returncode == 1, completed.stderr[-3000:]
     assert "Traceback" not in completed.stderr

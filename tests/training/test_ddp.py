@@ -31,7 +31,7 @@ SCRIPT = textwrap.dedent('''
             "model.name=vit_tiny_patch16_224", "model.pretrained=false", "model.num_classes=4",
             "++model.kwargs.img_size=32", "++model.kwargs.patch_size=8", "++model.kwargs.depth=2",
             "++model.kwargs.embed_dim=32", "++model.kwargs.num_heads=2", "trainer=cpu",
-            "trainer.devices=2", "+trainer.strategy=ddp", "trainer.max_epochs=2",
+            "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_epochs=2",
             "relevance.gradient_mode=second_order", "validate_best=false", "logger=csv"])
     result = train(cfg)
     rank = int(__import__("os").environ.get("LOCAL_RANK", 0))
