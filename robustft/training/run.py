@@ -20,6 +20,8 @@ from torch import nn
 from robustft.models import create_model, preprocessing_config
 from robustft.training.loggers import build_loggers
 from robustft.training.module import RelevanceFinetuner
+from robustft.training.resume import checkpoint_to_resume
+from robustft.training.seeding import SeedEveryTrainingBatch
 
 __all__ = [
     "TrainResult", "build_model", "build_datamodule", "build_finetuner", "checkpoint_paths", "train",
@@ -110,23 +112,43 @@ def checkpoint_paths(trainer: pl.Trainer) -> tuple[Path | None, Path | None]:
     return best, last
 
 
+def _data_config_to_resume(data_cfg: DictConfig) -> DictConfig:
+    """A resumed run trains on the files of the run it continues: its selection manifest,
+    when the run wrote one and ``data.manifest`` names none, is read back instead of
+    selecting again (so a changed ``data.*`` key cannot swap the training images mid-run)."""
+    manifest = data_cfg.get("manifest_out")
+    if data_cfg.get("manifest") or not manifest or not Path(manifest).is_file():
+        return data_cfg
+    log.info("resuming: reading the run's selection from %s (data.manifest)", manifest)
+    return OmegaConf.merge(data_cfg, {"manifest": manifest})
+
+
 def train(cfg: DictConfig) -> TrainResult:
-    """Fit the relevance fine-tuner described by ``cfg``; returns checkpoints and metrics."""
+    """Fit the relevance fine-tuner described by ``cfg``; returns checkpoints and metrics.
+
+    Resuming (``ckpt_path``) from a checkpoint at the end of an epoch gives the weights of
+    the uninterrupted run exactly: the batch order and augmentation are functions of (seed,
+    epoch, sample) (``robustft.data.samplers``) and module randomness of (seed, epoch,
+    batch) (``SeedEveryTrainingBatch``)."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ValueError(f"missing config value(s) {', '.join(missing)}: set them on the command "
                          f"line, e.g. {missing[0]}=...")
+    ckpt_path = checkpoint_to_resume(cfg.get("ckpt_path"), cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     model = build_model(cfg.model)
-    datamodule = build_datamodule(cfg.data, model)
+    data_cfg = cfg.data if ckpt_path is None else _data_config_to_resume(cfg.data)
+    datamodule = build_datamodule(data_cfg, model)
     module = build_finetuner(cfg, model)
-    callbacks = _instantiate_dict(cfg.get("callbacks"))
+    callbacks = [SeedEveryTrainingBatch(cfg.seed), *_instantiate_dict(cfg.get("callbacks"))]
     loggers = build_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks,
                                                   logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if ckpt_path is not None:
+        log.info("resuming from %s into %s", ckpt_path, cfg.paths.output_dir)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     best, last = checkpoint_paths(trainer)
     if cfg.get("validate_best") and best is not None and not trainer.fast_dev_run:

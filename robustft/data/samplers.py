@@ -1,0 +1,72 @@
+"""The training order and every augmentation draw as pure functions of (seed, epoch, sample),
+so that a run resumed at an epoch boundary sees exactly the batches and crops/flips of the
+run it continues.
+
+torch's global RNG, which a plain ``shuffle=True`` DataLoader and torchvision's random
+transforms draw from, is neither saved in Lightning checkpoints nor shared with DataLoader
+workers. Instead, ``EpochSeededSampler`` draws the epoch's permutation from a seed hashed
+from (seed, epoch) and hands every index to the dataset with its own augmentation seed,
+hashed from (seed, epoch, index). The keys travel with the indices to the workers, so this
+holds with persistent workers too, where a dataset attribute set in the main process after
+the workers started would never reach them.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+__all__ = ["EpochSeededSampler", "SampleKey", "derived_seed"]
+
+
+class SampleKey(NamedTuple):
+    """What the sampler yields: the dataset index and the seed of its augmentation draws."""
+
+    index: int
+    seed: int
+
+
+def derived_seed(stream: str, *values: int) -> int:
+    """A 63-bit seed hashed from a stream name and non-negative integers with numpy's
+    ``SeedSequence``: neighbouring inputs ((0, 1) and (1, 0), epoch 3 and 4) give unrelated
+    seeds. The name keeps streams apart: ``SeedSequence`` pads its input with zeros, so
+    (seed, epoch) and (seed, epoch, 0) alone would give the same seed."""
+    if any(value < 0 for value in values):
+        raise ValueError(f"seeds must be non-negative integers, got {values}")
+    entropy = [zlib.crc32(stream.encode()), *values]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+class EpochSeededSampler(Sampler[SampleKey]):
+    """Every index of a dataset of ``num_samples`` once per epoch, in a random order that is
+    a function of (``seed``, epoch) only, each with its augmentation seed.
+
+    Lightning calls ``set_epoch`` at the start of every training epoch (also when it wraps
+    this sampler for DDP, which shards the keys it yields). ``epoch`` is the epoch of the
+    first iteration: Lightning creates the first epoch's DataLoader iterator before it calls
+    ``set_epoch``, and with workers that iterator draws its first batches at once, so a run
+    resumed at epoch 3 would otherwise start with epoch 0's order and augmentation.
+    """
+
+    def __init__(self, num_samples: int, *, seed: int, epoch: int = 0) -> None:
+        if num_samples <= 0:
+            raise ValueError(f"EpochSeededSampler needs at least one sample, got {num_samples}")
+        if seed < 0:
+            raise ValueError(f"data.seed must be a non-negative integer, got {seed}")
+        self.num_samples, self.seed, self.epoch = num_samples, seed, epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[SampleKey]:
+        generator = torch.Generator().manual_seed(derived_seed("order", self.seed, self.epoch))
+        for index in torch.randperm(self.num_samples, generator=generator).tolist():
+            yield SampleKey(index, derived_seed("augmentation", self.seed, self.epoch, index))
