@@ -34,11 +34,11 @@ class SampleKey(NamedTuple):
 def derived_seed(stream: str, *values: int) -> int:
     """A 63-bit seed hashed from a stream name and non-negative integers with numpy's
     ``SeedSequence``: neighbouring inputs ((0, 1) and (1, 0), epoch 3 and 4) give unrelated
-    seeds. The name keeps streams apart: ``SeedSequence`` pads its input with zeros, so
-    (seed, epoch) and (seed, epoch, 0) alone would give the same seed."""
+    seeds. The name and the count keep streams apart: ``SeedSequence`` pads its input with
+    zeros, so (seed, epoch) and (seed, epoch, 0) alone would give the same seed."""
     if any(value < 0 for value in values):
         raise ValueError(f"seeds must be non-negative integers, got {values}")
-    entropy = [zlib.crc32(stream.encode()), *values]
+    entropy = [zlib.crc32(stream.encode()), len(values), *values]
     return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 

@@ -50,10 +50,10 @@ def checkpoint_to_resume(ckpt_path: str | Path | None, output_dir: str | Path) -
     if str(ckpt_path) == LAST:
         path = Path(output_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
         if not path.is_file():
+            # run_dir_to_resume found none, so this run got a new directory among the runs
             raise FileNotFoundError(
-                f"ckpt_path=last: no run to resume, {path} does not exist (ckpt_path=last resumes "
-                f"the newest run of the task with {CHECKPOINT_DIR}/{LAST_CHECKPOINT}; or give the "
-                "checkpoint file)")
+                f"ckpt_path=last: no run to resume, no {path.parent.parent.parent}/*/{CHECKPOINT_DIR}/"
+                f"{LAST_CHECKPOINT} exists (give the checkpoint file as ckpt_path instead)")
         return path
     path = Path(ckpt_path)
     if not path.is_file():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,9 +147,12 @@ def train(cfg: DictConfig) -> TrainResult:
                                                   logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    if ckpt_path is not None:
-        log.info("resuming from %s into %s", ckpt_path, cfg.paths.output_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    with warnings.catch_warnings():
+        if ckpt_path is not None:
+            log.info("resuming from %s into %s", ckpt_path, cfg.paths.output_dir)
+            # expected when continuing in the run's own directory
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* is not empty")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     best, last = checkpoint_paths(trainer)
     if cfg.get("validate_best") and best is not None and not trainer.fast_dev_run:

@@ -17,6 +17,8 @@ import torch
 from fixtures.generic_layout import make_generic_layout
 from hydra import compose, initialize_config_module
 
+from robustft.data.datamodule import ImageMaskDataModule
+from robustft.training.resume import run_dir_to_resume
 from robustft.training.run import train
 
 TESTS_DIR = Path(__file__).parents[1]
@@ -79,9 +81,11 @@ def uninterrupted(tmp_path_factory, data_root) -> dict:
     return load_checkpoint(run / "checkpoints" / "last.ckpt")
 
 
+# Each case runs robustft-train twice (~15 s each on 2 busy cores); one is in the default
+# suite: workers (against the reference's num_workers=0) and ckpt_path=last.
 @pytest.mark.parametrize(("num_workers", "resume_with"), [
-    (0, "path"),
     (2, "last"),
+    pytest.param(0, "path", marks=pytest.mark.slow),
     pytest.param(0, "last", marks=pytest.mark.slow),
     pytest.param(2, "path", marks=pytest.mark.slow),
 ])
@@ -107,6 +111,55 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_weights(tmp_path, data_root,
     # resumed part kept the original run's own Hydra config
     assert len(list((run / "csv").glob("version_*/metrics.csv"))) == 2
     assert "ckpt_path" not in (run / ".hydra" / "overrides.yaml").read_text()
+
+
+def _checkpoint(run: Path, name: str = "last.ckpt", mtime: float = 1e9) -> Path:
+    path = run / "checkpoints" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_run_dir_to_resume(tmp_path):
+    runs = tmp_path / "runs"
+    assert run_dir_to_resume(None, runs) is None
+    assert run_dir_to_resume("last", runs) is None  # no runs yet: a new run (train() reports)
+    # the run whose last.ckpt was written last, not the one started last (by name)
+    older, newer = runs / "2024-01-01_00-00-00", runs / "2024-01-02_00-00-00"
+    _checkpoint(older, mtime=2e9)
+    _checkpoint(newer, mtime=1e9)
+    (runs / "2024-01-03_00-00-00").mkdir()  # a run killed before its first checkpoint
+    assert run_dir_to_resume("last", runs) == older
+    best = _checkpoint(newer, "best-003.ckpt")
+    assert run_dir_to_resume(str(best), runs) == newer
+    outside = tmp_path / "downloaded.ckpt"
+    outside.write_bytes(b"")
+    assert run_dir_to_resume(str(outside), runs) is None  # not a run's checkpoint: a new run
+
+
+def _in_process_config(tmp_path, *overrides: str):
+    data_root = make_generic_layout(tmp_path / "pairs", num_classes=4, per_class=3, size=(36, 36))
+    with initialize_config_module("robustft.configs", version_base="1.3"):
+        return compose("train", overrides=[f"data.root={data_root}", "data.num_workers=0",
+                                           f"paths.output_dir={tmp_path / 'run'}", *RUN, *TINY_VIT,
+                                           *overrides])
+
+
+def test_resumed_run_trains_on_the_files_the_run_selected(tmp_path):
+    first = train(_in_process_config(tmp_path, "trainer.max_epochs=1"))
+    manifest = tmp_path / "run" / "selection_manifest.csv"
+    selected = manifest.read_text()
+    # data.seed=1 selects other classes than seed 0 (the run's)
+    other = ImageMaskDataModule(str(tmp_path / "pairs"), crop_size=32, mean=(0.0,) * 3,
+                                std=(1.0,) * 3, seed=1, train_per_class=None)
+    other.setup()
+    other.write_selection(str(tmp_path / "seed1.csv"))
+    assert (tmp_path / "seed1.csv").read_text() != selected
+    resumed = train(_in_process_config(tmp_path, "trainer.max_epochs=2", "data.seed=1",
+                                       f"ckpt_path={first.last_checkpoint}"))
+    assert load_checkpoint(resumed.last_checkpoint)["epoch"] == 1
+    assert manifest.read_text() == selected
 
 
 def test_resume_last_of_a_task_without_runs_is_one_clear_line(tmp_path):
