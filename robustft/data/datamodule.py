@@ -150,10 +150,13 @@ class ImageMaskDataModule(pl.LightningDataModule):
         dataset = ImageMaskDataset(records, transform, self.mask_decoder,
                                    cache_decoded=self.cache_decoded)
         sampler = None
-        if shuffle:
+        if shuffle and self.trainer is None:
+            sampler = EpochSeededSampler(dataset, seed=self.seed)
+        elif shuffle:
             # the epoch Lightning's fit loop will pass to set_epoch (restored on resume)
-            epoch = 0 if self.trainer is None else self.trainer.fit_loop.epoch_progress.current.processed
-            sampler = EpochSeededSampler(len(dataset), seed=self.seed, epoch=epoch)
+            sampler = EpochSeededSampler(
+                dataset, seed=self.seed, epoch=self.trainer.fit_loop.epoch_progress.current.processed,
+                num_replicas=self.trainer.world_size, rank=self.trainer.global_rank)
         return DataLoader(
             dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0, drop_last=False,

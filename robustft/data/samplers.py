@@ -13,13 +13,14 @@ the workers started would never reach them.
 
 from __future__ import annotations
 
+import math
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler
 
 __all__ = ["EpochSeededSampler", "SampleKey", "derived_seed"]
 
@@ -42,31 +43,35 @@ def derived_seed(stream: str, *values: int) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-class EpochSeededSampler(Sampler[SampleKey]):
-    """Every index of a dataset of ``num_samples`` once per epoch, in a random order that is
-    a function of (``seed``, epoch) only, each with its augmentation seed.
+class EpochSeededSampler(DistributedSampler):
+    """Every index of ``data_source`` once per epoch (this rank's share of them under DDP), in
+    a random order that is a function of (``seed``, epoch) only, each with its augmentation
+    seed.
 
-    Lightning calls ``set_epoch`` at the start of every training epoch (also when it wraps
-    this sampler for DDP, which shards the keys it yields). ``epoch`` is the epoch of the
-    first iteration: Lightning creates the first epoch's DataLoader iterator before it calls
-    ``set_epoch``, and with workers that iterator draws its first batches at once, so a run
-    resumed at epoch 3 would otherwise start with epoch 0's order and augmentation.
+    Lightning calls ``set_epoch`` at the start of every training epoch. ``epoch`` is the
+    epoch of the first iteration: Lightning creates the first epoch's DataLoader iterator
+    before it calls ``set_epoch``, and with workers that iterator draws its first batches at
+    once, so a run resumed at epoch 3 would otherwise start with epoch 0's order and
+    augmentation. It shards across ``num_replicas`` ranks itself, as ``DistributedSampler``
+    does (padding the epoch to a multiple of the ranks with its first indices): Lightning
+    keeps a ``DistributedSampler`` under DDP, where it would wrap any other sampler in one
+    whose own shuffle ignores the restored epoch in the same way.
     """
 
-    def __init__(self, num_samples: int, *, seed: int, epoch: int = 0) -> None:
-        if num_samples <= 0:
-            raise ValueError(f"EpochSeededSampler needs at least one sample, got {num_samples}")
+    def __init__(self, data_source: Sized, *, seed: int, epoch: int = 0, num_replicas: int = 1,
+                 rank: int = 0) -> None:
+        if len(data_source) == 0:
+            raise ValueError("EpochSeededSampler needs at least one sample")
         if seed < 0:
             raise ValueError(f"data.seed must be a non-negative integer, got {seed}")
-        self.num_samples, self.seed, self.epoch = num_samples, seed, epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_samples
+        super().__init__(data_source, num_replicas=num_replicas, rank=rank, shuffle=True,
+                         seed=seed, drop_last=False)
+        self.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[SampleKey]:
+        size = len(self.dataset)
         generator = torch.Generator().manual_seed(derived_seed("order", self.seed, self.epoch))
-        for index in torch.randperm(self.num_samples, generator=generator).tolist():
+        order = torch.randperm(size, generator=generator).tolist()
+        order = (order * math.ceil(self.total_size / size))[:self.total_size]
+        for index in order[self.rank:self.total_size:self.num_replicas]:
             yield SampleKey(index, derived_seed("augmentation", self.seed, self.epoch, index))

@@ -22,17 +22,17 @@ def keys(sampler: EpochSeededSampler, epoch: int) -> list[SampleKey]:
 
 
 def test_order_is_a_permutation_fixed_by_seed_and_epoch():
-    sampler = EpochSeededSampler(20, seed=3)
+    sampler = EpochSeededSampler(range(20), seed=3)
     epoch_2 = keys(sampler, 2)
     assert sorted(key.index for key in epoch_2) == list(range(20))
-    assert keys(EpochSeededSampler(20, seed=3), 2) == epoch_2
-    assert list(EpochSeededSampler(20, seed=3, epoch=2)) == epoch_2  # epoch given up front
+    assert keys(EpochSeededSampler(range(20), seed=3), 2) == epoch_2
+    assert list(EpochSeededSampler(range(20), seed=3, epoch=2)) == epoch_2  # epoch given up front
     assert [k.index for k in keys(sampler, 3)] != [k.index for k in epoch_2]
-    assert [k.index for k in keys(EpochSeededSampler(20, seed=4), 2)] != [k.index for k in epoch_2]
+    assert [k.index for k in keys(EpochSeededSampler(range(20), seed=4), 2)] != [k.index for k in epoch_2]
 
 
 def test_every_sample_and_epoch_gets_its_own_augmentation_seed():
-    sampler = EpochSeededSampler(50, seed=0)
+    sampler = EpochSeededSampler(range(50), seed=0)
     seeds = [key.seed for epoch in range(4) for key in keys(sampler, epoch)]
     assert len(set(seeds)) == len(seeds) == 200
 
@@ -45,7 +45,16 @@ def test_derived_seed_keeps_streams_and_lengths_apart():
     with pytest.raises(ValueError, match="non-negative"):
         derived_seed("order", -1)
     with pytest.raises(ValueError, match="data.seed"):
-        EpochSeededSampler(4, seed=-1)
+        EpochSeededSampler(range(4), seed=-1)
+
+
+def test_ranks_share_out_the_epoch_order():
+    alone = [key.index for key in keys(EpochSeededSampler(range(7), seed=1), 5)]
+    ranks = [keys(EpochSeededSampler(range(7), seed=1, num_replicas=2, rank=rank), 5)
+             for rank in (0, 1)]
+    assert [len(keys_) for keys_ in ranks] == [4, 4]  # padded with the first index
+    interleaved = [key.index for pair in zip(*ranks, strict=True) for key in pair]
+    assert interleaved == alone + alone[:1]
 
 
 def _dataset(tmp_path) -> ImageMaskDataset:
@@ -81,8 +90,8 @@ def _batches(dataset, sampler, epochs, num_workers):
 
 def test_persistent_workers_give_the_batches_of_the_main_process(tmp_path):
     dataset = _dataset(tmp_path)
-    in_main = _batches(dataset, EpochSeededSampler(len(dataset), seed=0), [0, 1, 2], 0)
-    in_workers = _batches(dataset, EpochSeededSampler(len(dataset), seed=0), [0, 1, 2], 2)
+    in_main = _batches(dataset, EpochSeededSampler(dataset, seed=0), [0, 1, 2], 0)
+    in_workers = _batches(dataset, EpochSeededSampler(dataset, seed=0), [0, 1, 2], 2)
     assert len(in_main) == len(in_workers) == 9
     assert all(torch.equal(a, b) for a, b in zip(in_main, in_workers, strict=True))
     assert not torch.equal(in_main[0], in_main[3])  # epochs differ
