@@ -111,6 +111,8 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_weights(tmp_path, data_root,
     # resumed part kept the original run's own Hydra config
     assert len(list((run / "csv").glob("version_*/metrics.csv"))) == 2
     assert "ckpt_path" not in (run / ".hydra" / "overrides.yaml").read_text()
+    (resumed_overrides,) = (run / ".hydra").glob("resumed_*/overrides.yaml")
+    assert f"ckpt_path={ckpt_path}" in resumed_overrides.read_text()
 
 
 def _checkpoint(run: Path, name: str = "last.ckpt", mtime: float = 1e9) -> Path:
