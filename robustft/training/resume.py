@@ -41,7 +41,7 @@ def run_dir_to_resume(ckpt_path: str | Path | None, runs_dir: str | Path) -> Pat
     return None
 
 
-def checkpoint_to_resume(ckpt_path: str | Path | None, output_dir: str | Path) -> Path | None:
+def checkpoint_to_resume(ckpt_path: str | Path | None, output_dir: str | Path) -> Path | str | None:
     """The checkpoint file to pass to ``Trainer.fit``: ``last`` is ``last.ckpt`` of this run's
     own directory (the one ``run_dir_to_resume`` chose). A missing file is an error: Lightning
     would start from scratch after a warning for ``last``."""
@@ -55,6 +55,8 @@ def checkpoint_to_resume(ckpt_path: str | Path | None, output_dir: str | Path) -
                 f"ckpt_path=last: no run to resume, no {path.parent.parent.parent}/*/{CHECKPOINT_DIR}/"
                 f"{LAST_CHECKPOINT} exists (give the checkpoint file as ckpt_path instead)")
         return path
+    if "://" in str(ckpt_path):
+        return str(ckpt_path)  # a remote checkpoint (s3://...) is Lightning's to read
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path: checkpoint file {path} not found")

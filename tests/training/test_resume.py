@@ -18,7 +18,7 @@ from fixtures.generic_layout import make_generic_layout
 from hydra import compose, initialize_config_module
 
 from robustft.data.datamodule import ImageMaskDataModule
-from robustft.training.resume import run_dir_to_resume
+from robustft.training.resume import checkpoint_to_resume, run_dir_to_resume
 from robustft.training.run import train
 
 TESTS_DIR = Path(__file__).parents[1]
@@ -138,6 +138,7 @@ def test_run_dir_to_resume(tmp_path):
     outside = tmp_path / "downloaded.ckpt"
     outside.write_bytes(b"")
     assert run_dir_to_resume(str(outside), runs) is None  # not a run's checkpoint: a new run
+    assert checkpoint_to_resume("s3://bucket/last.ckpt", runs) == "s3://bucket/last.ckpt"
 
 
 def _in_process_config(tmp_path, *overrides: str):
