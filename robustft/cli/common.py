@@ -10,8 +10,34 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from robustft.resources import usable_cpus
+from robustft.training.resume import run_dir_to_resume
 
 log = logging.getLogger(__name__)
+
+
+def _run_dir(ckpt_path: str | None, runs_dir: str, new_run_dir: str) -> str:
+    """``hydra.run.dir``: the directory of the run that ``ckpt_path`` resumes, else a new one."""
+    resumed = run_dir_to_resume(ckpt_path, runs_dir)
+    return new_run_dir if resumed is None else str(resumed)
+
+
+def _hydra_output_subdir(ckpt_path: str | None, runs_dir: str, stamp: str) -> str:
+    """``hydra.output_subdir``: a resumed run keeps the run's own ``.hydra/`` (its original
+    config and overrides) and writes its own beside them."""
+    return ".hydra" if run_dir_to_resume(ckpt_path, runs_dir) is None else f".hydra/resumed_{stamp}"
+
+
+def register_resolvers() -> None:
+    """The resolvers ``configs/hydra/default.yaml`` uses. Hydra resolves the run directory
+    while composing, before the task function runs, so they are registered on import of
+    this module, which every entry point imports before ``hydra.main`` runs."""
+    for name, resolver in (("robustft_run_dir", _run_dir),
+                           ("robustft_hydra_output_subdir", _hydra_output_subdir)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
+
+
+register_resolvers()
 
 
 def prepare_environment() -> None:

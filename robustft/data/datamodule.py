@@ -34,6 +34,7 @@ from robustft.data.pair_checks import (
     empty_mask_warning,
     write_empty_mask_list,
 )
+from robustft.data.samplers import EpochSeededSampler
 from robustft.data.transforms import crop_height_width, joint_eval_transform, joint_train_transform
 
 __all__ = ["ImageMaskDataModule", "ImageNetSDataModule"]
@@ -169,10 +170,21 @@ class ImageMaskDataModule(pl.LightningDataModule):
         return len(self.selection.class_names)
 
     def _loader(self, records, transform, shuffle: bool) -> DataLoader:
+        """``shuffle``: in an order and with augmentation draws that are functions of
+        (seed, epoch, sample) only (``EpochSeededSampler``), so a resumed run sees the same
+        batches as an uninterrupted one; otherwise in file order."""
+        dataset = ImageMaskDataset(records, transform, self.mask_decoder,
+                                   cache_decoded=self.cache_decoded)
+        sampler = None
+        if shuffle and self.trainer is None:
+            sampler = EpochSeededSampler(dataset, seed=self.seed)
+        elif shuffle:
+            # the epoch Lightning's fit loop will pass to set_epoch (restored on resume)
+            sampler = EpochSeededSampler(
+                dataset, seed=self.seed, epoch=self.trainer.fit_loop.epoch_progress.current.processed,
+                num_replicas=self.trainer.world_size, rank=self.trainer.global_rank)
         return DataLoader(
-            ImageMaskDataset(records, transform, self.mask_decoder,
-                             cache_decoded=self.cache_decoded),
-            batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0, drop_last=False,
         )
 

@@ -14,6 +14,7 @@ from torchvision.transforms import v2
 
 from robustft.data.generic import IGNORE_VALUE, ImageMaskRecord, decode_binary_mask
 from robustft.data.layout import CorruptImageError, load_rgb
+from robustft.data.samplers import SampleKey
 
 __all__ = ["ImageMaskDataset", "MaskDecoder"]
 
@@ -24,7 +25,12 @@ MaskDecoder = Callable[[Path], np.ndarray]
 
 class ImageMaskDataset(Dataset):
     """Yields ``{"image": (3, H, W) float, "mask": (H, W) float in {0, 1},
-    "ignore": (H, W) bool, "label": int}`` after a joint transform."""
+    "ignore": (H, W) bool, "label": int}`` after a joint transform.
+
+    Indexed by an int, the transform's random draws come from torch's global RNG; indexed
+    by a ``SampleKey`` (``EpochSeededSampler``), they come from the key's seed alone, so
+    the same key gives the same crop and flip in any process, epoch or resumed run.
+    """
 
     def __init__(self, records: Sequence[ImageMaskRecord], transform: v2.Transform,
                  mask_decoder: MaskDecoder = decode_binary_mask, *,
@@ -62,7 +68,8 @@ class ImageMaskDataset(Dataset):
             )
         return pixels, joint_mask
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+    def __getitem__(self, key: int | SampleKey) -> dict[str, torch.Tensor | int]:
+        index, augmentation_seed = (key.index, key.seed) if isinstance(key, SampleKey) else (key, None)
         record = self.records[index]
         if self._decoded is None:
             pixels, joint_mask = self._decode(index)
@@ -72,7 +79,14 @@ class ImageMaskDataset(Dataset):
             pixels, joint_mask = self._decoded[index]
         image_t = tv_tensors.Image(torch.from_numpy(pixels).permute(2, 0, 1))
         mask_t = tv_tensors.Mask(torch.from_numpy(joint_mask))
-        image_t, mask_t = self.transform(image_t, mask_t)
+        if augmentation_seed is None:
+            image_t, mask_t = self.transform(image_t, mask_t)
+        else:
+            # torchvision v2 draws from the global RNG: seed it for this sample only and
+            # leave the caller's stream (the main process's, when num_workers is 0) as it was
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(augmentation_seed)
+                image_t, mask_t = self.transform(image_t, mask_t)
         ignore = mask_t == IGNORE_VALUE
         return {
             "image": image_t.as_subclass(torch.Tensor),

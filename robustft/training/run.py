@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from robustft.model_spec import ModelSpec
 from robustft.models import preprocessing_config
 from robustft.training.loggers import build_loggers
 from robustft.training.module import RelevanceFinetuner
+from robustft.training.resume import checkpoint_to_resume
+from robustft.training.seeding import SeedEveryTrainingBatch
 
 __all__ = [
     "TrainResult", "model_spec", "build_model", "build_datamodule", "build_finetuner",
@@ -101,33 +104,54 @@ def checkpoint_paths(trainer: pl.Trainer) -> tuple[Path | None, Path | None]:
     return best, last
 
 
+def _data_config_to_resume(data_cfg: DictConfig) -> DictConfig:
+    """A resumed run trains on the files of the run it continues: its selection manifest,
+    when the run wrote one and ``data.manifest`` names none, is read back instead of
+    selecting again (so a changed ``data.*`` key cannot swap the training images mid-run)."""
+    manifest = data_cfg.get("manifest_out")
+    if data_cfg.get("manifest") or not manifest or not Path(manifest).is_file():
+        return data_cfg
+    log.info("resuming: reading the run's selection from %s (data.manifest)", manifest)
+    return OmegaConf.merge(data_cfg, {"manifest": manifest})
+
+
 def train(cfg: DictConfig) -> TrainResult:
-    """Fit the relevance fine-tuner described by ``cfg``; returns checkpoints and metrics."""
+    """Fit the relevance fine-tuner described by ``cfg``; returns checkpoints and metrics.
+
+    Resuming (``ckpt_path``) from a checkpoint at the end of an epoch gives the weights of
+    the uninterrupted run exactly: the batch order and augmentation are functions of (seed,
+    epoch, sample) (``robustft.data.samplers``) and module randomness of (seed, epoch,
+    batch) (``SeedEveryTrainingBatch``)."""
     check_config(cfg)
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ValueError(f"missing config value(s) {', '.join(missing)}: set them on the command "
                          f"line, e.g. {missing[0]}=...")
+    ckpt_path = checkpoint_to_resume(cfg.get("ckpt_path"), cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     model = build_model(cfg.model)
-    datamodule = build_datamodule(cfg.data, model)
+    data_cfg = cfg.data if ckpt_path is None else _data_config_to_resume(cfg.data)
+    datamodule = build_datamodule(data_cfg, model)
     module = build_finetuner(cfg, model)
-    callbacks = _instantiate_dict(cfg.get("callbacks"))
+    callbacks = [SeedEveryTrainingBatch(cfg.seed), *_instantiate_dict(cfg.get("callbacks"))]
     loggers = build_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks,
                                                   logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    ckpt_path = cfg.get("ckpt_path")
     local_file = (ckpt_path and str(ckpt_path) not in LIGHTNING_CKPT_KEYWORDS
                   and not str(ckpt_path).startswith("registry") and "://" not in str(ckpt_path))
     if local_file:
         # One line naming the file for a payload or a truncated file, before Lightning's own
         # load (whose errors are tracebacks); mapped, so the tensors are not read twice.
         load_checkpoint(ckpt_path, key="ckpt_path", mmap=True)
-    # weights_only=True explicitly: with None, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 in the
-    # environment would make torch unpickle anything.
-    with lightning_load_context():
+    with warnings.catch_warnings(), lightning_load_context():
+        if ckpt_path is not None:
+            log.info("resuming from %s into %s", ckpt_path, cfg.paths.output_dir)
+            # expected when continuing in the run's own directory
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* is not empty")
+        # weights_only=True explicitly: with None, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 in the
+        # environment would make torch unpickle anything.
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     best, last = checkpoint_paths(trainer)
