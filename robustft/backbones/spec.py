@@ -15,16 +15,35 @@ tag's weights from the Hugging Face hub; ``false`` = random initialisation).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from torch import nn
 
 from robustft.checkpoints import load_finetuned_weights
-from robustft.models import create_model
 
-__all__ = ["ModelSpec"]
+__all__ = ["ModelSpec", "register_family"]
+
+ModelBuilder = Callable[["ModelSpec"], nn.Module]
+_BUILDERS: dict[str, ModelBuilder] = {}
+
+
+def register_family(name: str, builder: ModelBuilder) -> None:
+    """Let ``ModelSpec(family=name)`` build its model (random or hub/file weights; a
+    ``checkpoint`` is loaded on top by :meth:`ModelSpec.build`) with ``builder``."""
+    _BUILDERS[name] = builder
+
+
+def _build_timm(spec: ModelSpec) -> nn.Module:
+    from robustft.backbones.timm import create_model
+
+    return create_model(spec.name, pretrained=spec.pretrained and not spec.weights_file
+                        and not spec.checkpoint, weights_file=None if spec.checkpoint
+                        else spec.weights_file, num_classes=spec.num_classes, **spec.kwargs)
+
+
+register_family("timm", _build_timm)
 
 
 @dataclass
@@ -33,9 +52,10 @@ class ModelSpec:
     ``pretrained`` (hub weights of the tag when no file is given), ``weights_file`` (local
     weights for timm's loader), ``checkpoint`` (a robustft ``.ckpt`` whose fine-tuned
     weights replace them), ``num_classes`` (None = the tag's) and ``kwargs`` (passed to
-    ``timm.create_model``, e.g. ``img_size``)."""
+    ``timm.create_model``, e.g. ``img_size``); ``family`` picks the builder."""
 
     name: str
+    family: str = "timm"  # which builder (register_family); the timm family by default
     pretrained: bool = True
     weights_file: str | None = None
     checkpoint: str | None = None
@@ -65,10 +85,10 @@ class ModelSpec:
     def build(self, *, key: str = "model") -> nn.Module:
         """The model, with its weights as described in the module docstring; ``key`` (the
         config key of this spec) names it in errors."""
+        if self.family not in _BUILDERS:
+            raise ValueError(f"{key}.family: unknown model family {self.family!r}; known: "
+                             f"{sorted(_BUILDERS)}")
+        model = _BUILDERS[self.family](self)
         if self.checkpoint:
-            model = create_model(self.name, pretrained=False, num_classes=self.num_classes,
-                                 **self.kwargs)
-            return load_finetuned_weights(model, self.checkpoint, key=f"{key}.checkpoint")
-        return create_model(self.name, pretrained=self.pretrained and not self.weights_file,
-                            weights_file=self.weights_file, num_classes=self.num_classes,
-                            **self.kwargs)
+            load_finetuned_weights(model, self.checkpoint, key=f"{key}.checkpoint")
+        return model

@@ -1,52 +1,41 @@
-"""timm models for robustft: creation from a name or a local weights file, the token
-layout the relevance rule needs, per-model preprocessing, and the frozen teacher.
+"""The timm family: creating a timm ViT (by name, tag, local weights file) and its
+:class:`~robustft.backbones.base.Backbone` adapter.
 
-Nothing here holds global state: a model is a plain ``nn.Module`` that DDP, checkpoint
-resume and ``copy.deepcopy`` handle as usual.
+Any timm ``VisionTransformer`` works: plain, distilled (DeiT), register-token and
+CLIP-tagged models; the prefix tokens never enter a relevance map.
+
+How attention is captured (the eager path): timm computes attention with fused
+scaled-dot-product attention, which never materialises the probabilities ``A``. For the
+duration of a capture the fused path is switched off in the model's blocks and a forward
+hook on ``attn.attn_drop`` records its output, which is ``A`` (dropout is 0 in every ViT
+recipe; with dropout active it is the dropped-out ``A`` the block really used); on exit the
+hooks are removed and each block's ``fused_attn`` flag restored. timm also offers
+``attn_layer=`` (an attention class passed into every block, as DINOv2 does), but only when
+a model is built: the hooks work on any timm ViT a user already holds, whatever built it,
+with its weights untouched. A fused path (q, k, v and the attention output, for a faster
+step) would use ``attn_layer``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import difflib
 import os
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import timm
-from torch import nn
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
 
+from robustft.backbones.base import Backbone, TokenLayout, register_backbone
 from robustft.state_dict_fit import mismatch_from_load_error
 
-__all__ = [
-    "TokenLayout",
-    "create_model",
-    "token_layout",
-    "preprocessing_config",
-    "frozen_copy",
-]
-
-
-@dataclass(frozen=True)
-class TokenLayout:
-    """Where things sit in a ViT's token sequence: ``num_prefix_tokens`` tokens (CLS first,
-    then a DeiT distillation token or register tokens) followed by the patch tokens of a
-    ``grid_size = (h, w)`` patch grid in row-major order."""
-
-    num_prefix_tokens: int
-    grid_size: tuple[int, int]
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid_size[0] * self.grid_size[1]
-
-    @property
-    def num_tokens(self) -> int:
-        return self.num_prefix_tokens + self.num_patches
+__all__ = ["TimmViT", "attention_blocks", "create_model", "timm_data_config", "token_layout"]
 
 
 def token_layout(model: nn.Module, image_size: tuple[int, int]) -> TokenLayout:
@@ -205,28 +194,107 @@ def create_model(
                       "model.pretrained=false for random weights).") from error
 
 
-def preprocessing_config(model: nn.Module, **overrides: Any) -> dict[str, Any]:
+def timm_data_config(model: nn.Module) -> dict[str, Any]:
     """The model's own preprocessing from its timm ``pretrained_cfg``: ``input_size``,
-    ``mean``, ``std``, ``crop_pct``, ``interpolation``. Keys given in ``overrides`` with a
-    value other than None replace the model's."""
+    ``mean``, ``std``, ``crop_pct``, ``interpolation``."""
     config = timm.data.resolve_data_config({}, model=model)
     patch_embed = getattr(model, "patch_embed", None)
     if patch_embed is not None and getattr(patch_embed, "img_size", None) is not None:
         # A model built with img_size=... keeps its tag's pretrained_cfg input_size; the
         # size it was built for is the truth.
         config["input_size"] = (config["input_size"][0], *patch_embed.img_size)
-    for key, value in overrides.items():
-        if value is not None:
-            if key not in config:
-                raise KeyError(f"unknown preprocessing key {key!r}; known: {sorted(config)}")
-            config[key] = tuple(value) if isinstance(value, (list, tuple)) else value
     return config
 
 
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` in eval mode with every parameter frozen: the teacher of
-    the ``kl_to_teacher`` classification term."""
-    teacher = copy.deepcopy(model).eval()
-    for parameter in teacher.parameters():
-        parameter.requires_grad_(False)
-    return teacher
+def attention_blocks(model: nn.Module) -> list[nn.Module]:
+    """The attention modules (``block.attn``) of a timm ViT, first block first; a
+    ``TypeError`` naming the model class when a block has no timm attention."""
+    blocks = getattr(model, "blocks", None)
+    if blocks is None or len(blocks) == 0:
+        raise TypeError(f"{type(model).__name__} has no `blocks`: robustft explains timm "
+                        "VisionTransformer-style models (model.blocks[i].attn)")
+    attns = []
+    for i, block in enumerate(blocks):
+        attn = getattr(block, "attn", None)
+        if attn is None or not hasattr(attn, "fused_attn") or not hasattr(attn, "attn_drop"):
+            raise TypeError(f"{type(model).__name__}.blocks[{i}] has no timm attention module "
+                            "with `fused_attn` and `attn_drop`; its attention cannot be captured")
+        attns.append(attn)
+    return attns
+
+
+class TimmViT(Backbone):
+    """A timm ``VisionTransformer`` as the method sees it."""
+
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        height, width = self.model.patch_embed.patch_size
+        return int(height), int(width)
+
+    @property
+    def num_classes(self) -> int | None:
+        return getattr(self.model, "num_classes", None)
+
+    def token_layout(self, image_size: tuple[int, int]) -> TokenLayout:
+        return token_layout(self.model, image_size)
+
+    def preprocessing(self) -> dict[str, Any]:
+        return timm_data_config(self.model)
+
+    @contextmanager
+    def capture_attention(self) -> Iterator[list[Tensor]]:
+        attns = attention_blocks(self.model)
+        captured: list[Tensor] = []
+
+        def record(_module: nn.Module, _inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
+            if torch.is_grad_enabled() and not output.requires_grad:
+                # A frozen model (no parameter requires grad) still needs d(score)/dA: make A
+                # a leaf of the graph so everything downstream of it is differentiable.
+                output = output.detach().requires_grad_()
+            captured.append(output)
+            return output
+
+        saved_flags = [attn.fused_attn for attn in attns]
+        handles = []
+        try:
+            for attn in attns:
+                attn.fused_attn = False
+                handles.append(attn.attn_drop.register_forward_hook(record))
+            yield captured
+        finally:
+            for handle in handles:
+                handle.remove()
+            for attn, flag in zip(attns, saved_flags):
+                attn.fused_attn = flag
+
+    @torch.no_grad()
+    def last_block_keys(self, images: Tensor) -> Tensor:
+        """Keys from a forward hook on the last block's fused ``attn.qkv``, split with
+        timm's layout ``reshape(B, N, 3, heads, head_dim)``."""
+        attn = attention_blocks(self.model)[-1]
+        qkv_layer, num_heads = getattr(attn, "qkv", None), getattr(attn, "num_heads", None)
+        if not isinstance(qkv_layer, nn.Module) or num_heads is None:
+            raise TypeError(f"{type(self.model).__name__}.blocks[-1].attn has no fused `qkv` "
+                            "projection with `num_heads` (timm's Attention layout)")
+        captured: list[Tensor] = []
+        handle = qkv_layer.register_forward_hook(lambda _m, _i, output: captured.append(output))
+        try:
+            self.model.forward_features(images)  # the head plays no part in the keys
+        finally:
+            handle.remove()
+        if len(captured) != 1:
+            raise RuntimeError(f"expected one call of the last block's qkv, got {len(captured)}")
+        batch, num_tokens, three_dim = captured[0].shape
+        head_dim = three_dim // (3 * int(num_heads))
+        keys = captured[0].reshape(batch, num_tokens, 3, int(num_heads), head_dim)[:, :, 1]
+        return keys.reshape(batch, num_tokens, int(num_heads) * head_dim)
+
+    def explain_token_count_mismatch(self, num_tokens: int, layout: TokenLayout) -> str:
+        if self.model.training and not isinstance(getattr(self.model, "patch_drop", None),
+                                                  nn.Identity):
+            return (" The model drops patch tokens in training mode (timm patch_drop_rate > 0):"
+                    " create it with patch_drop_rate=0 for relevance fine-tuning.")
+        return ""
+
+
+register_backbone(VisionTransformer, TimmViT)

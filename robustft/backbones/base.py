@@ -1,0 +1,141 @@
+"""What the method needs from a model, and nothing more.
+
+Relevance fine-tuning, evaluation and TokenCut use a model only through a
+:class:`Backbone`: its token layout (prefix tokens, patch grid), its preprocessing, the class
+scores to explain, each block's post-softmax attention kept in the autograd graph, and the
+last block's keys. A model family (timm today) implements these once in ``backbones/``;
+nothing outside this package reads ``model.blocks``, ``patch_embed`` or attention internals.
+
+The adapter is a light view of an ``nn.Module``, not a wrapper module: the trained object,
+its ``state_dict`` and so its checkpoints stay the family's own (a timm model's keys), and
+:func:`backbone_of` finds the adapter for any model of a registered family.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+
+__all__ = ["Backbone", "TokenLayout", "backbone_of", "frozen_copy", "preprocessing_config",
+           "register_backbone"]
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where things sit in a ViT's token sequence: ``num_prefix_tokens`` tokens (CLS first,
+    then a distillation token or register tokens) followed by the patch tokens of a
+    ``grid_size = (h, w)`` patch grid in row-major order."""
+
+    num_prefix_tokens: int
+    grid_size: tuple[int, int]
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size[0] * self.grid_size[1]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_prefix_tokens + self.num_patches
+
+
+class Backbone(ABC):
+    """The method's view of one model (see the module docstring)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    @property
+    @abstractmethod
+    def patch_size(self) -> tuple[int, int]:
+        """(height, width) of one patch in pixels."""
+
+    @property
+    @abstractmethod
+    def num_classes(self) -> int | None:
+        """Width of the class scores (None when the model has no classifier)."""
+
+    @abstractmethod
+    def token_layout(self, image_size: tuple[int, int]) -> TokenLayout:
+        """The token layout for inputs of spatial size ``(H, W)``; a ``ValueError`` naming
+        the size when the model cannot take it, or when there is no CLS token to read out."""
+
+    @abstractmethod
+    def preprocessing(self) -> dict[str, Any]:
+        """timm-style data config: ``input_size`` (C, H, W), ``mean``, ``std``,
+        ``crop_pct``, ``interpolation`` (and ``crop_mode`` where the family has one)."""
+
+    def class_scores(self, images: Tensor) -> Tensor:
+        """(B, num_classes) scores the relevance rule explains (logits by default)."""
+        return self.model(images)
+
+    @abstractmethod
+    def capture_attention(self) -> AbstractContextManager[list[Tensor]]:
+        """Context manager: a forward of :meth:`class_scores` inside it fills the yielded
+        list with one (B, heads, N, N) post-softmax attention per block, first block first,
+        in the autograd graph (a leaf requiring grad when the model is frozen)."""
+
+    @abstractmethod
+    def last_block_keys(self, images: Tensor) -> Tensor:
+        """(B, N, heads * head_dim) keys of the last block for every token (no grad)."""
+
+    def explain_token_count_mismatch(self, num_tokens: int, layout: TokenLayout) -> str:
+        """Why a forward attended over ``num_tokens`` instead of ``layout.num_tokens``;
+        families override it with what they know (e.g. patch dropout)."""
+        return ""
+
+
+_FAMILIES: list[tuple[type[nn.Module], Callable[[nn.Module], Backbone]]] = []
+
+
+def register_backbone(model_type: type[nn.Module],
+                      adapter: Callable[[nn.Module], Backbone]) -> None:
+    """Make :func:`backbone_of` wrap models of ``model_type`` (and subclasses) in
+    ``adapter``. Later registrations win, so a family can refine a more general one."""
+    _FAMILIES.insert(0, (model_type, adapter))
+
+
+def _families() -> Iterator[tuple[type[nn.Module], Callable[[nn.Module], Backbone]]]:
+    from robustft.backbones import timm as _timm  # noqa: F401 - registers the timm family
+
+    yield from _FAMILIES
+
+
+def backbone_of(model: nn.Module | Backbone) -> Backbone:
+    """The backbone adapter of ``model``; a ``TypeError`` naming its class when no family
+    explains it (the rollout needs one token sequence across blocks, so a hierarchical
+    model such as a Swin has none)."""
+    if isinstance(model, Backbone):
+        return model
+    for model_type, adapter in _families():
+        if isinstance(model, model_type):
+            return adapter(model)
+    raise TypeError(f"{type(model).__module__}.{type(model).__qualname__} is not a model robustft "
+                    "can explain: it needs a ViT with one token sequence (CLS + patches) through "
+                    "every block, such as a timm VisionTransformer")
+
+
+def preprocessing_config(model: nn.Module | Backbone, **overrides: Any) -> dict[str, Any]:
+    """The model's own preprocessing (:meth:`Backbone.preprocessing`); keys given in
+    ``overrides`` with a value other than None replace the model's."""
+    config = dict(backbone_of(model).preprocessing())
+    for key, value in overrides.items():
+        if value is not None:
+            if key not in config:
+                raise KeyError(f"unknown preprocessing key {key!r}; known: {sorted(config)}")
+            config[key] = tuple(value) if isinstance(value, (list, tuple)) else value
+    return config
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` in eval mode with every parameter frozen: the original
+    model of the ``kl_to_teacher`` term and the L2-SP starting point."""
+    original = copy.deepcopy(model).eval()
+    for parameter in original.parameters():
+        parameter.requires_grad_(False)
+    return original
