@@ -2,7 +2,8 @@
 
 The method reads top to bottom in three modules that import no Lightning or Hydra:
 ``robustft.relevance`` (the relevance rule), ``robustft.losses`` (the loss terms) and
-``robustft.models`` (timm models and their token layout). Everything else wraps them.
+``robustft.backbones`` (what the method needs from a model; the timm family).
+Everything else wraps them.
 """
 
 __version__ = "0.1.0"

@@ -28,7 +28,7 @@ from robustft.cli.demo import evaluate_before_after
 from robustft.cli.masks import run as run_masks
 from robustft.evaluation.model_loading import build_model_from_entry
 from robustft.evaluation.protocols import imagenet_synsets
-from robustft.models import create_model
+from robustft.backbones import create_model
 from robustft.training.run import train
 
 TINY_KWARGS = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from robustft.models import create_model, token_layout
+from robustft.backbones.timm import create_model, token_layout
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
 

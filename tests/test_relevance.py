@@ -92,7 +92,7 @@ def test_prefix_tokens_never_in_map(variant):
     robustft: mark every prefix token (CLS, distillation, registers) with a constant and
     zero the position embedding, then see where timm's sequence carries the patch
     embeddings."""
-    from robustft.models import token_layout
+    from robustft.backbones.timm import token_layout
 
     model = tiny_vit(variant)
     images = torch.randn(2, 3, 32, 32)
@@ -224,7 +224,7 @@ def test_bad_gradient_mode_and_input_size():
 
 
 def test_patch_dropout_in_training_mode_is_a_clear_error():
-    from robustft.models import create_model
+    from robustft.backbones import create_model
 
     model = create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32,
                          depth=1, num_heads=2, num_classes=3, patch_drop_rate=0.5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robustft.models import create_model
+from robustft.backbones import create_model
 
 
 def tiny_vit(variant: str = "plain", *, img_size=(32, 32), patch_size: int = 8,

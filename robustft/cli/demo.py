@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from robustft.backbones import backbone_of, preprocessing_config
 from robustft.checkpoints import load_finetuned_weights
 from robustft.cli.common import prepare_environment, prepare_generated_data
 from robustft.cli.errors import one_line_errors
@@ -34,7 +35,6 @@ from robustft.evaluation.relevance_stats import (
     replace_background,
 )
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
-from robustft.models import preprocessing_config
 from robustft.training.pretrain import pretrain_cached
 from robustft.training.run import build_datamodule, build_model, train
 
@@ -99,7 +99,7 @@ def evaluate_before_after(cfg: DictConfig, checkpoint: Path, output_dir: Path) -
         objects_only = replace_background(images, masks, fill=ev.background_fill,
                                           mean=config["mean"], std=config["std"])
         areas[split] = float(masks.mean())
-        coverage[split] = patch_coverage_share(masks, original.patch_embed.patch_size)
+        coverage[split] = patch_coverage_share(masks, backbone_of(original).patch_size)
         for name, model in models.items():
             shares[(name, split)] = mean_foreground_share(model, images, masks, labels)
             object_only_shares[(name, split)], object_only[(name, split)] = (

@@ -14,11 +14,11 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from robustft.backbones import ModelSpec
 from robustft.cli.errors import one_line_errors
 from robustft.config.checks import check_config
 from robustft.masks.bilateral import BilateralSolverParams
 from robustft.masks.generate import TokenCutSettings, generate_masks, load_mask_model
-from robustft.model_spec import ModelSpec
 from robustft.resources import resolve_num_workers
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ Each config group's YAML files start from one of these (``defaults: [base_<group
 so a wrong type or an unknown key is refused when the config is composed, with the key's
 full name (``trainer.max_epochs``, ``loss.lambda_bg``), before any model or data is built.
 The method's own settings are the method's dataclasses (``robustft.losses.LossConfig``,
-``robustft.relevance.RelevanceConfig``, ``robustft.model_spec.ModelSpec``); the Lightning
+``robustft.relevance.RelevanceConfig``, ``robustft.backbones.ModelSpec``); the Lightning
 Trainer's and the DataModules' schemas are read from their signatures
 (:mod:`robustft.config.signature`); the entry points' top-level keys are declared here.
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from robustft.backbones import ModelSpec
 from robustft.config.schemas import (
     GENERIC_DATA_SCHEMA,
     IMAGENET_S_DATA_SCHEMA,
@@ -23,7 +24,6 @@ from robustft.config.schemas import (
     TrainConfig,
 )
 from robustft.losses import LossConfig
-from robustft.model_spec import ModelSpec
 from robustft.relevance import RelevanceConfig
 
 __all__ = ["register_configs", "GROUP_SCHEMAS"]

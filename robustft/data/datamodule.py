@@ -58,7 +58,7 @@ class ImageMaskDataModule(pl.LightningDataModule):
     Args:
         root: dataset root (``<root>/images``, ``<root>/masks``).
         crop_size, mean, std: the model's input size and normalisation (see
-            ``robustft.models.preprocessing_config``).
+            ``robustft.backbones.preprocessing_config``).
         train_per_class / val_per_class / class_fraction / seed: the selection (None per
             class = all images).
         manifest: reuse an existing selection manifest instead of selecting.

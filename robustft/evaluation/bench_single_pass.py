@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from robustft.backbones import create_model
 from robustft.data.shifted import ImageFolderSplit
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
-from robustft.models import create_model
 
 PRESETS: dict[str, dict[str, int]] = {
     # decoding-dominated on a CPU: one block, narrow

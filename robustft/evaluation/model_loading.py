@@ -24,8 +24,8 @@ from typing import Any
 
 from torch import nn
 
+from robustft.backbones import create_model
 from robustft.checkpoints import finetuned_state_dict, load_checkpoint
-from robustft.models import create_model
 from robustft.state_dict_fit import compare_state_dicts
 
 __all__ = ["MODEL_ENTRY_KEYS", "build_model_from_entry"]

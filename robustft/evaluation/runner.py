@@ -42,6 +42,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
+from robustft.backbones import backbone_of, preprocessing_config
 from robustft.data.layout import CorruptImageError
 from robustft.evaluation.protocols import LabelProtocol, check_protocol_kind
 from robustft.evaluation.unreadable import UnreadableImage, report_unreadable
@@ -117,11 +118,10 @@ def build_eval_transforms(
     which is what lets :func:`evaluate_models` compute their input tensor once.
 
     ``protocol="standard"``: each model's own timm ``pretrained_cfg`` (via
-    ``robustft.models.preprocessing_config``; ``overrides`` such as ``crop_pct=...``
+    ``robustft.backbones.preprocessing_config``; ``overrides`` such as ``crop_pct=...``
     replace its keys). ``protocol="legacy"``: :func:`legacy_eval_transform` at each
     model's input size.
     """
-    from robustft.models import preprocessing_config
 
     kind = check_protocol_kind(protocol)
     shared: dict[Any, ImageTransform] = {}
@@ -340,7 +340,7 @@ def evaluate_models(
                 with torch.autocast(
                     device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
                 ):
-                    logits = model(inputs[view_of_model[model_name]])
+                    logits = backbone_of(model).class_scores(inputs[view_of_model[model_name]])
                 scorers[model_name].update(protocol.scores(logits.float()), targets)
             if track_samples:
                 metas.extend(batch_metas)

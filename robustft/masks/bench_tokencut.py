@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from robustft.backbones import create_model
 from robustft.data.synth import SynthConfig, generate_benchmark
 from robustft.masks.generate import (
     TokenCutSettings,
@@ -32,7 +33,6 @@ from robustft.masks.generate import (
     read_manifest,
 )
 from robustft.masks.tokencut import upsample_nearest
-from robustft.models import create_model
 from robustft.resources import usable_cpus
 
 RESULTS: list[dict] = []

@@ -49,7 +49,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from robustft.attention import attention_blocks
+from robustft.backbones import ModelSpec, backbone_of, preprocessing_config
 from robustft.data.layout import (
     IMAGE_EXTENSIONS,
     first_stem_clash,
@@ -65,8 +65,6 @@ from robustft.masks.tokencut import (
     graph_cut,
     upsample_nearest,
 )
-from robustft.model_spec import ModelSpec
-from robustft.models import preprocessing_config, token_layout
 from robustft.resources import resolve_device
 
 __all__ = [
@@ -239,10 +237,10 @@ def find_images(
 
 def load_mask_model(spec: ModelSpec) -> nn.Module:
     """The ViT whose keys TokenCut cuts, in eval mode (``spec.pretrained=False`` without a
-    weights file: random weights, for tests only). Checks early that the model has timm
-    attention blocks (``TypeError`` naming the model class)."""
+    weights file: random weights, for tests only). Checks early that a backbone family
+    explains the model (``TypeError`` naming the model class)."""
     model = spec.build()
-    attention_blocks(model)
+    backbone_of(model)
     return model.eval()
 
 
@@ -387,12 +385,12 @@ def generate_masks(
 
     Unreadable/corrupt images and images smaller than one patch are skipped and
     reported (manifest ``status=skipped`` with the reason, and a console warning naming
-    the file); a model without timm attention blocks raises ``TypeError`` before any work.
+    the file); a model no backbone family explains raises ``TypeError`` before any work.
     ``model_description`` (e.g. name and weights file) is recorded in the settings file;
     by default the model's timm ``pretrained_cfg`` name, which does not say whether its
     weights were loaded.
     """
-    attention_blocks(model)  # clear TypeError naming the model class, before any I/O
+    backbone = backbone_of(model)  # clear TypeError naming the model class, before any I/O
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not 0.0 <= settings.min_foreground_fraction < 1.0:
@@ -406,8 +404,8 @@ def generate_masks(
 
     preprocessing = preprocessing_config(model)
     input_size = tuple(int(s) for s in preprocessing["input_size"][1:])
-    grid_size = token_layout(model, input_size).grid_size
-    patch_size = tuple(int(p) for p in model.patch_embed.patch_size)
+    grid_size = backbone.token_layout(input_size).grid_size
+    patch_size = backbone.patch_size
     _write_settings(
         output_root / SETTINGS_NAME,
         model_description or _model_identity(model),

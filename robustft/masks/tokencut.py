@@ -1,11 +1,10 @@
 """TokenCut (Wang et al., CVPR 2022): an unsupervised foreground mask from a
 self-supervised ViT by a normalised cut on the patch graph.
 
-The stages, as specified in ``method.md`` section 4 and as TokenCut's public code does it:
+The stages, as specified in docs/method.md §4 and as TokenCut's public code does it:
 
-1. :func:`extract_patch_keys` — keys of the last block, read from ``attn.qkv`` with a
-   forward hook (timm layout ``(B, N, 3, heads, head_dim)``), heads concatenated, prefix
-   tokens (CLS, distillation, registers) dropped -> (B, P, D).
+1. :func:`extract_patch_keys` — keys of the last block (``Backbone.last_block_keys``), heads
+   concatenated, prefix tokens (CLS, distillation, registers) dropped -> (B, P, D).
 2. :func:`tokencut_affinity` — L2-normalised rows, cosine affinity ``F F^T``, binarised:
    1 where > tau, eps elsewhere.
 3. :func:`normalized_cut_eigenvector` — ``D = diag(row sums)``, the generalised
@@ -29,8 +28,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor, nn
 
-from robustft.attention import attention_blocks
-from robustft.models import token_layout
+from robustft.backbones import backbone_of
 
 __all__ = [
     "DEFAULT_EPS",
@@ -74,58 +72,26 @@ class GraphCut:
     seed: tuple[int, int]
 
 
-def _last_block_qkv(model: nn.Module) -> tuple[nn.Module, int]:
-    """The last block's ``attn.qkv`` linear layer and the number of heads."""
-    attn = attention_blocks(model)[-1]  # TypeError naming the class for non-ViTs
-    qkv = getattr(attn, "qkv", None)
-    num_heads = getattr(attn, "num_heads", None)
-    if not isinstance(qkv, nn.Module) or num_heads is None:
-        raise TypeError(
-            f"{type(model).__name__}.blocks[-1].attn has no fused `qkv` projection with "
-            "`num_heads`; TokenCut reads the keys from timm's Attention.qkv"
-        )
-    return qkv, int(num_heads)
-
-
 @torch.no_grad()
 def extract_patch_keys(model: nn.Module, pixels: Tensor) -> Tensor:
     """Keys of the last transformer block for the patch tokens, heads concatenated.
 
     ``pixels``: (B, 3, H, W), already normalised for the model. Returns (B, P, D) with
-    ``P = h * w`` patch tokens in row-major grid order and ``D = heads * head_dim``;
-    the prefix tokens (CLS, distillation, register tokens) are dropped.
-
-    The keys come from a forward hook on the last block's ``attn.qkv``, split with timm's
-    layout ``reshape(B, N, 3, heads, head_dim)`` — the same read-out as TokenCut's code.
-    Raises ``TypeError`` naming the model class for models without timm attention blocks.
+    ``P = h * w`` patch tokens in row-major grid order and ``D = heads * head_dim``; the
+    prefix tokens (CLS, distillation, register tokens) are dropped — the read-out of
+    TokenCut's code. Raises ``TypeError`` naming the model class for a model no backbone
+    family explains.
     """
-    qkv_layer, num_heads = _last_block_qkv(model)
-    layout = token_layout(model, (int(pixels.shape[-2]), int(pixels.shape[-1])))
-    captured: list[Tensor] = []
-
-    def record(_module: nn.Module, _inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        captured.append(output)
-
-    handle = qkv_layer.register_forward_hook(record)
-    try:
-        # forward_features: the head plays no part in the keys.
-        model.forward_features(pixels) if hasattr(model, "forward_features") else model(pixels)
-    finally:
-        handle.remove()
-    if len(captured) != 1:
-        raise RuntimeError(f"expected one call of the last block's qkv, got {len(captured)}")
-    qkv = captured[0]
-    batch, num_tokens, three_dim = qkv.shape
-    if num_tokens != layout.num_tokens:
+    backbone = backbone_of(model)
+    layout = backbone.token_layout((int(pixels.shape[-2]), int(pixels.shape[-1])))
+    keys = backbone.last_block_keys(pixels)
+    if keys.shape[1] != layout.num_tokens:
         raise RuntimeError(
-            f"{type(model).__name__}: qkv has {num_tokens} tokens, the token layout "
-            f"expects {layout.num_tokens} ({layout.num_prefix_tokens} prefix + grid "
+            f"{type(model).__name__}: the last block has {keys.shape[1]} tokens, the token "
+            f"layout expects {layout.num_tokens} ({layout.num_prefix_tokens} prefix + grid "
             f"{layout.grid_size})"
         )
-    head_dim = three_dim // (3 * num_heads)
-    keys = qkv.reshape(batch, num_tokens, 3, num_heads, head_dim)[:, :, 1]  # (B, N, H, d)
-    keys = keys.reshape(batch, num_tokens, num_heads * head_dim)
-    return keys[:, layout.num_prefix_tokens :]
+    return keys[:, layout.num_prefix_tokens:]
 
 
 def tokencut_affinity(
@@ -228,5 +194,5 @@ def tokencut_masks(
     one :class:`GraphCut` (patch-grid mask) per image. Upsample with
     :func:`upsample_nearest`."""
     keys = extract_patch_keys(model, pixels).float().cpu().numpy()
-    grid = token_layout(model, (int(pixels.shape[-2]), int(pixels.shape[-1]))).grid_size
+    grid = backbone_of(model).token_layout((int(pixels.shape[-2]), int(pixels.shape[-1]))).grid_size
     return [graph_cut(k, grid, tau=tau, eps=eps) for k in keys]

@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from robustft.backbones import backbone_of, frozen_copy
 from robustft.checkpoints import plain_data
 from robustft.losses import (
     LossConfig,
@@ -20,8 +21,7 @@ from robustft.losses import (
     l2_sp_penalty,
     relevance_loss,
 )
-from robustft.models import frozen_copy
-from robustft.relevance import RelevanceConfig, relevance_map, upsample_and_normalize
+from robustft.relevance import RelevanceConfig, check_trainable_method, upsample_and_normalize
 
 __all__ = ["RelevanceFinetuner", "adamw", "step_decay", "step_decay_scheduler"]
 
@@ -75,7 +75,7 @@ class RelevanceFinetuner(pl.LightningModule):
     """Relevance-guided fine-tuning of a timm ViT.
 
     Args:
-        model: the timm model to fine-tune (``robustft.model_spec.ModelSpec.build``).
+        model: the timm model to fine-tune (``robustft.backbones.ModelSpec.build``).
         loss: the loss terms and their weights (``robustft.losses.LossConfig``).
         relevance: how the map is computed (``robustft.relevance.RelevanceConfig``).
         optimizer: ``parameters -> Optimizer`` (e.g. a ``functools.partial`` of AdamW, as
@@ -126,14 +126,14 @@ class RelevanceFinetuner(pl.LightningModule):
         self.weights = loss.weights
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.model(images)
+        return backbone_of(self.model).class_scores(images)
 
     def on_fit_start(self) -> None:
         # Labels index the model's outputs: more data classes than outputs would fail deep
         # inside the loss (or, for label targets, explain other classes) without this check.
         datamodule = getattr(self.trainer, "datamodule", None)
         data_classes = getattr(datamodule, "num_classes", None)
-        outputs = getattr(self.model, "num_classes", None)
+        outputs = backbone_of(self.model).num_classes
         if data_classes is not None and outputs is not None and data_classes > outputs:
             if getattr(datamodule, "class_index", None) is not None:
                 raise ValueError(
@@ -173,13 +173,13 @@ class RelevanceFinetuner(pl.LightningModule):
         images, masks, ignore, labels = batch["image"], batch["mask"], batch["ignore"], batch["label"]
         loss, rel = self.loss_config, self.relevance_config
         target = labels if rel.target == "label" else None
-        out = relevance_map(self.model, images, target, gradient_mode=rel.gradient_mode,
-                            attention_backend=rel.backend)
+        method = check_trainable_method(rel.method)
+        out = method.compute(self.model, images, target, rel.gradient_mode)
         relevance = upsample_and_normalize(out.relevance, masks.shape[-2:])
         teacher_logits = None
         if loss.classification == "kl_to_teacher":  # the copy may exist for L2-SP alone
             with torch.no_grad():
-                teacher_logits = self.teacher(images)
+                teacher_logits = backbone_of(self.teacher).class_scores(images)
         terms = relevance_loss(relevance, masks, out.logits, classification=loss.classification,
                                weights=self.weights, temperature=loss.temperature, labels=labels,
                                teacher_logits=teacher_logits, ignore=ignore)
@@ -224,7 +224,7 @@ class RelevanceFinetuner(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         # Relevance needs gradients: the Trainer runs with inference_mode=False, and
-        # relevance_map enables grad itself; .detach() keeps validation from holding graphs.
+        # the relevance method enables grad itself; .detach() keeps validation from holding graphs.
         return self._step(batch, "val").detach()
 
     def configure_optimizers(self):

@@ -17,10 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
+from robustft.backbones import ModelSpec, preprocessing_config
 from robustft.checkpoints import lightning_load_context, load_checkpoint
 from robustft.config.checks import check_config, typed_group
-from robustft.model_spec import ModelSpec
-from robustft.models import preprocessing_config
 from robustft.training.loggers import build_loggers
 from robustft.training.module import RelevanceFinetuner
 from robustft.training.resume import checkpoint_to_resume

@@ -32,7 +32,7 @@ import robustft.cli.train as train_cli
 from robustft.cli.errors import fold_lines, one_line_errors, one_line_message
 from robustft.data.layout import CorruptImageError
 from robustft.evaluation.protocols import imagenet_synsets
-from robustft.models import create_model
+from robustft.backbones import create_model
 
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
 TINY_MODEL = ["model.name=vit_tiny_patch16_224", "model.pretrained=false",
@@ -160,7 +160,7 @@ def test_unknown_key_is_one_line(tmp_path, pairs, capsys, monkeypatch):
                        capsys, monkeypatch)
     message = _one_error_line(code, lines, "robustft-train")
     assert message.startswith("model.not_a_key: Key 'not_a_key' not in 'ModelSpec' (model takes: "
-                              "name, pretrained, weights_file, checkpoint, num_classes, kwargs)")
+                              "name, family, pretrained, weights_file, checkpoint, num_classes, kwargs)")
     assert "+model.not_a_key=1" in message
 
 

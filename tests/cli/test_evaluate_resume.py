@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 import robustft.cli.evaluate as evaluate_cli
 from robustft.evaluation.report import read_results_csv
 from robustft.evaluation.runner import RESULT_COLUMNS
-from robustft.models import create_model
+from robustft.backbones import create_model
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 from fixtures.broken_files import truncate
 
 from robustft.evaluation.model_loading import build_model_from_entry
-from robustft.models import create_model
+from robustft.backbones import create_model
 
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
 

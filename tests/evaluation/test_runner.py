@@ -15,7 +15,7 @@ from torchvision import transforms as T
 from robustft.data.shifted import ImageFolderSplit
 from robustft.evaluation.protocols import identity_protocol
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
-from robustft.models import create_model
+from robustft.backbones import create_model
 
 
 class CodedImages(torch.utils.data.Dataset):

@@ -29,7 +29,7 @@ from robustft.masks.generate import (
     kept_mask_pairs,
     read_manifest,
 )
-from robustft.models import create_model
+from robustft.backbones import create_model
 
 TINY_VIT = {"img_size": 64, "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2}
 

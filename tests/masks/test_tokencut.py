@@ -19,7 +19,7 @@ from robustft.masks.tokencut import (
     tokencut_masks,
     upsample_nearest,
 )
-from robustft.models import create_model
+from robustft.backbones import create_model
 
 
 def constructed_features(

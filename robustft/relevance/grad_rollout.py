@@ -1,0 +1,122 @@
+"""The relevance map: gradient-weighted attention rollout (Chefer et al., ICCV 2021), as
+used by "Optimizing Relevance Maps of Vision Transformers Improves Robustness".
+
+Read against docs/method.md §1:
+
+1. one forward pass, keeping every block's post-softmax attention ``A_l`` (B, H, N, N);
+2. score ``s = sum_b logit[b, target[b]]``;
+3. ``G_l = ds/dA_l`` for all blocks in ONE autograd call (samples are independent in a
+   ViT, so the batched sum gives every sample its own gradient);
+4. ``Abar_l = mean_heads(clamp(G_l * A_l, min=0))`` (B, N, N);
+5. rollout ``R = I; R = R + Abar_l @ R`` for l = 1..L, no row normalisation;
+6. read-out: the CLS row of ``R`` over the patch-token columns -> (B, h, w);
+7. :func:`upsample_and_normalize`: bilinear upsampling to the mask size and per-image
+   min-max normalisation (with an epsilon: a constant map gives 0, not NaN).
+
+Only the CLS row of ``R`` is needed, and ``R = (I + Abar_L) ... (I + Abar_1)``, so the
+rollout is evaluated as a row vector from the last block down, ``r <- r + r @ Abar_l``:
+O(L N^2) instead of the O(L N^3) of the full matrix product, with identical values.
+
+Gradient modes:
+- ``"detached"`` (the public code): ``G_l`` is a constant; a loss on the map reaches the
+  weights only through ``A_l``.
+- ``"second_order"`` (what the paper describes): ``create_graph=True``; the loss also
+  flows through ``G_l`` (a double backward).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from robustft.backbones import Backbone, TokenLayout, backbone_of
+from robustft.relevance.settings import GRADIENT_MODES, GradientMode, RelevanceOutput, widen
+
+__all__ = ["head_weighted_attention", "relevance_map", "rollout_cls_row"]
+
+
+def head_weighted_attention(attention: Tensor, gradient: Tensor) -> Tensor:
+    """Step 4: ``mean over heads of clamp(G * A, min=0)``: (B, H, N, N) -> (B, N, N)."""
+    return (gradient * attention).clamp(min=0).mean(dim=1)
+
+
+def rollout_cls_row(block_relevance: Sequence[Tensor], cls_index: int = 0) -> Tensor:
+    """Steps 5-6 without the column selection: the ``cls_index`` row of
+    ``R = (I + Abar_L) ... (I + Abar_1)`` for per-block maps ``Abar_l`` (B, N, N), first
+    block first. Returns (B, N)."""
+    batch, num_tokens, _ = block_relevance[0].shape
+    row = torch.zeros(batch, 1, num_tokens, dtype=block_relevance[0].dtype,
+                      device=block_relevance[0].device)
+    row[:, 0, cls_index] = 1.0
+    for abar in reversed(block_relevance):
+        row = row + row @ abar
+    return row[:, 0]
+
+
+def relevance_map(
+    model: nn.Module | Backbone,
+    images: Tensor,
+    target: Tensor | None = None,
+    gradient_mode: GradientMode | str = GradientMode.detached,
+) -> RelevanceOutput:
+    """Relevance of the CLS token over the patch grid for ``target`` classes.
+
+    Args:
+        model: a model of a backbone family (``robustft.backbones``: any timm
+            VisionTransformer, distilled and register-token ones too; the prefix tokens never
+            appear in the map), or its :class:`~robustft.backbones.Backbone`. It is not
+            modified: attention is captured only for the duration of the forward.
+        images: (B, 3, H, W) normalised input.
+        target: (B,) classes to explain; ``None`` explains the argmax of the class scores.
+        gradient_mode: ``"detached"`` or ``"second_order"`` (see module docstring).
+
+    Returns:
+        :class:`RelevanceOutput` with the raw (B, h, w) map and the forward's class scores.
+        The map is differentiable w.r.t. the model's parameters (through ``A_l``, and in
+        second-order mode through ``G_l`` too).
+    """
+    if gradient_mode not in GRADIENT_MODES:
+        raise ValueError(f"gradient_mode must be one of {GRADIENT_MODES}, got {gradient_mode!r}")
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("relevance_map needs autograd, but inference mode is on "
+                           "(torch.inference_mode(); in Lightning set trainer.inference_mode=false)")
+    backbone = backbone_of(model)
+    layout = backbone.token_layout((images.shape[-2], images.shape[-1]))
+    with torch.enable_grad():
+        with backbone.capture_attention() as attentions:
+            logits = backbone.class_scores(images)
+        if len(attentions) == 0:
+            raise RuntimeError(f"no attention was captured from {type(backbone.model).__name__}")
+        _check_token_count(attentions[0].shape[-1], layout, backbone)
+        if target is None:
+            target = logits.argmax(dim=-1)
+        target = target.to(device=logits.device, dtype=torch.long)
+        score = logits.gather(1, target[:, None]).sum()
+        gradients = torch.autograd.grad(
+            score,
+            list(attentions),
+            retain_graph=True,
+            create_graph=gradient_mode == "second_order",
+        )
+        # float32 rollout even under fp16/bf16 autocast: the per-block maps are small next to
+        # the identity, and half precision would round them away (and underflow eps).
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            block_relevance = [head_weighted_attention(widen(a), widen(g))
+                               for a, g in zip(attentions, gradients)]
+            cls_row = rollout_cls_row(block_relevance, cls_index=0)
+    patches = cls_row[:, layout.num_prefix_tokens:]
+    relevance = patches.reshape(images.shape[0], *layout.grid_size)
+    return RelevanceOutput(relevance=relevance, logits=logits, target=target)
+
+
+def _check_token_count(num_tokens: int, layout: TokenLayout, backbone: Backbone) -> None:
+    """The map needs one token per patch (a family's patch dropout, for one, removes some,
+    which would scramble the grid)."""
+    expected = layout.num_tokens
+    if num_tokens != expected:
+        hint = backbone.explain_token_count_mismatch(num_tokens, layout)
+        raise ValueError(f"{type(backbone.model).__name__} attended over {num_tokens} tokens, "
+                         f"but a {layout.grid_size[0]}x{layout.grid_size[1]} patch grid with "
+                         f"{layout.num_prefix_tokens} prefix tokens has {expected}.{hint}")

@@ -1,0 +1,77 @@
+"""The options of a relevance computation, the result type of a relevance method, and the
+map post-processing every method shares (docs/method.md §1, step 7)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["ExplainedClass", "GradientMode", "RelevanceBackend", "RelevanceOutput",
+           "upsample_and_normalize"]
+
+
+class GradientMode(StrEnum):
+    """How a loss on the map reaches the weights: ``detached`` (the gradients weighting the
+    attention are constants, as in the public code) or ``second_order`` (the loss also flows
+    through them: a double backward)."""
+
+    detached = "detached"
+    second_order = "second_order"
+
+
+class ExplainedClass(StrEnum):
+    """Which class the map explains while fine-tuning: the ground-truth ``label`` (the
+    public code) or the model's ``predicted`` class."""
+
+    label = "label"
+    predicted = "predicted"
+
+
+class RelevanceBackend(StrEnum):
+    """How the attention reaches the rule: ``eager`` = the backbone's materialised
+    post-softmax attention in the autograd graph (``Backbone.capture_attention``)."""
+
+    eager = "eager"
+
+
+GRADIENT_MODES: tuple[str, ...] = tuple(mode.value for mode in GradientMode)
+
+
+@dataclass
+class RelevanceOutput:
+    """Result of a relevance method.
+
+    relevance: (B, h, w) raw relevance over the patch grid.
+    logits:    (B, num_classes) class scores of the same forward pass (training needs no second).
+    target:    (B,) the classes that were explained.
+    """
+
+    relevance: Tensor
+    logits: Tensor
+    target: Tensor
+
+
+def widen(tensor: Tensor) -> Tensor:
+    """Half-precision tensors as float32; float32/float64 unchanged."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
+def upsample_and_normalize(
+    relevance: Tensor, size: tuple[int, int], eps: float = 1e-8
+) -> Tensor:
+    """Step 7: bilinear upsampling of a (B, h, w) map to ``size`` and per-image min-max
+    normalisation to [0, 1]. The range is clamped below at ``eps``, so a constant map
+    becomes all zeros instead of NaN (the public code divides by zero there). Half-precision
+    maps are normalised in float32, where ``eps`` does not underflow."""
+    relevance = widen(relevance)
+    upsampled = F.interpolate(
+        relevance[:, None], size=size, mode="bilinear", align_corners=False
+    )[:, 0]
+    flat = upsampled.flatten(1)
+    low = flat.min(dim=1).values[:, None, None]
+    high = flat.max(dim=1).values[:, None, None]
+    return (upsampled - low) / (high - low).clamp_min(eps)
