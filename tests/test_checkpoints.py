@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 import robustft.cli.evaluate as evaluate_cli
 import robustft.training.run as run_module
+from robustft.backbones import create_model
 from robustft.checkpoints import (
     load_checkpoint,
     load_finetuned_weights,
@@ -27,8 +28,7 @@ from robustft.checkpoints import (
 from robustft.cli.demo import evaluate_before_after
 from robustft.cli.masks import run as run_masks
 from robustft.evaluation.model_loading import build_model_from_entry
-from robustft.evaluation.protocols import imagenet_synsets
-from robustft.backbones import create_model
+from robustft.labels import imagenet_synsets
 from robustft.training.run import train
 
 TINY_KWARGS = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
@@ -174,7 +174,8 @@ def test_robustft_checkpoint_is_plain_data(clean_checkpoint):
     assert torch.serialization.get_unsafe_globals_in_checkpoint(str(clean_checkpoint)) == []
     checkpoint = load_checkpoint(clean_checkpoint)
     assert checkpoint["hyper_parameters"]["model_config"] == {
-        "name": "vit_tiny_patch16_224", "pretrained": False, "weights_file": None, "checkpoint": None,
+        "name": "vit_tiny_patch16_224", "family": "timm", "pretrained": False, "weights_file": None,
+        "checkpoint": None,
         "num_classes": 4, "kwargs": TINY_KWARGS}
     assert any(key.startswith("teacher.") for key in checkpoint["state_dict"])
 

@@ -107,9 +107,9 @@ def _families() -> Iterator[tuple[type[nn.Module], Callable[[nn.Module], Backbon
 
 
 def backbone_of(model: nn.Module | Backbone) -> Backbone:
-    """The backbone adapter of ``model``; a ``TypeError`` naming its class when no family
-    explains it (the rollout needs one token sequence across blocks, so a hierarchical
-    model such as a Swin has none)."""
+    """The backbone adapter of ``model``: the most recently registered family whose type it
+    is. Any ``nn.Module`` has one (``ImageClassifier``: class scores and preprocessing, for
+    evaluation); only a ViT family's explains it. A non-module is a ``TypeError``."""
     if isinstance(model, Backbone):
         return model
     for model_type, adapter in _families():

@@ -35,7 +35,8 @@ from torch import Tensor, nn
 from robustft.backbones.base import Backbone, TokenLayout, register_backbone
 from robustft.state_dict_fit import mismatch_from_load_error
 
-__all__ = ["TimmViT", "attention_blocks", "create_model", "timm_data_config", "token_layout"]
+__all__ = ["ImageClassifier", "TimmViT", "attention_blocks", "create_model", "timm_data_config",
+           "token_layout"]
 
 
 def token_layout(model: nn.Module, image_size: tuple[int, int]) -> TokenLayout:
@@ -297,4 +298,40 @@ class TimmViT(Backbone):
         return ""
 
 
+class ImageClassifier(Backbone):
+    """Any other image classifier (a timm ResNet, a hand-made model): its class scores and
+    its timm preprocessing (timm's defaults when it has no ``pretrained_cfg``), so that
+    ``robustft-eval`` scores it; it has no token sequence to explain, so every relevance
+    step refuses it with one line naming its class."""
+
+    def _refuse(self) -> TypeError:
+        kind = type(self.model)
+        return TypeError(f"{kind.__module__}.{kind.__qualname__} is not a model robustft can "
+                         "explain: the rollout needs one token sequence (CLS + patches) "
+                         "through every block, as in a timm VisionTransformer (a hierarchical "
+                         "model such as a Swin has none)")
+
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        raise self._refuse()
+
+    @property
+    def num_classes(self) -> int | None:
+        return getattr(self.model, "num_classes", None)
+
+    def token_layout(self, image_size: tuple[int, int]) -> TokenLayout:
+        raise self._refuse()
+
+    def preprocessing(self) -> dict[str, Any]:
+        return timm_data_config(self.model)
+
+    def capture_attention(self):
+        raise self._refuse()
+
+    def last_block_keys(self, images: Tensor) -> Tensor:
+        raise self._refuse()
+
+
+# The general fallback first: later registrations are tried first (register_backbone).
+register_backbone(nn.Module, ImageClassifier)
 register_backbone(VisionTransformer, TimmViT)

@@ -51,7 +51,6 @@ from robustft.evaluation.fingerprint import (
     save_fingerprints,
 )
 from robustft.evaluation.model_loading import build_model_from_entry
-from robustft.evaluation.protocols import check_protocol_kind
 from robustft.evaluation.report import (
     CSV_NAME,
     read_results_csv,
@@ -66,6 +65,7 @@ from robustft.evaluation.unreadable import (
     UnreadableImage,
     write_unreadable_images,
 )
+from robustft.labels import check_protocol_kind
 from robustft.resources import resolve_device, resolve_num_workers
 
 __all__ = ["main", "run_evaluation"]

@@ -27,6 +27,7 @@ from robustft.data.generic import (
     select_records,
     write_manifest,
 )
+from robustft.data.mask_manifest import kept_mask_pairs
 from robustft.data.pair_checks import (
     EmptyMaskPolicy,
     check_empty_mask_policy,
@@ -44,8 +45,6 @@ log = logging.getLogger(__name__)
 def kept_mask_pairs_under(mask_manifest: str) -> list[tuple[str, str]]:
     """(image, mask) relative paths a TokenCut manifest kept; the manifest's folder is the
     masks' output_dir."""
-    from robustft.masks.generate import kept_mask_pairs
-
     path = Path(mask_manifest)
     if not path.is_file():
         raise FileNotFoundError(f"TokenCut manifest not found: {path} (data.mask_manifest)")
@@ -226,7 +225,7 @@ class ImageNetSDataModule(ImageMaskDataModule):
 
     def select(self) -> Selection:
         from robustft.data.imagenet import make_paper_split, read_split_manifest
-        from robustft.evaluation.protocols import imagenet_synsets
+        from robustft.labels import imagenet_synsets
 
         if self.manifest:
             split = read_split_manifest(self.manifest, self.imagenet_root, self.imagenet_s_root)

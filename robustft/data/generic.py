@@ -77,7 +77,7 @@ def read_class_index(spec: str) -> list[str]:
     """The model's class names in head order: ``"imagenet"`` (timm's ImageNet-1k wnids) or a
     text file with one name per line (``data.class_index``)."""
     if spec == "imagenet":
-        from robustft.evaluation.protocols import imagenet_synsets
+        from robustft.labels import imagenet_synsets
 
         return imagenet_synsets()
     path = Path(spec)

@@ -39,7 +39,7 @@ from robustft.data.layout import (
     list_images,
     resolve_inside,
 )
-from robustft.evaluation.protocols import imagenet_synsets
+from robustft.labels import imagenet_synsets
 
 __all__ = [
     "BACKGROUND_ID",

@@ -34,7 +34,7 @@ from robustft.data.layout import (
     list_images,
 )
 from robustft.data.shifted import EvalImageDataset, Sample
-from robustft.evaluation.protocols import (
+from robustft.labels import (
     IMAGENET_NUM_CLASSES,
     check_protocol_kind,
     legacy_protocol,

@@ -43,7 +43,7 @@ from robustft.data.layout import (
     load_rgb,
     resolve_inside,
 )
-from robustft.evaluation.protocols import (
+from robustft.labels import (
     IMAGENET_NUM_CLASSES,
     LabelProtocol,
     check_protocol_kind,

@@ -30,7 +30,7 @@ from robustft.data.layout import (
     load_rgb,
 )
 from robustft.data.manifests import DataManifest, load_manifest
-from robustft.evaluation.protocols import imagenet_synsets, timm_subset_info
+from robustft.labels import imagenet_synsets, timm_subset_info
 
 __all__ = ["VerifyReport", "exit_code", "format_report", "verify_dataset"]
 

@@ -8,7 +8,7 @@ every model on the batch.
 
 The dataset interface (see ``robustft.data.shifted``): ``dataset[i]`` returns
 ``(PIL.Image RGB, target: int, meta: dict[str, str])``; ``dataset.name`` and
-``dataset.protocol`` (a :class:`~robustft.evaluation.protocols.LabelProtocol`) exist.
+``dataset.protocol`` (a :class:`~robustft.labels.LabelProtocol`) exist.
 
 Rows returned (one per model x dataset x metric, plus one per factor value when samples
 carry meta)::
@@ -44,8 +44,8 @@ from tqdm.auto import tqdm
 
 from robustft.backbones import backbone_of, preprocessing_config
 from robustft.data.layout import CorruptImageError
-from robustft.evaluation.protocols import LabelProtocol, check_protocol_kind
 from robustft.evaluation.unreadable import UnreadableImage, report_unreadable
+from robustft.labels import LabelProtocol, check_protocol_kind
 
 __all__ = [
     "RESULT_COLUMNS",

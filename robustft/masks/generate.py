@@ -56,6 +56,13 @@ from robustft.data.layout import (
     list_class_folders,
     list_images,
 )
+from robustft.data.mask_manifest import (
+    MANIFEST_FIELDS,
+    MANIFEST_NAME,
+    ManifestRow,
+    kept_mask_pairs,
+    read_manifest,
+)
 from robustft.masks.bilateral import BilateralSolverParams, refine_mask
 from robustft.masks.tokencut import (
     DEFAULT_EPS,
@@ -84,20 +91,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "tokencut_manifest.csv"
 SETTINGS_NAME = "tokencut_settings.json"
-MANIFEST_FIELDS = (
-    "image",  # path relative to input_dir (posix)
-    "mask",  # path relative to output_dir (posix); empty when skipped
-    "class_name",
-    "width",  # the image's own size (the mask's size)
-    "height",
-    "foreground_fraction",  # foreground pixels / all pixels of the final mask
-    "kept",  # True/False by the minimum-foreground filter; empty when skipped
-    "refined",  # True/False: bilateral-solver refinement applied; empty = unknown/skipped
-    "status",  # written | resumed | skipped
-    "reason",  # why skipped, or why not kept
-)
 # How often the manifest is rewritten during a run, so an interrupted run keeps its rows.
 _MANIFEST_FLUSH_SECONDS = 30.0
 
@@ -125,52 +119,6 @@ class TokenCutSettings:
     # TokenCut inverts a refined mask whose IoU with the coarse one is < 0.5; "coarse"
     # falls back to the coarse mask instead.
     refine_low_iou: str = "invert"
-
-
-@dataclass
-class ManifestRow:
-    image: str
-    mask: str = ""
-    class_name: str = ""
-    width: int | None = None
-    height: int | None = None
-    foreground_fraction: float | None = None
-    kept: bool | None = None
-    refined: bool | None = None
-    status: str = ""
-    reason: str = ""
-
-    def to_csv(self) -> dict[str, str]:
-        def text(value: Any) -> str:
-            if value is None:
-                return ""
-            if isinstance(value, float):
-                return f"{value:.6f}"
-            return str(value)
-
-        return {name: text(getattr(self, name)) for name in MANIFEST_FIELDS}
-
-    @classmethod
-    def from_csv(cls, record: dict[str, str]) -> ManifestRow:
-        def optional(value: str | None, cast: Any) -> Any:
-            if value is None or value == "":
-                return None
-            if cast is bool:
-                return value.strip().lower() == "true"
-            return cast(value)
-
-        return cls(
-            image=record["image"],
-            mask=record.get("mask", "") or "",
-            class_name=record.get("class_name", "") or "",
-            width=optional(record.get("width"), int),
-            height=optional(record.get("height"), int),
-            foreground_fraction=optional(record.get("foreground_fraction"), float),
-            kept=optional(record.get("kept"), bool),
-            refined=optional(record.get("refined"), bool),
-            status=record.get("status", "") or "",
-            reason=record.get("reason", "") or "",
-        )
 
 
 @dataclass
@@ -295,19 +243,6 @@ class _ImageDataset(Dataset):
 
 def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return items
-
-
-def read_manifest(path: str | os.PathLike[str]) -> list[ManifestRow]:
-    """Rows of a ``tokencut_manifest.csv``."""
-    with open(path, newline="") as handle:
-        return [ManifestRow.from_csv(record) for record in csv.DictReader(handle)]
-
-
-def kept_mask_pairs(output_dir: str | os.PathLike[str]) -> list[tuple[str, str]]:
-    """``(image relative to input_dir, mask relative to output_dir)`` for every mask the
-    minimum-foreground filter kept: what a fine-tuning data config should use."""
-    rows = read_manifest(Path(output_dir) / MANIFEST_NAME)
-    return [(row.image, row.mask) for row in rows if row.kept and row.mask]
 
 
 def compare_with_true_masks(

@@ -29,10 +29,10 @@ import robustft.cli.demo as demo_cli
 import robustft.cli.evaluate as evaluate_cli
 import robustft.cli.masks as masks_cli
 import robustft.cli.train as train_cli
+from robustft.backbones import create_model
 from robustft.cli.errors import fold_lines, one_line_errors, one_line_message
 from robustft.data.layout import CorruptImageError
-from robustft.evaluation.protocols import imagenet_synsets
-from robustft.backbones import create_model
+from robustft.labels import imagenet_synsets
 
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
 TINY_MODEL = ["model.name=vit_tiny_patch16_224", "model.pretrained=false",

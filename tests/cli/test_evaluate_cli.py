@@ -15,8 +15,8 @@ from fixtures.eval_workspace import TINY_OVERRIDE, make_eval_workspace, models_c
 from hydra import compose, initialize_config_module
 
 import robustft.cli.evaluate as evaluate_cli
-from robustft.evaluation.protocols import imagenet_synsets
 from robustft.evaluation.report import read_results_csv
+from robustft.labels import imagenet_synsets
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ from fixtures.eval_workspace import TINY, make_eval_workspace, models_cfg
 from safetensors.torch import save_file
 
 import robustft.cli.evaluate as evaluate_cli
+from robustft.backbones import create_model
 from robustft.evaluation.report import read_results_csv
 from robustft.evaluation.runner import RESULT_COLUMNS
-from robustft.backbones import create_model
 
 
 @pytest.fixture(scope="module")

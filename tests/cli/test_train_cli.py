@@ -19,7 +19,7 @@ from tiny_models import tiny_vit
 
 from robustft.checkpoints import load_checkpoint
 from robustft.cli.common import prepare_generated_data
-from robustft.evaluation.protocols import imagenet_synsets
+from robustft.labels import imagenet_synsets
 from robustft.masks.generate import TokenCutSettings, generate_masks
 from robustft.training.run import train
 

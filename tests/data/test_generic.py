@@ -213,7 +213,7 @@ def test_class_index_maps_folders_onto_the_model_outputs(tmp_path):
 
 
 def test_datamodule_with_imagenet_class_index(tmp_path):
-    from robustft.evaluation.protocols import imagenet_synsets
+    from robustft.labels import imagenet_synsets
 
     wnids = imagenet_synsets()
     root = make_generic_layout(tmp_path / "pairs", num_classes=2, per_class=2,

@@ -23,7 +23,7 @@ from robustft.data.imagenet import (
     write_split_manifest,
 )
 from robustft.data.layout import DatasetLayoutError
-from robustft.evaluation.protocols import imagenet_synsets
+from robustft.labels import imagenet_synsets
 
 SYNSETS = imagenet_synsets()
 FOLDED = "n04355933"  # sunglass; ImageNet-S folded n04356056 (sunglasses) into it

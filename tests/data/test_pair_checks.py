@@ -16,7 +16,7 @@ from PIL import Image
 
 from robustft.data.datamodule import ImageMaskDataModule, ImageNetSDataModule
 from robustft.data.generic import read_manifest, scan_generic_layout
-from robustft.evaluation.protocols import imagenet_synsets
+from robustft.labels import imagenet_synsets
 
 NORM = {"crop_size": 32, "mean": (0.5,) * 3, "std": (0.5,) * 3}
 

@@ -23,8 +23,8 @@ from robustft.data.shifted import (
     imagenet_val,
 )
 from robustft.data.si_score import si_score
-from robustft.evaluation.protocols import imagenet_synsets, timm_subset_info
 from robustft.evaluation.runner import evaluate_models
+from robustft.labels import imagenet_synsets, timm_subset_info
 
 SYNSETS = imagenet_synsets()
 

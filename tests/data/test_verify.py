@@ -11,7 +11,7 @@ import pytest
 from robustft.data.eval_datasets import EVAL_DATASETS
 from robustft.data.manifests import list_manifests, load_manifest
 from robustft.data.verify import exit_code, format_report, verify_dataset
-from robustft.evaluation.protocols import imagenet_synsets, timm_subset_info
+from robustft.labels import imagenet_synsets, timm_subset_info
 
 
 def test_every_manifest_loads_and_names_a_known_reader() -> None:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from fixtures.broken_files import truncate
 
-from robustft.evaluation.model_loading import build_model_from_entry
 from robustft.backbones import create_model
+from robustft.evaluation.model_loading import build_model_from_entry
 
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
 

@@ -12,10 +12,10 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
-from robustft.data.shifted import ImageFolderSplit
-from robustft.evaluation.protocols import identity_protocol
-from robustft.evaluation.runner import build_eval_transforms, evaluate_models
 from robustft.backbones import create_model
+from robustft.data.shifted import ImageFolderSplit
+from robustft.evaluation.runner import build_eval_transforms, evaluate_models
+from robustft.labels import identity_protocol
 
 
 class CodedImages(torch.utils.data.Dataset):

@@ -17,6 +17,7 @@ import torch
 from hydra import compose, initialize_config_module
 from PIL import Image
 
+from robustft.backbones import create_model
 from robustft.cli.masks import check_required, run
 from robustft.masks.generate import (
     MANIFEST_FIELDS,
@@ -29,7 +30,6 @@ from robustft.masks.generate import (
     kept_mask_pairs,
     read_manifest,
 )
-from robustft.backbones import create_model
 
 TINY_VIT = {"img_size": 64, "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2}
 

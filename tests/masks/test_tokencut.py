@@ -9,6 +9,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from robustft.backbones import create_model
 from robustft.masks.tokencut import (
     OFFICIAL_MIN_FOREGROUND_FRACTION,
     bipartition_from_eigenvector,
@@ -19,7 +20,6 @@ from robustft.masks.tokencut import (
     tokencut_masks,
     upsample_nearest,
 )
-from robustft.backbones import create_model
 
 
 def constructed_features(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustft.evaluation.protocols import (
+from robustft.labels import (
     class_subset_protocol,
     identity_protocol,
     imagenet_protocol,

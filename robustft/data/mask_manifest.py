@@ -1,0 +1,87 @@
+"""The TokenCut manifest (``tokencut_manifest.csv``), the file ``robustft-masks`` writes
+beside its masks: one row per image with its mask, size, foreground fraction and whether
+the minimum-foreground filter kept it. The data side reads it (``data.mask_manifest``) to
+fine-tune on the kept masks only; ``robustft.masks`` writes it."""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MANIFEST_FIELDS", "MANIFEST_NAME", "ManifestRow", "kept_mask_pairs", "read_manifest"]
+
+MANIFEST_NAME = "tokencut_manifest.csv"
+MANIFEST_FIELDS = (
+    "image",  # path relative to input_dir (posix)
+    "mask",  # path relative to output_dir (posix); empty when skipped
+    "class_name",
+    "width",  # the image's own size (the mask's size)
+    "height",
+    "foreground_fraction",  # foreground pixels / all pixels of the final mask
+    "kept",  # True/False by the minimum-foreground filter; empty when skipped
+    "refined",  # True/False: bilateral-solver refinement applied; empty = unknown/skipped
+    "status",  # written | resumed | skipped
+    "reason",  # why skipped, or why not kept
+)
+
+
+@dataclass
+class ManifestRow:
+    image: str
+    mask: str = ""
+    class_name: str = ""
+    width: int | None = None
+    height: int | None = None
+    foreground_fraction: float | None = None
+    kept: bool | None = None
+    refined: bool | None = None
+    status: str = ""
+    reason: str = ""
+
+    def to_csv(self) -> dict[str, str]:
+        def text(value: Any) -> str:
+            if value is None:
+                return ""
+            if isinstance(value, float):
+                return f"{value:.6f}"
+            return str(value)
+
+        return {name: text(getattr(self, name)) for name in MANIFEST_FIELDS}
+
+    @classmethod
+    def from_csv(cls, record: dict[str, str]) -> ManifestRow:
+        def optional(value: str | None, cast: Any) -> Any:
+            if value is None or value == "":
+                return None
+            if cast is bool:
+                return value.strip().lower() == "true"
+            return cast(value)
+
+        return cls(
+            image=record["image"],
+            mask=record.get("mask", "") or "",
+            class_name=record.get("class_name", "") or "",
+            width=optional(record.get("width"), int),
+            height=optional(record.get("height"), int),
+            foreground_fraction=optional(record.get("foreground_fraction"), float),
+            kept=optional(record.get("kept"), bool),
+            refined=optional(record.get("refined"), bool),
+            status=record.get("status", "") or "",
+            reason=record.get("reason", "") or "",
+        )
+
+
+def read_manifest(path: str | os.PathLike[str]) -> list[ManifestRow]:
+    """Rows of a ``tokencut_manifest.csv``."""
+    with open(path, newline="") as handle:
+        return [ManifestRow.from_csv(record) for record in csv.DictReader(handle)]
+
+
+def kept_mask_pairs(output_dir: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """``(image relative to input_dir, mask relative to output_dir)`` for every mask the
+    minimum-foreground filter kept: what a fine-tuning data config should use."""
+    rows = read_manifest(Path(output_dir) / MANIFEST_NAME)
+    return [(row.image, row.mask) for row in rows if row.kept and row.mask]
