@@ -1,8 +1,9 @@
 """TokenCut mask quality (IoU against exact masks) and speed on robustft's generated
 benchmark, for a random ViT and a small ViT self-trained on the benchmark's train split.
 
-    python -m robustft.masks.bench_tokencut --device cuda --out /tmp/tcbench
-    python -m robustft.masks.bench_tokencut --device cpu --quick --workers 0
+    python benchmarks/tokencut_masks.py --device cuda --out /tmp/tcbench
+    python benchmarks/tokencut_masks.py --device cpu --quick --workers 0
+    python benchmarks/tokencut_masks.py --smoke --workers 0   # seconds: the test that it runs
 
 Prints one JSON line per measurement and a summary table.
 """
@@ -152,13 +153,16 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default="/tmp/tcbench")
     parser.add_argument("--quick", action="store_true", help="few images, short training")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a handful of images and the tiny models only: checks that it runs")
     parser.add_argument("--workers", type=int, default=min(8, usable_cpus()))
     args = parser.parse_args()
     out = Path(args.out)
-    per_class = 10 if args.quick else 40
-    epochs = 2 if args.quick else 40
-    config = SynthConfig(num_classes=10, pretrain_per_class=100 if args.quick else 400,
-                         eval_per_class=20 if args.quick else 50)
+    per_class = 2 if args.smoke else 10 if args.quick else 40
+    epochs = 1 if args.smoke else 2 if args.quick else 40
+    config = SynthConfig(num_classes=3 if args.smoke else 10,
+                         pretrain_per_class=4 if args.smoke else 100 if args.quick else 400,
+                         eval_per_class=2 if args.smoke else 20 if args.quick else 50)
     info = generate_benchmark(out / "bench", config, progress=False,
                               splits=["pretrain", "shuffled"], num_workers=args.workers)
     classes = info["classes"]
@@ -174,11 +178,16 @@ def main() -> None:
 
     # The default architecture (weights random: same cost as DINO ViT-S/16, no quality).
     vit_s = create_model("vit_small_patch16_224.dino", pretrained=False).eval()
-    for refine in (False, True):
+    for refine in (False, True) if not args.smoke else ():
         measure(vit_s, "random ViT-S/16 @224 (dino cfg)", masks_set, out / "m_rand_s", args.device,
                 64, args.workers, refine)
 
     trained = train_tiny_vit(out / "bench", classes, epochs, args.device)
+    if args.smoke:  # the ViT-S/16 measurements below take minutes on a CPU
+        for refine in (False, True):
+            measure(trained, "smoke", masks_set, out / "m_trained", args.device, 64, args.workers,
+                    refine)
+        return
     for refine in (False, True):
         measure(trained, f"self-trained ViT-Ti/8 @64 ({epochs} ep)", masks_set, out / "m_trained",
                 args.device, 64, args.workers, refine)

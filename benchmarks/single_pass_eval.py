@@ -1,6 +1,6 @@
 """Benchmark: K models in ONE pass over the images vs K separate passes.
 
-    python -m robustft.evaluation.bench_single_pass --images 384 --repeats 3
+    python benchmarks/single_pass_eval.py --images 384 --repeats 3
 
 Writes ``--images`` seeded JPEGs (ImageNet-like 500x375) as an ImageFolder split, then
 times :func:`robustft.evaluation.runner.evaluate_models` with K = 1, 2, 4 models sharing

@@ -1,0 +1,31 @@
+"""The scripts in benchmarks/ run (a smoke-sized run each), so they do not rot; their
+numbers are measured by hand, never asserted."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(BENCHMARKS / script), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_single_pass_evaluation_benchmark_runs(tmp_path):
+    done = _run("single_pass_eval.py", "--images", "8", "--repeats", "1", "--batch-size", "4",
+                "--num-workers", "0", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "one pass" in done.stdout
+
+
+def test_tokencut_benchmark_runs(tmp_path):
+    done = _run("tokencut_masks.py", "--smoke", "--workers", "0", "--device", "cpu",
+                "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert '"kind": "tokencut"' in done.stdout
