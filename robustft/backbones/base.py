@@ -84,6 +84,10 @@ class Backbone(ABC):
     def last_block_keys(self, images: Tensor) -> Tensor:
         """(B, N, heads * head_dim) keys of the last block for every token (no grad)."""
 
+    def check_explainable(self) -> None:
+        """A ``TypeError`` naming the model when it has no token sequence to explain (a
+        classifier that can only be evaluated); nothing for a ViT family."""
+
     def explain_token_count_mismatch(self, num_tokens: int, layout: TokenLayout) -> str:
         """Why a forward attended over ``num_tokens`` instead of ``layout.num_tokens``;
         families override it with what they know (e.g. patch dropout)."""

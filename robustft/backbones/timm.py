@@ -311,6 +311,9 @@ class ImageClassifier(Backbone):
                          "through every block, as in a timm VisionTransformer (a hierarchical "
                          "model such as a Swin has none)")
 
+    def check_explainable(self) -> None:
+        raise self._refuse()
+
     @property
     def patch_size(self) -> tuple[int, int]:
         raise self._refuse()

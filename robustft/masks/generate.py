@@ -188,7 +188,7 @@ def load_mask_model(spec: ModelSpec) -> nn.Module:
     weights file: random weights, for tests only). Checks early that a backbone family
     explains the model (``TypeError`` naming the model class)."""
     model = spec.build()
-    backbone_of(model)
+    backbone_of(model).check_explainable()
     return model.eval()
 
 
@@ -325,7 +325,8 @@ def generate_masks(
     by default the model's timm ``pretrained_cfg`` name, which does not say whether its
     weights were loaded.
     """
-    backbone = backbone_of(model)  # clear TypeError naming the model class, before any I/O
+    backbone = backbone_of(model)
+    backbone.check_explainable()  # a TypeError naming the model class, before any I/O
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not 0.0 <= settings.min_foreground_fraction < 1.0:
