@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustft.state_dict_fit import compare_state_dicts
+
 __all__ = [
     "FINETUNED_PREFIX",
     "LIGHTNING_SAFE_GLOBALS",
@@ -123,10 +125,20 @@ def finetuned_state_dict(checkpoint: Mapping[str, Any], source: str,
 
 
 def load_finetuned_weights(model: nn.Module, checkpoint: str | os.PathLike[str], *,
-                           key: str | None = None) -> nn.Module:
-    """Load the fine-tuned timm weights of a robustft checkpoint into ``model``, strictly."""
+                           key: str | None = None, model_description: str | None = None
+                           ) -> nn.Module:
+    """Load the fine-tuned weights of a robustft checkpoint into ``model``, strictly. A
+    checkpoint of another architecture is one line naming ``key``, the file,
+    ``model_description`` and the first differing tensor (compared before loading: torch
+    would raise one line per differing tensor, naming neither)."""
     source = f"{key}: checkpoint {checkpoint}" if key else str(checkpoint)
     weights = finetuned_state_dict(load_checkpoint(checkpoint, key=key), source)
+    mismatch = compare_state_dicts(model.state_dict(), weights)
+    if mismatch:
+        prefix = f"{key}: " if key else ""
+        described = model_description or type(model).__name__
+        raise ValueError(f"{prefix}{checkpoint} does not fit {described}: "
+                         f"{mismatch.describe('checkpoint')}")
     model.load_state_dict(weights, strict=True)
     return model
 

@@ -84,7 +84,7 @@ class Backbone(ABC):
     def last_block_keys(self, images: Tensor) -> Tensor:
         """(B, N, heads * head_dim) keys of the last block for every token (no grad)."""
 
-    def check_explainable(self) -> None:
+    def check_explainable(self) -> None:  # noqa: B027 - a ViT family has nothing to check
         """A ``TypeError`` naming the model when it has no token sequence to explain (a
         classifier that can only be evaluated); nothing for a ViT family."""
 

@@ -25,7 +25,8 @@ from robustft.checkpoints import load_finetuned_weights
 
 __all__ = ["ModelSpec", "register_family"]
 
-ModelBuilder = Callable[["ModelSpec"], nn.Module]
+# (spec, config key of the spec) -> model with its family's weights; the key names errors
+ModelBuilder = Callable[["ModelSpec", str], nn.Module]
 _BUILDERS: dict[str, ModelBuilder] = {}
 
 
@@ -35,12 +36,13 @@ def register_family(name: str, builder: ModelBuilder) -> None:
     _BUILDERS[name] = builder
 
 
-def _build_timm(spec: ModelSpec) -> nn.Module:
+def _build_timm(spec: ModelSpec, key: str) -> nn.Module:
     from robustft.backbones.timm import create_model
 
     return create_model(spec.name, pretrained=spec.pretrained and not spec.weights_file
                         and not spec.checkpoint, weights_file=None if spec.checkpoint
-                        else spec.weights_file, num_classes=spec.num_classes, **spec.kwargs)
+                        else spec.weights_file, num_classes=spec.num_classes,
+                        weights_key=f"{key}.weights_file", **spec.kwargs)
 
 
 register_family("timm", _build_timm)
@@ -88,7 +90,9 @@ class ModelSpec:
         if self.family not in _BUILDERS:
             raise ValueError(f"{key}.family: unknown model family {self.family!r}; known: "
                              f"{sorted(_BUILDERS)}")
-        model = _BUILDERS[self.family](self)
+        model = _BUILDERS[self.family](self, key)
         if self.checkpoint:
-            load_finetuned_weights(model, self.checkpoint, key=f"{key}.checkpoint")
+            described = self.name + (f" (kwargs {self.kwargs})" if self.kwargs else "")
+            load_finetuned_weights(model, self.checkpoint, key=f"{key}.checkpoint",
+                                   model_description=described)
         return model

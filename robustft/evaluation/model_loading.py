@@ -20,21 +20,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any
 
 from torch import nn
 
-from robustft.backbones import create_model
-from robustft.checkpoints import finetuned_state_dict, load_checkpoint
-from robustft.state_dict_fit import compare_state_dicts
+from robustft.backbones import ModelSpec
+from robustft.checkpoints import load_checkpoint
 
-__all__ = ["MODEL_ENTRY_KEYS", "build_model_from_entry"]
+__all__ = ["MODEL_ENTRY_KEYS", "build_model_from_entry", "entry_spec"]
 
 log = logging.getLogger(__name__)
 
-MODEL_ENTRY_KEYS = frozenset(
-    {"name", "pretrained", "weights_file", "checkpoint", "num_classes", "kwargs"}
-)
+MODEL_ENTRY_KEYS = frozenset(f.name for f in fields(ModelSpec))
 
 
 def _saved_model_config(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
@@ -43,50 +41,35 @@ def _saved_model_config(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     return dict(config) if isinstance(config, Mapping) else {}
 
 
+def entry_spec(label: str, entry: Mapping[str, Any]) -> ModelSpec:
+    """The :class:`ModelSpec` of config entry ``models.<label>``: unset (null or empty) keys
+    take the spec's defaults, or, with a ``checkpoint``, what the checkpoint saved."""
+    key = f"models.{label}"
+    unknown = sorted(set(entry) - MODEL_ENTRY_KEYS)
+    if unknown:
+        raise KeyError(f"{key}: unknown key(s) {unknown}; known: {sorted(MODEL_ENTRY_KEYS)}")
+    values = {name: value for name, value in entry.items() if value not in (None, {})}
+    if values.get("checkpoint"):
+        # mapped: only the saved hyper-parameters are read here, the tensors when it loads
+        saved = _saved_model_config(load_checkpoint(values["checkpoint"],
+                                                    key=f"{key}.checkpoint", mmap=True))
+        for name in ("name", "family", "num_classes", "kwargs"):
+            if name not in values and saved.get(name) not in (None, {}):
+                values[name] = saved[name]
+        if not values.get("name"):
+            raise KeyError(f"{key}: checkpoint {values['checkpoint']} saved no model_config; "
+                           f"set {key}.name to its architecture")
+        values["pretrained"] = False
+        values.pop("weights_file", None)  # the checkpoint's weights replace any file
+    if not values.get("name"):
+        raise KeyError(f"{key}.name: a model name (timm, with or without a tag) is required")
+    return ModelSpec.from_mapping(values, key=key)
+
+
 def build_model_from_entry(label: str, entry: Mapping[str, Any]) -> nn.Module:
     """The model of config entry ``models.<label>`` (see module docstring), in eval mode."""
-    unknown = set(entry) - MODEL_ENTRY_KEYS
-    if unknown:
-        raise KeyError(
-            f"models.{label}: unknown key(s) {sorted(unknown)}; known: {sorted(MODEL_ENTRY_KEYS)}"
-        )
-    checkpoint_path = entry.get("checkpoint")
-    kwargs = dict(entry.get("kwargs") or {})
-    if checkpoint_path:
-        checkpoint = load_checkpoint(checkpoint_path, key=f"models.{label}.checkpoint")
-        saved = _saved_model_config(checkpoint)
-        name = entry.get("name") or saved.get("name")
-        if not name:
-            raise KeyError(
-                f"models.{label}: checkpoint {checkpoint_path} saved no model_config; "
-                "set models.<label>.name to its timm architecture"
-            )
-        if not entry.get("kwargs") and saved.get("kwargs"):
-            kwargs = dict(saved["kwargs"])
-        num_classes = entry.get("num_classes") or saved.get("num_classes")
-        model = create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
-        weights = finetuned_state_dict(checkpoint, f"models.{label}: checkpoint {checkpoint_path}")
-        # compared before loading: torch raises on the first size mismatch with one line
-        # per differing tensor, and names neither the label nor the file
-        mismatch = compare_state_dicts(model.state_dict(), weights)
-        if mismatch:
-            raise ValueError(
-                f"models.{label}.checkpoint: {checkpoint_path} does not fit {name}"
-                + (f" (kwargs {kwargs})" if kwargs else "") + f": {mismatch.describe('checkpoint')}"
-            )
-        model.load_state_dict(weights, strict=True)
-        log.info("models.%s: %s with weights from %s", label, name, checkpoint_path)
-    else:
-        name = entry.get("name")
-        if not name:
-            raise KeyError(f"models.{label}: 'name' (a timm model name) is required")
-        weights_file = entry.get("weights_file")
-        model = create_model(
-            name,
-            pretrained=bool(entry.get("pretrained", True)) and not weights_file,
-            weights_file=weights_file,
-            num_classes=entry.get("num_classes"),
-            weights_key=f"models.{label}.weights_file",
-            **kwargs,
-        )
+    spec = entry_spec(label, entry)
+    model = spec.build(key=f"models.{label}")
+    if spec.checkpoint:
+        log.info("models.%s: %s with weights from %s", label, spec.name, spec.checkpoint)
     return model.eval()
