@@ -26,13 +26,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from robustft.backbones import create_model
+from robustft.data.mask_manifest import read_manifest
 from robustft.data.synth import SynthConfig, generate_benchmark
-from robustft.masks.generate import (
-    TokenCutSettings,
-    compare_with_true_masks,
-    generate_masks,
-    read_manifest,
-)
+from robustft.masks.compare import compare_with_true_masks
+from robustft.masks.generate import generate_masks
+from robustft.masks.settings import TokenCutSettings
 from robustft.masks.tokencut import upsample_nearest
 from robustft.resources import usable_cpus
 

@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MANIFEST_FIELDS", "MANIFEST_NAME", "ManifestRow", "kept_mask_pairs", "read_manifest"]
+__all__ = [
+    "MANIFEST_FIELDS",
+    "MANIFEST_NAME",
+    "ManifestRow",
+    "kept_mask_pairs",
+    "read_manifest",
+    "write_manifest",
+]
 
 MANIFEST_NAME = "tokencut_manifest.csv"
 MANIFEST_FIELDS = (
@@ -85,3 +93,15 @@ def kept_mask_pairs(output_dir: str | os.PathLike[str]) -> list[tuple[str, str]]
     minimum-foreground filter kept: what a fine-tuning data config should use."""
     rows = read_manifest(Path(output_dir) / MANIFEST_NAME)
     return [(row.image, row.mask) for row in rows if row.kept and row.mask]
+
+
+def write_manifest(path: Path, rows: Iterable[ManifestRow]) -> None:
+    """Write the rows sorted by image, atomically (a temporary file, then a rename), so
+    an interrupted run leaves the previous manifest whole."""
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS)
+        writer.writeheader()
+        for row in sorted(rows, key=lambda r: r.image):
+            writer.writerow(row.to_csv())
+    os.replace(temporary, path)

@@ -19,17 +19,11 @@ from PIL import Image
 
 from robustft.backbones import create_model
 from robustft.cli.masks import check_required, run
-from robustft.masks.generate import (
-    MANIFEST_FIELDS,
-    MANIFEST_NAME,
-    SETTINGS_NAME,
-    TokenCutSettings,
-    compare_with_true_masks,
-    find_images,
-    generate_masks,
-    kept_mask_pairs,
-    read_manifest,
-)
+from robustft.data.mask_manifest import MANIFEST_FIELDS, MANIFEST_NAME, kept_mask_pairs, read_manifest
+from robustft.masks.compare import compare_with_true_masks
+from robustft.masks.generate import generate_masks
+from robustft.masks.inputs import find_images
+from robustft.masks.settings import SETTINGS_NAME, TokenCutSettings
 
 TINY_VIT = {"img_size": 64, "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2}
 
