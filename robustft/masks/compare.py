@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from robustft.data.mask_manifest import MANIFEST_NAME, read_manifest
+from robustft.data.mask_manifest import TOKENCUT_MANIFEST_NAME, read_tokencut_manifest
 
 __all__ = ["compare_with_true_masks"]
 
@@ -22,7 +22,7 @@ def compare_with_true_masks(
     nearest to the mask's size if they differ). Returns ``{image: IoU}`` for the images
     that have both; e.g. ImageNet-S or the generated benchmark's ``train`` split."""
     scores: dict[str, float] = {}
-    for row in read_manifest(Path(output_dir) / MANIFEST_NAME):
+    for row in read_tokencut_manifest(Path(output_dir) / TOKENCUT_MANIFEST_NAME):
         truth_path = Path(true_root) / row.mask
         if not row.mask or not truth_path.is_file():
             continue

@@ -5,7 +5,7 @@ Inputs: the ``generic`` or ``imagefolder`` layout (:mod:`robustft.masks.inputs`)
 Output, always the generic layout: ``<output_dir>/masks/<class>/<name>.png`` (same stem
 as the image; single-channel PNG, 0 = background, 255 = foreground, at the image's own
 size), plus ``<output_dir>/tokencut_manifest.csv`` (one row per image, see
-:data:`robustft.data.mask_manifest.MANIFEST_FIELDS`) and
+:data:`robustft.data.mask_manifest.TOKENCUT_MANIFEST_FIELDS`) and
 ``<output_dir>/tokencut_settings.json`` (the parameters and the preprocessing used,
 :mod:`robustft.masks.settings`). Pointing ``output_dir`` at a generic-layout
 ``input_dir`` puts the masks next to the images.
@@ -46,10 +46,10 @@ from tqdm.auto import tqdm
 
 from robustft.backbones import ModelSpec, backbone_of, preprocessing_config
 from robustft.data.mask_manifest import (
-    MANIFEST_NAME,
-    ManifestRow,
-    read_manifest,
-    write_manifest,
+    TOKENCUT_MANIFEST_NAME,
+    TokenCutRow,
+    read_tokencut_manifest,
+    write_tokencut_manifest,
 )
 from robustft.masks.bilateral import refine_mask
 from robustft.masks.dataset import ResizedImageDataset, collate_as_list
@@ -148,7 +148,7 @@ def generate_masks(
     layout, entries = find_images(input_dir, layout)
     output_root = Path(output_dir)
     output_root.mkdir(parents=True, exist_ok=True)
-    manifest_path = output_root / MANIFEST_NAME
+    manifest_path = output_root / TOKENCUT_MANIFEST_NAME
 
     preprocessing = preprocessing_config(model)
     input_size = tuple(int(s) for s in preprocessing["input_size"][1:])
@@ -165,11 +165,11 @@ def generate_masks(
         settings,
     )
 
-    previous: dict[str, ManifestRow] = {}
+    previous: dict[str, TokenCutRow] = {}
     if manifest_path.is_file() and not overwrite:
-        previous = {row.image: row for row in read_manifest(manifest_path)}
+        previous = {row.image: row for row in read_tokencut_manifest(manifest_path)}
 
-    rows: dict[str, ManifestRow] = {}
+    rows: dict[str, TokenCutRow] = {}
     todo: list[ImageEntry] = []
     for entry in entries:
         mask_path = output_root / entry.mask_relative
@@ -217,7 +217,7 @@ def generate_masks(
                     skipped.append((entry.relative, item["error"]))
                     log.warning("skipped %s: %s", entry.path, item["error"])
                     height_width = item["size"] or (None, None)
-                    rows[entry.relative] = ManifestRow(
+                    rows[entry.relative] = TokenCutRow(
                         image=entry.relative,
                         class_name=entry.class_name,
                         width=height_width[1],
@@ -236,11 +236,11 @@ def generate_masks(
                     written += 1
             bar.update(len(items))
             if time.perf_counter() - last_flush > _MANIFEST_FLUSH_SECONDS:
-                write_manifest(manifest_path, _all_rows(rows, previous, entries))
+                write_tokencut_manifest(manifest_path, _all_rows(rows, previous, entries))
                 last_flush = time.perf_counter()
     finally:
         bar.close()
-        write_manifest(manifest_path, _all_rows(rows, previous, entries))
+        write_tokencut_manifest(manifest_path, _all_rows(rows, previous, entries))
     seconds = time.perf_counter() - start
 
     kept = sum(1 for row in rows.values() if row.kept)
@@ -267,8 +267,8 @@ def generate_masks(
 
 
 def _all_rows(
-    rows: dict[str, ManifestRow], previous: dict[str, ManifestRow], entries: Sequence[ImageEntry]
-) -> list[ManifestRow]:
+    rows: dict[str, TokenCutRow], previous: dict[str, TokenCutRow], entries: Sequence[ImageEntry]
+) -> list[TokenCutRow]:
     """This run's rows, plus earlier rows of images not reached yet (interrupted run)."""
     out = dict(rows)
     for entry in entries:
@@ -278,19 +278,19 @@ def _all_rows(
 
 
 def _manifest_row(entry: ImageEntry, settings: TokenCutSettings, *, width: int, height: int,
-                  fraction: float, refined: bool | None, status: str) -> ManifestRow:
+                  fraction: float, refined: bool | None, status: str) -> TokenCutRow:
     """The manifest row of a mask with the given foreground fraction; ``kept`` and its
     reason come from the minimum-foreground filter of ``settings``."""
     kept, reason = _keep_decision(fraction, settings.min_foreground_fraction)
-    return ManifestRow(image=entry.relative, mask=entry.mask_relative,
+    return TokenCutRow(image=entry.relative, mask=entry.mask_relative,
                        class_name=entry.class_name, width=width, height=height,
                        foreground_fraction=fraction, kept=kept, refined=refined,
                        status=status, reason=reason)
 
 
 def _resumed_row(
-    entry: ImageEntry, mask_path: Path, old: ManifestRow | None, settings: TokenCutSettings
-) -> ManifestRow | None:
+    entry: ImageEntry, mask_path: Path, old: TokenCutRow | None, settings: TokenCutSettings
+) -> TokenCutRow | None:
     """Manifest row for an existing mask: the previous row when it matches, else
     recomputed from the PNG. None when the PNG cannot be read (it will be recomputed)."""
     if old is not None and old.mask == entry.mask_relative and old.foreground_fraction is not None:
@@ -321,7 +321,7 @@ def _mask_for_image(
     item: dict[str, Any],
     settings: TokenCutSettings,
     output_root: Path,
-) -> ManifestRow:
+) -> TokenCutRow:
     """Graph cut, upsampling, optional refinement, PNG write and the manifest row."""
     cut = graph_cut(features, grid_size, tau=settings.tau, eps=settings.eps)
     height, width = item["size"]
