@@ -26,13 +26,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from robustft.backbones import create_model
+from robustft.data.mask_manifest import read_tokencut_manifest
 from robustft.data.synth import SynthConfig, generate_benchmark
-from robustft.masks.generate import (
-    TokenCutSettings,
-    compare_with_true_masks,
-    generate_masks,
-    read_manifest,
-)
+from robustft.masks.compare import compare_with_true_masks
+from robustft.masks.generate import generate_masks
+from robustft.masks.settings import TokenCutSettings
 from robustft.masks.tokencut import upsample_nearest
 from robustft.resources import usable_cpus
 
@@ -93,7 +91,7 @@ def measure(model, name: str, root: Path, out: Path, device: str, batch_size: in
                                  batch_size=batch_size, num_workers=workers, device=device,
                                  overwrite=True, progress=False)
     scores = compare_with_true_masks(out, root)
-    rows = read_manifest(out / "tokencut_manifest.csv")
+    rows = read_tokencut_manifest(out / "tokencut_manifest.csv")
     values = np.array(list(scores.values()))
     report(kind="tokencut", name=name, refine=refine, images=len(values),
            miou=float(values.mean()), median_iou=float(np.median(values)),

@@ -49,9 +49,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _list(_args: argparse.Namespace) -> int:
-    from robustft.data.manifests import list_manifests
+    from robustft.data.descriptors import list_descriptors
 
-    print("\n".join(list_manifests()))
+    print("\n".join(list_descriptors()))
     return 0
 
 
@@ -78,9 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="replace a benchmark generated with other settings")
     synth.set_defaults(run=_synth)
     verify = commands.add_parser(
-        "verify", help="check a dataset copy against its manifest, or your own image/mask "
-                       "layout (generic)")
-    verify.add_argument("dataset", help="manifest name (robustft-data list), or 'generic' for "
+        "verify", help="check a dataset copy against its descriptor "
+                       "(data_manifests/<name>.yaml), or your own image/mask layout (generic)")
+    verify.add_argument("dataset", help="dataset name (robustft-data list), or 'generic' for "
                                         "<root>/images/<class>/ + <root>/masks/<class>/")
     verify.add_argument("root", help="the dataset's root folder")
     verify.add_argument("--no-counts", action="store_true", help="skip class/image counts")
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--examples", type=int, default=5,
                         help="generic: example paths printed per kind of problem")
     verify.set_defaults(run=_verify)
-    commands.add_parser("list", help="list the dataset manifests").set_defaults(run=_list)
+    commands.add_parser("list", help="list the dataset descriptors").set_defaults(run=_list)
     return parser
 
 

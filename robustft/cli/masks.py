@@ -18,7 +18,8 @@ from robustft.backbones import ModelSpec
 from robustft.cli.errors import one_line_errors
 from robustft.config.checks import check_config
 from robustft.masks.bilateral import BilateralSolverParams
-from robustft.masks.generate import TokenCutSettings, generate_masks, load_mask_model
+from robustft.masks.generate import generate_masks, load_mask_model
+from robustft.masks.settings import TokenCutSettings
 from robustft.resources import resolve_num_workers
 
 log = logging.getLogger(__name__)

@@ -22,10 +22,10 @@ from robustft.data.generic import (
     Selection,
     decode_binary_mask,
     read_class_index,
-    read_manifest,
+    read_selection,
     scan_generic_layout,
     select_records,
-    write_manifest,
+    write_selection,
 )
 from robustft.data.mask_manifest import kept_mask_pairs
 from robustft.data.pair_checks import (
@@ -60,11 +60,13 @@ class ImageMaskDataModule(pl.LightningDataModule):
             ``robustft.backbones.preprocessing_config``).
         train_per_class / val_per_class / class_fraction / seed: the selection (None per
             class = all images).
-        manifest: reuse an existing selection manifest instead of selecting.
-        manifest_out: where to write the selection manifest (the run directory).
+        manifest: a selection file to reuse instead of selecting (``data.manifest``: the
+            ``selection_manifest.csv`` a run wrote, see ``generic.write_selection``).
+        manifest_out: where to write the selection file (the run directory).
         hflip: horizontal-flip probability of the train transform (0 disables it).
         mask_decoder: reads one mask file (default: generic binary masks).
-        mask_manifest: a TokenCut ``tokencut_manifest.csv`` (robustft-masks): only the
+        mask_manifest: a TokenCut manifest ``tokencut_manifest.csv`` (robustft-masks,
+            ``data.mask_manifest``; not a selection file): only the
             pairs whose mask it kept (minimum-foreground filter) are used.
         class_index: how folders map to the model's outputs: ``None`` = sorted folder
             positions (a head trained on these folders), ``"imagenet"`` = folders named by
@@ -127,7 +129,7 @@ class ImageMaskDataModule(pl.LightningDataModule):
             only_images = {image for image, _mask in kept_mask_pairs_under(self.mask_manifest)}
         records = scan_generic_layout(self.root, only_images, self.class_index)
         if self.manifest:
-            selection = read_manifest(self.manifest, self.root, sorted(records))
+            selection = read_selection(self.manifest, self.root, sorted(records))
         else:
             selection = select_records(records, train_per_class=self.train_per_class,
                                        val_per_class=self.val_per_class,
@@ -137,7 +139,7 @@ class ImageMaskDataModule(pl.LightningDataModule):
     def write_selection(self, path: str) -> Path:
         """Write the drawn selection as a manifest that ``manifest=`` reads back."""
         assert self.drawn_selection is not None
-        return write_manifest(self.drawn_selection, self.root, path)
+        return write_selection(self.drawn_selection, self.root, path)
 
     def setup(self, stage: str | None = None) -> None:
         if self.selection is not None:
@@ -207,8 +209,8 @@ class ImageNetSDataModule(ImageMaskDataModule):
     class from ``num_train_classes`` classes, ``val_per_class`` from each other class),
     labels in ImageNet-1k order, ignore pixels (id 1000) kept out of the losses.
 
-    The split is written as a JSON manifest to ``manifest_out`` (the run directory);
-    ``manifest`` reuses an existing one exactly.
+    The split is written as a JSON split file to ``manifest_out`` (the run directory);
+    ``manifest`` (``data.manifest``) reuses an existing one exactly.
     """
 
     def __init__(self, imagenet_root: str, imagenet_s_root: str, *, crop_size: int | Sequence[int],
@@ -224,11 +226,11 @@ class ImageNetSDataModule(ImageMaskDataModule):
         self.num_train_classes = num_train_classes
 
     def select(self) -> Selection:
-        from robustft.data.imagenet import make_paper_split, read_split_manifest
+        from robustft.data.imagenet import make_paper_split, read_imagenet_s_split
         from robustft.labels import imagenet_synsets
 
         if self.manifest:
-            split = read_split_manifest(self.manifest, self.imagenet_root, self.imagenet_s_root)
+            split = read_imagenet_s_split(self.manifest, self.imagenet_root, self.imagenet_s_root)
         else:
             split = make_paper_split(self.imagenet_root, self.imagenet_s_root, seed=self.seed,
                                      num_train_classes=self.num_train_classes,
@@ -238,6 +240,6 @@ class ImageNetSDataModule(ImageMaskDataModule):
         return Selection(train=split.train, val=split.val, class_names=imagenet_synsets())
 
     def write_selection(self, path: str) -> Path:
-        from robustft.data.imagenet import write_split_manifest
+        from robustft.data.imagenet import write_imagenet_s_split
 
-        return write_split_manifest(self._split, path, self.imagenet_root, self.imagenet_s_root)
+        return write_imagenet_s_split(self._split, path, self.imagenet_root, self.imagenet_s_root)

@@ -12,7 +12,9 @@ each folder's name in it. Selection takes
 ``train_per_class`` images from a seeded ``class_fraction`` of the classes and
 ``val_per_class`` from each remaining class (validation on held-out classes). Files are
 sorted before the seeded draw, so the same seed picks the same files on any filesystem,
-and the choice is written to a manifest that can be passed back in to reuse it exactly.
+and the choice is written to a selection file (:func:`write_selection`,
+``selection_manifest.csv`` in a run directory; ``data.manifest`` names one to reuse) that
+:func:`read_selection` reads back to reuse it exactly.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ __all__ = [
     "Selection",
     "scan_generic_layout",
     "select_records",
-    "write_manifest",
-    "read_manifest",
+    "write_selection",
+    "read_selection",
     "read_class_index",
     "decode_binary_mask",
     "orphan_mask_folders",
@@ -230,17 +232,18 @@ def select_records(
     return Selection(train=train, val=val, class_names=class_names)
 
 
-MANIFEST_COLUMNS = ("split", "label", "class_name", "image", "mask")
+SELECTION_COLUMNS = ("split", "label", "class_name", "image", "mask")
 
 
-def write_manifest(selection: Selection, root: str | os.PathLike[str],
+def write_selection(selection: Selection, root: str | os.PathLike[str],
                    path: str | os.PathLike[str]) -> Path:
-    """Write the chosen files as CSV with paths relative to ``root``."""
+    """Write the chosen files as a selection file: CSV with :data:`SELECTION_COLUMNS`, paths
+    relative to ``root`` (``data.manifest`` reads one back)."""
     root, path = Path(root), Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerow(SELECTION_COLUMNS)
         for split, records in (("train", selection.train), ("val", selection.val)):
             for r in records:
                 writer.writerow([split, r.label, r.class_name,
@@ -258,9 +261,9 @@ def _inside(root: Path, relative: str, manifest: Path) -> Path:
     return root / relative
 
 
-def read_manifest(path: str | os.PathLike[str], root: str | os.PathLike[str],
+def read_selection(path: str | os.PathLike[str], root: str | os.PathLike[str],
                   class_names: Sequence[str]) -> Selection:
-    """Read a manifest written by :func:`write_manifest` back (paths resolved under
+    """Read a selection file written by :func:`write_selection` back (paths resolved under
     ``root``, which they must not leave)."""
     path, root = Path(path), Path(root)
     if not path.is_file():
@@ -268,8 +271,8 @@ def read_manifest(path: str | os.PathLike[str], root: str | os.PathLike[str],
     splits: dict[str, list[ImageMaskRecord]] = {"train": [], "val": []}
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
-            raise ValueError(f"{path}: expected columns {MANIFEST_COLUMNS}, got {reader.fieldnames}")
+        if tuple(reader.fieldnames or ()) != SELECTION_COLUMNS:
+            raise ValueError(f"{path}: expected columns {SELECTION_COLUMNS}, got {reader.fieldnames}")
         for row in reader:
             if row["split"] not in splits:
                 raise ValueError(f"{path}: unknown split {row['split']!r}")

@@ -16,8 +16,9 @@ annotated object is the only non-zero, non-ignore label it carries.
 The paper's split (:func:`make_paper_split`): 3 images per class from 500 classes for
 training, 1 image from each remaining class for validation (914 classes once the 5 merged
 folders are dropped, as the official code does). Everything is sorted before the seeded
-choice (``seed=0`` is a real seed), and the result is written as a JSON manifest of exact
-relative paths, so the split is the same on any filesystem.
+choice (``seed=0`` is a real seed), and the result is written as a JSON split file of exact
+relative paths (:func:`write_imagenet_s_split`; ``data.manifest`` names one to reuse), so
+the split is the same on any filesystem.
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ __all__ = [
     "imagenet_s_mask_decoder",
     "imagenet_s_records",
     "make_paper_split",
-    "read_split_manifest",
+    "read_imagenet_s_split",
     "scan_imagenet_s",
-    "write_split_manifest",
+    "write_imagenet_s_split",
 ]
 
 BACKGROUND_ID = 0
@@ -62,7 +63,7 @@ IGNORE_ID = 1000
 MASK_FOLDER = "train-semi-segmentation"
 IMAGE_FOLDER = "train"
 IMAGE_SUFFIX = ".JPEG"
-MANIFEST_VERSION = 1
+SPLIT_FILE_VERSION = 1
 
 #: merged ImageNet-S class (true wnid) -> the folder it was folded into
 MERGED_CLASSES: dict[str, str] = {
@@ -218,7 +219,7 @@ def _record_to_json(record: ImageMaskRecord, imagenet_root: Path, imagenet_s_roo
     }
 
 
-def write_split_manifest(
+def write_imagenet_s_split(
     split: ImageNetSSplit,
     path: str | os.PathLike[str],
     imagenet_root: str | os.PathLike[str],
@@ -227,7 +228,7 @@ def write_split_manifest(
     """Write ``split`` as JSON with paths relative to the two roots (portable)."""
     imagenet_root, imagenet_s_root, path = Path(imagenet_root), Path(imagenet_s_root), Path(path)
     payload = {
-        "version": MANIFEST_VERSION,
+        "version": SPLIT_FILE_VERSION,
         "seed": split.seed,
         "image_root": "imagenet_root",
         "mask_root": "imagenet_s_root",
@@ -239,14 +240,14 @@ def write_split_manifest(
     return path
 
 
-def read_split_manifest(
+def read_imagenet_s_split(
     path: str | os.PathLike[str],
     imagenet_root: str | os.PathLike[str],
     imagenet_s_root: str | os.PathLike[str],
     *,
     check_files: bool = True,
 ) -> ImageNetSSplit:
-    """Read a manifest written by :func:`write_split_manifest` against the given roots.
+    """Read a split file written by :func:`write_imagenet_s_split` against the given roots.
 
     A path that leaves its root, a missing file, or a label that disagrees with the
     class name is a ``DatasetLayoutError`` naming the manifest entry.
@@ -303,7 +304,7 @@ def imagenet_s_records(
     if split not in ("train", "val"):
         raise ValueError(f"unknown split {split!r}; expected 'train' or 'val'")
     if manifest is not None and Path(manifest).is_file():
-        chosen = read_split_manifest(manifest, imagenet_root, imagenet_s_root)
+        chosen = read_imagenet_s_split(manifest, imagenet_root, imagenet_s_root)
         if chosen.seed != seed:
             raise ValueError(
                 f"split manifest {manifest} was made with seed {chosen.seed}, not {seed}; "
@@ -319,5 +320,5 @@ def imagenet_s_records(
             val_per_class=val_per_class,
         )
         if manifest is not None:
-            write_split_manifest(chosen, manifest, imagenet_root, imagenet_s_root)
+            write_imagenet_s_split(chosen, manifest, imagenet_root, imagenet_s_root)
     return chosen.train if split == "train" else chosen.val

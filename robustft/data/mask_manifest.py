@@ -7,14 +7,22 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MANIFEST_FIELDS", "MANIFEST_NAME", "ManifestRow", "kept_mask_pairs", "read_manifest"]
+__all__ = [
+    "TOKENCUT_MANIFEST_FIELDS",
+    "TOKENCUT_MANIFEST_NAME",
+    "TokenCutRow",
+    "kept_mask_pairs",
+    "read_tokencut_manifest",
+    "write_tokencut_manifest",
+]
 
-MANIFEST_NAME = "tokencut_manifest.csv"
-MANIFEST_FIELDS = (
+TOKENCUT_MANIFEST_NAME = "tokencut_manifest.csv"
+TOKENCUT_MANIFEST_FIELDS = (
     "image",  # path relative to input_dir (posix)
     "mask",  # path relative to output_dir (posix); empty when skipped
     "class_name",
@@ -29,7 +37,7 @@ MANIFEST_FIELDS = (
 
 
 @dataclass
-class ManifestRow:
+class TokenCutRow:
     image: str
     mask: str = ""
     class_name: str = ""
@@ -49,10 +57,10 @@ class ManifestRow:
                 return f"{value:.6f}"
             return str(value)
 
-        return {name: text(getattr(self, name)) for name in MANIFEST_FIELDS}
+        return {name: text(getattr(self, name)) for name in TOKENCUT_MANIFEST_FIELDS}
 
     @classmethod
-    def from_csv(cls, record: dict[str, str]) -> ManifestRow:
+    def from_csv(cls, record: dict[str, str]) -> TokenCutRow:
         def optional(value: str | None, cast: Any) -> Any:
             if value is None or value == "":
                 return None
@@ -74,14 +82,26 @@ class ManifestRow:
         )
 
 
-def read_manifest(path: str | os.PathLike[str]) -> list[ManifestRow]:
+def read_tokencut_manifest(path: str | os.PathLike[str]) -> list[TokenCutRow]:
     """Rows of a ``tokencut_manifest.csv``."""
     with open(path, newline="") as handle:
-        return [ManifestRow.from_csv(record) for record in csv.DictReader(handle)]
+        return [TokenCutRow.from_csv(record) for record in csv.DictReader(handle)]
 
 
 def kept_mask_pairs(output_dir: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """``(image relative to input_dir, mask relative to output_dir)`` for every mask the
     minimum-foreground filter kept: what a fine-tuning data config should use."""
-    rows = read_manifest(Path(output_dir) / MANIFEST_NAME)
+    rows = read_tokencut_manifest(Path(output_dir) / TOKENCUT_MANIFEST_NAME)
     return [(row.image, row.mask) for row in rows if row.kept and row.mask]
+
+
+def write_tokencut_manifest(path: Path, rows: Iterable[TokenCutRow]) -> None:
+    """Write the rows sorted by image, atomically (a temporary file, then a rename), so
+    an interrupted run leaves the previous manifest whole."""
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=TOKENCUT_MANIFEST_FIELDS)
+        writer.writeheader()
+        for row in sorted(rows, key=lambda r: r.image):
+            writer.writerow(row.to_csv())
+    os.replace(temporary, path)

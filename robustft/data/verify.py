@@ -1,4 +1,4 @@
-"""Check a user's copy of a dataset against its manifest (``robustft-data verify``).
+"""Check a user's copy of a dataset against its descriptor (``robustft-data verify``).
 
 :func:`verify_dataset` never raises on a bad copy: it collects every problem — missing
 required files, missing / unknown class folders, count mismatches, unreadable images
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from robustft.data.descriptors import DatasetDescriptor, load_descriptor
 from robustft.data.layout import (
     IMAGE_EXTENSIONS,
     CorruptImageError,
@@ -29,7 +30,6 @@ from robustft.data.layout import (
     list_images,
     load_rgb,
 )
-from robustft.data.manifests import DataManifest, load_manifest
 from robustft.labels import imagenet_synsets, timm_subset_info
 
 __all__ = ["VerifyReport", "exit_code", "format_report", "verify_dataset"]
@@ -65,9 +65,9 @@ class VerifyReport:
         return self.num_problems == 0
 
 
-def _expected_folders(manifest: DataManifest, root: Path) -> set[str] | None:
+def _expected_folders(descriptor: DatasetDescriptor, root: Path) -> set[str] | None:
     """Expected class-folder names; None when any subset of a known set is fine."""
-    source = manifest.class_folders
+    source = descriptor.class_folders
     if source == "timm_synsets":
         return set(imagenet_synsets())
     if source in ("timm_a", "timm_r"):
@@ -97,7 +97,7 @@ def _decode(path: Path) -> str | None:
 
 
 def _check_tree(
-    manifest: DataManifest,
+    descriptor: DatasetDescriptor,
     root: Path,
     report: VerifyReport,
     *,
@@ -106,16 +106,16 @@ def _check_tree(
     num_threads: int,
     progress: bool,
 ) -> None:
-    for relative in manifest.required_files:
+    for relative in descriptor.required_files:
         if not (root / relative).is_file():
             report.missing_files.append(root / relative)
-    image_dir = root / manifest.image_dir
+    image_dir = root / descriptor.image_dir
     if not image_dir.is_dir():
         report.missing_folders.append(image_dir)
         return
     found = list_class_folders(image_dir)
-    expected = _expected_folders(manifest, root)
-    if manifest.class_folders == "timm_synsets_subset":
+    expected = _expected_folders(descriptor, root)
+    if descriptor.class_folders == "timm_synsets_subset":
         known = set(imagenet_synsets())
         report.unknown_folders += [image_dir / f for f in found if f not in known]
     elif expected is not None:
@@ -126,13 +126,13 @@ def _check_tree(
     report.num_class_folders += len(found)
     report.num_images += len(images)
     if check_counts:
-        if manifest.num_classes is not None and len(found) != manifest.num_classes:
+        if descriptor.num_classes is not None and len(found) != descriptor.num_classes:
             report.count_mismatches.append(
-                f"{image_dir}: {len(found)} class folders, expected {manifest.num_classes}"
+                f"{image_dir}: {len(found)} class folders, expected {descriptor.num_classes}"
             )
-        if manifest.num_images is not None and len(images) != manifest.num_images:
+        if descriptor.num_images is not None and len(images) != descriptor.num_images:
             report.count_mismatches.append(
-                f"{image_dir}: {len(images)} images, expected {manifest.num_images}"
+                f"{image_dir}: {len(images)} images, expected {descriptor.num_images}"
             )
     if not images:
         report.count_mismatches.append(
@@ -144,7 +144,7 @@ def _check_tree(
             bar = tqdm(
                 results,
                 total=len(images),
-                desc=f"verify {manifest.name}",
+                desc=f"verify {descriptor.name}",
                 unit="img",
                 disable=not progress,
             )
@@ -157,30 +157,30 @@ def verify_dataset(
     name: str,
     root: str | os.PathLike[str],
     *,
-    manifest: DataManifest | None = None,
+    descriptor: DatasetDescriptor | None = None,
     check_counts: bool = True,
     decode_images: bool = True,
     num_threads: int = 8,
     progress: bool = True,
 ) -> VerifyReport:
-    """Compare the copy at ``root`` with manifest ``name`` (``data_manifests/<name>.yaml``,
-    or ``manifest`` when given). ``check_counts=False`` skips the class/image count check
+    """Compare the copy at ``root`` with the descriptor ``name`` (``data_manifests/<name>.yaml``,
+    or ``descriptor`` when given). ``check_counts=False`` skips the class/image count check
     (for a deliberately partial copy)."""
-    manifest = manifest or load_manifest(name)
+    descriptor = descriptor or load_descriptor(name)
     root = Path(root)
-    report = VerifyReport(name=manifest.name, root=root)
+    report = VerifyReport(name=descriptor.name, root=root)
     if not root.is_dir():
         report.missing_folders.append(root)
         return report
-    if manifest.subsets:
-        for subset in manifest.subsets:
+    if descriptor.subsets:
+        for subset in descriptor.subsets:
             subset_root = root / subset
             if not subset_root.is_dir():
                 report.missing_folders.append(subset_root)
                 continue
-            # counts are per subset in the manifest (class count) - images are not fixed
+            # counts are per subset in the descriptor (class count) - images are not fixed
             _check_tree(
-                manifest,
+                descriptor,
                 subset_root,
                 report,
                 check_counts=check_counts,
@@ -190,7 +190,7 @@ def verify_dataset(
             )
     else:
         _check_tree(
-            manifest,
+            descriptor,
             root,
             report,
             check_counts=check_counts,
@@ -198,8 +198,8 @@ def verify_dataset(
             num_threads=num_threads,
             progress=progress,
         )
-    if manifest.notes:
-        report.notes.append(manifest.notes)
+    if descriptor.notes:
+        report.notes.append(descriptor.notes)
     return report
 
 
@@ -232,5 +232,5 @@ def format_report(report: VerifyReport) -> str:
 
 
 def exit_code(report: VerifyReport) -> int:
-    """0 when the copy matches its manifest, 1 when anything is wrong."""
+    """0 when the copy matches its descriptor, 1 when anything is wrong."""
     return 0 if report.ok else 1

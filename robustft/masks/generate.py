@@ -1,16 +1,14 @@
 """TokenCut masks for a whole dataset folder: batched, resumable, with a manifest.
 
-Input layouts (``layout="auto"`` picks the first that applies):
-
-- ``generic``: ``<input_dir>/images/<class>/<name>.<ext>``
-- ``imagefolder`` (ImageNet-style): ``<input_dir>/<class>/<name>.<ext>``
+Inputs: the ``generic`` or ``imagefolder`` layout (:mod:`robustft.masks.inputs`).
 
 Output, always the generic layout: ``<output_dir>/masks/<class>/<name>.png`` (same stem
 as the image; single-channel PNG, 0 = background, 255 = foreground, at the image's own
 size), plus ``<output_dir>/tokencut_manifest.csv`` (one row per image, see
-:data:`MANIFEST_FIELDS`) and ``<output_dir>/tokencut_settings.json`` (the parameters and
-the preprocessing used). Pointing ``output_dir`` at a generic-layout ``input_dir`` puts
-the masks next to the images.
+:data:`robustft.data.mask_manifest.TOKENCUT_MANIFEST_FIELDS`) and
+``<output_dir>/tokencut_settings.json`` (the parameters and the preprocessing used,
+:mod:`robustft.masks.settings`). Pointing ``output_dir`` at a generic-layout
+``input_dir`` puts the masks next to the images.
 
 Preprocessing: every image is **resized** (aspect ratio not kept, the model's timm
 interpolation) to the model's input size, e.g. 224x224 — so any image size works
@@ -31,94 +29,47 @@ manifest's ``kept`` column is the filter (use :func:`kept_mask_pairs`).
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from timm.data.transforms import str_to_pil_interp
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from robustft.backbones import ModelSpec, backbone_of, preprocessing_config
-from robustft.data.layout import (
-    IMAGE_EXTENSIONS,
-    first_stem_clash,
-    list_class_folders,
-    list_images,
-)
 from robustft.data.mask_manifest import (
-    MANIFEST_FIELDS,
-    MANIFEST_NAME,
-    ManifestRow,
-    kept_mask_pairs,
-    read_manifest,
+    TOKENCUT_MANIFEST_NAME,
+    TokenCutRow,
+    read_tokencut_manifest,
+    write_tokencut_manifest,
 )
-from robustft.masks.bilateral import BilateralSolverParams, refine_mask
-from robustft.masks.tokencut import (
-    DEFAULT_EPS,
-    DEFAULT_TAU,
-    OFFICIAL_MIN_FOREGROUND_FRACTION,
-    extract_patch_keys,
-    graph_cut,
-    upsample_nearest,
+from robustft.masks.bilateral import refine_mask
+from robustft.masks.dataset import ResizedImageDataset, collate_as_list
+from robustft.masks.inputs import ImageEntry, find_images
+from robustft.masks.settings import (
+    DEFAULT_SETTINGS,
+    SETTINGS_NAME,
+    TokenCutSettings,
+    model_identity,
+    write_settings,
 )
+from robustft.masks.tokencut import extract_patch_keys, graph_cut, upsample_nearest
 from robustft.resources import resolve_device
 
-__all__ = [
-    "MANIFEST_FIELDS",
-    "MANIFEST_NAME",
-    "SETTINGS_NAME",
-    "GenerationSummary",
-    "ImageEntry",
-    "ManifestRow",
-    "TokenCutSettings",
-    "find_images",
-    "generate_masks",
-    "kept_mask_pairs",
-    "load_mask_model",
-    "read_manifest",
-]
+__all__ = ["GenerationSummary", "generate_masks", "load_mask_model"]
 
 log = logging.getLogger(__name__)
 
-SETTINGS_NAME = "tokencut_settings.json"
 # How often the manifest is rewritten during a run, so an interrupted run keeps its rows.
 _MANIFEST_FLUSH_SECONDS = 30.0
-
-
-@dataclass(frozen=True)
-class ImageEntry:
-    """One input image: absolute path, path relative to the input root, class folder and
-    the mask's path relative to the output root."""
-
-    path: Path
-    relative: str
-    class_name: str
-    mask_relative: str
-
-
-@dataclass(frozen=True)
-class TokenCutSettings:
-    """Algorithm parameters (``method.md`` section 4; the defaults are TokenCut's)."""
-
-    tau: float = DEFAULT_TAU
-    eps: float = DEFAULT_EPS
-    refine: bool = False
-    min_foreground_fraction: float = OFFICIAL_MIN_FOREGROUND_FRACTION
-    bilateral: BilateralSolverParams = field(default_factory=BilateralSolverParams)
-    # TokenCut inverts a refined mask whose IoU with the coarse one is < 0.5; "coarse"
-    # falls back to the coarse mask instead.
-    refine_low_iou: str = "invert"
 
 
 @dataclass
@@ -138,51 +89,6 @@ class GenerationSummary:
         return self.written / self.seconds if self.seconds > 0 else float("nan")
 
 
-def find_images(
-    input_dir: str | os.PathLike[str], layout: str = "auto"
-) -> tuple[str, list[ImageEntry]]:
-    """List the images of a dataset folder. Returns ``(layout, entries)``, entries sorted.
-
-    ``layout``: ``"generic"`` (``<root>/images/<class>/<name>``), ``"imagefolder"``
-    (``<root>/<class>/<name>``) or ``"auto"`` (generic when ``<root>/images`` is a
-    folder). Hidden files and files with other extensions are ignored. Two images of one
-    class with the same stem (``a.jpg``, ``a.png``) would share a mask file: ``ValueError``.
-    """
-    root = Path(input_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"input_dir is not a folder: {root}")
-    if layout == "auto":
-        layout = "generic" if (root / "images").is_dir() else "imagefolder"
-    if layout == "generic":
-        image_root = root / "images"
-        if not image_root.is_dir():
-            raise FileNotFoundError(f"generic layout needs {image_root}/<class>/<name>.<ext>")
-    elif layout == "imagefolder":
-        image_root = root
-    else:
-        raise ValueError(f"layout must be 'auto', 'generic' or 'imagefolder', got {layout!r}")
-
-    entries: list[ImageEntry] = []
-    for class_name in list_class_folders(image_root):
-        images = list_images(image_root / class_name)
-        clash = first_stem_clash(images)
-        if clash is not None:
-            first, second = (p.relative_to(root).as_posix() for p in clash)
-            raise ValueError(
-                f"{first} and {second} would both write masks/{class_name}/{clash[1].stem}.png; "
-                "rename one of them"
-            )
-        for path in images:
-            entries.append(ImageEntry(path, path.relative_to(root).as_posix(), class_name,
-                                      f"masks/{class_name}/{path.stem}.png"))
-    if not entries:
-        raise FileNotFoundError(
-            f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {image_root}/<class>/ "
-            f"(layout {layout!r})"
-        )
-    return layout, entries
-
-
 def load_mask_model(spec: ModelSpec) -> nn.Module:
     """The ViT whose keys TokenCut cuts, in eval mode (``spec.pretrained=False`` without a
     weights file: random weights, for tests only). Checks early that a backbone family
@@ -190,92 +96,6 @@ def load_mask_model(spec: ModelSpec) -> nn.Module:
     model = spec.build()
     backbone_of(model).check_explainable()
     return model.eval()
-
-
-class _ImageDataset(Dataset):
-    """Reads an image, checks it, resizes to the model's input size and normalises."""
-
-    def __init__(
-        self,
-        entries: Sequence[ImageEntry],
-        input_size: tuple[int, int],
-        mean: Sequence[float],
-        std: Sequence[float],
-        interpolation: str,
-        patch_size: tuple[int, int],
-        keep_rgb: bool,
-    ) -> None:
-        self.entries = list(entries)
-        self.input_size = input_size
-        self.mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
-        self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
-        self.interpolation = str_to_pil_interp(interpolation)
-        self.patch_size = patch_size
-        self.keep_rgb = keep_rgb
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        entry = self.entries[index]
-        item: dict[str, Any] = {"index": index, "pixels": None, "rgb": None, "size": None}
-        try:
-            with Image.open(entry.path) as image:
-                image = image.convert("RGB")  # also forces the full decode
-        # PIL raises many exception types for corrupt/truncated files; all mean a skip.
-        except Exception as error:  # noqa: BLE001
-            item["error"] = f"unreadable image: {type(error).__name__}: {error}"
-            return item
-        width, height = image.size
-        item["size"] = (height, width)
-        ph, pw = self.patch_size
-        if height < ph or width < pw:
-            item["error"] = f"image {width}x{height} is smaller than one {pw}x{ph} patch"
-            return item
-        resized = image.resize((self.input_size[1], self.input_size[0]), self.interpolation)
-        array = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0
-        item["pixels"] = torch.from_numpy((array - self.mean) / self.std)
-        if self.keep_rgb:
-            item["rgb"] = np.asarray(image, dtype=np.uint8)
-        item["error"] = None
-        return item
-
-
-def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return items
-
-
-def compare_with_true_masks(
-    output_dir: str | os.PathLike[str], true_root: str | os.PathLike[str]
-) -> dict[str, float]:
-    """Intersection over union of every written mask against a true mask in the generic
-    layout, ``<true_root>/masks/<class>/<stem>.png`` (nonzero = foreground; resized
-    nearest to the mask's size if they differ). Returns ``{image: IoU}`` for the images
-    that have both; e.g. ImageNet-S or the generated benchmark's ``train`` split."""
-    scores: dict[str, float] = {}
-    for row in read_manifest(Path(output_dir) / MANIFEST_NAME):
-        truth_path = Path(true_root) / row.mask
-        if not row.mask or not truth_path.is_file():
-            continue
-        with Image.open(Path(output_dir) / row.mask) as image:
-            predicted = np.asarray(image.convert("L")) > 127
-        with Image.open(truth_path) as image:
-            if image.size != (predicted.shape[1], predicted.shape[0]):
-                image = image.resize((predicted.shape[1], predicted.shape[0]), Image.NEAREST)
-            truth = np.asarray(image.convert("L")) > 0
-        union = np.logical_or(predicted, truth).sum()
-        scores[row.image] = 1.0 if union == 0 else float((predicted & truth).sum() / union)
-    return scores
-
-
-def _write_manifest(path: Path, rows: Iterable[ManifestRow]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS)
-        writer.writeheader()
-        for row in sorted(rows, key=lambda r: r.image):
-            writer.writerow(row.to_csv())
-    os.replace(temporary, path)
 
 
 def _write_mask(path: Path, mask: np.ndarray) -> None:
@@ -293,19 +113,11 @@ def _keep_decision(fraction: float, minimum: float) -> tuple[bool, str]:
     return True, ""
 
 
-def _model_identity(model: nn.Module) -> str:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    arch, tag = cfg.get("architecture"), cfg.get("tag")
-    if arch:
-        return f"{arch}.{tag}" if tag else str(arch)
-    return type(model).__name__
-
-
 def generate_masks(
     model: nn.Module,
     input_dir: str | os.PathLike[str],
     output_dir: str | os.PathLike[str],
-    settings: TokenCutSettings = TokenCutSettings(),
+    settings: TokenCutSettings = DEFAULT_SETTINGS,
     *,
     batch_size: int = 32,
     num_workers: int = 0,
@@ -336,15 +148,15 @@ def generate_masks(
     layout, entries = find_images(input_dir, layout)
     output_root = Path(output_dir)
     output_root.mkdir(parents=True, exist_ok=True)
-    manifest_path = output_root / MANIFEST_NAME
+    manifest_path = output_root / TOKENCUT_MANIFEST_NAME
 
     preprocessing = preprocessing_config(model)
     input_size = tuple(int(s) for s in preprocessing["input_size"][1:])
     grid_size = backbone.token_layout(input_size).grid_size
     patch_size = backbone.patch_size
-    _write_settings(
+    write_settings(
         output_root / SETTINGS_NAME,
-        model_description or _model_identity(model),
+        model_description or model_identity(model),
         model,
         layout,
         input_dir,
@@ -353,11 +165,11 @@ def generate_masks(
         settings,
     )
 
-    previous: dict[str, ManifestRow] = {}
+    previous: dict[str, TokenCutRow] = {}
     if manifest_path.is_file() and not overwrite:
-        previous = {row.image: row for row in read_manifest(manifest_path)}
+        previous = {row.image: row for row in read_tokencut_manifest(manifest_path)}
 
-    rows: dict[str, ManifestRow] = {}
+    rows: dict[str, TokenCutRow] = {}
     todo: list[ImageEntry] = []
     for entry in entries:
         mask_path = output_root / entry.mask_relative
@@ -373,7 +185,7 @@ def generate_masks(
     if resumed:
         log.info("resuming: %d of %d masks already exist in %s", resumed, len(entries), output_root)
 
-    dataset = _ImageDataset(
+    dataset = ResizedImageDataset(
         todo,
         input_size=input_size,
         mean=preprocessing["mean"],
@@ -386,7 +198,7 @@ def generate_masks(
         dataset,
         batch_size=batch_size,
         num_workers=num_workers,
-        collate_fn=_collate,
+        collate_fn=collate_as_list,
         shuffle=False,
     )
     torch_device = resolve_device(device)
@@ -405,7 +217,7 @@ def generate_masks(
                     skipped.append((entry.relative, item["error"]))
                     log.warning("skipped %s: %s", entry.path, item["error"])
                     height_width = item["size"] or (None, None)
-                    rows[entry.relative] = ManifestRow(
+                    rows[entry.relative] = TokenCutRow(
                         image=entry.relative,
                         class_name=entry.class_name,
                         width=height_width[1],
@@ -424,11 +236,11 @@ def generate_masks(
                     written += 1
             bar.update(len(items))
             if time.perf_counter() - last_flush > _MANIFEST_FLUSH_SECONDS:
-                _write_manifest(manifest_path, _all_rows(rows, previous, entries))
+                write_tokencut_manifest(manifest_path, _all_rows(rows, previous, entries))
                 last_flush = time.perf_counter()
     finally:
         bar.close()
-        _write_manifest(manifest_path, _all_rows(rows, previous, entries))
+        write_tokencut_manifest(manifest_path, _all_rows(rows, previous, entries))
     seconds = time.perf_counter() - start
 
     kept = sum(1 for row in rows.values() if row.kept)
@@ -455,8 +267,8 @@ def generate_masks(
 
 
 def _all_rows(
-    rows: dict[str, ManifestRow], previous: dict[str, ManifestRow], entries: Sequence[ImageEntry]
-) -> list[ManifestRow]:
+    rows: dict[str, TokenCutRow], previous: dict[str, TokenCutRow], entries: Sequence[ImageEntry]
+) -> list[TokenCutRow]:
     """This run's rows, plus earlier rows of images not reached yet (interrupted run)."""
     out = dict(rows)
     for entry in entries:
@@ -466,19 +278,19 @@ def _all_rows(
 
 
 def _manifest_row(entry: ImageEntry, settings: TokenCutSettings, *, width: int, height: int,
-                  fraction: float, refined: bool | None, status: str) -> ManifestRow:
+                  fraction: float, refined: bool | None, status: str) -> TokenCutRow:
     """The manifest row of a mask with the given foreground fraction; ``kept`` and its
     reason come from the minimum-foreground filter of ``settings``."""
     kept, reason = _keep_decision(fraction, settings.min_foreground_fraction)
-    return ManifestRow(image=entry.relative, mask=entry.mask_relative,
+    return TokenCutRow(image=entry.relative, mask=entry.mask_relative,
                        class_name=entry.class_name, width=width, height=height,
                        foreground_fraction=fraction, kept=kept, refined=refined,
                        status=status, reason=reason)
 
 
 def _resumed_row(
-    entry: ImageEntry, mask_path: Path, old: ManifestRow | None, settings: TokenCutSettings
-) -> ManifestRow | None:
+    entry: ImageEntry, mask_path: Path, old: TokenCutRow | None, settings: TokenCutSettings
+) -> TokenCutRow | None:
     """Manifest row for an existing mask: the previous row when it matches, else
     recomputed from the PNG. None when the PNG cannot be read (it will be recomputed)."""
     if old is not None and old.mask == entry.mask_relative and old.foreground_fraction is not None:
@@ -509,7 +321,7 @@ def _mask_for_image(
     item: dict[str, Any],
     settings: TokenCutSettings,
     output_root: Path,
-) -> ManifestRow:
+) -> TokenCutRow:
     """Graph cut, upsampling, optional refinement, PNG write and the manifest row."""
     cut = graph_cut(features, grid_size, tau=settings.tau, eps=settings.eps)
     height, width = item["size"]
@@ -521,36 +333,3 @@ def _mask_for_image(
     _write_mask(output_root / entry.mask_relative, mask)
     return _manifest_row(entry, settings, width=width, height=height,
                          fraction=float(mask.mean()), refined=settings.refine, status="written")
-
-
-def _write_settings(
-    path: Path,
-    model_description: str,
-    model: nn.Module,
-    layout: str,
-    input_dir: str | os.PathLike[str],
-    preprocessing: dict[str, Any],
-    grid_size: tuple[int, int],
-    settings: TokenCutSettings,
-) -> None:
-    record = {
-        "model": model_description,
-        "model_class": type(model).__name__,
-        "input_dir": str(Path(input_dir).resolve()),
-        "input_layout": layout,
-        "preprocessing": (
-            "each image resized (aspect ratio not kept) to the model input size; mask "
-            "upsampled (nearest) from the patch grid to the image's own size"
-        ),
-        "model_input_size": list(preprocessing["input_size"][1:]),
-        "patch_grid": list(grid_size),
-        "mean": list(preprocessing["mean"]),
-        "std": list(preprocessing["std"]),
-        "interpolation": preprocessing.get("interpolation"),
-        "mask_format": "single-channel PNG, 0 = background, 255 = foreground",
-        "settings": asdict(settings),
-        "note": "masks written by an earlier run with other settings are kept (resume)",
-    }
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(record, indent=2))
-    os.replace(temporary, path)

@@ -20,7 +20,8 @@ from tiny_models import tiny_vit
 from robustft.checkpoints import load_checkpoint
 from robustft.cli.common import prepare_generated_data
 from robustft.labels import imagenet_synsets
-from robustft.masks.generate import TokenCutSettings, generate_masks
+from robustft.masks.generate import generate_masks
+from robustft.masks.settings import TokenCutSettings
 from robustft.training.run import train
 
 CONFIG_DIR = Path(robustft.configs.__file__).parent

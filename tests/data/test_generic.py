@@ -13,10 +13,10 @@ from PIL import Image
 from robustft.data.datamodule import ImageMaskDataModule
 from robustft.data.datasets import ImageMaskDataset
 from robustft.data.generic import (
-    read_manifest,
+    read_selection,
     scan_generic_layout,
     select_records,
-    write_manifest,
+    write_selection,
 )
 from robustft.data.transforms import joint_eval_transform, joint_train_transform
 
@@ -47,13 +47,13 @@ def test_manifest_round_trip_and_outside_root(tmp_path):
     records = scan_generic_layout(root)
     selection = select_records(records, train_per_class=2, val_per_class=1,
                                class_fraction=0.5, seed=7)
-    manifest = write_manifest(selection, root, tmp_path / "run" / "manifest.csv")
-    assert read_manifest(manifest, root, sorted(records)) == selection
+    manifest = write_selection(selection, root, tmp_path / "run" / "manifest.csv")
+    assert read_selection(manifest, root, sorted(records)) == selection
     text = manifest.read_text().replace("images/c", "../d/images/c", 1)
     bad = tmp_path / "bad.csv"
     bad.write_text(text.replace("../d/images/c", "../../etc/c", 1))
     with pytest.raises(ValueError, match="outside"):
-        read_manifest(bad, root, sorted(records))
+        read_selection(bad, root, sorted(records))
 
 
 def test_missing_mask_file_is_named(tmp_path):

@@ -18,9 +18,9 @@ from robustft.data.imagenet import (
     imagenet_s_mask_decoder,
     imagenet_s_records,
     make_paper_split,
-    read_split_manifest,
+    read_imagenet_s_split,
     scan_imagenet_s,
-    write_split_manifest,
+    write_imagenet_s_split,
 )
 from robustft.data.layout import DatasetLayoutError
 from robustft.labels import imagenet_synsets
@@ -91,7 +91,7 @@ def test_paper_split_is_seeded_sorted_and_seed_zero_counts(tmp_path: Path) -> No
 def test_manifest_round_trip_is_relative_and_portable(tmp_path: Path) -> None:
     copy = _copy(tmp_path / "a", num_classes=6)
     split = make_paper_split(copy.imagenet_root, copy.imagenet_s_root, num_train_classes=3)
-    manifest = write_split_manifest(
+    manifest = write_imagenet_s_split(
         split, tmp_path / "split.json", copy.imagenet_root, copy.imagenet_s_root
     )
     payload = json.loads(manifest.read_text())
@@ -99,7 +99,7 @@ def test_manifest_round_trip_is_relative_and_portable(tmp_path: Path) -> None:
     # move the copy: the manifest still resolves against the new roots
     moved = tmp_path / "b"
     (tmp_path / "a").rename(moved)
-    again = read_split_manifest(manifest, moved / "imagenet", moved / "ImageNetS919")
+    again = read_imagenet_s_split(manifest, moved / "imagenet", moved / "ImageNetS919")
     assert [r.image_path.relative_to(moved) for r in again.train] == [
         r.image_path.relative_to(tmp_path / "a") for r in split.train
     ]
@@ -122,14 +122,14 @@ def test_records_entry_point_writes_then_reuses_manifest(tmp_path: Path) -> None
 def test_manifest_path_outside_root_is_refused(tmp_path: Path) -> None:
     copy = _copy(tmp_path, num_classes=6)
     split = make_paper_split(copy.imagenet_root, copy.imagenet_s_root, num_train_classes=3)
-    manifest = write_split_manifest(
+    manifest = write_imagenet_s_split(
         split, tmp_path / "split.json", copy.imagenet_root, copy.imagenet_s_root
     )
     payload = json.loads(manifest.read_text())
     payload["train"][0]["image"] = "../../etc/passwd"
     manifest.write_text(json.dumps(payload))
     with pytest.raises(DatasetLayoutError, match=r"\[train\]\[0\].*outside the dataset root"):
-        read_split_manifest(manifest, copy.imagenet_root, copy.imagenet_s_root)
+        read_imagenet_s_split(manifest, copy.imagenet_root, copy.imagenet_s_root)
 
 
 def test_missing_image_for_a_mask_is_named(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from fixtures.generic_layout import make_generic_layout, truncate_file, write_no
 from PIL import Image
 
 from robustft.data.datamodule import ImageMaskDataModule, ImageNetSDataModule
-from robustft.data.generic import read_manifest, scan_generic_layout
+from robustft.data.generic import read_selection, scan_generic_layout
 from robustft.labels import imagenet_synsets
 
 NORM = {"crop_size": 32, "mean": (0.5,) * 3, "std": (0.5,) * 3}
@@ -143,7 +143,7 @@ def test_empty_masks_are_counted_on_the_exact_selection(tmp_path, caplog, policy
         assert module.selection == drawn
         assert "kept as background-only examples" in warnings[0]
     # the manifest holds the drawn selection (reusable as is); the sidecar names the empties
-    assert read_manifest(manifest, root, drawn.class_names) == drawn
+    assert read_selection(manifest, root, drawn.class_names) == drawn
     listed = _sidecar(sidecar)
     assert [(row["split"], row["mask"]) for row in listed] == [
         ("train", str(emptied[0].mask_path)), ("train", str(emptied[1].mask_path)),

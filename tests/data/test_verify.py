@@ -1,4 +1,4 @@
-"""robustft-data verify's engine: manifests load, a good miniature copy passes, and a bad
+"""robustft-data verify's engine: dataset descriptors load, a good miniature copy passes, and a bad
 one reports missing files/folders, count mismatches and unreadable images by path."""
 
 from __future__ import annotations
@@ -8,29 +8,29 @@ from pathlib import Path
 import fixtures.miniature as miniature  # noqa: E402
 import pytest
 
+from robustft.data.descriptors import list_descriptors, load_descriptor
 from robustft.data.eval_datasets import EVAL_DATASETS
-from robustft.data.manifests import list_manifests, load_manifest
 from robustft.data.verify import exit_code, format_report, verify_dataset
 from robustft.labels import imagenet_synsets, timm_subset_info
 
 
-def test_every_manifest_loads_and_names_a_known_reader() -> None:
-    names = list_manifests()
+def test_every_descriptor_loads_and_names_a_known_reader() -> None:
+    names = list_descriptors()
     assert {"imagenet-val", "imagenet-a", "imagenet-r", "objectnet", "si-score",
             "imagenet-v2-matched-frequency", "imagenet-s919"} <= set(names)  # fmt: skip
     for name in names:
-        manifest = load_manifest(name)
-        assert manifest.name == name
-        assert manifest.dataset_type is None or manifest.dataset_type in EVAL_DATASETS
+        descriptor = load_descriptor(name)
+        assert descriptor.name == name
+        assert descriptor.dataset_type is None or descriptor.dataset_type in EVAL_DATASETS
     with pytest.raises(KeyError, match="no data manifest 'imagenet-q'"):
-        load_manifest("imagenet-q")
+        load_descriptor("imagenet-q")
 
 
 def test_complete_a_copy_passes_with_its_counts(tmp_path: Path) -> None:
     _, wnids = timm_subset_info("a")
     miniature.make_wnid_folders(tmp_path / "a", wnids, per_class=1, suffix=".jpg")
-    manifest = load_manifest("imagenet-a").with_counts(200, 200)
-    report = verify_dataset("imagenet-a", tmp_path / "a", manifest=manifest, progress=False)
+    descriptor = load_descriptor("imagenet-a").with_counts(200, 200)
+    report = verify_dataset("imagenet-a", tmp_path / "a", descriptor=descriptor, progress=False)
     assert report.ok, format_report(report)
     assert exit_code(report) == 0 and "OK" in format_report(report)
 
@@ -60,11 +60,11 @@ def test_objectnet_missing_mapping_file_is_reported(tmp_path: Path) -> None:
 
 def test_si_score_subsets_checked(tmp_path: Path) -> None:
     miniature.make_si_score(tmp_path / "si")
-    manifest = load_manifest("si-score").with_counts(3, None)
-    report = verify_dataset("si-score", tmp_path / "si", manifest=manifest, progress=False)
+    descriptor = load_descriptor("si-score").with_counts(3, None)
+    report = verify_dataset("si-score", tmp_path / "si", descriptor=descriptor, progress=False)
     assert report.ok, format_report(report)
     (tmp_path / "si" / "rotation" / "metadata.csv").unlink()
-    report = verify_dataset("si-score", tmp_path / "si", manifest=manifest, progress=False)
+    report = verify_dataset("si-score", tmp_path / "si", descriptor=descriptor, progress=False)
     assert report.missing_files == [tmp_path / "si" / "rotation" / "metadata.csv"]
 
 
@@ -78,10 +78,10 @@ def test_hidden_files_are_not_images_and_every_reader_extension_is(tmp_path: Pat
     _, wnids = timm_subset_info("a")
     miniature.make_wnid_folders(tmp_path / "a", wnids, per_class=1, suffix=".jpg")
     (tmp_path / "a" / wnids[0] / "._x.jpg").write_bytes(b"\0\x05\x16\x07")  # macOS fork
-    manifest = load_manifest("imagenet-a").with_counts(200, 200)
-    report = verify_dataset("imagenet-a", tmp_path / "a", manifest=manifest, progress=False)
+    descriptor = load_descriptor("imagenet-a").with_counts(200, 200)
+    report = verify_dataset("imagenet-a", tmp_path / "a", descriptor=descriptor, progress=False)
     assert report.ok, format_report(report)
     miniature.write_image(tmp_path / "a" / wnids[1] / "extra.webp", seed=3)
-    report = verify_dataset("imagenet-a", tmp_path / "a", manifest=manifest, progress=False)
+    report = verify_dataset("imagenet-a", tmp_path / "a", descriptor=descriptor, progress=False)
     assert report.num_images == 201 and report.count_mismatches == [
         f"{tmp_path / 'a'}: 201 images, expected 200"]

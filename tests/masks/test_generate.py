@@ -19,17 +19,16 @@ from PIL import Image
 
 from robustft.backbones import create_model
 from robustft.cli.masks import check_required, run
-from robustft.masks.generate import (
-    MANIFEST_FIELDS,
-    MANIFEST_NAME,
-    SETTINGS_NAME,
-    TokenCutSettings,
-    compare_with_true_masks,
-    find_images,
-    generate_masks,
+from robustft.data.mask_manifest import (
+    TOKENCUT_MANIFEST_FIELDS,
+    TOKENCUT_MANIFEST_NAME,
     kept_mask_pairs,
-    read_manifest,
+    read_tokencut_manifest,
 )
+from robustft.masks.compare import compare_with_true_masks
+from robustft.masks.generate import generate_masks
+from robustft.masks.inputs import find_images
+from robustft.masks.settings import SETTINGS_NAME, TokenCutSettings
 
 TINY_VIT = {"img_size": 64, "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2}
 
@@ -74,9 +73,9 @@ def test_end_to_end_masks_manifest_and_resume(tmp_path: Path, tiny_vit, caplog) 
     summary = generate_masks(tiny_vit, data, out, TokenCutSettings(), batch_size=3, progress=False)
     assert (summary.total, summary.written, summary.resumed, summary.skipped) == (7, 7, 0, [])
 
-    rows = read_manifest(out / MANIFEST_NAME)
-    with open(out / MANIFEST_NAME, newline="") as handle:
-        assert tuple(csv.DictReader(handle).fieldnames) == MANIFEST_FIELDS
+    rows = read_tokencut_manifest(out / TOKENCUT_MANIFEST_NAME)
+    with open(out / TOKENCUT_MANIFEST_NAME, newline="") as handle:
+        assert tuple(csv.DictReader(handle).fieldnames) == TOKENCUT_MANIFEST_FIELDS
     assert [row.image for row in rows] == images
     for row in rows:
         assert row.status == "written" and row.refined is False and row.kept is not None
@@ -97,16 +96,16 @@ def test_end_to_end_masks_manifest_and_resume(tmp_path: Path, tiny_vit, caplog) 
     again = generate_masks(tiny_vit, data, out, TokenCutSettings(), progress=False)
     assert (again.written, again.resumed) == (0, 7)
     assert {m: (out / m).stat().st_mtime_ns for m in mtimes} == mtimes
-    rerun_rows = read_manifest(out / MANIFEST_NAME)
+    rerun_rows = read_tokencut_manifest(out / TOKENCUT_MANIFEST_NAME)
     assert [r.foreground_fraction for r in rerun_rows] == [r.foreground_fraction for r in rows]
     assert all(r.status == "resumed" and r.refined is False for r in rerun_rows)
 
     # A deleted mask is recomputed; without a manifest the rows come from the PNGs.
     (out / rows[0].mask).unlink()
-    (out / MANIFEST_NAME).unlink()
+    (out / TOKENCUT_MANIFEST_NAME).unlink()
     third = generate_masks(tiny_vit, data, out, TokenCutSettings(), progress=False)
     assert (third.written, third.resumed) == (1, 6)
-    third_rows = {r.image: r for r in read_manifest(out / MANIFEST_NAME)}
+    third_rows = {r.image: r for r in read_tokencut_manifest(out / TOKENCUT_MANIFEST_NAME)}
     assert third_rows[rows[0].image].status == "written"
     for row in rows[1:]:
         recomputed = third_rows[row.image]
@@ -120,7 +119,7 @@ def test_minimum_foreground_filter_is_reevaluated(tmp_path: Path, tiny_vit) -> N
     strict = TokenCutSettings(min_foreground_fraction=0.99)
     summary = generate_masks(tiny_vit, data, data, strict, progress=False)
     assert summary.kept == 0
-    rows = read_manifest(data / MANIFEST_NAME)
+    rows = read_tokencut_manifest(data / TOKENCUT_MANIFEST_NAME)
     assert all(row.kept is False and "min_foreground_fraction" in row.reason for row in rows)
     assert kept_mask_pairs(data) == []
     # Masks were written next to the images (output_dir = input_dir); a rerun with a
@@ -147,7 +146,7 @@ def test_refine_on_imagefolder_layout(tmp_path: Path, tiny_vit) -> None:
         tiny_vit, data, out, TokenCutSettings(refine=True), batch_size=8, progress=False
     )
     assert summary.written == 2
-    rows = read_manifest(out / MANIFEST_NAME)
+    rows = read_tokencut_manifest(out / TOKENCUT_MANIFEST_NAME)
     assert [row.image for row in rows] == ["n01440764/a.JPEG", "n01443537/b.png"]
     assert all(row.refined is True for row in rows)
     assert Image.open(out / "masks" / "n01443537" / "b.png").size == (80, 48)
@@ -175,7 +174,7 @@ def test_bad_input_is_a_reported_skip(tmp_path: Path, tiny_vit, caplog) -> None:
     assert "smaller than one 8x8 patch" in skipped["images/dog/thin.png"]
     for name in ("corrupt.jpg", "truncated.png", "thin.png"):
         assert name in caplog.text
-    rows = {row.image: row for row in read_manifest(tmp_path / "out" / MANIFEST_NAME)}
+    rows = {row.image: row for row in read_tokencut_manifest(tmp_path / "out" / TOKENCUT_MANIFEST_NAME)}
     assert len(rows) == 10
     for image, reason in skipped.items():
         assert rows[image].status == "skipped" and rows[image].reason == reason
@@ -233,7 +232,7 @@ def test_cli_config_and_required_keys(tmp_path: Path) -> None:
             ],
         )
         run(cfg)
-    assert len(read_manifest(data / MANIFEST_NAME)) == 7
+    assert len(read_tokencut_manifest(data / TOKENCUT_MANIFEST_NAME)) == 7
 
 
 def test_console_entry_point(tmp_path: Path) -> None:
@@ -272,7 +271,7 @@ def test_compare_with_true_masks(tmp_path: Path, tiny_vit) -> None:
     make_generic_dataset(data)
     out = tmp_path / "out"
     generate_masks(tiny_vit, data, out, progress=False)
-    rows = read_manifest(out / MANIFEST_NAME)
+    rows = read_tokencut_manifest(out / TOKENCUT_MANIFEST_NAME)
     truth_root = tmp_path / "truth"
     for row in rows:
         # Truth = the written mask itself, one of them at another size (resized nearest).

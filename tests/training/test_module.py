@@ -163,12 +163,12 @@ def test_selected_label_outside_the_outputs_is_named_before_training(tmp_path, b
     from fixtures.generic_layout import make_generic_layout
 
     from robustft.data.datamodule import ImageMaskDataModule
-    from robustft.data.generic import scan_generic_layout, select_records, write_manifest
+    from robustft.data.generic import scan_generic_layout, select_records, write_selection
 
     root = make_generic_layout(tmp_path / "pairs", num_classes=2, per_class=2)
     selection = select_records(scan_generic_layout(root), train_per_class=None, val_per_class=None,
                                class_fraction=1.0, seed=0)
-    manifest = write_manifest(selection, root, tmp_path / "selection.csv")
+    manifest = write_selection(selection, root, tmp_path / "selection.csv")
     rows = manifest.read_text().splitlines()
     rows[2] = rows[2].replace(",0,c0,", f",{bad_label},c0,")  # the second record's label
     manifest.write_text("\n".join(rows) + "\n")

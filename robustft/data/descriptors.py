@@ -1,7 +1,9 @@
-"""Dataset manifests: what a correct copy of each dataset looks like.
+"""Dataset descriptors: what a correct copy of each dataset looks like (``robustft-data
+verify`` checks a copy against one).
 
-One YAML file per dataset in ``data_manifests/`` at the repository root (override the
-folder with ``ROBUSTFT_MANIFESTS_DIR``). Keys:
+One YAML file per dataset in ``data_manifests/`` at the repository root (override the folder
+with ``ROBUSTFT_MANIFESTS_DIR``; folder and variable keep their names so users' setups
+keep working). Keys:
 
 - ``name``, ``description``, ``layout`` (human-readable path pattern), ``protocol`` (the
   label protocol in words), ``dataset_type`` (the ``robustft.data.eval_datasets`` key that
@@ -32,10 +34,10 @@ import yaml
 
 __all__ = [
     "CLASS_FOLDER_SOURCES",
-    "DataManifest",
-    "list_manifests",
-    "load_manifest",
-    "manifests_dir",
+    "DatasetDescriptor",
+    "list_descriptors",
+    "load_descriptor",
+    "descriptors_dir",
 ]
 
 CLASS_FOLDER_SOURCES = frozenset(
@@ -52,7 +54,7 @@ CLASS_FOLDER_SOURCES = frozenset(
 
 
 @dataclass(frozen=True)
-class DataManifest:
+class DatasetDescriptor:
     name: str
     description: str
     layout: str
@@ -67,12 +69,12 @@ class DataManifest:
     notes: str = ""
     source: Path | None = field(default=None, compare=False)
 
-    def with_counts(self, num_classes: int | None, num_images: int | None) -> DataManifest:
+    def with_counts(self, num_classes: int | None, num_images: int | None) -> DatasetDescriptor:
         """A copy expecting other counts (e.g. for a deliberately partial copy)."""
         return replace(self, num_classes=num_classes, num_images=num_images)
 
 
-def manifests_dir() -> Path:
+def descriptors_dir() -> Path:
     """``$ROBUSTFT_MANIFESTS_DIR`` or the repository's ``data_manifests/``, installed as the
     package ``robustft.data_manifests`` (so wheels and editable installs both find it)."""
     env = os.environ.get("ROBUSTFT_MANIFESTS_DIR")
@@ -83,21 +85,21 @@ def manifests_dir() -> Path:
     return Path(robustft.data_manifests.__file__).parent
 
 
-def list_manifests(directory: Path | None = None) -> list[str]:
-    directory = directory or manifests_dir()
+def list_descriptors(directory: Path | None = None) -> list[str]:
+    directory = directory or descriptors_dir()
     return sorted(path.stem for path in directory.glob("*.yaml"))
 
 
-def load_manifest(name: str, directory: Path | None = None) -> DataManifest:
-    """The manifest ``<directory>/<name>.yaml``; unknown names and keys are clear errors."""
-    directory = directory or manifests_dir()
+def load_descriptor(name: str, directory: Path | None = None) -> DatasetDescriptor:
+    """The descriptor ``<directory>/<name>.yaml``; unknown names and keys are clear errors."""
+    directory = directory or descriptors_dir()
     path = directory / f"{name}.yaml"
     if not path.is_file():
         raise KeyError(
-            f"no data manifest {name!r} in {directory}; known: {list_manifests(directory)}"
+            f"no data manifest {name!r} in {directory}; known: {list_descriptors(directory)}"
         )
     raw: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    known = {f.name for f in fields(DataManifest)} - {"source"}
+    known = {f.name for f in fields(DatasetDescriptor)} - {"source"}
     unknown = set(raw) - known
     if unknown:
         raise KeyError(f"{path}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -111,4 +113,4 @@ def load_manifest(name: str, directory: Path | None = None) -> DataManifest:
     for key in ("required_files", "subsets"):
         if key in raw:
             raw[key] = tuple(raw[key] or ())
-    return DataManifest(**raw, source=path)
+    return DatasetDescriptor(**raw, source=path)

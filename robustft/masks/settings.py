@@ -1,0 +1,85 @@
+"""What a mask run used: the TokenCut parameters, and the settings file
+(``tokencut_settings.json``) that records them with the model and the preprocessing."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from robustft.masks.bilateral import BilateralSolverParams
+from robustft.masks.tokencut import DEFAULT_EPS, DEFAULT_TAU, OFFICIAL_MIN_FOREGROUND_FRACTION
+
+__all__ = [
+    "DEFAULT_SETTINGS",
+    "SETTINGS_NAME",
+    "TokenCutSettings",
+    "model_identity",
+    "write_settings",
+]
+
+SETTINGS_NAME = "tokencut_settings.json"
+
+
+@dataclass(frozen=True)
+class TokenCutSettings:
+    """Algorithm parameters (``method.md`` section 4; the defaults are TokenCut's)."""
+
+    tau: float = DEFAULT_TAU
+    eps: float = DEFAULT_EPS
+    refine: bool = False
+    min_foreground_fraction: float = OFFICIAL_MIN_FOREGROUND_FRACTION
+    bilateral: BilateralSolverParams = field(default_factory=BilateralSolverParams)
+    # TokenCut inverts a refined mask whose IoU with the coarse one is < 0.5; "coarse"
+    # falls back to the coarse mask instead.
+    refine_low_iou: str = "invert"
+
+
+# TokenCut's own parameters, the default of every run (frozen, so one shared value is safe).
+DEFAULT_SETTINGS = TokenCutSettings()
+
+
+def model_identity(model: nn.Module) -> str:
+    """The model's timm ``pretrained_cfg`` name, else its class name."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    arch, tag = cfg.get("architecture"), cfg.get("tag")
+    if arch:
+        return f"{arch}.{tag}" if tag else str(arch)
+    return type(model).__name__
+
+
+def write_settings(
+    path: Path,
+    model_description: str,
+    model: nn.Module,
+    layout: str,
+    input_dir: str | os.PathLike[str],
+    preprocessing: dict[str, Any],
+    grid_size: tuple[int, int],
+    settings: TokenCutSettings,
+) -> None:
+    record = {
+        "model": model_description,
+        "model_class": type(model).__name__,
+        "input_dir": str(Path(input_dir).resolve()),
+        "input_layout": layout,
+        "preprocessing": (
+            "each image resized (aspect ratio not kept) to the model input size; mask "
+            "upsampled (nearest) from the patch grid to the image's own size"
+        ),
+        "model_input_size": list(preprocessing["input_size"][1:]),
+        "patch_grid": list(grid_size),
+        "mean": list(preprocessing["mean"]),
+        "std": list(preprocessing["std"]),
+        "interpolation": preprocessing.get("interpolation"),
+        "mask_format": "single-channel PNG, 0 = background, 255 = foreground",
+        "settings": asdict(settings),
+        "note": "masks written by an earlier run with other settings are kept (resume)",
+    }
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(record, indent=2))
+    os.replace(temporary, path)
