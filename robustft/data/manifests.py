@@ -4,7 +4,7 @@ One YAML file per dataset in ``data_manifests/`` at the repository root (overrid
 folder with ``ROBUSTFT_MANIFESTS_DIR``). Keys:
 
 - ``name``, ``description``, ``layout`` (human-readable path pattern), ``protocol`` (the
-  label protocol in words), ``dataset_type`` (the ``robustft.data.eval_datasets`` key that
+  label protocol in words), ``dataset_type`` (the ``robustft.data.eval.registry`` key that
   reads it, or null);
 - ``image_dir``: folder under the root holding the class folders (``.`` = the root);
 - ``class_folders``: where the expected class-folder names come from — ``timm_synsets``

@@ -8,7 +8,7 @@ from pathlib import Path
 import fixtures.miniature as miniature  # noqa: E402
 import pytest
 
-from robustft.data.eval_datasets import EVAL_DATASETS
+from robustft.data.eval.registry import EVAL_DATASETS
 from robustft.data.manifests import list_manifests, load_manifest
 from robustft.data.verify import exit_code, format_report, verify_dataset
 from robustft.labels import imagenet_synsets, timm_subset_info

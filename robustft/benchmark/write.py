@@ -1024,6 +1024,8 @@ def generate_benchmark(
     (root / "classes.txt").write_text("".join(f"{c}\n" for c in names))
     info = {
         "format_version": FORMAT_VERSION,
+        # The generator's name when format 1 was defined; kept so that benchmark.json stays
+        # byte-identical (nothing reads it: reuse compares format_version, config, splits).
         "generator": "robustft.data.synth",
         "seed": config.seed,
         "config": config.to_dict(),

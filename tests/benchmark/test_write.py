@@ -1,4 +1,4 @@
-"""Tests of the generated spurious-background benchmark (robustft.data.synth)."""
+"""Tests of the generated spurious-background benchmark (robustft.benchmark.write)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from robustft.data.synth import (
+from robustft.benchmark.write import (
     EVAL_SPLITS,
     GENERIC_SPLITS,
     SHAPE_NAMES,
@@ -133,7 +133,7 @@ def test_background_assignment(bench: tuple[Path, dict]) -> None:
 def test_tie_rate(tie: float) -> None:
     # Sampling only (no rendering / files): the train tie is ~tie, anti-correlated is never
     # own-background, shuffled is ~1/K.
-    from robustft.data.synth import _sample_factors
+    from robustft.benchmark.write import _sample_factors
 
     cfg = SynthConfig(num_classes=5, tie=tie, plain_prob=0.0, seed=1)
     n = 600
@@ -161,7 +161,7 @@ def test_plain_backdrop_share_and_rendering() -> None:
     # The plain share of pretrain / in_distribution is ~plain_prob (tie 1.0 elsewhere); train
     # and the other splits never get a plain backdrop; images that keep their texture do not
     # change with plain_prob; a plain backdrop is one flat colour (up to the pixel noise).
-    from robustft.data.synth import PLAIN_BACKGROUND, _sample_factors
+    from robustft.benchmark.write import PLAIN_BACKGROUND, _sample_factors
 
     n = 500
     cfg = SynthConfig(num_classes=5, tie=1.0, plain_prob=0.3, seed=2)
@@ -357,7 +357,7 @@ def test_renamed_object_keeps_class(tmp_path: Path) -> None:
 
 
 def _factors(cfg: SynthConfig, split: str, label: int, index: int) -> dict[str, float]:
-    from robustft.data.synth import _sample_factors
+    from robustft.benchmark.write import _sample_factors
 
     f = _sample_factors(cfg, split, label, index)
     return {"area": f["area"], "x": f["x"], "y": f["y"], "rotation": f["rotation"]}

@@ -21,7 +21,7 @@ Bad input policy (the same for every dataset here):
 
 This module holds the common dataset class and the folder-per-class datasets (ImageNet
 val, ImageNet-A/-R, Sketch, V2, the generated benchmark); ObjectNet and SI-Score live in
-``robustft.data.objectnet`` and ``robustft.data.si_score``, the file-layout primitives and
+``robustft.data.eval.objectnet`` and ``robustft.data.eval.si_score``, the file-layout primitives and
 the two errors in ``robustft.data.layout``.
 """
 
@@ -213,7 +213,7 @@ CLASSES_FILE = "classes.txt"
 
 
 class ImageFolderSplit(EvalImageDataset):
-    """One split of the generated benchmark (``robustft.data.synth``):
+    """One split of the generated benchmark (``robustft.benchmark.write``):
     ``<root>/<split>/<class>/<name>.png``.
 
     Class order (= target index): ``class_names`` when given, else ``<root>/classes.txt``

@@ -12,17 +12,17 @@ import torch
 from torch import nn
 from torchvision import transforms as T
 
-from robustft.data.eval_datasets import build_eval_dataset
-from robustft.data.layout import CorruptImageError, DatasetLayoutError
-from robustft.data.objectnet import objectnet
-from robustft.data.shifted import (
+from robustft.data.eval.imagenet import (
     ImageFolderSplit,
     imagenet_a,
     imagenet_r,
     imagenet_v2,
     imagenet_val,
 )
-from robustft.data.si_score import si_score
+from robustft.data.eval.objectnet import objectnet
+from robustft.data.eval.registry import build_eval_dataset
+from robustft.data.eval.si_score import si_score
+from robustft.data.layout import CorruptImageError, DatasetLayoutError
 from robustft.evaluation.runner import evaluate_models
 from robustft.labels import imagenet_synsets, timm_subset_info
 

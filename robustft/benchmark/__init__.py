@@ -1,0 +1,1 @@
+"""The generated spurious-background benchmark (generator and reader)."""
