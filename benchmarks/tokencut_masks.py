@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from robustft.backbones import create_model
-from robustft.benchmark.write import SynthConfig, generate_benchmark
+from robustft.benchmark import SynthConfig, generate_benchmark
 from robustft.masks.generate import (
     TokenCutSettings,
     compare_with_true_masks,

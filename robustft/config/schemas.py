@@ -19,7 +19,7 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import MISSING
 
-from robustft.benchmark.write import SynthConfig
+from robustft.benchmark.config import SynthConfig
 from robustft.config.signature import schema_from_signature
 from robustft.data.datamodule import ImageMaskDataModule, ImageNetSDataModule
 

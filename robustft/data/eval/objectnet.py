@@ -27,7 +27,7 @@ from typing import Any
 
 from PIL import Image
 
-from robustft.data.eval.imagenet import EvalImageDataset, Sample
+from robustft.data.eval.base import EvalImageDataset, Sample
 from robustft.data.layout import (
     DatasetLayoutError,
     check_known_folders,

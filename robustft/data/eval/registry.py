@@ -1,7 +1,7 @@
 """Evaluation datasets by name: the registry ``robustft-eval`` and the manifests use.
 
 ``build_eval_dataset("imagenet-a", "/data/imagenet-a", protocol="legacy")`` returns the
-dataset object (see ``robustft.data.eval.imagenet`` for the interface). ``root`` is always the
+dataset object (see ``robustft.data.eval.base`` for the interface). ``root`` is always the
 folder the dataset's files hang from:
 
 ===============================  =========================================================
@@ -29,9 +29,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from robustft.benchmark.read import ImageFolderSplit
+from robustft.data.eval.base import EvalImageDataset
 from robustft.data.eval.imagenet import (
-    EvalImageDataset,
-    ImageFolderSplit,
     imagenet_a,
     imagenet_r,
     imagenet_sketch,

@@ -20,7 +20,7 @@ import csv
 import os
 from pathlib import Path
 
-from robustft.data.eval.imagenet import EvalImageDataset, Sample
+from robustft.data.eval.base import EvalImageDataset, Sample
 from robustft.data.layout import DatasetLayoutError, list_class_folders, list_images
 from robustft.labels import IMAGENET_NUM_CLASSES, imagenet_protocol
 

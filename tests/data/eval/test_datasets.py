@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torchvision import transforms as T
 
+from robustft.benchmark.read import ImageFolderSplit
 from robustft.data.eval.imagenet import (
-    ImageFolderSplit,
     imagenet_a,
     imagenet_r,
     imagenet_v2,
