@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from robustft.backbones import create_model
-from robustft.data.shifted import ImageFolderSplit
+from robustft.benchmark.read import ImageFolderSplit
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
 
 PRESETS: dict[str, dict[str, int]] = {

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from robustft.backbones import create_model
+from robustft.benchmark import SynthConfig, generate_benchmark
 from robustft.data.mask_manifest import read_tokencut_manifest
-from robustft.data.synth import SynthConfig, generate_benchmark
 from robustft.masks.compare import compare_with_true_masks
 from robustft.masks.generate import generate_masks
 from robustft.masks.settings import TokenCutSettings

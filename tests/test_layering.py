@@ -16,7 +16,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("robustft", "robustft.resources", "robustft.checkpoints", "robustft.state_dict_fit",
      "robustft.labels"),
     ("robustft.backbones", "robustft.relevance", "robustft.losses"),
-    ("robustft.data",),
+    # the generated benchmark sits beside data/: its reader builds on data.eval, whose
+    # registry offers that reader by name
+    ("robustft.data", "robustft.benchmark"),
     ("robustft.masks",),
     ("robustft.config",),
     ("robustft.training", "robustft.evaluation"),

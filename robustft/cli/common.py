@@ -52,7 +52,7 @@ def prepare_generated_data(data_cfg: DictConfig) -> None:
     a benchmark already generated with the same settings is reused."""
     if "synth" not in data_cfg or data_cfg.synth is None:
         return
-    from robustft.data.synth import SynthConfig, generate_benchmark
+    from robustft.benchmark import SynthConfig, generate_benchmark
 
     settings = {key: tuple(value) if isinstance(value, list) else value
                 for key, value in OmegaConf.to_container(data_cfg.synth, resolve=True).items()}

@@ -20,11 +20,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from robustft.backbones import backbone_of, preprocessing_config
+from robustft.benchmark.read import ImageFolderSplit
+from robustft.benchmark.write import read_benchmark
 from robustft.checkpoints import load_finetuned_weights
 from robustft.cli.common import prepare_environment, prepare_generated_data
 from robustft.cli.errors import one_line_errors
-from robustft.data.shifted import ImageFolderSplit
-from robustft.data.synth import read_benchmark
 from robustft.evaluation.before_after import write_before_after
 from robustft.evaluation.relevance_stats import (
     foreground_share_and_top1,

@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from robustft.cli.errors import one_line_errors
 from robustft.config.checks import check_config
-from robustft.data.eval_datasets import build_eval_dataset, dataset_folder
+from robustft.data.eval.registry import build_eval_dataset, dataset_folder
 from robustft.evaluation.fingerprint import (
     FINGERPRINTS_NAME,
     FileHasher,

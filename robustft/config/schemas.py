@@ -19,9 +19,9 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import MISSING
 
+from robustft.benchmark.config import SynthConfig
 from robustft.config.signature import schema_from_signature
 from robustft.data.datamodule import ImageMaskDataModule, ImageNetSDataModule
-from robustft.data.synth import SynthConfig
 
 __all__ = [
     "DemoConfig", "EvalConfig", "MasksConfig", "OptimConfig", "PathsConfig", "TrainConfig",
@@ -85,7 +85,7 @@ IMAGENET_S_DATA_SCHEMA = schema_from_signature(
 @dataclass
 class SuiteConfig:
     """An evaluation suite: its name and its datasets (``{type, root, ...}`` each; the keys
-    beyond type and root depend on the type, see ``robustft.data.eval_datasets``)."""
+    beyond type and root depend on the type, see ``robustft.data.eval.registry``)."""
 
     name: str = MISSING
     datasets: dict[str, Any] = field(default_factory=dict)

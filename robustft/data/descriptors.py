@@ -6,7 +6,7 @@ with ``ROBUSTFT_MANIFESTS_DIR``; folder and variable keep their names so users' 
 keep working). Keys:
 
 - ``name``, ``description``, ``layout`` (human-readable path pattern), ``protocol`` (the
-  label protocol in words), ``dataset_type`` (the ``robustft.data.eval_datasets`` key that
+  label protocol in words), ``dataset_type`` (the ``robustft.data.eval.registry`` key that
   reads it, or null);
 - ``image_dir``: folder under the root holding the class folders (``.`` = the root);
 - ``class_folders``: where the expected class-folder names come from — ``timm_synsets``

@@ -2,7 +2,7 @@
 paths named by manifests and metadata files, and the two errors that bad input raises.
 
 Nothing here knows a label protocol, so the training-side readers (``robustft.data.generic``)
-and the evaluation datasets (``robustft.data.shifted`` and the modules beside it) both build
+and the evaluation datasets (``robustft.data.eval`` and ``robustft.benchmark.read``) both build
 on it.
 """
 

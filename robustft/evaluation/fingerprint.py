@@ -20,7 +20,7 @@ inputs, all known BEFORE any model is built or any image decoded:
   enter (they change nothing beyond float rounding).
 - ``dataset``: its type, root (resolved absolute path), the other keys of its spec
   (``split``, ``class_names``...) and the number of files under the folder it reads
-  (``robustft.data.eval_datasets.dataset_folder``; hidden files are not counted).
+  (``robustft.data.eval.registry.dataset_folder``; hidden files are not counted).
 
 ``results.csv`` stores the digest per row; ``fingerprints.json`` in the run directory maps
 each digest to its full inputs (and the model files' paths), so a user can see why a

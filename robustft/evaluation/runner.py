@@ -6,7 +6,7 @@ DataLoader workers decode each image once, apply each *distinct* eval transform 
 (models that share a preprocessing config share the tensor), and the main process runs
 every model on the batch.
 
-The dataset interface (see ``robustft.data.shifted``): ``dataset[i]`` returns
+The dataset interface (see ``robustft.data.eval.base``): ``dataset[i]`` returns
 ``(PIL.Image RGB, target: int, meta: dict[str, str])``; ``dataset.name`` and
 ``dataset.protocol`` (a :class:`~robustft.labels.LabelProtocol`) exist.
 

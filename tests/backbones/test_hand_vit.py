@@ -13,8 +13,8 @@ from fixtures.miniature import make_generated_benchmark
 from tiny_models import tiny_vit
 
 from robustft.backbones import backbone_of
+from robustft.benchmark.read import ImageFolderSplit
 from robustft.data.datamodule import ImageMaskDataModule
-from robustft.data.shifted import ImageFolderSplit
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
 from robustft.relevance import relevance_map
 from robustft.training.module import RelevanceFinetuner

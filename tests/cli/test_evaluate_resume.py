@@ -111,7 +111,7 @@ def _accuracies(rows, model: str, dataset: str) -> dict[tuple[str, str, str], fl
 
 def _direct(entry: dict, kind: str, root: Path, protocol: str = "standard"):
     """Accuracies of ``entry`` on ``kind``, evaluated without the CLI or its resume."""
-    from robustft.data.eval_datasets import build_eval_dataset
+    from robustft.data.eval.registry import build_eval_dataset
     from robustft.evaluation.model_loading import build_model_from_entry
     from robustft.evaluation.runner import build_eval_transforms, evaluate_models
 

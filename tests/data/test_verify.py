@@ -9,7 +9,7 @@ import fixtures.miniature as miniature  # noqa: E402
 import pytest
 
 from robustft.data.descriptors import list_descriptors, load_descriptor
-from robustft.data.eval_datasets import EVAL_DATASETS
+from robustft.data.eval.registry import EVAL_DATASETS
 from robustft.data.verify import exit_code, format_report, verify_dataset
 from robustft.labels import imagenet_synsets, timm_subset_info
 

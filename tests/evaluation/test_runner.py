@@ -13,7 +13,7 @@ from torch import nn
 from torchvision import transforms as T
 
 from robustft.backbones import create_model
-from robustft.data.shifted import ImageFolderSplit
+from robustft.benchmark.read import ImageFolderSplit
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
 from robustft.labels import identity_protocol
 

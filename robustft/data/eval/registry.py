@@ -1,7 +1,7 @@
 """Evaluation datasets by name: the registry ``robustft-eval`` and the manifests use.
 
 ``build_eval_dataset("imagenet-a", "/data/imagenet-a", protocol="legacy")`` returns the
-dataset object (see ``robustft.data.shifted`` for the interface). ``root`` is always the
+dataset object (see ``robustft.data.eval.base`` for the interface). ``root`` is always the
 folder the dataset's files hang from:
 
 ===============================  =========================================================
@@ -29,17 +29,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from robustft.data.objectnet import objectnet
-from robustft.data.shifted import (
-    EvalImageDataset,
-    ImageFolderSplit,
+from robustft.benchmark.read import ImageFolderSplit
+from robustft.data.eval.base import EvalImageDataset
+from robustft.data.eval.imagenet import (
     imagenet_a,
     imagenet_r,
     imagenet_sketch,
     imagenet_v2,
     imagenet_val,
 )
-from robustft.data.si_score import si_score
+from robustft.data.eval.objectnet import objectnet
+from robustft.data.eval.si_score import si_score
 
 __all__ = ["EVAL_DATASETS", "build_eval_dataset", "dataset_folder"]
 

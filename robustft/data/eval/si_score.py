@@ -20,8 +20,8 @@ import csv
 import os
 from pathlib import Path
 
+from robustft.data.eval.base import EvalImageDataset, Sample
 from robustft.data.layout import DatasetLayoutError, list_class_folders, list_images
-from robustft.data.shifted import EvalImageDataset, Sample
 from robustft.labels import IMAGENET_NUM_CLASSES, imagenet_protocol
 
 __all__ = ["FACTOR_COLUMNS", "SI_SCORE_SUBSETS", "si_score"]

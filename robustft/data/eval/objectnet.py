@@ -27,13 +27,13 @@ from typing import Any
 
 from PIL import Image
 
+from robustft.data.eval.base import EvalImageDataset, Sample
 from robustft.data.layout import (
     DatasetLayoutError,
     check_known_folders,
     list_class_folders,
     list_images,
 )
-from robustft.data.shifted import EvalImageDataset, Sample
 from robustft.labels import (
     IMAGENET_NUM_CLASSES,
     check_protocol_kind,

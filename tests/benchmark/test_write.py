@@ -1,4 +1,4 @@
-"""Tests of the generated spurious-background benchmark (robustft.data.synth)."""
+"""Tests of the generated spurious-background benchmark (robustft.benchmark.write)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from robustft.data.synth import (
+from robustft.benchmark import (
     EVAL_SPLITS,
     GENERIC_SPLITS,
     SHAPE_NAMES,
@@ -133,7 +133,7 @@ def test_background_assignment(bench: tuple[Path, dict]) -> None:
 def test_tie_rate(tie: float) -> None:
     # Sampling only (no rendering / files): the train tie is ~tie, anti-correlated is never
     # own-background, shuffled is ~1/K.
-    from robustft.data.synth import _sample_factors
+    from robustft.benchmark.render import _sample_factors
 
     cfg = SynthConfig(num_classes=5, tie=tie, plain_prob=0.0, seed=1)
     n = 600
@@ -161,7 +161,8 @@ def test_plain_backdrop_share_and_rendering() -> None:
     # The plain share of pretrain / in_distribution is ~plain_prob (tie 1.0 elsewhere); train
     # and the other splits never get a plain backdrop; images that keep their texture do not
     # change with plain_prob; a plain backdrop is one flat colour (up to the pixel noise).
-    from robustft.data.synth import PLAIN_BACKGROUND, _sample_factors
+    from robustft.benchmark import PLAIN_BACKGROUND
+    from robustft.benchmark.render import _sample_factors
 
     n = 500
     cfg = SynthConfig(num_classes=5, tie=1.0, plain_prob=0.3, seed=2)
@@ -357,7 +358,7 @@ def test_renamed_object_keeps_class(tmp_path: Path) -> None:
 
 
 def _factors(cfg: SynthConfig, split: str, label: int, index: int) -> dict[str, float]:
-    from robustft.data.synth import _sample_factors
+    from robustft.benchmark.render import _sample_factors
 
     f = _sample_factors(cfg, split, label, index)
     return {"area": f["area"], "x": f["x"], "y": f["y"], "rotation": f["rotation"]}
@@ -401,3 +402,26 @@ def test_markings_are_two_shades_inside_the_object_and_class_specific() -> None:
     backgrounds = {(b["pattern"], b["variant"])
                    for b in (background_spec(k, 10) for k in range(10))}
     assert len(markings) == 10 and not markings & backgrounds
+
+
+# sha256 over "<relative path> <sha256 of the file>\n" lines (sorted) of every file that
+# robustft.data.synth wrote for this config before the generator was split into
+# robustft/benchmark/ (recorded at commit da4f3b5, numpy 2 / Pillow in the pinned venv):
+# splitting the module must not change a byte of the benchmark.
+FILES_BEFORE_THE_SPLIT = 143
+DIGEST_BEFORE_THE_SPLIT = "8cdf7cc93f3942dc51d69b6948aea91d431c4d41806e74fe72bc4382d3f52a59"
+
+
+def test_files_are_byte_identical_to_the_generator_before_the_split(tmp_path: Path) -> None:
+    import hashlib
+
+    config = SynthConfig(num_classes=3, pretrain_per_class=4, train_per_class=4,
+                         eval_per_class=2)
+    generate_benchmark(tmp_path, config, progress=False, num_workers=0)
+    files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    lines = "".join(
+        f"{p.relative_to(tmp_path)} {hashlib.sha256(p.read_bytes()).hexdigest()}\n"
+        for p in files
+    )
+    assert len(files) == FILES_BEFORE_THE_SPLIT
+    assert hashlib.sha256(lines.encode()).hexdigest() == DIGEST_BEFORE_THE_SPLIT

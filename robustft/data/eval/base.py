@@ -1,0 +1,90 @@
+"""Evaluation datasets read from the layouts they ship in.
+
+Common interface (what ``robustft.evaluation.runner.evaluate_models`` consumes): a
+``torch.utils.data.Dataset`` whose ``__getitem__`` returns ``(image: PIL RGB, target: int,
+meta: dict[str, str])`` with attributes ``name``, ``protocol`` (a ``LabelProtocol``; the
+targets index its classes) and ``samples`` (list of ``(path, target, meta)``). ``meta``
+holds factor values (SI-Score area / location / rotation, the generated benchmark's
+sweeps) and is ``{}`` otherwise.
+
+Bad input policy (the same for every dataset here):
+- missing root / mapping file / metadata file, an unknown class folder, a metadata row
+  naming a file outside the root, an empty dataset: ``DatasetLayoutError`` at construction,
+  naming the path or key and what was expected;
+- a corrupt (undecodable: bad bytes, truncated PNG/JPEG) image: ``CorruptImageError``
+  naming the file when it is read (decoded in full, so a truncated file never passes as
+  half grey). The evaluation runner skips such an image for every model, counts it in
+  its log and lists it in the run's ``unreadable_images.csv``, and ``num_images`` says
+  over how many images an accuracy is: nothing is dropped silently, since a shrunk
+  dataset gives numbers that are not comparable with anyone else's.
+  ``robustft-data verify`` lists every unreadable file up front.
+
+This module holds the common dataset class; the readers are ``imagenet`` (val, A, R,
+Sketch, V2), ``objectnet`` and ``si_score`` beside it and ``robustft.benchmark.read`` (the
+generated benchmark); the file-layout primitives and the two errors are in
+``robustft.data.layout``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from robustft.data.layout import DatasetLayoutError, load_rgb
+from robustft.labels import LabelProtocol
+
+__all__ = ["EvalImageDataset", "Sample"]
+
+Sample = tuple[Path, int, dict[str, str]]
+
+
+class EvalImageDataset(Dataset):
+    """A list of ``(path, target, meta)`` samples with a label protocol.
+
+    ``transform_image`` (optional) is applied to the decoded RGB image before it is
+    returned, e.g. ObjectNet's border crop; it is part of the dataset, not of a model's
+    preprocessing.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        protocol: LabelProtocol,
+        samples: Sequence[Sample],
+        *,
+        root: Path | None = None,
+        transform_image: Callable[[Image.Image], Image.Image] | None = None,
+    ) -> None:
+        if not samples:
+            where = f" under {root}" if root is not None else ""
+            raise DatasetLayoutError(f"dataset {name!r} is empty: no images found{where}")
+        bad = [s for s in samples if not 0 <= s[1] < protocol.num_classes]
+        if bad:
+            raise DatasetLayoutError(
+                f"dataset {name!r}: target {bad[0][1]} of {bad[0][0]} is outside the "
+                f"protocol's {protocol.num_classes} classes ({protocol.label})"
+            )
+        self.name = name
+        self.protocol = protocol
+        self.samples: list[Sample] = list(samples)
+        self.root = root
+        self.transform_image = transform_image
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int, dict[str, str]]:
+        path, target, meta = self.samples[index]
+        image = load_rgb(path)
+        if self.transform_image is not None:
+            image = self.transform_image(image)
+        return image, target, dict(meta)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, images={len(self)}, "
+            f"protocol={self.protocol.label!r}, root={str(self.root)!r})"
+        )
