@@ -1,7 +1,7 @@
 """The relevance map: gradient-weighted attention rollout (Chefer et al., ICCV 2021), as
 used by "Optimizing Relevance Maps of Vision Transformers Improves Robustness".
 
-Read against method.md section 1:
+Read against docs/method.md §1:
 
 1. one forward pass, keeping every block's post-softmax attention ``A_l`` (B, H, N, N);
 2. score ``s = sum_b logit[b, target[b]]``;

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-# The lead's generic layout defines the record type and the uint8 mask convention the
+# The generic layout (data/generic.py) defines the record type and the uint8 mask convention the
 # training data module consumes; ImageNet-S produces exactly those.
 from robustft.data.generic import IGNORE_VALUE, ImageMaskRecord
 from robustft.data.layout import DatasetLayoutError, list_class_folders, resolve_inside

@@ -1,7 +1,7 @@
 """TokenCut (Wang et al., CVPR 2022): an unsupervised foreground mask from a
 self-supervised ViT by a normalised cut on the patch graph.
 
-The stages, as specified in ``method.md`` section 4 and as TokenCut's public code does it:
+The stages, as specified in ``docs/method.md`` §4 and as TokenCut's public code does it:
 
 1. :func:`extract_patch_keys` — keys of the last block, read from ``attn.qkv`` with a
    forward hook (timm layout ``(B, N, 3, heads, head_dim)``), heads concatenated, prefix
