@@ -10,52 +10,23 @@ Two generic-layout splits play ImageNet and ImageNet-S: ``pretrain`` (tied scene
 ``plain_prob`` share of objects on plain backdrops; the stand-in is trained on it) and
 ``train`` (tied scenes only; the pool the few fine-tuning masks are drawn from).
 
-Design choices (see ``/work/shared/method.md`` section 8 for why they matter):
+Design choices (why they matter: ``docs/method.md`` §9; what each alternative measured:
+``docs/demo_measurements.md``, "The benchmark's design"):
 
 * Objects are big, simple, distinct shapes (no pair differs only by rotation or mirroring),
-  because a tiny ViT at 64 px must learn them in a few CPU minutes. Their fill colour is
-  drawn at random per image (uniform hue, plus mild pixel noise), independent of the class.
-  The fill is light and pale and the backgrounds darker:
-  measured with a 4-block, 128-dim ViT (patch 8, AdamW 1e-3, batch 64), objects whose
-  colour was darker or lighter than the background at random were NOT learned at all in
-  24k images even with the background fully shuffled (chance everywhere), while light
-  objects reached 55 % (80 % at the default sizes); the linear patch embedding cannot
-  extract shape from edges whose sign flips from image to image without a long detour.
-  The colour is drawn to contrast with the image's background shades (``min_contrast``).
-* Backgrounds are K distinctive procedural textures, each with its own hue family and
-  pattern (stripes, checker, dots, blobs, waves in several orientations / frequencies):
-  an easy, strong cue.
-* Each class carries its own markings inside the object (``marking_contrast``: a fine
-  pattern of the class's own in a darker shade of the fill, like a cow's patches). With
-  silhouettes only (contrast 0) the class evidence lies on the outline, which at the 8-px
-  patch grid is half background: every stand-in we trained then put its relevance on the
-  object only in proportion to the object's area (31 % at 32 % area), also on images
-  with a grey background; so did a ViT trained on plain backdrops only, and ViTs with 1
-  or 2 blocks, register tokens, patch dropout or no position embedding. A 4-px band just
-  outside the mask (22 % of the image) held 33 % of the relevance. Relevance fine-tuning
-  raised top-1 but could not move that share (31 -> 32 %). Library-loop measurements (4-block demo ViT,
-  35 % plain images; share on the shuffled split / shuffled / anti-correlated top-1):
-  contrast 0.15: 35 / 25 / 18 % (markings ignored); 0.25: 40 / 30 / 14 %; 0.35: 63 / 64 /
-  59 % (the markings teach the objects so well that little shortcut is left); 0.35 with
-  20 % plain images: 52 / 25 / 10 %, and fine-tuning took it to 62 / 47 / 37 %.
-* A stand-in on which relevance fine-tuning can show anything must know the objects and
-  still let the background win when the two disagree (as ImageNet models do). Default
-  tie 1.0 with 20 % plain-backdrop images in ``pretrain``, markings of contrast 0.35 and
-  objects of 25-40 % of the image: the demo ViT (16 epochs of 4,000) scores ~99 % in
-  distribution, ~96 % on objects with the background replaced by grey, but only ~26 %
-  background-shuffled and ~11 % anti-correlated, with 56 % of its relevance on the object
-  (shuffled). Measured alternatives before the markings (GPU sweep, same ViT, top-1 in distribution /
-  shuffled / anti-correlated / object-only): tie 0.9 with no plain images 90/21/9/28 (it
-  hardly knows the objects, so looking at them cannot help); tie 0.9 or 0.95 with 20 %
-  plain images 96/75/72/95 and 97/57/45/90 (the untied scenes teach it to distrust the
-  background: little shortcut left, and fine-tuning lowered the shifted splits);
-  tie 1.0 with 10/20/35 % plain images and objects of 15-30 %: anti-correlated 1/2/7 %,
-  object-only 79/93/97 %. Larger objects (35-55 %, 43 % of the image on average; library
-  loop, 10 epochs): the stand-in learned them well enough that little shortcut was left
-  (67 % shuffled, 65 % anti-correlated), and its share on the object (58 % before,
-  63 % after fine-tuning) sat no further above the area than at the default sizes.
-* ``train`` has no plain images: fine-tuning runs whose 15 images were mostly plain
-  gained nothing on the shifted splits (11 of 15 plain: +0; 1-5 of 15: +9 to +15).
+  so that a tiny ViT at 64 px learns them in a few CPU minutes. The fill colour is drawn
+  per image, independent of the class, light and pale against darker backgrounds: with a
+  polarity that flips from image to image, a small ViT learned no shape at all.
+  ``min_contrast`` keeps the fill away from the background's shades.
+* Backgrounds are K procedural textures, each with its own hue family and pattern
+  (stripes, checker, dots, blobs, waves): an easy, strong cue to tie to the class.
+* Each class carries its own markings inside the object (``marking_contrast``), so its
+  evidence lies inside the object and not only on the outline, which at the 8-px patch
+  grid is half background.
+* ``pretrain`` ties the background to the class (``tie``) but shows a ``plain_prob``
+  share of objects on plain backdrops: the stand-in learns the objects there and still
+  follows the background when the two disagree, the premise of the method.
+* ``train`` has no plain images: a plain image says nothing about ignoring a background.
 * Masks are exact: each shape is an analytic region evaluated at the pixel centres in the
   shape's own (rotated, scaled, translated) coordinates, with hard edges, and the image is
   ``where(mask, foreground, background)``. Every masked pixel is foreground, every other
@@ -511,7 +482,7 @@ class SynthConfig:
             since on the textured ones the background predicts the class just as well
             (the studio shots among ImageNet's photos). ``train`` has none: a plain image
             says nothing about ignoring a background, and fine-tuning sets that drew many
-            of them gained nothing (measured, see the module docstring).
+            of them gained nothing (measured: docs/demo_measurements.md).
         seed: master seed.
         area_range: object area as a fraction of the image, drawn uniformly (pretrain, train
             and the non-sweep evaluation splits).
@@ -533,8 +504,8 @@ class SynthConfig:
         fg_value, fg_saturation: HSV value / saturation ranges of the object fill (hue is
             uniform). Light, pale objects on darker backgrounds by default: with a random
             polarity (objects darker or lighter than the background at random) a tiny ViT
-            learned no shape at all in 24k images even without any tie (chance on every
-            split), with a fixed polarity it did; see the module docstring.
+            learned no shape at all even without any tie, with a fixed polarity it did
+            (docs/demo_measurements.md).
         fg_grey_prob: probability that the fill is a grey (value from ``fg_value``).
         bg_light_value, bg_dark_value: HSV value ranges of a background's two shades.
         marking_contrast: strength of class-specific markings inside the object (a fine
@@ -542,11 +513,11 @@ class SynthConfig:
             darker than the fill, 0-1); 0 = a plain fill, so the class shows only in the
             silhouette, whose evidence lies on the outline (half background at patch scale).
 
-    Why the defaults (measured with the demo-sized ViT, see the module docstring): tie 1.0,
+    Why the defaults (measured with the demo-sized ViT, docs/demo_measurements.md): tie 1.0,
     20 % plain backdrops in ``pretrain``, large, pale objects with class markings give a
-    model that knows the objects (~96 % with the background replaced by grey) yet follows
-    the background when the two disagree (~11 % anti-correlated), and whose relevance can
-    lie inside the objects.
+    model that knows the objects (with the background replaced by grey) yet follows the
+    background when the two disagree (anti-correlated split), and whose relevance can lie
+    inside the objects.
     """
 
     image_size: int = 64
