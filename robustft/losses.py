@@ -1,4 +1,4 @@
-"""The loss terms of relevance fine-tuning (method.md section 2).
+"""The loss terms of relevance fine-tuning (docs/method.md §2).
 
 ``S`` is a relevance map normalised to [0, 1], ``M`` a foreground mask in [0, 1] at the
 same resolution (soft edges allowed: ``1 - M`` is computed, not made by swapping 0s and

@@ -48,7 +48,7 @@ def test_subset_lists_match_imagenet_order() -> None:
         assert [synsets[i] for i in indices] == wnids
     a_wnids = set(timm_subset_info("a")[1])
     r_wnids = set(timm_subset_info("r")[1])
-    assert len(a_wnids & r_wnids) == 86  # method.md: A and R share 86 wnids
+    assert len(a_wnids & r_wnids) == 86  # docs/method.md §5: A and R share 86 wnids
 
 
 def test_projection_takes_max_over_mapped_classes() -> None:

@@ -26,7 +26,7 @@ keep working). Keys:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +68,6 @@ class DatasetDescriptor:
     subsets: tuple[str, ...] = ()
     notes: str = ""
     source: Path | None = field(default=None, compare=False)
-
-    def with_counts(self, num_classes: int | None, num_images: int | None) -> DatasetDescriptor:
-        """A copy expecting other counts (e.g. for a deliberately partial copy)."""
-        return replace(self, num_classes=num_classes, num_images=num_images)
 
 
 def descriptors_dir() -> Path:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-# The lead's generic layout defines the record type and the uint8 mask convention the
+# The generic layout (data/generic.py) defines the record type and the uint8 mask convention the
 # training data module consumes; ImageNet-S produces exactly those.
 from robustft.data.generic import IGNORE_VALUE, ImageMaskRecord
 from robustft.data.layout import (
@@ -51,7 +51,6 @@ __all__ = [
     "decode_imagenet_s_ids",
     "decode_imagenet_s_mask",
     "imagenet_s_mask_decoder",
-    "imagenet_s_records",
     "make_paper_split",
     "read_imagenet_s_split",
     "scan_imagenet_s",
@@ -284,41 +283,3 @@ def read_imagenet_s_split(
 
     return ImageNetSSplit(train=load("train"), val=load("val"), seed=int(payload.get("seed", -1)))
 
-
-def imagenet_s_records(
-    imagenet_root: str | os.PathLike[str],
-    imagenet_s_root: str | os.PathLike[str],
-    split: str = "train",
-    *,
-    manifest: str | os.PathLike[str] | None = None,
-    seed: int = 0,
-    num_train_classes: int = 500,
-    train_per_class: int = 3,
-    val_per_class: int = 1,
-) -> list[ImageMaskRecord]:
-    """The records of ``split`` (``"train"`` / ``"val"``) — what a data module calls.
-
-    With ``manifest``: read it if it exists, else make the paper split and write it there
-    first (so the first run fixes the split for every later run and machine).
-    """
-    if split not in ("train", "val"):
-        raise ValueError(f"unknown split {split!r}; expected 'train' or 'val'")
-    if manifest is not None and Path(manifest).is_file():
-        chosen = read_imagenet_s_split(manifest, imagenet_root, imagenet_s_root)
-        if chosen.seed != seed:
-            raise ValueError(
-                f"split manifest {manifest} was made with seed {chosen.seed}, not {seed}; "
-                "point to another manifest file or delete it to make a new split"
-            )
-    else:
-        chosen = make_paper_split(
-            imagenet_root,
-            imagenet_s_root,
-            seed=seed,
-            num_train_classes=num_train_classes,
-            train_per_class=train_per_class,
-            val_per_class=val_per_class,
-        )
-        if manifest is not None:
-            write_imagenet_s_split(chosen, manifest, imagenet_root, imagenet_s_root)
-    return chosen.train if split == "train" else chosen.val

@@ -20,7 +20,6 @@ __all__ = [
     "foreground_share_and_top1",
     "mean_foreground_share",
     "patch_coverage_share",
-    "accuracy_without_background",
     "replace_background",
     "relevance_overlay_grid",
     "load_pairs",
@@ -83,22 +82,6 @@ def replace_background(images: Tensor, masks: Tensor, *, fill: float, mean: Sequ
     grey = ((fill - torch.tensor(mean)) / torch.tensor(std))[None, :, None, None]
     keep = masks[:, None].to(images.dtype)
     return images * keep + grey.to(images.dtype) * (1 - keep)
-
-
-def accuracy_without_background(model: nn.Module, images: Tensor, masks: Tensor, labels: Tensor,
-                                *, fill: float, mean: Sequence[float], std: Sequence[float],
-                                batch_size: int = 256) -> float:
-    """Top-1 (percent) when every background pixel is replaced by the flat grey ``fill``: what
-    the model can do from the object alone, i.e. the ceiling of "looking only at the object"
-    for this model."""
-    model.eval()
-    objects_only = replace_background(images, masks, fill=fill, mean=mean, std=std)
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            batch = slice(start, start + batch_size)
-            correct += int((model(objects_only[batch]).argmax(-1) == labels[batch]).sum())
-    return 100.0 * correct / len(images)
 
 
 def _denormalize(image: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

@@ -204,7 +204,7 @@ def finalize_refined_mask(
     """Soft solver output -> boolean mask: ``> 0.5``, fill holes, keep the largest
     4-connected foreground component; then, if IoU with ``coarse`` < ``iou_threshold``:
 
-    - ``"invert"`` (TokenCut's rule, ``method.md`` section 4): return the inverted mask.
+    - ``"invert"`` (TokenCut's rule, ``docs/method.md`` §4): return the inverted mask.
       Note this follows TokenCut as specified; when the solver erased the object the
       inversion turns the whole image into foreground.
     - ``"coarse"``: fall back to the coarse mask.

@@ -27,7 +27,7 @@ SETTINGS_NAME = "tokencut_settings.json"
 
 @dataclass(frozen=True)
 class TokenCutSettings:
-    """Algorithm parameters (``method.md`` section 4; the defaults are TokenCut's)."""
+    """Algorithm parameters (docs/method.md §4; the defaults are TokenCut's)."""
 
     tau: float = DEFAULT_TAU
     eps: float = DEFAULT_EPS

@@ -16,7 +16,6 @@ from robustft.data.imagenet import (
     decode_imagenet_s_ids,
     decode_imagenet_s_mask,
     imagenet_s_mask_decoder,
-    imagenet_s_records,
     make_paper_split,
     read_imagenet_s_split,
     scan_imagenet_s,
@@ -104,19 +103,6 @@ def test_manifest_round_trip_is_relative_and_portable(tmp_path: Path) -> None:
         r.image_path.relative_to(tmp_path / "a") for r in split.train
     ]
     assert [r.label for r in again.val] == [r.label for r in split.val]
-
-
-def test_records_entry_point_writes_then_reuses_manifest(tmp_path: Path) -> None:
-    copy = _copy(tmp_path, num_classes=6)
-    manifest = tmp_path / "out" / "split.json"
-    train = imagenet_s_records(
-        copy.imagenet_root, copy.imagenet_s_root, "train", manifest=manifest, num_train_classes=3
-    )
-    assert manifest.is_file() and len(train) == 9
-    val = imagenet_s_records(copy.imagenet_root, copy.imagenet_s_root, "val", manifest=manifest)
-    assert len(val) == 2
-    with pytest.raises(ValueError, match="made with seed 0, not 7"):
-        imagenet_s_records(copy.imagenet_root, copy.imagenet_s_root, manifest=manifest, seed=7)
 
 
 def test_manifest_path_outside_root_is_refused(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ one reports missing files/folders, count mismatches and unreadable images by pat
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import fixtures.miniature as miniature  # noqa: E402
@@ -29,7 +30,7 @@ def test_every_descriptor_loads_and_names_a_known_reader() -> None:
 def test_complete_a_copy_passes_with_its_counts(tmp_path: Path) -> None:
     _, wnids = timm_subset_info("a")
     miniature.make_wnid_folders(tmp_path / "a", wnids, per_class=1, suffix=".jpg")
-    descriptor = load_descriptor("imagenet-a").with_counts(200, 200)
+    descriptor = replace(load_descriptor("imagenet-a"), num_classes=200, num_images=200)
     report = verify_dataset("imagenet-a", tmp_path / "a", descriptor=descriptor, progress=False)
     assert report.ok, format_report(report)
     assert exit_code(report) == 0 and "OK" in format_report(report)
@@ -60,7 +61,7 @@ def test_objectnet_missing_mapping_file_is_reported(tmp_path: Path) -> None:
 
 def test_si_score_subsets_checked(tmp_path: Path) -> None:
     miniature.make_si_score(tmp_path / "si")
-    descriptor = load_descriptor("si-score").with_counts(3, None)
+    descriptor = replace(load_descriptor("si-score"), num_classes=3, num_images=None)
     report = verify_dataset("si-score", tmp_path / "si", descriptor=descriptor, progress=False)
     assert report.ok, format_report(report)
     (tmp_path / "si" / "rotation" / "metadata.csv").unlink()

@@ -1,14 +1,13 @@
-"""The demo's before/after report and the object-only accuracy."""
+"""The demo's before/after report and the object-only images."""
 
 from __future__ import annotations
 
 import csv
 
 import torch
-from torch import nn
 
 from robustft.evaluation.before_after import write_before_after
-from robustft.evaluation.relevance_stats import accuracy_without_background, replace_background
+from robustft.evaluation.relevance_stats import replace_background
 
 
 def _row(model, split, accuracy, metric="top1"):
@@ -38,26 +37,6 @@ def test_tables_and_csv(tmp_path):
     assert metrics[("", "s1", "object_area")] == "20.0"
     assert metrics[("", "s1", "fg_share_patch_coverage")] == "70.0"
     assert metrics[("a", "s1", "top5")] == "90.0"
-
-
-class _MeanColour(nn.Module):
-    """Class 1 when the image's mean red value is above 0, else class 0."""
-
-    def forward(self, images):
-        red = images[:, 0].mean(dim=(1, 2))
-        return torch.stack([-red, red], dim=1)
-
-
-def test_accuracy_without_background_uses_only_the_object():
-    images = torch.full((2, 3, 4, 4), -1.0)  # background: dark (normalised -1)
-    masks = torch.zeros(2, 4, 4)
-    masks[:, :2] = 1
-    images[0, :, :2] = 1.0  # image 0: a bright object -> class 1
-    labels = torch.tensor([1, 0])
-    # grey fill 0.5 normalises to 0 with mean = std = 0.5, so only the object decides
-    accuracy = accuracy_without_background(_MeanColour(), images, masks, labels, fill=0.5,
-                                           mean=(0.5,) * 3, std=(0.5,) * 3)
-    assert accuracy == 100.0
 
 
 def test_replace_background_keeps_the_object_and_greys_the_rest():
