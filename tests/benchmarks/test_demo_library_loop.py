@@ -44,7 +44,7 @@ def root(tmp_path_factory) -> Path:
 def test_the_loop_fine_tunes_and_reports_three_splits(root, capsys):
     harness = _harness()
     overrides = [f"paths.root_dir={root}", *MINIATURE]
-    results = harness.main(["--images", "6", *overrides, "optim.lr=1e-2"])
+    results = harness.main(["--images", "6", *overrides, "optim.optimizer.lr=1e-2"])
     assert set(results) == {"in_distribution", "shuffled", "anti_correlated"}
     printed = capsys.readouterr().out
     assert "6 images, 2 epochs" in printed and "anti_correlated" in printed
@@ -52,7 +52,7 @@ def test_the_loop_fine_tunes_and_reports_three_splits(root, capsys):
         assert 0 <= top1 <= 100 and 0 <= share <= 1
     # lr 1e-2 moves the relevance; lr 0 leaves the stand-in exactly as it was
     assert any(before[1] != after[1] for before, after in results.values())
-    frozen = harness.main(["--images", "6", *overrides, "optim.lr=0.0"])
+    frozen = harness.main(["--images", "6", *overrides, "optim.optimizer.lr=0.0"])
     assert all(before == after for before, after in frozen.values())
 
 

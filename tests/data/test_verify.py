@@ -79,7 +79,7 @@ def test_hidden_files_are_not_images_and_every_reader_extension_is(tmp_path: Pat
     _, wnids = timm_subset_info("a")
     miniature.make_wnid_folders(tmp_path / "a", wnids, per_class=1, suffix=".jpg")
     (tmp_path / "a" / wnids[0] / "._x.jpg").write_bytes(b"\0\x05\x16\x07")  # macOS fork
-    descriptor = load_descriptor("imagenet-a").with_counts(200, 200)
+    descriptor = replace(load_descriptor("imagenet-a"), num_classes=200, num_images=200)
     report = verify_dataset("imagenet-a", tmp_path / "a", descriptor=descriptor, progress=False)
     assert report.ok, format_report(report)
     miniature.write_image(tmp_path / "a" / wnids[1] / "extra.webp", seed=3)
