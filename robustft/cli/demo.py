@@ -56,7 +56,10 @@ def pretrain_stand_in(cfg: DictConfig) -> None:
     datamodule = build_datamodule(data_cfg, model)
     settings = {"model": OmegaConf.to_container(scratch_cfg, resolve=True),
                 "pretrain": OmegaConf.to_container(cfg.pretrain, resolve=True),
-                "benchmark": read_benchmark(Path(cfg.data.root).parent), "seed": cfg.seed}
+                "benchmark": read_benchmark(Path(cfg.data.root).parent), "seed": cfg.seed,
+                # the batch order is part of what the weights are: a cache written with
+                # another order (before EpochSeededSampler) must not be reused
+                "batch_order": "epoch_seeded"}
     pretrain_cached(model, datamodule, cfg.model.weights_file, settings=settings,
                     max_epochs=cfg.pretrain.max_epochs, lr=cfg.pretrain.lr,
                     weight_decay=cfg.pretrain.weight_decay,
