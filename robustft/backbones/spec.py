@@ -9,7 +9,7 @@ unpickling anything.
 
 Weights, in order of precedence: ``checkpoint`` (a robustft Lightning ``.ckpt``: the
 entries of its ``model.`` submodule, loaded strictly), ``weights_file`` (a local
-``.safetensors`` / ``.pth`` / ``.npz`` through timm's own loader), ``pretrained`` (the
+``.safetensors`` / ``.pth`` through timm's own loader), ``pretrained`` (the
 tag's weights from the Hugging Face hub; ``false`` = random initialisation).
 """
 

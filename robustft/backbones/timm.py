@@ -156,7 +156,7 @@ def create_model(
     """Create a timm model by name, e.g. ``vit_base_patch16_224.orig_in21k_ft_in1k``.
 
     - ``pretrained=True`` loads the tag's weights from the Hugging Face hub (needs network).
-    - ``weights_file`` loads a local ``.safetensors``/``.pth``/``.npz`` file through timm's
+    - ``weights_file`` loads a local ``.safetensors``/``.pth`` file through timm's
       own pretrained loader (``pretrained_cfg_overlay=dict(file=...)``), so timm's
       checkpoint filters (pos-embed resampling, npz conversion) apply exactly as for hub
       weights. The file's classifier must have ``num_classes`` outputs (timm's default for
@@ -191,7 +191,7 @@ def create_model(
         # huggingface_hub's offline / unreachable-hub errors are OSErrors that name no key
         raise OSError(f"could not download the pretrained weights of {name!r} from the Hugging "
                       f"Face hub ({type(error).__name__}). Without network, point "
-                      "model.weights_file at a local .safetensors/.pth/.npz file (or set "
+                      "model.weights_file at a local .safetensors/.pth file (or set "
                       "model.pretrained=false for random weights).") from error
 
 

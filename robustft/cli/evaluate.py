@@ -4,7 +4,7 @@ Examples::
 
     robustft-eval data_root=/data eval=paper \\
         models.baseline.name=vit_base_patch16_224.orig_in21k_ft_in1k \\
-        +models.ft.checkpoint=logs/train/runs/x/checkpoints/best.ckpt \\
+        +models.ft.checkpoint=logs/train/runs/x/checkpoints/best-<epoch>.ckpt \\
         +models.ft.name=vit_base_patch16_224.orig_in21k_ft_in1k
     robustft-eval ... protocol=legacy run_name=legacy      # the public code's protocol
     robustft-eval ... only=[imagenet-a,objectnet]          # a subset of the suite

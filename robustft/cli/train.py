@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from robustft.cli.common import prepare_environment, prepare_generated_data
@@ -19,6 +21,10 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> float | None:
     prepare_environment()
     prepare_generated_data(cfg.data)
+    if cfg.get("ckpt_path") == "last" and HydraConfig.get().mode == RunMode.MULTIRUN:
+        # a sweep job runs in <sweep>/<n>, not in the run it would resume
+        raise ValueError("ckpt_path=last resumes a single run, not a -m sweep job: give each job "
+                         "its file, ckpt_path=<run>/checkpoints/last.ckpt")
     result = train(cfg)
     log.info("best checkpoint: %s", result.best_checkpoint)
     log.info("last checkpoint: %s", result.last_checkpoint)

@@ -48,10 +48,13 @@ def _unknown_keys(node: DictConfig, path: str) -> Iterable[str]:
             yield (f"unknown config key {_path(path, key)}; {path or 'the top level'} takes: "
                    f"{', '.join(name for name in known if not name.startswith('_'))}")
         return
-    # a node built by _target_: beyond its schema's fields, the keys its target takes
+    # a node built by _target_: beyond its schema's fields, the keys its target takes (a
+    # target taking **kwargs takes only what its schema lists, when it has one)
     takes = _target_parameters(path, target)
     if takes is None:
-        return
+        if not known:
+            return
+        takes = set()
     for key in keys:
         if not key.startswith("_") and key not in known and key not in takes:
             yield (f"unknown config key {_path(path, key)}: {target} takes no argument "

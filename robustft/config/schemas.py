@@ -79,7 +79,8 @@ GENERIC_DATA_SCHEMA = schema_from_signature(ImageMaskDataModule, "GenericDataCon
                                             exclude=("mask_decoder",), extra=[_SYNTH_FIELD])
 IMAGENET_S_DATA_SCHEMA = schema_from_signature(
     ImageNetSDataModule, "ImageNetSDataConfig", inherit=ImageMaskDataModule,
-    exclude=("root", "mask_decoder"))
+    # the paper split has its own class choice, masks and label order: these would do nothing
+    exclude=("root", "mask_decoder", "class_fraction", "mask_manifest", "class_index"))
 
 
 @dataclass
@@ -147,6 +148,10 @@ class DemoEvaluationConfig:
 
 @dataclass
 class DemoConfig(TrainConfig):
+    # MISSING, not TrainConfig's None: demo.yaml merges this schema after train.yaml, and a
+    # None here would erase the loggers and callbacks (last.ckpt, best-*.ckpt) train composed
+    logger: Any = MISSING
+    callbacks: Any = MISSING
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     evaluation: DemoEvaluationConfig = field(default_factory=DemoEvaluationConfig)
 

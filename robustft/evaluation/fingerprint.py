@@ -124,9 +124,11 @@ def model_inputs(
             sources[key] = str(Path(path).resolve())
     inputs = {
         "name": entry.get("name"),
+        "family": entry.get("family") or "timm",
         "num_classes": entry.get("num_classes"),
         "kwargs": _plain(entry.get("kwargs") or {}),
-        "pretrained": bool(entry.get("pretrained", True)) and not (checkpoint or weights_file),
+        # null = ModelSpec's default (true), as the model is built
+        "pretrained": (entry.get("pretrained") is not False) and not (checkpoint or weights_file),
         **files,
         "timm": timm.__version__,
     }

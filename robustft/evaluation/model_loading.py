@@ -6,7 +6,7 @@ An entry is a mapping with keys:
   (``vit_base_patch16_224.orig_in21k_ft_in1k``);
 - ``pretrained`` (default true): load the tag's weights from the hub, unless
   ``weights_file`` or ``checkpoint`` is given;
-- ``weights_file``: a local ``.safetensors`` / ``.pth`` / ``.npz`` for timm's loader;
+- ``weights_file``: a local ``.safetensors`` / ``.pth`` for timm's loader;
 - ``checkpoint``: a Lightning ``.ckpt`` of ``robustft-train``; the ``state_dict`` entries
   prefixed ``model.`` are loaded (strictly) into ``create_model(name, **kwargs)``;
 - ``num_classes``, ``kwargs``: passed to the timm constructor.

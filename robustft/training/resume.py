@@ -55,8 +55,10 @@ def checkpoint_to_resume(ckpt_path: str | Path | None, output_dir: str | Path) -
                 f"ckpt_path=last: no run to resume, no {path.parent.parent.parent}/*/{CHECKPOINT_DIR}/"
                 f"{LAST_CHECKPOINT} exists (give the checkpoint file as ckpt_path instead)")
         return path
-    if "://" in str(ckpt_path):
-        return str(ckpt_path)  # a remote checkpoint (s3://...) is Lightning's to read
+    if "://" in str(ckpt_path) or str(ckpt_path) == "hpc" or str(ckpt_path).startswith("registry"):
+        # a remote checkpoint (s3://...), SLURM's requeue checkpoint (hpc) and a model
+        # registry entry are Lightning's to find and read
+        return str(ckpt_path)
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path: checkpoint file {path} not found")

@@ -126,3 +126,16 @@ def test_every_model_file_sets_only_what_differs():
     for path in (CONFIG_DIR / "model").glob("*.yaml"):
         cfg = _compose([f"model={path.stem}", *REQUIRED])
         assert cfg.model.name and cfg.model.checkpoint is None
+
+
+def test_the_demo_keeps_the_train_configs_loggers_and_callbacks():
+    # demo.yaml merges its schema after train.yaml: its defaults must not erase these
+    cfg = _compose([], "demo")
+    assert {"model_checkpoint", "last_checkpoint"} <= set(cfg.callbacks)
+    assert "csv" in cfg.logger
+
+
+def test_imagenet_s_takes_no_key_it_would_ignore():
+    cfg = _compose(["data=imagenet_s", "+data.mask_manifest=/m.csv"])
+    with pytest.raises(KeyError, match="unknown config key data.mask_manifest"):
+        check_config(cfg)

@@ -183,3 +183,10 @@ def test_missing_checkpoint_file_is_one_clear_line(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"ckpt_path.*nope/checkpoints/last\.ckpt") as error:
         train(cfg)
     assert "\n" not in str(error.value)
+
+
+def test_lightning_s_own_checkpoint_keywords_pass_through(tmp_path):
+    from robustft.training.resume import checkpoint_to_resume
+
+    for keyword in ("hpc", "registry:model:latest", "s3://bucket/last.ckpt"):
+        assert checkpoint_to_resume(keyword, tmp_path) == keyword
