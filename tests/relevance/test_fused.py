@@ -151,3 +151,21 @@ def test_unknown_backend_is_one_line_naming_the_key():
     with pytest.raises(ValueError, match="relevance.backend") as error:
         relevance_map(model, torch.randn(1, 3, 32, 32), None, backend="flash")
     assert "\n" not in str(error.value)
+
+
+def test_training_step_uses_the_configured_backend(monkeypatch):
+    from robustft.relevance import RelevanceConfig
+    from robustft.training.module import RelevanceFinetuner
+
+    model = tiny_vit("plain", dtype=torch.float64).train()
+    images, masks = _inputs((32, 32), batch=4)
+    batch = {"image": images, "mask": masks, "ignore": torch.zeros_like(masks, dtype=torch.bool),
+             "label": torch.tensor([0, 1, 2, 3])}
+    losses = {}
+    for backend in ("eager", "fused"):
+        module = RelevanceFinetuner(model, relevance=RelevanceConfig(backend=backend))
+        module.log_dict = lambda *args, **kwargs: None  # no Trainer attached
+        if backend == "fused":  # the fused step must not materialise attention
+            monkeypatch.setattr(TimmViT, "capture_attention", None)
+        losses[backend] = module.training_step(batch, 0).detach()
+    assert _relative_error(losses["fused"], losses["eager"]) <= 1e-10
