@@ -89,6 +89,25 @@ def _rss_mib() -> float:
         return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+def _reset_peak_rss() -> bool:
+    """Linux: reset the process's high-water mark (VmHWM) to its current RSS, so that the
+    peak is the step's, not the model construction's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mib() -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def _memory_of(kind: str, args: argparse.Namespace) -> None:
     """Runs in a fresh process: one step, its peak memory as JSON on stdout."""
     model, images, masks, labels = _setup(args)
@@ -100,8 +119,11 @@ def _memory_of(kind: str, args: argparse.Namespace) -> None:
         print(json.dumps({"step_peak_mib": peak, "process_peak_mib": None}))
         return
     before = _rss_mib()
+    if not _reset_peak_rss():
+        print("warning: cannot reset the peak RSS; it includes the model's construction",
+              file=sys.stderr)
     _step(kind, model, images, masks, labels)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = _peak_rss_mib()
     print(json.dumps({"step_peak_mib": peak - before, "process_peak_mib": peak}))
 
 
