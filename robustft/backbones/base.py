@@ -97,6 +97,11 @@ class Backbone(ABC):
         list with one (B, heads, N, N) post-softmax attention per block, first block first,
         in the autograd graph (a leaf requiring grad when the model is frozen)."""
 
+    def fused_capture_refusal(self) -> str:
+        """Why :meth:`capture_qkv` cannot reproduce this model's forward now ("" when it
+        can); the relevance step then runs eager."""
+        return f"{type(self.model).__name__} has no fused attention capture"
+
     def capture_qkv(self) -> AbstractContextManager[list[BlockAttention]]:
         """Context manager: a forward of :meth:`class_scores` inside it runs attention with
         the fused kernel (no (N, N) probabilities kept) and fills the yielded list with one

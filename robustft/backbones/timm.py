@@ -33,7 +33,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from robustft.backbones.base import Backbone, BlockAttention, TokenLayout, register_backbone
-from robustft.backbones.timm_qkv import capture_qkv
+from robustft.backbones.timm_qkv import capture_qkv, fused_attention_blocks
 from robustft.state_dict_fit import mismatch_from_load_error
 
 __all__ = ["ImageClassifier", "TimmViT", "attention_blocks", "create_model", "timm_data_config",
@@ -268,6 +268,16 @@ class TimmViT(Backbone):
                 handle.remove()
             for attn, flag in zip(attns, saved_flags):
                 attn.fused_attn = flag
+
+    def fused_capture_refusal(self) -> str:
+        try:
+            attns = fused_attention_blocks(self.model)
+        except TypeError as error:
+            return str(error)
+        if self.model.training and any(attn.attn_drop.p > 0 for attn in attns):
+            # the fused kernel's dropout mask cannot be recomputed from q, k
+            return "attention dropout is active (attn_drop_rate > 0 in training mode)"
+        return ""
 
     def capture_qkv(self) -> contextlib.AbstractContextManager[list[BlockAttention]]:
         return capture_qkv(self.model)

@@ -25,8 +25,10 @@ Gradient modes:
 
 Backends: ``eager`` keeps every ``A_l`` and ``G_l``; ``fused`` (:mod:`robustft.relevance.fused`)
 runs fused attention and recomputes each ``A_l`` from q, k, same values and gradients. The
-fused kernels have no double backward, so ``second_order`` (and attention dropout in training,
-which a recomputation cannot repeat) run eager, said once in the log.
+fused kernels have no double backward, so ``second_order`` runs eager, as does a model the
+backbone cannot capture fused (``Backbone.fused_capture_refusal``: attention dropout in
+training, which a recomputation cannot repeat, or another attention class), said once in the
+log.
 """
 
 from __future__ import annotations
@@ -154,11 +156,7 @@ def _eager_reason(backbone: Backbone, gradient_mode: str) -> str:
     """Why a fused request must run eager ("" when it need not)."""
     if gradient_mode == GradientMode.second_order:
         return "gradient_mode=second_order needs a double backward through attention"
-    model = backbone.model
-    if model.training and any(isinstance(m, nn.Dropout) and m.p > 0 and "attn_drop" in name
-                              for name, m in model.named_modules()):
-        return "attention dropout is active (attn_drop_rate > 0 in training mode)"
-    return ""
+    return backbone.fused_capture_refusal()
 
 
 @functools.cache

@@ -169,3 +169,16 @@ def test_training_step_uses_the_configured_backend(monkeypatch):
             monkeypatch.setattr(TimmViT, "capture_attention", None)
         losses[backend] = module.training_step(batch, 0).detach()
     assert _relative_error(losses["fused"], losses["eager"]) <= 1e-10
+
+
+def test_fused_backend_runs_eager_under_attention_dropout(monkeypatch, caplog):
+    from robustft.backbones import create_model
+
+    model = create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32,
+                         depth=2, num_heads=2, num_classes=5, attn_drop_rate=0.5).train()
+    monkeypatch.setattr(TimmViT, "capture_qkv", None)  # the fused capture must not run
+    with caplog.at_level(logging.INFO, logger="robustft.relevance.grad_rollout"):
+        out = relevance_map(model, torch.randn(2, 3, 32, 32), None, backend="fused")
+    assert out.relevance.shape == (2, 4, 4)
+    assert backbone_of(model.eval()).fused_capture_refusal() == ""
+    assert "attention dropout" in backbone_of(model.train()).fused_capture_refusal()
