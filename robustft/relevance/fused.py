@@ -55,7 +55,7 @@ class HeadWeightedAttention(torch.autograd.Function):
         attention, weights = _attention_and_weights(query, key, value, output_grad, scale)
         weighted = weights * attention
         # clamp(min=0) passes the gradient where its input is >= 0, as torch's clamp does
-        grad_weighted = (grad_abar[:, None] / attention.shape[1]) * (weighted >= 0)
+        grad_weighted = torch.where(weighted >= 0, grad_abar[:, None] / attention.shape[1], 0.0)
         grad_attention = grad_weighted * weights
         # softmax backward: dS = A * (dA - sum_j dA_j A_j)
         grad_scores = attention * (grad_attention
