@@ -2,7 +2,8 @@
 
 Relevance fine-tuning, evaluation and TokenCut use a model only through a
 :class:`Backbone`: its token layout (prefix tokens, patch grid), its preprocessing, the class
-scores to explain, each block's post-softmax attention kept in the autograd graph, and the
+scores to explain, each block's post-softmax attention kept in the autograd graph (or, for
+the fused relevance step, each block's queries, keys, values and attention output), and the
 last block's keys. A model family (timm today) implements these once in ``backbones/``;
 nothing outside this package reads ``model.blocks``, ``patch_embed`` or attention internals.
 
@@ -22,7 +23,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["Backbone", "TokenLayout", "backbone_of", "frozen_copy", "preprocessing_config",
+__all__ = ["Backbone", "BlockAttention", "TokenLayout", "backbone_of", "frozen_copy", "preprocessing_config",
            "register_backbone"]
 
 
@@ -42,6 +43,22 @@ class TokenLayout:
     @property
     def num_tokens(self) -> int:
         return self.num_prefix_tokens + self.num_patches
+
+
+@dataclass(frozen=True)
+class BlockAttention:
+    """One block's attention as a fused kernel computes it, ``output = softmax(query @
+    key^T * scale) @ value`` per head: ``query``, ``key``, ``value`` (B, heads, N, head_dim)
+    exactly as the kernel received them (after any q/k normalisation), and ``output``
+    (B, N, heads * head_dim), the heads concatenated as the block's output projection
+    consumes them; all in the autograd graph (``output`` a leaf requiring grad when the
+    model is frozen, so that d(score)/d(output) exists)."""
+
+    query: Tensor
+    key: Tensor
+    value: Tensor
+    output: Tensor
+    scale: float
 
 
 class Backbone(ABC):
@@ -79,6 +96,19 @@ class Backbone(ABC):
         """Context manager: a forward of :meth:`class_scores` inside it fills the yielded
         list with one (B, heads, N, N) post-softmax attention per block, first block first,
         in the autograd graph (a leaf requiring grad when the model is frozen)."""
+
+    def fused_capture_refusal(self) -> str:
+        """Why :meth:`capture_qkv` cannot reproduce this model's forward now ("" when it
+        can); the relevance step then runs eager."""
+        return f"{type(self.model).__name__} has no fused attention capture"
+
+    def capture_qkv(self) -> AbstractContextManager[list[BlockAttention]]:
+        """Context manager: a forward of :meth:`class_scores` inside it runs attention with
+        the fused kernel (no (N, N) probabilities kept) and fills the yielded list with one
+        :class:`BlockAttention` per block, first block first. A ``TypeError`` naming the
+        model when the family cannot (then ``relevance.backend=eager``)."""
+        raise TypeError(f"{type(self.model).__name__} has no fused attention capture "
+                        "(Backbone.capture_qkv); use relevance.backend=eager")
 
     @abstractmethod
     def last_block_keys(self, images: Tensor) -> Tensor:

@@ -12,8 +12,8 @@ recipe; with dropout active it is the dropped-out ``A`` the block really used); 
 hooks are removed and each block's ``fused_attn`` flag restored. timm also offers
 ``attn_layer=`` (an attention class passed into every block, as DINOv2 does), but only when
 a model is built: the hooks work on any timm ViT a user already holds, whatever built it,
-with its weights untouched. A fused path (q, k, v and the attention output, for a faster
-step) would use ``attn_layer``.
+with its weights untouched. The fused path (q, k, v and the attention output, for a faster
+relevance step) is captured with hooks too, in :mod:`robustft.backbones.timm_qkv`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from robustft.backbones.base import Backbone, TokenLayout, register_backbone
+from robustft.backbones.base import Backbone, BlockAttention, TokenLayout, register_backbone
+from robustft.backbones.timm_qkv import capture_qkv, fused_attention_blocks
 from robustft.state_dict_fit import mismatch_from_load_error
 
 __all__ = ["ImageClassifier", "TimmViT", "attention_blocks", "create_model", "timm_data_config",
@@ -268,6 +269,19 @@ class TimmViT(Backbone):
             for attn, flag in zip(attns, saved_flags):
                 attn.fused_attn = flag
 
+    def fused_capture_refusal(self) -> str:
+        try:
+            attns = fused_attention_blocks(self.model)
+        except TypeError as error:
+            return str(error)
+        if self.model.training and any(attn.attn_drop.p > 0 for attn in attns):
+            # the fused kernel's dropout mask cannot be recomputed from q, k
+            return "attention dropout is active (attn_drop_rate > 0 in training mode)"
+        return ""
+
+    def capture_qkv(self) -> contextlib.AbstractContextManager[list[BlockAttention]]:
+        return capture_qkv(self.model)
+
     @torch.no_grad()
     def last_block_keys(self, images: Tensor) -> Tensor:
         """Keys from a forward hook on the last block's fused ``attn.qkv``, split with
@@ -329,6 +343,9 @@ class ImageClassifier(Backbone):
         return timm_data_config(self.model)
 
     def capture_attention(self):
+        raise self._refuse()
+
+    def capture_qkv(self):
         raise self._refuse()
 
     def last_block_keys(self, images: Tensor) -> Tensor:

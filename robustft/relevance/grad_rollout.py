@@ -22,19 +22,37 @@ Gradient modes:
   weights only through ``A_l``.
 - ``"second_order"`` (what the paper describes): ``create_graph=True``; the loss also
   flows through ``G_l`` (a double backward).
+
+Backends: ``eager`` keeps every ``A_l`` and ``G_l``; ``fused`` (:mod:`robustft.relevance.fused`)
+runs fused attention and recomputes each ``A_l`` from q, k, same values and gradients. The
+fused kernels have no double backward, so ``second_order`` runs eager, as does a model the
+backbone cannot capture fused (``Backbone.fused_capture_refusal``: attention dropout in
+training, which a recomputation cannot repeat, or another attention class), said once in the
+log.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from robustft.backbones import Backbone, TokenLayout, backbone_of
-from robustft.relevance.settings import GRADIENT_MODES, GradientMode, RelevanceOutput, widen
+from robustft.relevance.fused import fused_block_relevance
+from robustft.relevance.settings import (
+    GRADIENT_MODES,
+    GradientMode,
+    RelevanceBackend,
+    RelevanceOutput,
+    widen,
+)
 
 __all__ = ["head_weighted_attention", "relevance_map", "rollout_cls_row"]
+
+log = logging.getLogger(__name__)
 
 
 def head_weighted_attention(attention: Tensor, gradient: Tensor) -> Tensor:
@@ -60,6 +78,7 @@ def relevance_map(
     images: Tensor,
     target: Tensor | None = None,
     gradient_mode: GradientMode | str = GradientMode.detached,
+    backend: RelevanceBackend | str = RelevanceBackend.eager,
 ) -> RelevanceOutput:
     """Relevance of the CLS token over the patch grid for ``target`` classes.
 
@@ -71,6 +90,7 @@ def relevance_map(
         images: (B, 3, H, W) normalised input.
         target: (B,) classes to explain; ``None`` explains the argmax of the class scores.
         gradient_mode: ``"detached"`` or ``"second_order"`` (see module docstring).
+        backend: ``"eager"`` or ``"fused"`` (see module docstring; the same map).
 
     Returns:
         :class:`RelevanceOutput` with the raw (B, h, w) map and the forward's class scores.
@@ -82,8 +102,23 @@ def relevance_map(
     if torch.is_inference_mode_enabled():
         raise RuntimeError("relevance_map needs autograd, but inference mode is on "
                            "(torch.inference_mode(); in Lightning set trainer.inference_mode=false)")
+    if backend not in tuple(RelevanceBackend):
+        raise ValueError(f"relevance.backend must be one of {[b.value for b in RelevanceBackend]}, "
+                         f"got {backend!r}")
     backbone = backbone_of(model)
     layout = backbone.token_layout((images.shape[-2], images.shape[-1]))
+    if backend == RelevanceBackend.fused:
+        fallback = _eager_reason(backbone, gradient_mode)
+        if fallback:
+            _log_once(f"relevance.backend=fused runs eager: {fallback}")
+        else:
+            with torch.enable_grad():
+                block_relevance, logits, target, num_tokens = fused_block_relevance(
+                    backbone, images, target)
+                _check_token_count(num_tokens, layout, backbone)
+                with torch.autocast(device_type=images.device.type, enabled=False):
+                    cls_row = rollout_cls_row(block_relevance, cls_index=0)
+            return _read_out(cls_row, layout, logits, target)
     with torch.enable_grad():
         with backbone.capture_attention() as attentions:
             logits = backbone.class_scores(images)
@@ -106,9 +141,27 @@ def relevance_map(
             block_relevance = [head_weighted_attention(widen(a), widen(g))
                                for a, g in zip(attentions, gradients)]
             cls_row = rollout_cls_row(block_relevance, cls_index=0)
+    return _read_out(cls_row, layout, logits, target)
+
+
+def _read_out(cls_row: Tensor, layout: TokenLayout, logits: Tensor,
+              target: Tensor) -> RelevanceOutput:
+    """Step 6's column selection: the patch-token columns as the (B, h, w) grid."""
     patches = cls_row[:, layout.num_prefix_tokens:]
-    relevance = patches.reshape(images.shape[0], *layout.grid_size)
+    relevance = patches.reshape(cls_row.shape[0], *layout.grid_size)
     return RelevanceOutput(relevance=relevance, logits=logits, target=target)
+
+
+def _eager_reason(backbone: Backbone, gradient_mode: str) -> str:
+    """Why a fused request must run eager ("" when it need not)."""
+    if gradient_mode == GradientMode.second_order:
+        return "gradient_mode=second_order needs a double backward through attention"
+    return backbone.fused_capture_refusal()
+
+
+@functools.cache
+def _log_once(message: str) -> None:
+    log.info(message)
 
 
 def _check_token_count(num_tokens: int, layout: TokenLayout, backbone: Backbone) -> None:

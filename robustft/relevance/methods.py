@@ -1,7 +1,7 @@
 """Relevance methods by name.
 
-Each method is one function ``(model, images, target, gradient_mode) -> RelevanceOutput``
-registered here; ``differentiable`` says whether a loss on its map can train the model
+Each method is one function ``(model, images, target, gradient_mode, *, backend) ->
+RelevanceOutput`` registered here; ``differentiable`` says whether a loss on its map can train the model
 (fine-tuning refuses the others). Gradient-weighted attention rollout, the method of the
 paper, is the default and, today, the only one.
 """
@@ -27,7 +27,7 @@ __all__ = ["RELEVANCE_METHODS", "RelevanceConfig", "RelevanceMethod", "check_tra
 
 @dataclass(frozen=True)
 class RelevanceMethod:
-    compute: Callable[[nn.Module, Tensor, Tensor | None, str], RelevanceOutput]
+    compute: Callable[..., RelevanceOutput]  # (model, images, target, gradient_mode, *, backend)
     differentiable: bool
 
 

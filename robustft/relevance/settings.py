@@ -33,9 +33,13 @@ class ExplainedClass(StrEnum):
 
 class RelevanceBackend(StrEnum):
     """How the attention reaches the rule: ``eager`` = the backbone's materialised
-    post-softmax attention in the autograd graph (``Backbone.capture_attention``)."""
+    post-softmax attention in the autograd graph (``Backbone.capture_attention``);
+    ``fused`` = fused attention kernels, each block's attention recomputed from q and k
+    (``Backbone.capture_qkv``, :mod:`robustft.relevance.fused`; detached mode only, the
+    second-order mode falls back to ``eager``)."""
 
     eager = "eager"
+    fused = "fused"
 
 
 GRADIENT_MODES: tuple[str, ...] = tuple(mode.value for mode in GradientMode)

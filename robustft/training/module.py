@@ -174,7 +174,7 @@ class RelevanceFinetuner(pl.LightningModule):
         loss, rel = self.loss_config, self.relevance_config
         target = labels if rel.target == "label" else None
         method = check_trainable_method(rel.method)
-        out = method.compute(self.model, images, target, rel.gradient_mode)
+        out = method.compute(self.model, images, target, rel.gradient_mode, backend=rel.backend)
         relevance = upsample_and_normalize(out.relevance, masks.shape[-2:])
         teacher_logits = None
         if loss.classification == "kl_to_teacher":  # the copy may exist for L2-SP alone

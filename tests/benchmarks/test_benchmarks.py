@@ -29,3 +29,12 @@ def test_tokencut_benchmark_runs(tmp_path):
                 "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert '"kind": "tokencut"' in done.stdout
+
+
+def test_relevance_step_benchmark_runs(tmp_path):
+    done = _run("relevance_step.py", "--model", "vit_tiny_patch16_224", "--img-size", "32",
+                "--depth", "2", "--embed-dim", "32", "--num-heads", "2", "--batch", "2",
+                "--rounds", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for step in ("plain", "eager", "fused", "second_order"):
+        assert f"\n{step} " in done.stdout, done.stdout

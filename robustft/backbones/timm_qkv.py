@@ -1,0 +1,107 @@
+"""Capturing a timm ViT's attention inputs and output with the fused kernel on (the fused
+relevance step, :mod:`robustft.relevance.fused`).
+
+Mechanism, chosen because every captured tensor is the very object timm's
+``Attention.forward`` passes on, so nothing is recomputed and nothing can drift from timm:
+
+- ``q`` and ``k``: forward hooks on ``attn.q_norm`` / ``attn.k_norm``, whose outputs are
+  exactly what ``scaled_dot_product_attention`` receives (after qk-norm when the model has
+  one; ``nn.Identity`` returns its input otherwise).
+- ``v``: a forward hook on ``attn.qkv``, split with timm's own layout
+  ``reshape(B, N, 3, heads, head_dim).permute(2, 0, 3, 1, 4)[2]`` (``v`` has no norm).
+- the attention output ``O``: a forward pre-hook on ``attn.norm``, whose input is
+  ``O.transpose(1, 2).reshape(B, N, heads * head_dim)``, the kernel's result before the
+  scale-norm, the gate and the projection. (A hook on ``attn.proj``'s input would see ``O``
+  after ``attn.norm`` and the gate, so d/dO would be wrong for models that have them.)
+
+Only timm's plain ``Attention`` (``forward`` not overridden) is accepted: other attention
+classes order these calls differently. ``attn_layer=`` (building the model with a capturing
+attention class) would need the model rebuilt; hooks work on any model a user holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from timm.layers.attention import Attention
+from torch import Tensor, nn
+
+from robustft.backbones.base import BlockAttention
+
+__all__ = ["capture_qkv", "fused_attention_blocks"]
+
+
+def fused_attention_blocks(model: nn.Module) -> list[Attention]:
+    """The ``block.attn`` modules of a timm ViT, first block first; a ``TypeError`` naming
+    the block when one is not timm's plain ``Attention``."""
+    blocks = getattr(model, "blocks", None)
+    if blocks is None or len(blocks) == 0:
+        raise TypeError(f"{type(model).__name__} has no `blocks`: the fused relevance backend "
+                        "explains timm VisionTransformer-style models")
+    attns = []
+    for i, block in enumerate(blocks):
+        attn = getattr(block, "attn", None)
+        if not isinstance(attn, Attention) or type(attn).forward is not Attention.forward:
+            raise TypeError(f"{type(model).__name__}.blocks[{i}].attn is "
+                            f"{type(attn).__name__}, not timm's Attention: the fused relevance "
+                            "backend cannot capture it; use relevance.backend=eager")
+        attns.append(attn)
+    return attns
+
+
+@contextmanager
+def capture_qkv(model: nn.Module) -> Iterator[list[BlockAttention]]:
+    """See :meth:`robustft.backbones.base.Backbone.capture_qkv`; hooks and each block's
+    ``fused_attn`` flag are restored on exit."""
+    attns = fused_attention_blocks(model)
+    captured: list[BlockAttention] = []
+    handles = []
+    saved_flags = [attn.fused_attn for attn in attns]
+
+    def hooks_for(attn: Attention):
+        partial: dict[str, Tensor] = {}
+
+        def on_qkv(_module: nn.Module, _inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            batch, tokens, _ = output.shape
+            layout = output.reshape(batch, tokens, 3, attn.num_heads, attn.head_dim)
+            partial["value"] = layout.permute(2, 0, 3, 1, 4)[2]
+
+        def on_query(_module: nn.Module, _inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            partial["query"] = output
+
+        def on_key(_module: nn.Module, _inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            partial["key"] = output
+
+        def on_output(_module: nn.Module, inputs: tuple[Tensor, ...]):
+            output = inputs[0]
+            replaced = None
+            if torch.is_grad_enabled() and not output.requires_grad:
+                # A frozen model still needs d(score)/dO: make O a leaf of the graph.
+                output = output.detach().requires_grad_()
+                replaced = (output, *inputs[1:])
+            if set(partial) != {"query", "key", "value"}:
+                raise RuntimeError(f"timm Attention called norm before q/k/v were seen "
+                                   f"(got {sorted(partial)})")
+            captured.append(BlockAttention(query=partial.pop("query"), key=partial.pop("key"),
+                                           value=partial.pop("value"), output=output,
+                                           scale=float(attn.scale)))
+            return replaced
+
+        return on_qkv, on_query, on_key, on_output
+
+    try:
+        for attn in attns:
+            on_qkv, on_query, on_key, on_output = hooks_for(attn)
+            attn.fused_attn = True
+            handles += [attn.qkv.register_forward_hook(on_qkv),
+                        attn.q_norm.register_forward_hook(on_query),
+                        attn.k_norm.register_forward_hook(on_key),
+                        attn.norm.register_forward_pre_hook(on_output)]
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+        for attn, flag in zip(attns, saved_flags):
+            attn.fused_attn = flag
