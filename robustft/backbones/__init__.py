@@ -14,5 +14,5 @@ from robustft.backbones.base import (
 from robustft.backbones.spec import ModelSpec, register_family
 from robustft.backbones.timm import create_model
 
-__all__ = ["Backbone", "BlockAttention", "ModelSpec", "TokenLayout", "backbone_of", "create_model", "frozen_copy",
-           "preprocessing_config", "register_backbone", "register_family"]
+__all__ = ["Backbone", "BlockAttention", "ModelSpec", "TokenLayout", "backbone_of", "create_model",
+           "frozen_copy", "preprocessing_config", "register_backbone", "register_family"]

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from torch import Tensor, nn
-
 from robustft.relevance.grad_rollout import relevance_map
 from robustft.relevance.settings import (
     ExplainedClass,
