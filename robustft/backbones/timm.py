@@ -33,7 +33,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from robustft.backbones.base import Backbone, BlockAttention, TokenLayout, register_backbone
-from robustft.backbones.timm_qkv import capture_qkv, fused_attention_blocks
+from robustft.backbones.timm_qkv import attention_blocks, capture_qkv, fused_attention_blocks
 from robustft.state_dict_fit import mismatch_from_load_error
 
 __all__ = ["ImageClassifier", "TimmViT", "attention_blocks", "create_model", "timm_data_config",
@@ -206,23 +206,6 @@ def timm_data_config(model: nn.Module) -> dict[str, Any]:
         # size it was built for is the truth.
         config["input_size"] = (config["input_size"][0], *patch_embed.img_size)
     return config
-
-
-def attention_blocks(model: nn.Module) -> list[nn.Module]:
-    """The attention modules (``block.attn``) of a timm ViT, first block first; a
-    ``TypeError`` naming the model class when a block has no timm attention."""
-    blocks = getattr(model, "blocks", None)
-    if blocks is None or len(blocks) == 0:
-        raise TypeError(f"{type(model).__name__} has no `blocks`: robustft explains timm "
-                        "VisionTransformer-style models (model.blocks[i].attn)")
-    attns = []
-    for i, block in enumerate(blocks):
-        attn = getattr(block, "attn", None)
-        if attn is None or not hasattr(attn, "fused_attn") or not hasattr(attn, "attn_drop"):
-            raise TypeError(f"{type(model).__name__}.blocks[{i}] has no timm attention module "
-                            "with `fused_attn` and `attn_drop`; its attention cannot be captured")
-        attns.append(attn)
-    return attns
 
 
 class TimmViT(Backbone):

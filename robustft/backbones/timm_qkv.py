@@ -30,24 +30,35 @@ from torch import Tensor, nn
 
 from robustft.backbones.base import BlockAttention
 
-__all__ = ["capture_qkv", "fused_attention_blocks"]
+__all__ = ["attention_blocks", "capture_qkv", "fused_attention_blocks"]
+
+
+def attention_blocks(model: nn.Module) -> list[nn.Module]:
+    """The attention modules (``block.attn``) of a timm ViT, first block first; a
+    ``TypeError`` naming the model class when a block has no timm attention."""
+    blocks = getattr(model, "blocks", None)
+    if blocks is None or len(blocks) == 0:
+        raise TypeError(f"{type(model).__name__} has no `blocks`: robustft explains timm "
+                        "VisionTransformer-style models (model.blocks[i].attn)")
+    attns = []
+    for i, block in enumerate(blocks):
+        attn = getattr(block, "attn", None)
+        if attn is None or not hasattr(attn, "fused_attn") or not hasattr(attn, "attn_drop"):
+            raise TypeError(f"{type(model).__name__}.blocks[{i}] has no timm attention module "
+                            "with `fused_attn` and `attn_drop`; its attention cannot be captured")
+        attns.append(attn)
+    return attns
 
 
 def fused_attention_blocks(model: nn.Module) -> list[Attention]:
     """The ``block.attn`` modules of a timm ViT, first block first; a ``TypeError`` naming
     the block when one is not timm's plain ``Attention``."""
-    blocks = getattr(model, "blocks", None)
-    if blocks is None or len(blocks) == 0:
-        raise TypeError(f"{type(model).__name__} has no `blocks`: the fused relevance backend "
-                        "explains timm VisionTransformer-style models")
-    attns = []
-    for i, block in enumerate(blocks):
-        attn = getattr(block, "attn", None)
+    attns = attention_blocks(model)
+    for i, attn in enumerate(attns):
         if not isinstance(attn, Attention) or type(attn).forward is not Attention.forward:
             raise TypeError(f"{type(model).__name__}.blocks[{i}].attn is "
                             f"{type(attn).__name__}, not timm's Attention: the fused relevance "
                             "backend cannot capture it; use relevance.backend=eager")
-        attns.append(attn)
     return attns
 
 
