@@ -33,7 +33,12 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from robustft.backbones.base import Backbone, BlockAttention, TokenLayout, register_backbone
-from robustft.backbones.timm_qkv import attention_blocks, capture_qkv, fused_attention_blocks
+from robustft.backbones.timm_qkv import (
+    attention_blocks,
+    capture_qkv,
+    fused_attention_blocks,
+    hooked_attention,
+)
 from robustft.state_dict_fit import mismatch_from_load_error
 
 __all__ = ["ImageClassifier", "TimmViT", "attention_blocks", "create_model", "timm_data_config",
@@ -239,18 +244,9 @@ class TimmViT(Backbone):
             captured.append(output)
             return output
 
-        saved_flags = [attn.fused_attn for attn in attns]
-        handles = []
-        try:
-            for attn in attns:
-                attn.fused_attn = False
-                handles.append(attn.attn_drop.register_forward_hook(record))
+        with hooked_attention(attns, fused=False,
+                              register=lambda attn: [attn.attn_drop.register_forward_hook(record)]):
             yield captured
-        finally:
-            for handle in handles:
-                handle.remove()
-            for attn, flag in zip(attns, saved_flags):
-                attn.fused_attn = flag
 
     def fused_capture_refusal(self) -> str:
         try:

@@ -21,16 +21,17 @@ attention class) would need the model rebuilt; hooks work on any model a user ho
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 from timm.layers.attention import Attention
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from robustft.backbones.base import BlockAttention
 
-__all__ = ["attention_blocks", "capture_qkv", "fused_attention_blocks"]
+__all__ = ["attention_blocks", "capture_qkv", "fused_attention_blocks", "hooked_attention"]
 
 
 def attention_blocks(model: nn.Module) -> list[nn.Module]:
@@ -63,13 +64,32 @@ def fused_attention_blocks(model: nn.Module) -> list[Attention]:
 
 
 @contextmanager
+def hooked_attention(attns: list[nn.Module], *, fused: bool,
+                     register: Callable[[nn.Module], list[RemovableHandle]]) -> Iterator[None]:
+    """For the duration of the block: every attention module's ``fused_attn`` set to
+    ``fused`` and the hooks ``register(attn)`` returns in place; on exit (also on error) the
+    hooks are removed and each module's own flag restored. Both captures (eager and fused)
+    change a model only through this."""
+    saved_flags = [attn.fused_attn for attn in attns]
+    handles: list[RemovableHandle] = []
+    try:
+        for attn in attns:
+            attn.fused_attn = fused
+            handles += register(attn)
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for attn, flag in zip(attns, saved_flags):
+            attn.fused_attn = flag
+
+
+@contextmanager
 def capture_qkv(model: nn.Module) -> Iterator[list[BlockAttention]]:
     """See :meth:`robustft.backbones.base.Backbone.capture_qkv`; hooks and each block's
     ``fused_attn`` flag are restored on exit."""
     attns = fused_attention_blocks(model)
     captured: list[BlockAttention] = []
-    handles = []
-    saved_flags = [attn.fused_attn for attn in attns]
 
     def hooks_for(attn: Attention):
         partial: dict[str, Tensor] = {}
@@ -102,17 +122,12 @@ def capture_qkv(model: nn.Module) -> Iterator[list[BlockAttention]]:
 
         return on_qkv, on_query, on_key, on_output
 
-    try:
-        for attn in attns:
-            on_qkv, on_query, on_key, on_output = hooks_for(attn)
-            attn.fused_attn = True
-            handles += [attn.qkv.register_forward_hook(on_qkv),
-                        attn.q_norm.register_forward_hook(on_query),
-                        attn.k_norm.register_forward_hook(on_key),
-                        attn.norm.register_forward_pre_hook(on_output)]
+    def register(attn: Attention) -> list[RemovableHandle]:
+        on_qkv, on_query, on_key, on_output = hooks_for(attn)
+        return [attn.qkv.register_forward_hook(on_qkv),
+                attn.q_norm.register_forward_hook(on_query),
+                attn.k_norm.register_forward_hook(on_key),
+                attn.norm.register_forward_pre_hook(on_output)]
+
+    with hooked_attention(attns, fused=True, register=register):
         yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
-        for attn, flag in zip(attns, saved_flags):
-            attn.fused_attn = flag
