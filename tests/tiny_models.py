@@ -9,13 +9,13 @@ from robustft.backbones import create_model
 
 
 def tiny_vit(variant: str = "plain", *, img_size=(32, 32), patch_size: int = 8,
-             num_classes: int = 5, depth: int = 2, seed: int = 0,
+             num_classes: int = 5, depth: int = 2, seed: int = 0, num_heads: int = 2,
              dtype: torch.dtype = torch.float32) -> nn.Module:
     """A tiny ViT: ``plain`` (CLS only), ``distilled`` (DeiT CLS + distillation token) or
     ``registers`` (CLS + 3 register tokens)."""
     torch.manual_seed(seed)
     common = dict(img_size=img_size, patch_size=patch_size, embed_dim=32, depth=depth,
-                  num_heads=2, num_classes=num_classes)
+                  num_heads=num_heads, num_classes=num_classes)
     if variant == "plain":
         model = create_model("vit_tiny_patch16_224", **common)
     elif variant == "distilled":

@@ -99,4 +99,5 @@ def typed_group(cfg: DictConfig, key: str) -> Any:
         return OmegaConf.to_object(cfg[key])
     except (ValueError, TypeError) as error:
         message = str(error).splitlines()[0]
-        raise ValueError(f"{key}.{message}") from None
+        # a check that names its full key already (``relevance.method=...``) is not prefixed
+        raise ValueError(message if message.startswith(f"{key}.") else f"{key}.{message}") from None

@@ -40,7 +40,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from robustft.backbones import Backbone, TokenLayout, backbone_of
+from robustft.backbones import Backbone, backbone_of
+from robustft.relevance.capture import (
+    check_token_count,
+    explained_classes,
+    forward_with_attention,
+    read_out,
+    require_autograd,
+)
 from robustft.relevance.fused import fused_block_relevance
 from robustft.relevance.settings import (
     GRADIENT_MODES,
@@ -99,9 +106,7 @@ def relevance_map(
     """
     if gradient_mode not in GRADIENT_MODES:
         raise ValueError(f"gradient_mode must be one of {GRADIENT_MODES}, got {gradient_mode!r}")
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError("relevance_map needs autograd, but inference mode is on "
-                           "(torch.inference_mode(); in Lightning set trainer.inference_mode=false)")
+    require_autograd("grad_rollout")
     if backend not in tuple(RelevanceBackend):
         raise ValueError(f"relevance.backend must be one of {[b.value for b in RelevanceBackend]}, "
                          f"got {backend!r}")
@@ -115,19 +120,13 @@ def relevance_map(
             with torch.enable_grad():
                 block_relevance, logits, target, num_tokens = fused_block_relevance(
                     backbone, images, target)
-                _check_token_count(num_tokens, layout, backbone)
+                check_token_count(num_tokens, layout, backbone)
                 with torch.autocast(device_type=images.device.type, enabled=False):
                     cls_row = rollout_cls_row(block_relevance, cls_index=0)
-            return _read_out(cls_row, layout, logits, target)
+            return read_out(cls_row, layout, logits, target)
     with torch.enable_grad():
-        with backbone.capture_attention() as attentions:
-            logits = backbone.class_scores(images)
-        if len(attentions) == 0:
-            raise RuntimeError(f"no attention was captured from {type(backbone.model).__name__}")
-        _check_token_count(attentions[0].shape[-1], layout, backbone)
-        if target is None:
-            target = logits.argmax(dim=-1)
-        target = target.to(device=logits.device, dtype=torch.long)
+        attentions, logits = forward_with_attention(backbone, images, layout)
+        target = explained_classes(logits, target)
         score = logits.gather(1, target[:, None]).sum()
         gradients = torch.autograd.grad(
             score,
@@ -141,15 +140,7 @@ def relevance_map(
             block_relevance = [head_weighted_attention(widen(a), widen(g))
                                for a, g in zip(attentions, gradients)]
             cls_row = rollout_cls_row(block_relevance, cls_index=0)
-    return _read_out(cls_row, layout, logits, target)
-
-
-def _read_out(cls_row: Tensor, layout: TokenLayout, logits: Tensor,
-              target: Tensor) -> RelevanceOutput:
-    """Step 6's column selection: the patch-token columns as the (B, h, w) grid."""
-    patches = cls_row[:, layout.num_prefix_tokens:]
-    relevance = patches.reshape(cls_row.shape[0], *layout.grid_size)
-    return RelevanceOutput(relevance=relevance, logits=logits, target=target)
+    return read_out(cls_row, layout, logits, target)
 
 
 def _eager_reason(backbone: Backbone, gradient_mode: str) -> str:
@@ -162,14 +153,3 @@ def _eager_reason(backbone: Backbone, gradient_mode: str) -> str:
 @functools.cache
 def _log_once(message: str) -> None:
     log.info(message)
-
-
-def _check_token_count(num_tokens: int, layout: TokenLayout, backbone: Backbone) -> None:
-    """The map needs one token per patch (a family's patch dropout, for one, removes some,
-    which would scramble the grid)."""
-    expected = layout.num_tokens
-    if num_tokens != expected:
-        hint = backbone.explain_token_count_mismatch(num_tokens, layout)
-        raise ValueError(f"{type(backbone.model).__name__} attended over {num_tokens} tokens, "
-                         f"but a {layout.grid_size[0]}x{layout.grid_size[1]} patch grid with "
-                         f"{layout.num_prefix_tokens} prefix tokens has {expected}.{hint}")

@@ -1,9 +1,11 @@
-"""Relevance methods by name.
+"""Relevance methods by name (docs/method.md §1.1).
 
 Each method is one function ``(model, images, target, gradient_mode, *, backend) ->
-RelevanceOutput`` registered here; ``differentiable`` says whether a loss on its map can train the model
+RelevanceOutput`` registered here; ``target`` is a (B,) tensor of classes or ``None`` (the
+argmax class), and a method that has no use for ``gradient_mode`` or ``backend`` accepts and
+ignores them. ``differentiable`` says whether a loss on its map can train the model
 (fine-tuning refuses the others). Gradient-weighted attention rollout, the method of the
-paper, is the default and, today, the only one.
+paper, is the default.
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from robustft.relevance.attn_gradcam import attention_gradcam
 from robustft.relevance.grad_rollout import relevance_map
+from robustft.relevance.input_gradient import input_x_gradient
+from robustft.relevance.raw_attention import raw_attention
+from robustft.relevance.rollout import attention_rollout
 from robustft.relevance.settings import (
     ExplainedClass,
     GradientMode,
@@ -20,7 +26,7 @@ from robustft.relevance.settings import (
 )
 
 __all__ = ["RELEVANCE_METHODS", "RelevanceConfig", "RelevanceMethod", "check_trainable_method",
-           "register_method"]
+           "get_method", "register_method", "trainable_methods"]
 
 
 @dataclass(frozen=True)
@@ -37,20 +43,37 @@ def register_method(name: str, compute: Callable[..., RelevanceOutput], *,
     RELEVANCE_METHODS[name] = RelevanceMethod(compute, differentiable)
 
 
-def check_trainable_method(name: str) -> RelevanceMethod:
-    """The method called ``name``; a ``ValueError`` when there is none or when its map
-    cannot carry a training loss."""
+def get_method(name: str, *, key: str = "relevance.method") -> RelevanceMethod:
+    """The method called ``name``; a one-line ``ValueError`` naming ``key`` (the config key
+    or argument that gave the name) and the known methods when there is none."""
     if name not in RELEVANCE_METHODS:
-        raise ValueError(f"method must be one of {sorted(RELEVANCE_METHODS)}, got {name!r}")
-    method = RELEVANCE_METHODS[name]
+        raise ValueError(f"{key} must be one of {sorted(RELEVANCE_METHODS)}, got {name!r}")
+    return RELEVANCE_METHODS[name]
+
+
+def trainable_methods() -> list[str]:
+    """The names of the methods whose map can carry a training loss, sorted."""
+    return sorted(name for name, method in RELEVANCE_METHODS.items() if method.differentiable)
+
+
+def check_trainable_method(name: str, *, key: str = "relevance.method") -> RelevanceMethod:
+    """The method called ``name``; a one-line ``ValueError`` naming ``key`` when there is none
+    or when its map cannot carry a training loss (it lists the methods that can)."""
+    method = get_method(name, key=key)
     if not method.differentiable:
-        raise ValueError(f"method {name!r} is not differentiable: a loss on its map cannot "
-                         f"train the model (trainable: "
-                         f"{sorted(n for n, m in RELEVANCE_METHODS.items() if m.differentiable)})")
+        raise ValueError(f"{key}={name} is not differentiable: a loss on its map cannot train "
+                         f"the model; use one of {trainable_methods()} for training")
     return method
 
 
 register_method("grad_rollout", relevance_map, differentiable=True)
+# the maps below are functions of the attention in the autograd graph (a loss on them
+# reaches the weights), like grad_rollout's
+register_method("rollout", attention_rollout, differentiable=True)
+register_method("raw_attention", raw_attention, differentiable=True)
+register_method("attn_gradcam", attention_gradcam, differentiable=True)
+# a first-order input gradient: no graph to the weights (robustft.relevance.input_gradient)
+register_method("input_x_gradient", input_x_gradient, differentiable=False)
 
 
 @dataclass

@@ -49,7 +49,9 @@ GRADIENT_MODES: tuple[str, ...] = tuple(mode.value for mode in GradientMode)
 class RelevanceOutput:
     """Result of a relevance method.
 
-    relevance: (B, h, w) raw relevance over the patch grid.
+    relevance: (B, h, w) raw relevance: over the patch grid for the token-level methods
+               (one value per patch token), or at the input's (H, W) for the pixel-level
+               ones (``input_x_gradient``). Either goes to :func:`upsample_and_normalize`.
     logits:    (B, num_classes) class scores of the same forward pass (training needs no second).
     target:    (B,) the classes that were explained.
     """
@@ -68,13 +70,18 @@ def upsample_and_normalize(
     relevance: Tensor, size: tuple[int, int], eps: float = 1e-8
 ) -> Tensor:
     """Step 7: bilinear upsampling of a (B, h, w) map to ``size`` and per-image min-max
-    normalisation to [0, 1]. The range is clamped below at ``eps``, so a constant map
-    becomes all zeros instead of NaN (the public code divides by zero there). Half-precision
-    maps are normalised in float32, where ``eps`` does not underflow."""
+    normalisation to [0, 1]. A map already at ``size`` (a pixel-level method's at the mask's
+    resolution) is only normalised; one at another resolution is resized bilinearly either
+    way. The range is clamped below at ``eps``, so a constant map becomes all zeros instead
+    of NaN (the public code divides by zero there). Half-precision maps are normalised in
+    float32, where ``eps`` does not underflow."""
     relevance = widen(relevance)
-    upsampled = F.interpolate(
-        relevance[:, None], size=size, mode="bilinear", align_corners=False
-    )[:, 0]
+    if tuple(relevance.shape[-2:]) == tuple(size):
+        upsampled = relevance
+    else:
+        upsampled = F.interpolate(
+            relevance[:, None], size=tuple(size), mode="bilinear", align_corners=False
+        )[:, 0]
     flat = upsampled.flatten(1)
     low = flat.min(dim=1).values[:, None, None]
     high = flat.max(dim=1).values[:, None, None]

@@ -97,8 +97,13 @@ def test_top_level_key_added_with_plus_is_named():
 def test_values_the_method_refuses_name_their_key():
     with pytest.raises(ValueError, match=r"^loss.lambda_l2sp must be >= 0"):
         typed_group(_compose(["loss.lambda_l2sp=-1", *REQUIRED]), "loss")
-    with pytest.raises(ValueError, match=r"^relevance.method must be one of \['grad_rollout'\]"):
+    with pytest.raises(ValueError, match=r"^relevance.method must be one of \['attn_gradcam', "
+                                         r"'grad_rollout', 'input_x_gradient'"):
         typed_group(_compose(["relevance.method=lrp", *REQUIRED]), "relevance")
+    with pytest.raises(ValueError, match=r"^relevance.method=input_x_gradient is not "
+                                         r"differentiable.*\['attn_gradcam', 'grad_rollout', "
+                                         r"'raw_attention', 'rollout'\] for training$"):
+        typed_group(_compose(["relevance.method=input_x_gradient", *REQUIRED]), "relevance")
 
 
 def test_groups_become_the_methods_own_objects():

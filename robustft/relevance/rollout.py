@@ -1,0 +1,61 @@
+"""Attention rollout ("Quantifying Attention Flow in Transformers", Abnar & Zuidema, ACL
+2020), docs/method.md §1.1.
+
+Per block, the heads' mean attention is mixed with the identity for the residual path,
+``Ã_l = 0.5 I + 0.5 mean_heads(A_l)``, and row-normalised; the rollout is the product
+``R = Ã_L ... Ã_1`` and the map is the CLS row of ``R`` over the patch tokens. It uses no
+gradient, so it is not class-specific: every ``target`` gives the same map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from robustft.backbones import Backbone, backbone_of
+from robustft.relevance.capture import explained_classes, forward_with_attention, read_out
+from robustft.relevance.settings import GradientMode, RelevanceBackend, RelevanceOutput, widen
+
+__all__ = ["attention_rollout", "rollout_cls_row_of_attention"]
+
+
+def rollout_cls_row_of_attention(attentions: Sequence[Tensor], cls_index: int = 0) -> Tensor:
+    """The ``cls_index`` row of ``R = Ã_L ... Ã_1`` for per-block attention (B, heads, N, N),
+    first block first. Returns (B, N).
+
+    Evaluated as a row vector from the last block down, ``r <- r Ã_l``: O(L N^2)."""
+    first = widen(attentions[0])
+    batch, _, num_tokens, _ = first.shape
+    identity = torch.eye(num_tokens, dtype=first.dtype, device=first.device)
+    row = torch.zeros(batch, 1, num_tokens, dtype=first.dtype, device=first.device)
+    row[:, 0, cls_index] = 1.0
+    for attention in reversed(attentions):
+        mixed = 0.5 * identity + 0.5 * widen(attention).mean(dim=1)
+        # attention rows sum to 1 already; dividing keeps the rule exact for any input
+        mixed = mixed / mixed.sum(dim=-1, keepdim=True)
+        row = row @ mixed
+    return row[:, 0]
+
+
+def attention_rollout(
+    model: nn.Module | Backbone,
+    images: Tensor,
+    target: Tensor | None = None,
+    gradient_mode: GradientMode | str = GradientMode.detached,
+    *,
+    backend: RelevanceBackend | str = RelevanceBackend.eager,
+) -> RelevanceOutput:
+    """Attention rollout of ``images`` (B, 3, H, W) -> :class:`RelevanceOutput` with the
+    (B, h, w) patch map. ``target`` is only passed through (``None`` = the argmax class);
+    ``gradient_mode`` and ``backend`` are ignored (no gradient; the attention must be
+    materialised). Runs under the caller's grad mode: inside ``torch.no_grad()`` nothing is
+    kept for a backward, with grad enabled the map is differentiable in the weights."""
+    del gradient_mode, backend
+    backbone = backbone_of(model)
+    layout = backbone.token_layout((images.shape[-2], images.shape[-1]))
+    attentions, logits = forward_with_attention(backbone, images, layout)
+    with torch.autocast(device_type=images.device.type, enabled=False):
+        cls_row = rollout_cls_row_of_attention(attentions, cls_index=0)
+    return read_out(cls_row, layout, logits, explained_classes(logits, target))
