@@ -207,3 +207,29 @@ def test_class_index_longer_than_the_head_is_named(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"^data\.class_index lists 3 classes but the model has "
                                          r"2 outputs"):
         module.on_fit_start()
+
+
+@pytest.mark.parametrize("method", ["rollout", "raw_attention", "attn_gradcam"])
+def test_training_step_uses_the_configured_relevance_method(method) -> None:
+    """relevance.method picks the map the loss is computed on: the step's loss is the
+    paper's loss on that method's map, and it trains the attention."""
+    from robustft.losses import relevance_loss
+    from robustft.relevance import RelevanceConfig, get_method, upsample_and_normalize
+
+    model = tiny_vit("plain", img_size=(32, 32), num_heads=4)
+    module = RelevanceFinetuner(model, relevance=RelevanceConfig(method=method))
+    module.log_dict = lambda *args, **kwargs: None  # no Trainer attached
+    batch = _batch()
+    loss = module.training_step(batch, 0)
+    out = get_method(method).compute(model, batch["image"], batch["label"], "detached",
+                                     backend="eager")
+    expected = relevance_loss(upsample_and_normalize(out.relevance, (32, 32)), batch["mask"],
+                              out.logits, classification=module.loss_config.classification,
+                              weights=module.weights, temperature=module.loss_config.temperature,
+                              labels=batch["label"], ignore=batch["ignore"]).total
+    torch.testing.assert_close(loss, expected)
+    default = RelevanceFinetuner(model)
+    default.log_dict = module.log_dict
+    assert not torch.allclose(default.training_step(batch, 0), loss)  # not grad_rollout's
+    loss.backward()
+    assert model.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
