@@ -38,10 +38,12 @@ log = logging.getLogger(__name__)
 
 def model_specs(cfg: DictConfig) -> dict[str, tuple[str, ModelSpec]]:
     """label -> (config key, spec): the ``model`` shorthand first (labelled by its name),
-    when its name is set, then the ``models.<label>`` entries in order."""
+    when its name, checkpoint or weights file is set, then the ``models.<label>`` entries in order."""
     specs: dict[str, tuple[str, ModelSpec]] = {}
-    if not OmegaConf.is_missing(cfg.model, "name"):
-        shorthand: Mapping[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
+    shorthand: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
+    if OmegaConf.is_missing(cfg.model, "name"):
+        del shorthand["name"]  # a checkpoint names its own architecture
+    if shorthand.get("name") or shorthand.get("checkpoint") or shorthand.get("weights_file"):
         spec = entry_spec("model", shorthand, key="model")
         specs[spec.name] = ("model", spec)
     entries: Mapping[str, Any] = OmegaConf.to_container(cfg.models, resolve=True) or {}  # type: ignore[assignment]

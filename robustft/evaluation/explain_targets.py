@@ -56,11 +56,17 @@ class ClassNames:
     def close_names(self, name: str, count: int = 5) -> list[str]:
         """Up to ``count`` full class names near ``name``: those containing it, then
         spelling neighbours."""
-        wanted = name.lower()
+        wanted = name.strip().lower()
         containing = [full for full in self.names if wanted in full.lower()]
         spelled = [self.names[self._index[alias][0]]
                    for alias in difflib.get_close_matches(wanted, list(self._index), n=count)]
-        return list(dict.fromkeys(containing + spelled))[:count]
+        words: dict[str, list[str]] = {}  # a misspelt word of a longer name ("elefant")
+        for full in self.names:
+            for word in full.lower().replace(",", " ").split():
+                words.setdefault(word, []).append(full)
+        near_words = [full for word in difflib.get_close_matches(wanted, list(words), n=count)
+                      for full in words[word]]
+        return list(dict.fromkeys(containing + spelled[:1] + near_words + spelled))[:count]
 
     def index_of(self, name: str | int, *, key: str) -> int:
         """The class named ``name``; a ``ValueError`` naming ``key``, the class and a few
