@@ -102,7 +102,7 @@ class RelevanceOverlays(pl.Callback):
             picture = denormalize(sample["image"], mean, std)
             explained = int(out.target[i])
             rows.append([picture, mask_picture(masks[i]), heat_overlay(picture, maps[i])])
-            titles.append([f"{names.short(int(sample['label']))}", "mask",
+            titles.append([names.short(int(sample["label"])), "",
                            f"{names.short(explained)} {float(probabilities[i, explained]):.0%}"])
         header = [f"epoch {trainer.current_epoch}", "mask", relevance.method]
         return draw_grid(rows, column_titles=header, cell_titles=titles, scale=self.scale)
