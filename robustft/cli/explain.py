@@ -4,7 +4,7 @@ explained classes, as PNG grids, ``.npy`` maps and an ``index.md``.
 Examples::
 
     robustft-explain image=cat.jpg model.name=vit_base_patch16_224.augreg_in21k_ft_in1k
-    robustft-explain image=cat.jpg model.name=... classes=[tabby,"Egyptian cat"]
+    robustft-explain image=cat.jpg model.name=... 'classes=[tabby,"Egyptian cat"]'
     robustft-explain image=data/synth/shuffled max_images=8 target=topk k=2 \\
         models.before.checkpoint=a.ckpt +models.after.checkpoint=b.ckpt
 

@@ -41,7 +41,7 @@ from robustft.evaluation.explain_targets import (
     explained_classes,
     model_class_names,
 )
-from robustft.evaluation.overlay_grid import denormalize, draw_grid, heat_overlay
+from robustft.evaluation.overlay_grid import denormalize, draw_grid, heat_overlay, percent
 from robustft.evaluation.runner import model_eval_transform
 from robustft.relevance import RELEVANCE_METHODS, RelevanceBackend, upsample_and_normalize
 
@@ -182,7 +182,7 @@ def _explain_one(image: ExplainImage, views: Sequence[_ModelView], settings: Exp
             row_titles = [f"{view.label}\n{method}"]
             for position, class_index in enumerate(targets):
                 p = float(probabilities[class_index])
-                row_titles.append(f"{view.names.short(class_index)}\n{p:.1%}")
+                row_titles.append(f"{view.names.short(class_index)}\n{percent(p)}")
                 records.append(MapRecord(image.name, str(image.path), view.label, method, position,
                                          class_index, view.names.names[class_index], p, npy.as_posix()))
             titles.append(row_titles)
@@ -219,7 +219,7 @@ def _write_index(path: Path, images: Sequence[ExplainImage], pngs: Sequence[Path
                   f"![{image.name}]({png.name})", "",
                   "| model | method | class | index | probability | map [T] |", "|---|---|---|---|---|---|"]
         lines += [f"| {r.model} | {r.method} | {r.class_name} | {r.class_index} | "
-                  f"{r.probability:.2%} | [{r.npy}]({r.npy}) [{r.position}] |"
+                  f"{percent(r.probability)} | [{r.npy}]({r.npy}) [{r.position}] |"
                   for r in records if r.image == image.name]
         lines.append("")
     path.write_text("\n".join(lines))

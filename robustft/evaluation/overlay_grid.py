@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-__all__ = ["denormalize", "draw_grid", "heat_overlay", "mask_picture"]
+__all__ = ["denormalize", "draw_grid", "heat_overlay", "mask_picture", "percent"]
 
 HEADER_HEIGHT = 14  # the band of column titles above the grid
 LINE_HEIGHT = 12  # one line of a cell title (PIL's default font)
@@ -43,6 +43,12 @@ def heat_overlay(picture: np.ndarray, relevance: Tensor | np.ndarray, *,
                          "in size; upsample the map to the picture first")
     heat = (colormaps[colormap](values)[..., :3] * 255).astype(np.uint8)
     return ((1 - alpha) * picture + alpha * heat).astype(np.uint8)
+
+
+def percent(probability: float) -> str:
+    """A probability for a title: ``87.3%``, and two significant digits below 1 %
+    (``0.0042%``), where a named class of another image often is."""
+    return f"{probability:.1%}" if probability >= 0.01 else f"{100 * probability:.2g}%"
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, font: ImageFont.ImageFont) -> str:

@@ -29,9 +29,15 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
 from robustft.backbones import backbone_of, preprocessing_config
 from robustft.evaluation.explain_targets import ClassNames, model_class_names
-from robustft.evaluation.overlay_grid import denormalize, draw_grid, heat_overlay, mask_picture
+from robustft.evaluation.overlay_grid import (
+    denormalize,
+    draw_grid,
+    heat_overlay,
+    mask_picture,
+    percent,
+)
 from robustft.labels import imagenet_synsets
-from robustft.relevance import RELEVANCE_METHODS, upsample_and_normalize
+from robustft.relevance import RELEVANCE_METHODS, RelevanceConfig, upsample_and_normalize
 
 __all__ = ["RelevanceOverlays"]
 
@@ -89,21 +95,23 @@ class RelevanceOverlays(pl.Callback):
         images = torch.stack([s["image"] for s in samples]).to(pl_module.device)
         masks = torch.stack([s["mask"] for s in samples]).float()
         labels = torch.tensor([int(s["label"]) for s in samples], device=pl_module.device)
-        relevance = pl_module.relevance_config
+        # a RelevanceFinetuner's own method and target; the defaults for another module
+        relevance = getattr(pl_module, "relevance_config", None) or RelevanceConfig()
+        model = getattr(pl_module, "model", pl_module)
         method = RELEVANCE_METHODS[relevance.method]
         target = labels if relevance.target == "label" else None
-        out = method.compute(pl_module.model, images, target, "detached", backend=relevance.backend)
+        out = method.compute(model, images, target, "detached", backend=relevance.backend)
         maps = upsample_and_normalize(out.relevance.detach().float().cpu(), tuple(images.shape[-2:]))
         probabilities = out.logits.detach().float().softmax(-1).cpu()
-        mean, std = _normalisation(trainer, pl_module)
-        names = _class_names(trainer, pl_module)
+        mean, std = _normalisation(trainer, model)
+        names = _class_names(trainer, model)
         rows, titles = [], []
         for i, sample in enumerate(samples):
             picture = denormalize(sample["image"], mean, std)
             explained = int(out.target[i])
             rows.append([picture, mask_picture(masks[i]), heat_overlay(picture, maps[i])])
             titles.append([names.short(int(sample["label"])), "",
-                           f"{names.short(explained)} {float(probabilities[i, explained]):.0%}"])
+                           f"{names.short(explained)} {percent(float(probabilities[i, explained]))}"])
         header = [f"epoch {trainer.current_epoch}", "mask", relevance.method]
         return draw_grid(rows, column_titles=header, cell_titles=titles, scale=self.scale)
 
@@ -134,17 +142,17 @@ def _write_image_list(path: Path, dataset: Any, indices: list[int]) -> None:
                              getattr(record, "label", "")])
 
 
-def _normalisation(trainer: pl.Trainer, pl_module: pl.LightningModule
+def _normalisation(trainer: pl.Trainer, model: torch.nn.Module
                    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     datamodule = getattr(trainer, "datamodule", None)
     mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
     if mean is None or std is None:
-        config = preprocessing_config(pl_module.model)
+        config = preprocessing_config(model)
         mean, std = config["mean"], config["std"]
     return tuple(mean), tuple(std)
 
 
-def _class_names(trainer: pl.Trainer, pl_module: pl.LightningModule) -> ClassNames:
+def _class_names(trainer: pl.Trainer, model: torch.nn.Module) -> ClassNames:
     """The model's class names: the data's class folders when they index the head, the
     ``data.class_index`` names, or ImageNet's for a 1000-way head."""
     datamodule = getattr(trainer, "datamodule", None)
@@ -154,7 +162,7 @@ def _class_names(trainer: pl.Trainer, pl_module: pl.LightningModule) -> ClassNam
         dataset_classes = folders
     else:  # wnids name no one: ImageNet's own names instead
         dataset_classes = None if list(class_index) == imagenet_synsets() else list(class_index)
-    return model_class_names(backbone_of(pl_module.model).num_classes, dataset_classes=dataset_classes)
+    return model_class_names(backbone_of(model).num_classes, dataset_classes=dataset_classes)
 
 
 def _log_image(logger: Any, key: str, picture: Image.Image, step: int, epoch: int) -> None:

@@ -126,3 +126,13 @@ def test_console_entry_point_writes_the_run_dir_and_offline_says_how_to_give_a_f
     error = completed.stderr.strip().splitlines()[-1]
     assert error.startswith("robustft-explain: error: could not download the pretrained weights")
     assert "model.weights_file" in error
+
+
+@pytest.mark.parametrize("override, key", [("target=best", "target"), ("k=three", "k"),
+                                           ("backend=triton", "backend"), ("bogus=1", "bogus")])
+def test_wrong_values_are_refused_at_composition_naming_the_key(override, key):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as caught:
+        _cfg("image=x.jpg", override)
+    assert f"full_key: {key}" in f"{caught.value} {caught.value.__cause__}"
