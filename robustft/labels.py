@@ -32,6 +32,7 @@ __all__ = [
     "ProtocolKind",
     "check_protocol_kind",
     "class_subset_protocol",
+    "imagenet_class_names",
     "identity_protocol",
     "imagenet_protocol",
     "imagenet_synsets",
@@ -157,6 +158,13 @@ def imagenet_synsets() -> list[str]:
     if len(synsets) != IMAGENET_NUM_CLASSES:  # pragma: no cover
         raise RuntimeError(f"timm's imagenet_synsets.txt has {len(synsets)} entries")
     return synsets
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class names in class-index order, each the WordNet lemmas of its
+    wnid joined by ", " (``"tabby, tabby cat"``; timm's packaged lemma list)."""
+    lemmas = dict(line.split("\t", 1) for line in _read_timm_info("imagenet_synset_to_lemma.txt"))
+    return [lemmas[wnid].strip() for wnid in imagenet_synsets()]
 
 
 def timm_subset_info(subset: str) -> tuple[list[int], list[str]]:

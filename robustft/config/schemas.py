@@ -22,9 +22,10 @@ from omegaconf import MISSING
 from robustft.benchmark.config import SynthConfig
 from robustft.config.signature import schema_from_signature
 from robustft.data.datamodule import ImageMaskDataModule, ImageNetSDataModule
+from robustft.relevance import RelevanceBackend
 
 __all__ = [
-    "DemoConfig", "EvalConfig", "MasksConfig", "OptimConfig", "PathsConfig", "TrainConfig",
+    "DemoConfig", "EvalConfig", "ExplainConfig", "MasksConfig", "OptimConfig", "PathsConfig", "TrainConfig",
     "TRAINER_SCHEMA", "GENERIC_DATA_SCHEMA", "IMAGENET_S_DATA_SCHEMA", "SUITE_SCHEMA",
 ]
 
@@ -222,6 +223,37 @@ class MasksConfig:
     device: str = "auto"
     overwrite: bool = False
     progress: bool = True
+
+
+class ExplainTargetChoice(StrEnum):
+    predicted = "predicted"
+    label = "label"
+    topk = "topk"
+
+
+@dataclass
+class ExplainConfig:
+    """``robustft-explain``'s top level (``robustft.evaluation.explain``): ``image`` (a
+    file, a list, or a folder), the models (``model`` = one ModelSpec, the shorthand, and/or
+    ``models.<label>`` as in robustft-eval), ``methods``, the explained classes (``target``
+    with ``k``, or ``classes``)."""
+
+    task_name: str = "explain"
+    image: Any = MISSING  # a file, a list of files, or a folder
+    model: Any = MISSING  # a ModelSpec (the model group's schema); its name ??? = unused
+    models: dict[str, Any] = field(default_factory=dict)
+    methods: list[str] = field(default_factory=lambda: ["grad_rollout"])
+    target: ExplainTargetChoice = ExplainTargetChoice.predicted
+    k: int = 3
+    classes: list[Any] = field(default_factory=list)  # class names (or indices) to explain
+    class_names: str | None = None  # a file: the models' class names, one per line, head order
+    max_images: int | None = None
+    backend: RelevanceBackend = RelevanceBackend.eager
+    scale: int | None = None
+    device: str = "auto"
+    progress: bool = True
+    output_dir: str = MISSING
+    paths: Any = MISSING
 
 
 def field_names(schema: type) -> list[str]:

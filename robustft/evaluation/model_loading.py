@@ -41,10 +41,11 @@ def _saved_model_config(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     return dict(config) if isinstance(config, Mapping) else {}
 
 
-def entry_spec(label: str, entry: Mapping[str, Any]) -> ModelSpec:
-    """The :class:`ModelSpec` of config entry ``models.<label>``: unset (null or empty) keys
-    take the spec's defaults, or, with a ``checkpoint``, what the checkpoint saved."""
-    key = f"models.{label}"
+def entry_spec(label: str, entry: Mapping[str, Any], *, key: str | None = None) -> ModelSpec:
+    """The :class:`ModelSpec` of config entry ``models.<label>`` (or of the config key
+    ``key``): unset (null or empty) keys take the spec's defaults, or, with a
+    ``checkpoint``, what the checkpoint saved."""
+    key = key or f"models.{label}"
     unknown = sorted(set(entry) - MODEL_ENTRY_KEYS)
     if unknown:
         raise KeyError(f"{key}: unknown key(s) {unknown}; known: {sorted(MODEL_ENTRY_KEYS)}")

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from robustft.evaluation.overlay_grid import denormalize, draw_grid, heat_overlay, mask_picture
 from robustft.losses import foreground_share
 from robustft.relevance import relevance_map, upsample_and_normalize
 
@@ -84,54 +85,23 @@ def replace_background(images: Tensor, masks: Tensor, *, fill: float, mean: Sequ
     return images * keep + grey.to(images.dtype) * (1 - keep)
 
 
-def _denormalize(image: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    pixels = image * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
-    return (pixels.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-
-
 def relevance_overlay_grid(models: Mapping[str, nn.Module], images: Tensor, masks: Tensor,
                            labels: Tensor, path: str | os.PathLike[str], *,
                            mean: Sequence[float], std: Sequence[float],
                            scale: int = 3) -> Path:
     """One row per image: image | mask | each model's relevance (ground-truth class) over
     the image, as a PNG. Returns the path."""
-    from matplotlib import colormaps
-
-    colormap = colormaps["jet"]
     maps = {}
     for name, model in models.items():
         model.eval()
         out = relevance_map(model, images, labels)
-        maps[name] = upsample_and_normalize(out.relevance.detach(), masks.shape[-2:]).numpy()
+        maps[name] = upsample_and_normalize(out.relevance.detach(), masks.shape[-2:])
     rows = []
     for i in range(len(images)):
-        picture = _denormalize(images[i], mean, std)
-        mask = np.repeat((masks[i].numpy() * 255).astype(np.uint8)[..., None], 3, axis=2)
-        cells = [picture, mask]
-        for name in models:
-            heat = (colormap(maps[name][i])[..., :3] * 255).astype(np.uint8)
-            cells.append((0.5 * picture + 0.5 * heat).astype(np.uint8))
-        gap = np.full((picture.shape[0], 2, 3), 255, np.uint8)
-        row = np.concatenate([c for cell in cells for c in (cell, gap)][:-1], axis=1)
-        rows.append(row)
-        rows.append(np.full((2, row.shape[1], 3), 255, np.uint8))
-    grid = np.concatenate(rows[:-1], axis=0)
-    grid = np.kron(grid, np.ones((scale, scale, 1), np.uint8))
-    picture = _with_header(grid, ["image", "mask", *models], cell_width=(masks.shape[-1] + 2) * scale)
+        picture = denormalize(images[i], mean, std)
+        rows.append([picture, mask_picture(masks[i]),
+                     *(heat_overlay(picture, maps[name][i]) for name in models)])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(path)
+    draw_grid(rows, column_titles=["image", "mask", *models], scale=scale).save(path)
     return path
-
-
-def _with_header(grid: np.ndarray, titles: Sequence[str], cell_width: int) -> Image.Image:
-    """The grid below a white band naming each column."""
-    from PIL import ImageDraw
-
-    band = 14
-    canvas = Image.new("RGB", (grid.shape[1], grid.shape[0] + band), "white")
-    canvas.paste(Image.fromarray(grid), (0, band))
-    draw = ImageDraw.Draw(canvas)
-    for column, title in enumerate(titles):
-        draw.text((column * cell_width + 2, 1), str(title), fill="black")
-    return canvas
