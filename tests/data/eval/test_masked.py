@@ -79,3 +79,13 @@ def test_generated_split_has_masks_when_its_mask_folder_exists(tmp_path: Path) -
     with pytest.raises(DatasetLayoutError, match="x.png") as error:
         ImageFolderSplit(tmp_path, "shuffled")
     assert "\n" not in str(error.value)
+
+
+def test_gtsegs_manifest_checks_the_file(tmp_path: Path) -> None:
+    from robustft.data.verify import verify_dataset
+
+    report = verify_dataset("imagenet-segmentation", tmp_path, progress=False)
+    assert not report.ok and report.missing_files == [tmp_path / "gtsegs_ijcv.mat"]
+    images, masks = _gtsegs_content()
+    make_gtsegs(tmp_path / "gtsegs_ijcv.mat", images, masks)
+    assert verify_dataset("imagenet-segmentation", tmp_path, progress=False).ok
