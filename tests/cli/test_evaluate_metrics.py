@@ -28,8 +28,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (24, 30, 3), dtype=np.uint8) for _ in range(3)]
     masks = [np.pad(np.ones((10, 12), np.uint8), ((7, 7), (9, 9))) for _ in range(3)]
-    make_gtsegs(root / "seg" / "gtsegs_ijcv.mat", images, masks)
-    workspace["seg"] = root / "seg"
+    # where eval=segmentation expects it under data_root
+    workspace["seg_root"] = root / "segdata"
+    workspace["seg"] = make_gtsegs(
+        workspace["seg_root"] / "imagenet-segmentation" / "gtsegs_ijcv.mat", images, masks).parent
     return workspace
 
 
@@ -114,10 +116,10 @@ def test_metric_a_dataset_cannot_give_is_one_line(workspace, tmp_path: Path) -> 
 
 def test_segmentation_on_the_gtsegs_file(workspace, tmp_path: Path) -> None:
     models = {"baseline": {"weights_file": str(workspace["weights"])}}
-    seg = f"+eval.datasets.seg={{type:imagenet-segmentation,root:{workspace['seg']}}}"
     out = evaluate_cli.run_evaluation(models_cfg(
-        workspace, tmp_path / "run", models, seg, "only=seg", "metrics=[segmentation]",
-        "preprocessing.crop_mode=squash", "preprocessing.crop_pct=1.0"))
+        workspace, tmp_path / "run", models, "eval=segmentation", "only=imagenet-segmentation",
+        "metrics=[segmentation]", "preprocessing.crop_mode=squash", "preprocessing.crop_pct=1.0",
+        data_root=workspace["seg_root"]))
     rows = read_results_csv(out / "results.csv")
     assert {r["metric"] for r in rows} == {"grad_rollout:segmentation_pixel_accuracy",
                                            "grad_rollout:segmentation_miou",
