@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from robustft.data.eval.base import EvalImageDataset, Sample
+from robustft.data.generic import decode_binary_mask
 from robustft.data.layout import (
     DatasetLayoutError,
     list_class_folders,
@@ -38,6 +39,10 @@ class ImageFolderSplit(EvalImageDataset):
     factor columns that become each sample's meta (the runner then reports accuracy per
     factor value); by default, those that take between 2 and ``max_factor_values`` distinct
     values in the split (a sweep's grid, not a random continuous draw).
+
+    Masks: when ``<root>/<split>_masks/`` exists (the benchmark writes it), every image
+    ``<split>/<class>/<name>.<ext>`` has its mask ``<split>_masks/<class>/<name>.png``
+    (a missing one is an error) and the dataset ``has_masks``.
     """
 
     def __init__(
@@ -88,7 +93,11 @@ class ImageFolderSplit(EvalImageDataset):
             name=f"{num_classes or len(classes)}-way",
             class_names=classes if not num_classes or num_classes == len(classes) else (),
         )
-        super().__init__(name or f"{root.name}/{split}", protocol, samples, root=split_dir)
+        mask_dir = root / f"{split}_masks"
+        mask_paths = _mask_paths(samples, split_dir, mask_dir) if mask_dir.is_dir() else None
+        super().__init__(name or f"{root.name}/{split}", protocol, samples, root=split_dir,
+                         mask_paths=mask_paths,
+                         mask_decoder=decode_binary_mask if mask_paths else None)
         self.split = split
         self.class_names = classes
 
@@ -142,3 +151,17 @@ class ImageFolderSplit(EvalImageDataset):
                 )
             samples.append((path, target, {factor: row[factor] for factor in factors}))
         return samples
+
+
+def _mask_paths(samples: Sequence[Sample], split_dir: Path, mask_dir: Path) -> list[Path]:
+    """``<split>_masks/<class>/<name>.png`` of each sample; a missing one is an error."""
+    paths = []
+    for image, _target, _meta in samples:
+        relative = Path(image).resolve().relative_to(split_dir.resolve())
+        mask = mask_dir / relative.with_suffix(".png")
+        if not mask.is_file():
+            raise DatasetLayoutError(
+                f"mask {mask} of image {image} not found (every image of a split with a "
+                f"{mask_dir.name}/ folder needs its mask there)")
+        paths.append(mask)
+    return paths

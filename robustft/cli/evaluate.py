@@ -20,6 +20,10 @@ any other pair is evaluated, its old rows replaced, with one log line saying wha
 The fingerprints are computed before any model is built: a rerun with nothing changed
 builds no model and reads no image. Images that do not decode are skipped for every model
 and listed in ``unreadable_images.csv`` (dataset, path, error).
+
+``metrics=[top1,perturbation,segmentation,share]`` adds the explanation-quality metrics of
+``relevance_method``'s maps (``robustft.evaluation.explanation``) in the same pass;
+segmentation and share need a dataset with masks, and the settings enter the fingerprint.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from robustft.cli.errors import one_line_errors
 from robustft.config.checks import check_config
-from robustft.data.eval.registry import build_eval_dataset, dataset_folder
+from robustft.data.eval.registry import build_eval_dataset, dataset_folder, has_labels, has_masks
+from robustft.evaluation.explanation import ExplanationSettings
 from robustft.evaluation.fingerprint import (
     FINGERPRINTS_NAME,
     FileHasher,
@@ -113,8 +118,36 @@ def _dataset_spec(name: str, spec: Mapping[str, Any]) -> tuple[str, str, dict[st
     return kind, str(root), rest
 
 
+def explanation_settings(cfg: DictConfig) -> ExplanationSettings:
+    """The ``metrics``, ``relevance_method``, ``perturbation.*`` and ``share.*`` keys."""
+    return ExplanationSettings(
+        metrics=tuple(str(metric) for metric in cfg.metrics),
+        relevance_method=str(cfg.relevance_method),
+        fractions=tuple(float(value) for value in cfg.perturbation.fractions),
+        removal_value=float(cfg.perturbation.removal_value),
+        perturbation_target=str(cfg.perturbation.target),
+        share_target=str(cfg.share.target),
+    )
+
+
+def _notes(settings: ExplanationSettings) -> list[str]:
+    """The run's metric settings, for results.md."""
+    if not settings.explains:
+        return []
+    notes = [f"Explanation metrics: {', '.join(m.value for m in settings.explains)} of the "
+             f"`{settings.relevance_method}` relevance maps (segmentation: predicted class)."]
+    if "perturbation" in settings.metrics:
+        notes.append(f"Perturbation: removed pixels set to {settings.removal_value:g} in every "
+                     f"channel before normalisation; pixels ordered by the relevance of the "
+                     f"{settings.perturbation_target.value} class.")
+    if "share" in settings.metrics:
+        notes.append(f"Foreground share: relevance of the {settings.share_target.value} class.")
+    return notes
+
+
 def _plan(
-    cfg: DictConfig, protocol: str, entries: Mapping[str, Any], out_dir: Path
+    cfg: DictConfig, protocol: str, entries: Mapping[str, Any], out_dir: Path,
+    settings: ExplanationSettings,
 ) -> tuple[list[_DatasetJob], dict[str, dict[str, Any]]]:
     """The datasets to evaluate and, per dataset, the models whose recorded rows are
     missing or carry another fingerprint (each such stale pair logged in one line).
@@ -160,6 +193,7 @@ def _plan(
                 preprocessing=preprocessing,
                 precision=str(cfg.precision),
                 sources=sources,
+                explanations=settings.fingerprint_inputs(),
             )
             old = recorded.get((label, name))
             if old == fingerprint.digest:
@@ -197,7 +231,16 @@ def run_evaluation(cfg: DictConfig) -> Path:
     entries = {label: entry for label, entry in entries.items() if entry is not None}
     if not entries:
         raise ValueError("no models: set models.<label>.name=<timm name> (and .checkpoint=...)")
-    jobs, records = _plan(cfg, protocol, entries, out_dir)
+    settings = explanation_settings(cfg)
+    jobs, records = _plan(cfg, protocol, entries, out_dir, settings)
+    # Every dataset to evaluate is listed, and checked against the metrics (masks,
+    # labels), before any model is built.
+    datasets = {}
+    for job in jobs:
+        datasets[job.name] = build_eval_dataset(
+            job.kind, job.root, protocol=protocol, name=job.name, **job.spec)
+        settings.check_dataset(job.name, has_masks=has_masks(datasets[job.name]),
+                               has_labels=has_labels(datasets[job.name]))
     if not jobs:
         log.info("every selected (model, dataset) pair in %s is up to date; nothing to evaluate",
                  results_csv)
@@ -210,12 +253,9 @@ def run_evaluation(cfg: DictConfig) -> Path:
         unreadable: list[UnreadableImage] = []
         unreadable_csv, evaluated = out_dir / UNREADABLE_NAME, []
         for job in jobs:
-            dataset = build_eval_dataset(
-                job.kind, job.root, protocol=protocol, name=job.name, **job.spec
-            )
             rows = evaluate_models(
                 {label: models[label] for label in job.todo},
-                dataset,
+                datasets[job.name],
                 transforms={label: transforms[label] for label in job.todo},
                 batch_size=cfg.batch_size,
                 num_workers=num_workers,
@@ -223,6 +263,7 @@ def run_evaluation(cfg: DictConfig) -> Path:
                 progress=cfg.progress,
                 autocast_dtype=PRECISIONS[cfg.precision],
                 unreadable=unreadable,
+                explanations=settings,
             )
             for row in rows:
                 row["fingerprint"] = job.todo[row["model"]].digest
@@ -240,7 +281,7 @@ def run_evaluation(cfg: DictConfig) -> Path:
             log.warning("%d unreadable image(s) listed in %s", len(unreadable), unreadable_csv)
     if results_csv.is_file():
         title = f"robustft-eval: {cfg.eval.name} ({protocol} protocol)"
-        report = write_report(out_dir, title=title, plots=cfg.plots)
+        report = write_report(out_dir, title=title, plots=cfg.plots, notes=_notes(settings))
         log.info("results: %s, %s", report["csv"], report["markdown"])
     return out_dir
 

@@ -22,7 +22,7 @@ from omegaconf import MISSING
 from robustft.benchmark.config import SynthConfig
 from robustft.config.signature import schema_from_signature
 from robustft.data.datamodule import ImageMaskDataModule, ImageNetSDataModule
-from robustft.relevance import RelevanceBackend
+from robustft.relevance import ExplainedClass, RelevanceBackend
 
 __all__ = [
     "DemoConfig", "EvalConfig", "ExplainConfig", "MasksConfig", "OptimConfig", "PathsConfig", "TrainConfig",
@@ -172,6 +172,35 @@ class Precision(StrEnum):
 class PreprocessingOverrides:
     crop_pct: float | None = None
     interpolation: str | None = None
+    crop_mode: str | None = None  # timm's: center | squash (Resize((h, w)), no crop) | border
+
+
+class EvalMetric(StrEnum):
+    """robustft-eval's ``metrics`` (robustft.evaluation.explanation.Metric)."""
+
+    top1 = "top1"  # with top-5
+    perturbation = "perturbation"
+    segmentation = "segmentation"
+    share = "share"
+
+
+@dataclass
+class PerturbationSettings:
+    """The perturbation test (robustft.evaluation.perturbation): the removed fractions
+    (also the AUC's x-grid), the value a removed pixel takes before normalisation, and the
+    class whose relevance orders the pixels."""
+
+    fractions: list[float] = field(
+        default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    removal_value: float = 0.0
+    target: ExplainedClass = ExplainedClass.predicted
+
+
+@dataclass
+class ShareSettings:
+    """The foreground share of relevance: the explained class (the demo's: the label)."""
+
+    target: ExplainedClass = ExplainedClass.label
 
 
 @dataclass
@@ -192,6 +221,10 @@ class EvalConfig:
     precision: Precision = Precision.fp32
     progress: bool = True
     plots: bool = True
+    metrics: list[EvalMetric] = field(default_factory=lambda: [EvalMetric.top1])
+    relevance_method: str = "grad_rollout"  # a name in robustft.relevance.RELEVANCE_METHODS
+    perturbation: PerturbationSettings = field(default_factory=PerturbationSettings)
+    share: ShareSettings = field(default_factory=ShareSettings)
     run_name: str = MISSING
     output_dir: str = MISSING
     eval: Any = MISSING

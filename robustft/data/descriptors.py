@@ -14,7 +14,9 @@ keep working). Keys:
   ``integers_0_999`` (ImageNet-V2), ``objectnet_mapping`` (keys of
   ``mappings/folder_to_objectnet_label.json``), ``si_score_classes`` (``label`` column of
   each subset's ``foreground_classes.csv``), ``timm_synsets_subset`` (any subset of the
-  1000 wnids, e.g. ImageNet-S919's 919);
+  1000 wnids, e.g. ImageNet-S919's 919), ``none`` (a dataset in files, not class
+  folders, e.g. ImageNet-segmentation's one ``gtsegs_ijcv.mat``: only
+  ``required_files`` are checked);
 - ``num_classes``, ``num_images``: expected counts (null = not checked); images are the
   files ``robustft.data.layout.list_images`` lists, as every reader does (its extensions,
   hidden files such as macOS ``._x.jpg`` skipped);
@@ -49,6 +51,7 @@ CLASS_FOLDER_SOURCES = frozenset(
         "objectnet_mapping",
         "si_score_classes",
         "timm_synsets_subset",
+        "none",
     }
 )
 

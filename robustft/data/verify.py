@@ -109,6 +109,8 @@ def _check_tree(
     for relative in descriptor.required_files:
         if not (root / relative).is_file():
             report.missing_files.append(root / relative)
+    if descriptor.class_folders == "none":
+        return  # a dataset in files (required_files), no class folders to check
     image_dir = root / descriptor.image_dir
     if not image_dir.is_dir():
         report.missing_folders.append(image_dir)

@@ -21,6 +21,11 @@ inputs, all known BEFORE any model is built or any image decoded:
 - ``dataset``: its type, root (resolved absolute path), the other keys of its spec
   (``split``, ``class_names``...) and the number of files under the folder it reads
   (``robustft.data.eval.registry.dataset_folder``; hidden files are not counted).
+- ``explanations`` (only when an explanation metric is requested, so that a top-1 run
+  keeps the fingerprints it had before they existed): the metrics, the relevance method
+  and the settings of the requested metrics (perturbation fractions, removal value and
+  explained class; the share's explained class)
+  (``robustft.evaluation.explanation.ExplanationSettings.fingerprint_inputs``).
 
 ``results.csv`` stores the digest per row; ``fingerprints.json`` in the run directory maps
 each digest to its full inputs (and the model files' paths), so a user can see why a
@@ -174,15 +179,18 @@ def pair_fingerprint(
     preprocessing: Mapping[str, Any],
     precision: str,
     sources: Mapping[str, str] | None = None,
+    explanations: Mapping[str, Any] | None = None,
 ) -> Fingerprint:
     """The fingerprint of one (model, dataset) pair from its parts."""
-    inputs = {
+    inputs: dict[str, Any] = {
         "model": dict(model),
         "protocol": protocol,
         "preprocessing": dict(preprocessing),
         "precision": precision,
         "dataset": dict(dataset),
     }
+    if explanations is not None:
+        inputs["explanations"] = _plain(dict(explanations))
     canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:DIGEST_LENGTH]
     return Fingerprint(digest, json.loads(canonical), dict(sources or {}))

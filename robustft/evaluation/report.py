@@ -13,7 +13,9 @@
   protocol of each dataset is a column; legacy-protocol numbers get a warning line.
 - plots (matplotlib Agg): ``accuracy_per_dataset.png`` (grouped bars, top-1) and
   ``factors_<dataset>.png`` (top-1 against each factor: SI-Score area, x/y location,
-  rotation; the generated benchmark's sweeps).
+  rotation; the generated benchmark's sweeps); ``perturbation_<dataset>.png``.
+- the explanation metrics (``<method>:<quantity>`` rows, values in the ``accuracy``
+  column) get their own tables (``robustft.evaluation.explanation_report``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from robustft.evaluation.explanation_report import (
+    explanation_markdown,
+    is_explanation_metric,
+    plot_perturbation_curves,
+)
 from robustft.evaluation.runner import RESULT_COLUMNS
 
 __all__ = [
@@ -83,13 +90,15 @@ def results_have_fingerprints(path: str | os.PathLike[str]) -> bool:
 
 
 def recorded_fingerprints(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], str]:
-    """``{(model, dataset): fingerprint}`` of the pairs with an overall top-1 row (a pair
-    whose run was interrupted before its rows were written has none)."""
-    return {
-        (row["model"], row["dataset"]): str(row.get(FINGERPRINT_COLUMN) or "")
-        for row in rows
-        if row["metric"] == "top1" and not row["factor"]
-    }
+    """``{(model, dataset): fingerprint}`` of the pairs with an overall row (a pair's rows
+    are written together, after the whole dataset, so a pair whose run was interrupted
+    has none; a run without top-1 has only explanation rows)."""
+    recorded: dict[tuple[str, str], str] = {}
+    for row in rows:
+        if not row["factor"]:
+            recorded.setdefault((row["model"], row["dataset"]),
+                                str(row.get(FINGERPRINT_COLUMN) or ""))
+    return recorded
 
 
 def _csv_row(row: Mapping[str, Any]) -> dict[str, str]:
@@ -141,15 +150,19 @@ def _ordered(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results") -> str:
-    """The markdown tables (see module docstring) for ``rows``; models in first-seen order."""
+def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results",
+                     notes: Sequence[str] = ()) -> str:
+    """The markdown tables (see module docstring) for ``rows``; models in first-seen order.
+    ``notes`` are lines printed under the title (the run's metric settings)."""
     overall = [row for row in rows if not row["factor"]]
     models = _ordered(row["model"] for row in overall)
     datasets = _ordered(row["dataset"] for row in overall)
-    metrics = sorted(_ordered(row["metric"] for row in overall))
+    metrics = sorted(m for m in _ordered(row["metric"] for row in overall)
+                     if not is_explanation_metric(m))
     value = {(r["model"], r["dataset"], r["metric"]): float(r["accuracy"]) for r in overall}
     protocol_of = {r["dataset"]: r["protocol"] for r in overall}
     lines = [f"# {title}", ""]
+    lines += [line for note in notes for line in (note, "")]
     if any(str(p).startswith("legacy") for p in protocol_of.values()):
         lines += [
             (
@@ -198,15 +211,17 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results
                 f"| {dataset} | {factor} | {factor_value} | {count} | " + " | ".join(cells) + " |"
             )
         lines.append("")
+    lines += explanation_markdown(rows, models)
     return "\n".join(lines)
 
 
 def write_results_markdown(
-    rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *, title: str = "Results"
+    rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *, title: str = "Results",
+    notes: Sequence[str] = (),
 ) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(results_markdown(rows, title=title), encoding="utf-8")
+    path.write_text(results_markdown(rows, title=title, notes=notes), encoding="utf-8")
     return path
 
 
@@ -283,17 +298,18 @@ def plot_results(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[s
         figure.savefig(path, dpi=120)
         plt.close(figure)
         written.append(path)
-    return written
+    return written + plot_perturbation_curves(rows, out_dir)
 
 
 def write_report(
-    out_dir: str | os.PathLike[str], *, title: str = "Results", plots: bool = True
+    out_dir: str | os.PathLike[str], *, title: str = "Results", plots: bool = True,
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Re-read ``out_dir/results.csv`` and (re)write ``results.md`` and the plots."""
     out_dir = Path(out_dir)
     rows = read_results_csv(out_dir / CSV_NAME)
     if not rows:
         raise FileNotFoundError(f"no results in {out_dir / CSV_NAME}")
-    markdown = write_results_markdown(rows, out_dir / MARKDOWN_NAME, title=title)
+    markdown = write_results_markdown(rows, out_dir / MARKDOWN_NAME, title=title, notes=notes)
     figures = plot_results(rows, out_dir) if plots else []
     return {"csv": out_dir / CSV_NAME, "markdown": markdown, "plots": figures}

@@ -31,21 +31,28 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
-from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.classification import MulticlassAccuracy
-from torchvision import transforms as T
 from tqdm.auto import tqdm
 
-from robustft.backbones import backbone_of, preprocessing_config
+from robustft.backbones import backbone_of
+from robustft.data.eval.registry import has_labels, has_masks
 from robustft.data.layout import CorruptImageError
+from robustft.evaluation.eval_transforms import (
+    ImageTransform,
+    build_eval_transforms,
+    legacy_eval_transform,
+    model_eval_transform,
+)
+from robustft.evaluation.explanation import ExplanationScorer, ExplanationSettings, Metric
+from robustft.evaluation.mask_views import MaskTransform, mask_geometry, transform_normalization
 from robustft.evaluation.unreadable import UnreadableImage, report_unreadable
-from robustft.labels import LabelProtocol, check_protocol_kind
+from robustft.labels import LabelProtocol
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -58,8 +65,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-ImageTransform = Callable[[Image.Image], Tensor]
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "model",
@@ -75,77 +80,6 @@ RESULT_COLUMNS: tuple[str, ...] = (
 TOP_KS: tuple[int, ...] = (1, 5)
 
 
-# --------------------------------------------------------------------------- transforms
-
-
-def model_eval_transform(config: Mapping[str, Any]) -> ImageTransform:
-    """timm's eval transform for a ``preprocessing_config`` dict (input_size, mean, std,
-    crop_pct, interpolation[, crop_mode]): resize to size / crop_pct, center crop, to
-    tensor, normalise."""
-    import timm.data
-
-    keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
-    kwargs = {key: config[key] for key in keys if key in config}
-    return timm.data.create_transform(**kwargs, is_training=False)
-
-
-def legacy_eval_transform(image_size: int = 224) -> ImageTransform:
-    """The public RobustViT code's eval transform: Resize(256), CenterCrop(224), mean =
-    std = 0.5 for every model. For another input size the resize keeps the 256/224 ratio."""
-    resize = image_size * 256 // 224
-    return T.Compose(
-        [
-            T.Resize(resize, interpolation=T.InterpolationMode.BILINEAR),
-            T.CenterCrop(image_size),
-            T.ToTensor(),
-            T.Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        ]
-    )
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(item) for item in value)
-    if isinstance(value, float):
-        return round(value, 8)
-    return value
-
-
-def build_eval_transforms(
-    models: Mapping[str, nn.Module], protocol: str = "standard", **overrides: Any
-) -> dict[str, ImageTransform]:
-    """One eval transform per model; models with equal preprocessing get the SAME object,
-    which is what lets :func:`evaluate_models` compute their input tensor once.
-
-    ``protocol="standard"``: each model's own timm ``pretrained_cfg`` (via
-    ``robustft.backbones.preprocessing_config``; ``overrides`` such as ``crop_pct=...``
-    replace its keys). ``protocol="legacy"``: :func:`legacy_eval_transform` at each
-    model's input size.
-    """
-
-    kind = check_protocol_kind(protocol)
-    shared: dict[Any, ImageTransform] = {}
-    result: dict[str, ImageTransform] = {}
-    for model_name, model in models.items():
-        config = preprocessing_config(model, **overrides)
-        if kind == "legacy":
-            height, width = config["input_size"][1:]
-            if height != width:
-                raise ValueError(
-                    f"legacy protocol needs a square input, model {model_name!r} has "
-                    f"{height}x{width}"
-                )
-            key: Any = ("legacy", height)
-            if key not in shared:
-                shared[key] = legacy_eval_transform(height)
-        else:
-            key = tuple(sorted((name, _freeze(value)) for name, value in config.items()))
-            if key not in shared:
-                shared[key] = model_eval_transform(config)
-        result[model_name] = shared[key]
-    return result
-
-
 # --------------------------------------------------------------------------- data
 
 
@@ -158,38 +92,49 @@ class _Unreadable(NamedTuple):
 
 class _DecodeOnceDataset(Dataset):
     """Wraps an evaluation dataset: decode image ``i`` once and apply every distinct
-    transform to it (in the DataLoader worker); an image that does not decode becomes an
+    transform to it (in the DataLoader worker), and, when ``mask_views`` are given, its
+    mask through each view's geometry; an image that does not decode becomes an
     :class:`_Unreadable` marker instead of an error that would end the whole pass."""
 
-    def __init__(self, dataset: Dataset, views: Sequence[ImageTransform]) -> None:
+    def __init__(self, dataset: Dataset, views: Sequence[ImageTransform],
+                 mask_views: Sequence[MaskTransform] = ()) -> None:
         self.dataset = dataset
         self.views = list(views)
+        self.mask_views = list(mask_views)
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(
         self, index: int
-    ) -> tuple[tuple[Tensor, ...], int, dict[str, str]] | _Unreadable:
+    ) -> tuple[tuple[Tensor, ...], int, dict[str, str], tuple[Tensor, ...]] | _Unreadable:
         try:
             image, target, meta = self.dataset[index]
+            mask = self.dataset.load_mask(index) if self.mask_views else None  # type: ignore[attr-defined]
         except CorruptImageError as error:
             cause = error.__cause__
             reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(error)
             return _Unreadable(str(error.path), " ".join(reason.split()))
-        return tuple(view(image) for view in self.views), int(target), dict(meta)
+        if mask is not None and mask.shape != (image.height, image.width):
+            raise ValueError(f"dataset {getattr(self.dataset, 'name', '?')!r}: image {index} is "
+                             f"{image.height}x{image.width} but its mask is "
+                             f"{mask.shape[0]}x{mask.shape[1]}")
+        masks = tuple(view(mask) for view in self.mask_views) if mask is not None else ()
+        return tuple(view(image) for view in self.views), int(target), dict(meta), masks
 
 
 def _collate(
-    batch: Sequence[tuple[tuple[Tensor, ...], int, dict[str, str]] | _Unreadable],
-) -> tuple[list[Tensor], Tensor, list[dict[str, str]], list[_Unreadable]]:
+    batch: Sequence[tuple[tuple[Tensor, ...], int, dict[str, str], tuple[Tensor, ...]] | _Unreadable],
+) -> tuple[list[Tensor], Tensor, list[dict[str, str]], list[Tensor], list[_Unreadable]]:
     unreadable = [item for item in batch if isinstance(item, _Unreadable)]
     readable = [item for item in batch if not isinstance(item, _Unreadable)]
     num_views = len(readable[0][0]) if readable else 0
+    num_masks = len(readable[0][3]) if readable else 0
     views = [torch.stack([item[0][v] for item in readable]) for v in range(num_views)]
+    masks = [torch.stack([item[3][v] for item in readable]) for v in range(num_masks)]
     targets = torch.tensor([item[1] for item in readable], dtype=torch.long)
     metas = [item[2] for item in readable]
-    return views, targets, metas, unreadable
+    return views, targets, metas, masks, unreadable
 
 
 # --------------------------------------------------------------------------- metrics
@@ -264,6 +209,7 @@ def evaluate_models(
     progress: bool = True,
     autocast_dtype: torch.dtype | None = None,
     unreadable: list[UnreadableImage] | None = None,
+    explanations: ExplanationSettings | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate every model in ``models`` on ``dataset`` in ONE pass over its images.
 
@@ -278,6 +224,10 @@ def evaluate_models(
       the dataset, with the count); ``unreadable``, when given, gets an
       :class:`UnreadableImage` appended for each. ``num_images`` counts the readable
       images; a dataset none of whose images decodes is a ``ValueError``.
+    - ``explanations`` picks the metrics (default: top-1/top-5 alone); the explanation
+      metrics (``robustft.evaluation.explanation``) run in the same pass, on the same
+      input tensors, with each mask resampled like its image (``mask_geometry``). A metric
+      the dataset cannot give (masks, labels) is a ``ValueError`` before any image is read.
 
     Returns the result rows (see module docstring), models in the order given.
     """
@@ -290,6 +240,9 @@ def evaluate_models(
     dataset_name: str = dataset.name
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise ValueError(f"dataset {dataset_name!r} is empty")
+    settings = explanations or ExplanationSettings()
+    settings.check_dataset(dataset_name, has_masks=has_masks(dataset),
+                           has_labels=has_labels(dataset))
 
     views: list[ImageTransform] = []
     view_of_model: dict[str, int] = {}
@@ -304,8 +257,9 @@ def evaluate_models(
             views.append(transform)
 
     device = torch.device(device)
+    mask_views = [mask_geometry(view) for view in views] if settings.needs_masks else []
     loader = DataLoader(
-        _DecodeOnceDataset(dataset, views),
+        _DecodeOnceDataset(dataset, views, mask_views),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -315,7 +269,12 @@ def evaluate_models(
     )
     samples = getattr(dataset, "samples", None)
     track_samples = bool(samples) and any(sample[2] for sample in samples)
-    scorers = {name: _ModelScorer(protocol.num_classes, track_samples) for name in models}
+    scorers = ({name: _ModelScorer(protocol.num_classes, track_samples) for name in models}
+               if Metric.top1 in settings.metrics else {})
+    explainers = {}
+    for name in models if settings.explains else ():
+        mean, std = transform_normalization(transforms[name])
+        explainers[name] = ExplanationScorer(settings, protocol, mean=mean, std=std)
     metas: list[dict[str, str]] = []
     skipped: list[_Unreadable] = []
     for model in models.values():
@@ -329,19 +288,28 @@ def evaluate_models(
         dynamic_ncols=True,
     )
     started = time.perf_counter()
-    with torch.inference_mode(), bar:
-        for batch_views, targets, batch_metas, batch_unreadable in loader:
+    with bar:
+        for batch_views, targets, batch_metas, batch_masks, batch_unreadable in loader:
             skipped.extend(batch_unreadable)
             bar.update(len(batch_unreadable))
             if len(targets) == 0:
                 continue
+            # moved outside inference mode: the relevance maps need autograd on these
             inputs = [view.to(device, non_blocking=True) for view in batch_views]
             for model_name, model in models.items():
-                with torch.autocast(
-                    device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
-                ):
-                    logits = backbone_of(model).class_scores(inputs[view_of_model[model_name]])
-                scorers[model_name].update(protocol.scores(logits.float()), targets)
+                view = view_of_model[model_name]
+                if model_name in scorers:
+                    with torch.inference_mode(), torch.autocast(
+                        device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+                    ):
+                        logits = backbone_of(model).class_scores(inputs[view])
+                    scorers[model_name].update(protocol.scores(logits.float()), targets)
+                if model_name in explainers:
+                    with torch.autocast(device.type, dtype=autocast_dtype,
+                                        enabled=autocast_dtype is not None):
+                        explainers[model_name].update(
+                            model, inputs[view], targets,
+                            batch_masks[view].to(device) if batch_masks else None)
             if track_samples:
                 metas.extend(batch_metas)
             bar.update(len(targets))
@@ -354,11 +322,23 @@ def evaluate_models(
         unreadable.extend(UnreadableImage(dataset_name, item.path, item.error) for item in skipped)
 
     rows: list[dict[str, Any]] = []
-    for model_name, scorer in scorers.items():
-        for k, accuracy in scorer.overall().items():
-            rows.append(_row(model_name, dataset_name, protocol, k, "", "", accuracy, scorer.count))
-        for factor, value, k, accuracy, count in scorer.per_factor(metas):
-            rows.append(_row(model_name, dataset_name, protocol, k, factor, value, accuracy, count))
+    for model_name in models:
+        if model_name in scorers:
+            scorer = scorers[model_name]
+            for k, accuracy in scorer.overall().items():
+                rows.append(_row(model_name, dataset_name, protocol, f"top{k}", "", "", accuracy,
+                                 scorer.count))
+            for factor, value, k, accuracy, count in scorer.per_factor(metas):
+                rows.append(_row(model_name, dataset_name, protocol, f"top{k}", factor, value,
+                                 accuracy, count))
+        if model_name in explainers:
+            explainer = explainers[model_name]
+            for metric, factor, value, number in explainer.results():
+                rows.append(_row(model_name, dataset_name, protocol, metric, factor, value, number,
+                                 explainer.count))
+            timing = ", ".join(f"{part} {1000 * seconds:.1f} ms"
+                               for part, seconds in explainer.seconds_per_image().items())
+            log.info("%s on %s: time per image: %s", model_name, dataset_name, timing)
     return rows
 
 
@@ -366,7 +346,7 @@ def _row(
     model: str,
     dataset: str,
     protocol: LabelProtocol,
-    k: int,
+    metric: str,
     factor: str,
     factor_value: str,
     accuracy: float,
@@ -376,7 +356,7 @@ def _row(
         "model": model,
         "dataset": dataset,
         "protocol": protocol.label,
-        "metric": f"top{k}",
+        "metric": metric,
         "factor": factor,
         "factor_value": factor_value,
         "accuracy": accuracy,

@@ -7,6 +7,12 @@ targets index its classes) and ``samples`` (list of ``(path, target, meta)``). `
 holds factor values (SI-Score area / location / rotation, the generated benchmark's
 sweeps) and is ``{}`` otherwise.
 
+Datasets with segmentation masks (the generated benchmark's splits, the generic
+images+masks layout, ImageNet-S, ImageNet-segmentation) say so with ``has_masks`` and give
+``load_mask(index)``: a uint8 (H, W) array of the image's size, 0 = background, 1 =
+foreground, 255 = not labelled. A dataset without ground-truth classes (ImageNet-
+segmentation) has ``has_labels = False``; its targets are ``-1``.
+
 Bad input policy (the same for every dataset here):
 - missing root / mapping file / metadata file, an unknown class folder, a metadata row
   naming a file outside the root, an empty dataset: ``DatasetLayoutError`` at construction,
@@ -27,18 +33,22 @@ generated benchmark); the file-layout primitives and the two errors are in
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
 from robustft.data.layout import DatasetLayoutError, load_rgb
 from robustft.labels import LabelProtocol
 
-__all__ = ["EvalImageDataset", "Sample"]
+__all__ = ["EvalImageDataset", "MaskDecoder", "Sample"]
 
 Sample = tuple[Path, int, dict[str, str]]
+# a mask file -> uint8 (H, W): 0 background, 1 foreground, 255 not labelled
+MaskDecoder = Callable[[str | os.PathLike[str]], np.ndarray]
 
 
 class EvalImageDataset(Dataset):
@@ -46,8 +56,11 @@ class EvalImageDataset(Dataset):
 
     ``transform_image`` (optional) is applied to the decoded RGB image before it is
     returned, e.g. ObjectNet's border crop; it is part of the dataset, not of a model's
-    preprocessing.
+    preprocessing. ``mask_paths`` (one per sample, decoded by ``mask_decoder``) makes it a
+    dataset with masks.
     """
+
+    has_labels = True
 
     def __init__(
         self,
@@ -57,6 +70,8 @@ class EvalImageDataset(Dataset):
         *,
         root: Path | None = None,
         transform_image: Callable[[Image.Image], Image.Image] | None = None,
+        mask_paths: Sequence[Path] | None = None,
+        mask_decoder: MaskDecoder | None = None,
     ) -> None:
         if not samples:
             where = f" under {root}" if root is not None else ""
@@ -72,6 +87,24 @@ class EvalImageDataset(Dataset):
         self.samples: list[Sample] = list(samples)
         self.root = root
         self.transform_image = transform_image
+        if mask_paths is not None and len(mask_paths) != len(self.samples):
+            raise ValueError(f"dataset {name!r}: {len(mask_paths)} mask paths for "
+                             f"{len(self.samples)} images")
+        if mask_paths is not None and mask_decoder is None:
+            raise ValueError(f"dataset {name!r}: mask paths without a mask decoder")
+        self.mask_paths = None if mask_paths is None else list(mask_paths)
+        self.mask_decoder = mask_decoder
+
+    @property
+    def has_masks(self) -> bool:
+        return self.mask_paths is not None
+
+    def load_mask(self, index: int) -> np.ndarray:
+        """The mask of sample ``index`` (see module docstring); a ``ValueError`` when the
+        dataset has none."""
+        if self.mask_paths is None or self.mask_decoder is None:
+            raise ValueError(f"dataset {self.name!r} has no segmentation masks")
+        return self.mask_decoder(self.mask_paths[index])
 
     def __len__(self) -> int:
         return len(self.samples)

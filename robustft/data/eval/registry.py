@@ -17,8 +17,17 @@ objectnet                        ``objectnet-1.0/`` (``images/``, ``mappings/``)
 si-score-area / -rotation /      the SI-Score folder holding ``area/``, ``rotation/``,
 si-score-location                ``location20_area02_min0pc/``
 generated                        the generated benchmark's root; needs ``split=...``
-                                 (and ``class_names=[...]`` in training order)
+                                 (and ``class_names=[...]`` in training order); its
+                                 ``<split>_masks/`` (when present) gives the masks
+generic                          an images+masks folder (``images/``, ``masks/``;
+                                 ``class_index=imagenet|<file>``, ``num_classes``)
+imagenet-s                       the ImageNet-S919 folder holding
+                                 ``train-semi-segmentation/``; needs ``imagenet_root=``
+                                 (the folder holding ImageNet's ``train/``)
+imagenet-segmentation            the folder holding ``gtsegs_ijcv.mat`` (no labels)
 ===============================  =========================================================
+
+``has_masks(dataset)`` says whether a built dataset carries segmentation masks.
 """
 
 from __future__ import annotations
@@ -38,10 +47,12 @@ from robustft.data.eval.imagenet import (
     imagenet_v2,
     imagenet_val,
 )
+from robustft.data.eval.imagenet_segmentation import imagenet_segmentation
+from robustft.data.eval.masked import generic_pairs, imagenet_s_pairs
 from robustft.data.eval.objectnet import objectnet
 from robustft.data.eval.si_score import si_score
 
-__all__ = ["EVAL_DATASETS", "build_eval_dataset", "dataset_folder"]
+__all__ = ["EVAL_DATASETS", "build_eval_dataset", "dataset_folder", "has_labels", "has_masks"]
 
 
 def _generated(
@@ -82,7 +93,20 @@ EVAL_DATASETS: dict[str, Callable[..., EvalImageDataset]] = {
         for kind, subset in SI_SCORE_SUBSET_OF_TYPE.items()
     },
     "generated": _generated,
+    "generic": generic_pairs,
+    "imagenet-s": imagenet_s_pairs,
+    "imagenet-segmentation": imagenet_segmentation,
 }
+
+
+def has_masks(dataset: Any) -> bool:
+    """Whether ``dataset`` gives a segmentation mask per image (``load_mask``)."""
+    return bool(getattr(dataset, "has_masks", False))
+
+
+def has_labels(dataset: Any) -> bool:
+    """Whether ``dataset``'s targets are ground-truth classes."""
+    return bool(getattr(dataset, "has_labels", True))
 
 
 def build_eval_dataset(
@@ -107,4 +131,6 @@ def dataset_folder(kind: str, root: str | os.PathLike[str], **kwargs: Any) -> Pa
         return root / SI_SCORE_SUBSET_OF_TYPE[kind]
     if kind == "generated" and kwargs.get("split"):
         return root / str(kwargs["split"])
+    if kind == "imagenet-s":
+        return root / "train-semi-segmentation"
     return root
