@@ -16,7 +16,8 @@ tag's weights from the Hugging Face hub; ``false`` = random initialisation).
 name (``ViT-B-16``), ``tag`` its pretrained tag (``laion2b_s34b_b88k``), ``weights_file`` a
 local OpenCLIP checkpoint, and ``zero_shot`` (:class:`ZeroShotSpec`) the class names and
 prompt templates of the zero-shot head that makes the image tower a classifier. A timm model
-takes a zero-shot head too when ``zero_shot.embeddings_file`` is given.
+takes a zero-shot head too, when ``zero_shot.embeddings_file`` is given (the Hydra schema
+always holds a ``zero_shot`` node with its defaults; without that file it does nothing).
 """
 
 from __future__ import annotations
@@ -53,7 +54,11 @@ def _build_timm(spec: ModelSpec, key: str) -> nn.Module:
                          and not spec.checkpoint, weights_file=None if spec.checkpoint
                          else spec.weights_file, num_classes=spec.num_classes,
                          weights_key=f"{key}.weights_file", **spec.kwargs)
-    if spec.zero_shot is None:
+    zero_shot = spec.zero_shot
+    if zero_shot is None or not zero_shot.embeddings_file:
+        if zero_shot is not None and zero_shot.class_names is not None:
+            raise ValueError(f"{key}.zero_shot.class_names is set, but a timm model takes a "
+                             f"zero-shot head only from {key}.zero_shot.embeddings_file")
         return model
     from robustft.backbones.zero_shot import timm_zero_shot_classifier
 
