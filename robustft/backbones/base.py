@@ -149,8 +149,9 @@ def _families() -> Iterator[tuple[type[nn.Module], Callable[[nn.Module], Backbon
 
 def backbone_of(model: nn.Module | Backbone) -> Backbone:
     """The backbone adapter of ``model``: the registered family of its most specific type
-    (the latest registration among equals). Any ``nn.Module`` has one (``ImageClassifier``: class scores and preprocessing, for
-    evaluation); only a ViT family's explains it. A non-module is a ``TypeError``."""
+    (the latest registration among equals). Any ``nn.Module`` has one (``ImageClassifier``:
+    class scores and preprocessing, for evaluation); only a ViT family's explains it. A
+    non-module is a ``TypeError``."""
     if isinstance(model, Backbone):
         return model
     # The most specific registered type wins (the nearest in the model's MRO), whatever the
