@@ -130,25 +130,37 @@ _FAMILIES: list[tuple[type[nn.Module], Callable[[nn.Module], Backbone]]] = []
 def register_backbone(model_type: type[nn.Module],
                       adapter: Callable[[nn.Module], Backbone]) -> None:
     """Make :func:`backbone_of` wrap models of ``model_type`` (and subclasses) in
-    ``adapter``. Later registrations win, so a family can refine a more general one."""
+    ``adapter``. A more specific type wins over a more general one (a family refines
+    ``nn.Module``'s fallback); for the same type, the later registration wins."""
     _FAMILIES.insert(0, (model_type, adapter))
 
 
 def _families() -> Iterator[tuple[type[nn.Module], Callable[[nn.Module], Backbone]]]:
+    import sys
+
     from robustft.backbones import timm as _timm  # noqa: F401 - registers the timm family
+    from robustft.backbones import zero_shot as _zero_shot  # noqa: F401 - the zero-shot head
+
+    if "open_clip" in sys.modules:  # an OpenCLIP model can only exist once open_clip is imported
+        from robustft.backbones import open_clip as _open_clip  # noqa: F401
 
     yield from _FAMILIES
 
 
 def backbone_of(model: nn.Module | Backbone) -> Backbone:
-    """The backbone adapter of ``model``: the most recently registered family whose type it
-    is. Any ``nn.Module`` has one (``ImageClassifier``: class scores and preprocessing, for
-    evaluation); only a ViT family's explains it. A non-module is a ``TypeError``."""
+    """The backbone adapter of ``model``: the registered family of its most specific type
+    (the latest registration among equals). Any ``nn.Module`` has one (``ImageClassifier``:
+    class scores and preprocessing, for evaluation); only a ViT family's explains it. A
+    non-module is a ``TypeError``."""
     if isinstance(model, Backbone):
         return model
-    for model_type, adapter in _families():
-        if isinstance(model, model_type):
-            return adapter(model)
+    # The most specific registered type wins (the nearest in the model's MRO), whatever the
+    # order the families were imported in; among equals, the latest registration.
+    mro = type(model).__mro__
+    matches = [(mro.index(model_type), order, adapter)
+               for order, (model_type, adapter) in enumerate(_families()) if model_type in mro]
+    if matches:
+        return min(matches, key=lambda match: match[:2])[2](model)
     raise TypeError(f"{type(model).__module__}.{type(model).__qualname__} is not a model robustft "
                     "can explain: it needs a ViT with one token sequence (CLS + patches) through "
                     "every block, such as a timm VisionTransformer")

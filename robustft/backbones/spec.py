@@ -11,6 +11,13 @@ Weights, in order of precedence: ``checkpoint`` (a robustft Lightning ``.ckpt``:
 entries of its ``model.`` submodule, loaded strictly), ``weights_file`` (a local
 ``.safetensors`` / ``.pth`` through timm's own loader), ``pretrained`` (the
 tag's weights from the Hugging Face hub; ``false`` = random initialisation).
+
+``family="open_clip"`` (:mod:`robustft.backbones.open_clip`): ``name`` is an OpenCLIP model
+name (``ViT-B-16``), ``tag`` its pretrained tag (``laion2b_s34b_b88k``), ``weights_file`` a
+local OpenCLIP checkpoint, and ``zero_shot`` (:class:`ZeroShotSpec`) the class names and
+prompt templates of the zero-shot head that makes the image tower a classifier. A timm model
+takes a zero-shot head too, when ``zero_shot.embeddings_file`` is given (the Hydra schema
+always holds a ``zero_shot`` node with its defaults; without that file it does nothing).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 
 from torch import nn
 
+from robustft.backbones.zero_shot import ZeroShotSpec
 from robustft.checkpoints import load_finetuned_weights
 
 __all__ = ["ModelSpec", "register_family"]
@@ -39,13 +47,32 @@ def register_family(name: str, builder: ModelBuilder) -> None:
 def _build_timm(spec: ModelSpec, key: str) -> nn.Module:
     from robustft.backbones.timm import create_model
 
-    return create_model(spec.name, pretrained=spec.pretrained and not spec.weights_file
-                        and not spec.checkpoint, weights_file=None if spec.checkpoint
-                        else spec.weights_file, num_classes=spec.num_classes,
-                        weights_key=f"{key}.weights_file", **spec.kwargs)
+    if spec.tag:
+        raise ValueError(f"{key}.tag: a timm model's tag is part of its name "
+                         f"({spec.name}.<tag>); tag is for family=open_clip")
+    model = create_model(spec.name, pretrained=spec.pretrained and not spec.weights_file
+                         and not spec.checkpoint, weights_file=None if spec.checkpoint
+                         else spec.weights_file, num_classes=spec.num_classes,
+                         weights_key=f"{key}.weights_file", **spec.kwargs)
+    zero_shot = spec.zero_shot
+    if zero_shot is None or not zero_shot.embeddings_file:
+        if zero_shot is not None and zero_shot.class_names is not None:
+            raise ValueError(f"{key}.zero_shot.class_names is set, but a timm model takes a "
+                             f"zero-shot head only from {key}.zero_shot.embeddings_file")
+        return model
+    from robustft.backbones.zero_shot import timm_zero_shot_classifier
+
+    return timm_zero_shot_classifier(model, spec.zero_shot, checkpoint=spec.checkpoint, key=key)
+
+
+def _build_open_clip(spec: ModelSpec, key: str) -> nn.Module:
+    from robustft.backbones.open_clip import build_open_clip
+
+    return build_open_clip(spec, key)
 
 
 register_family("timm", _build_timm)
+register_family("open_clip", _build_open_clip)
 
 
 @dataclass
@@ -54,7 +81,9 @@ class ModelSpec:
     ``pretrained`` (hub weights of the tag when no file is given), ``weights_file`` (local
     weights for timm's loader), ``checkpoint`` (a robustft ``.ckpt`` whose fine-tuned
     weights replace them), ``num_classes`` (None = the tag's) and ``kwargs`` (passed to
-    ``timm.create_model``, e.g. ``img_size``); ``family`` picks the builder."""
+    ``timm.create_model``, e.g. ``img_size``); ``family`` picks the builder. ``tag``
+    (OpenCLIP's pretrained tag) and ``zero_shot`` (the zero-shot head) are described in the
+    module docstring."""
 
     name: str
     family: str = "timm"  # which builder (register_family); the timm family by default
@@ -64,9 +93,12 @@ class ModelSpec:
     num_classes: int | None = None
     # None = no arguments; the Hydra schema (robustft.config.store) makes it an open dict
     kwargs: dict[str, Any] | None = None
+    tag: str | None = None  # family=open_clip: the pretrained tag (e.g. laion2b_s34b_b88k)
+    zero_shot: ZeroShotSpec | None = None  # a zero-shot head (class names x templates)
 
     def __post_init__(self) -> None:
         self.kwargs = dict(self.kwargs or {})
+        self.zero_shot = ZeroShotSpec.from_value(self.zero_shot, "model.zero_shot")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, key: str = "model") -> ModelSpec:
@@ -78,6 +110,8 @@ class ModelSpec:
             raise KeyError(f"{key}: unknown key(s) {unknown}; a model takes {sorted(known)}")
         if not values.get("name"):
             raise KeyError(f"{key}.name: a timm model name is required")
+        values = dict(values)
+        values["zero_shot"] = ZeroShotSpec.from_value(values.get("zero_shot"), f"{key}.zero_shot")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:

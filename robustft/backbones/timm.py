@@ -331,6 +331,6 @@ class ImageClassifier(Backbone):
         raise self._refuse()
 
 
-# The general fallback first: later registrations are tried first (register_backbone).
+# The general fallback, and the timm ViT (the more specific type wins: register_backbone).
 register_backbone(nn.Module, ImageClassifier)
 register_backbone(VisionTransformer, TimmViT)

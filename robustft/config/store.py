@@ -11,6 +11,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from robustft.backbones import ModelSpec
+from robustft.backbones.zero_shot import ZeroShotSpec
 from robustft.config.schemas import (
     GENERIC_DATA_SCHEMA,
     IMAGENET_S_DATA_SCHEMA,
@@ -50,10 +51,15 @@ GROUP_SCHEMAS: tuple[tuple[str | None, str, type], ...] = (
 
 def _model_schema() -> DictConfig:
     """``ModelSpec`` with an open ``kwargs``: constructor arguments are the model's, so both
-    ``model.kwargs={img_size: 384}`` and ``++model.kwargs.img_size=384`` must work."""
+    ``model.kwargs={img_size: 384}`` and ``++model.kwargs.img_size=384`` must work; and a
+    ``zero_shot`` node with its defaults."""
     node = OmegaConf.structured(ModelSpec)
     node.kwargs = {}
     OmegaConf.set_struct(node.kwargs, False)
+    # present (with its defaults) rather than null, so that model.zero_shot.<key>=... can be
+    # set on the command line (OmegaConf cannot merge into a null structured node); a timm
+    # model takes the head only when zero_shot.embeddings_file is set
+    node.zero_shot = OmegaConf.structured(ZeroShotSpec)
     return node
 
 

@@ -7,7 +7,9 @@ inputs, all known BEFORE any model is built or any image decoded:
 - ``model``: the config entry (``name``, ``num_classes``, ``kwargs``, ``pretrained`` as it
   acts: true only when the hub weights are loaded), the sha256 of the ``weights_file`` or
   of the ``checkpoint`` (whichever is loaded: a checkpoint wins, as in
-  ``robustft.evaluation.model_loading``) and the timm version. The file paths are not
+  ``robustft.evaluation.model_loading``) and the timm version; when set, ``tag``,
+  ``zero_shot`` (a file it names by its sha256) and, for ``family=open_clip``, the
+  OpenCLIP version. The file paths are not
   part of it (a moved file with the same bytes is the same model); the sidecar records
   them.
 - ``protocol``; ``preprocessing``: under the standard protocol the overrides that are set
@@ -137,6 +139,22 @@ def model_inputs(
         **files,
         "timm": timm.__version__,
     }
+    # Only when set, so that the fingerprints of plain timm entries stay what they were.
+    if entry.get("tag"):
+        inputs["tag"] = entry["tag"]
+    if inputs["family"] == "open_clip":
+        import open_clip
+
+        inputs["open_clip"] = open_clip.__version__
+    zero_shot = entry.get("zero_shot")
+    if zero_shot:
+        inputs["zero_shot"] = _plain(zero_shot)
+        for name, value in sorted(zero_shot.items()):
+            # a file of class names, templates or class embeddings counts by its bytes
+            if isinstance(value, str) and Path(value).is_file():
+                key = f"models.{label}.zero_shot.{name}"
+                inputs["zero_shot"][name] = "sha256:" + hasher.sha256(value, key=key)
+                sources[f"zero_shot.{name}"] = str(Path(value).resolve())
     return inputs, sources
 
 

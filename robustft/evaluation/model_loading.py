@@ -9,9 +9,12 @@ An entry is a mapping with keys:
 - ``weights_file``: a local ``.safetensors`` / ``.pth`` for timm's loader;
 - ``checkpoint``: a Lightning ``.ckpt`` of ``robustft-train``; the ``state_dict`` entries
   prefixed ``model.`` are loaded (strictly) into ``create_model(name, **kwargs)``;
-- ``num_classes``, ``kwargs``: passed to the timm constructor.
+- ``num_classes``, ``kwargs``: passed to the timm constructor;
+- ``family``, ``tag``, ``zero_shot``: another model family (``open_clip``), its pretrained
+  tag, and a zero-shot head (``robustft.backbones.ModelSpec``).
 
-For a checkpoint, ``name`` / ``num_classes`` / ``kwargs`` default to the ones the
+For a checkpoint, ``name`` / ``family`` / ``num_classes`` / ``kwargs`` / ``tag`` /
+``zero_shot`` default to the ones the
 checkpoint saved (``hyper_parameters.model_config``), but an explicit ``name`` always
 wins: the architecture is the config's decision, the checkpoint only supplies weights.
 """
@@ -54,7 +57,9 @@ def entry_spec(label: str, entry: Mapping[str, Any], *, key: str | None = None) 
         # mapped: only the saved hyper-parameters are read here, the tensors when it loads
         saved = _saved_model_config(load_checkpoint(values["checkpoint"],
                                                     key=f"{key}.checkpoint", mmap=True))
-        for name in ("name", "family", "num_classes", "kwargs"):
+        # the architecture and, for a zero-shot model, the head's description (its tensors
+        # are in the checkpoint)
+        for name in ("name", "family", "num_classes", "kwargs", "tag", "zero_shot"):
             if name not in values and saved.get(name) not in (None, {}):
                 values[name] = saved[name]
         if not values.get("name"):

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from robustft.backbones import backbone_of, frozen_copy
+from robustft.backbones.zero_shot import ZeroShotClassifier
 from robustft.checkpoints import plain_data
 from robustft.losses import (
     LossConfig,
@@ -134,6 +135,15 @@ class RelevanceFinetuner(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         data_classes = getattr(datamodule, "num_classes", None)
         outputs = backbone_of(self.model).num_classes
+        if (isinstance(self.model, ZeroShotClassifier) and data_classes is not None
+                and data_classes != outputs):
+            # a zero-shot head scores exactly its class names: label k must be name k
+            source = ("data.class_index" if getattr(datamodule, "class_index", None) is not None
+                      else f"the class folders of data.root {getattr(datamodule, 'root', '?')}")
+            raise ValueError(
+                f"model.zero_shot.class_names: the zero-shot head has {outputs} classes but the "
+                f"data has {data_classes} ({source}): give one class name per data class, in "
+                "label order")
         if data_classes is not None and outputs is not None and data_classes > outputs:
             if getattr(datamodule, "class_index", None) is not None:
                 raise ValueError(

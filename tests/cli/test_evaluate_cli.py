@@ -214,3 +214,41 @@ def test_unreadable_images_are_listed_in_the_run_directory(workspace, tmp_path: 
     rows = read_results_csv(out / "results.csv")
     assert {int(row["num_images"]) for row in rows} == {len(written)}  # the readable ones
     assert {row["model"] for row in rows} == {"baseline", "finetuned"}
+
+
+def test_openclip_zero_shot_model_from_a_checkpoint_alone(workspace, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+    from tiny_models import TINY_OPEN_CLIP_KWARGS
+
+    from robustft.backbones import ModelSpec
+
+    torch.manual_seed(0)
+    spec = ModelSpec(name="ViT-B-16", family="open_clip", pretrained=False,
+                     kwargs=TINY_OPEN_CLIP_KWARGS, zero_shot={"templates": ["a photo of a {}."]})
+    model = spec.build()  # the 1000-way ImageNet head
+    checkpoint = tmp_path / "clip.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "hyper_parameters": {"model_config": spec.to_dict()}}, checkpoint)
+    weights = tmp_path / "clip.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    kwargs = ("{embed_dim:16,vision_cfg:{image_size:32,patch_size:8,width:32,layers:2,"
+              "head_width:16},text_cfg:{context_length:16,vocab_size:49408,width:32,heads:2,"
+              "layers:1}}")
+    overrides = [f"data_root={workspace['data']}", f"output_dir={tmp_path / 'run'}", "eval=full",
+                 "only=[imagenet-val,imagenet-a,objectnet]", "~models.baseline",
+                 "+models.file.family=open_clip", "+models.file.name=ViT-B-16",
+                 f"+models.file.weights_file={weights}", f"+models.file.kwargs={kwargs}",
+                 f"+models.ckpt.checkpoint={checkpoint}", "batch_size=4", "num_workers=0",
+                 "device=cpu", "progress=false", "plots=false"]
+    with initialize_config_module("robustft.configs", version_base="1.3"):
+        cfg = compose("eval", overrides=overrides)
+    rows = read_results_csv(evaluate_cli.run_evaluation(cfg) / "results.csv")
+    by_model: dict[str, list] = {}
+    for row in rows:
+        by_model.setdefault(row["model"], []).append(
+            (row["dataset"], row["protocol"], row["metric"], row["accuracy"]))
+    assert by_model["file"] == by_model["ckpt"]
+    protocols = {(dataset, protocol) for dataset, protocol, _m, _a in by_model["ckpt"]}
+    assert ("imagenet-a", "standard:imagenet-a-200-of-1000") in protocols
+    assert {dataset for dataset, _p in protocols} == {"imagenet-val", "imagenet-a", "objectnet"}

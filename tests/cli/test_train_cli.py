@@ -15,7 +15,7 @@ from fixtures.generic_layout import make_generic_layout
 from fixtures.miniature import make_imagenet_s
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
-from tiny_models import tiny_vit
+from tiny_models import TINY_OPEN_CLIP_KWARGS, tiny_vit
 
 from robustft.checkpoints import load_checkpoint
 from robustft.cli.common import prepare_generated_data
@@ -31,6 +31,21 @@ TINY_KWARGS = ["model.pretrained=false", "model.weights_file=null", "++model.kwa
                "++model.kwargs.patch_size=8",
               "++model.kwargs.depth=2", "++model.kwargs.embed_dim=32", "++model.kwargs.num_heads=2"]
 TINY_MODEL = ["model.name=vit_tiny_patch16_224", *TINY_KWARGS]
+
+
+def _hydra_value(value) -> str:
+    """A Python dict/list/scalar in Hydra's override grammar."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_hydra_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+    return f"'{value}'" if isinstance(value, str) else str(value)
+
+
+# An OpenCLIP experiment shrunk: the tiny towers of tiny_models, random weights, one prompt.
+TINY_OPEN_CLIP = ["model.pretrained=false", "model.weights_file=null",
+                  f"++model.kwargs={_hydra_value(TINY_OPEN_CLIP_KWARGS)}",
+                  "model.zero_shot.templates=['a photo of a {}.']"]
 TINY_SYNTH = ["++data.synth.num_classes=4", "++data.synth.train_per_class=4",
               "++data.synth.pretrain_per_class=2",
               "++data.synth.eval_per_class=2"]
@@ -47,8 +62,10 @@ def test_every_experiment_fast_dev_run(experiment, tmp_path):
                                        size=(36, 36))
     cfg = _compose([f"experiment={experiment}", "debug=fast_dev_run",
                     f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}"])
+    open_clip = cfg.model.family == "open_clip"
     overrides = [f"experiment={experiment}", "debug=fast_dev_run", f"paths.root_dir={tmp_path}",
-                 f"paths.output_dir={tmp_path / 'run'}", *TINY_KWARGS]
+                 f"paths.output_dir={tmp_path / 'run'}",
+                 *(TINY_OPEN_CLIP if open_clip else TINY_KWARGS)]
     if cfg.data.get("synth") is not None:
         overrides += TINY_SYNTH + ["model.num_classes=4"]
     elif "imagenet_s_root" in cfg.data:
@@ -56,6 +73,8 @@ def test_every_experiment_fast_dev_run(experiment, tmp_path):
         copy = make_imagenet_s(tmp_path / "inet", folders, per_class=3)
         overrides += [f"data.imagenet_root={copy.imagenet_root}",
                       f"data.imagenet_s_root={copy.imagenet_s_root}", "data.num_train_classes=3"]
+    elif open_clip:
+        overrides += [f"data.root={generic_root}", "model.zero_shot.class_names=[a,b,c,d]"]
     else:
         overrides += [f"data.root={generic_root}", "model.num_classes=4"]
     if cfg.data.get("mask_manifest"):
@@ -79,6 +98,25 @@ def _tiny_run_config(tmp_path, *overrides: str):
     return _compose([f"data.root={root}", "data.num_workers=0",
                      f"paths.output_dir={tmp_path / 'run'}", "model.num_classes=4",
                      "trainer=cpu", *overrides, *TINY_MODEL])
+
+
+def test_clip_experiment_fast_dev_run_on_generic_pairs_trains_the_image_tower(tmp_path):
+    root = make_generic_layout(tmp_path / "pairs", num_classes=4, per_class=3, size=(36, 36))
+    cfg = _compose(["experiment=clip_vit_b16", "data=generic", f"data.root={root}",
+                    "data.num_workers=0", "debug=fast_dev_run", "trainer=cpu",
+                    f"paths.output_dir={tmp_path / 'run'}", *TINY_OPEN_CLIP,
+                    f"model.zero_shot.class_names={root / 'images'}"])
+    assert cfg.model.family == "open_clip" and cfg.loss.classification == "kl_to_teacher"
+    result = train(cfg)
+    assert result.metrics["train/loss"] > 0
+    # the class folders c0..c3 are the head's 4 classes
+    cfg = _compose(["experiment=clip_vit_b16", "data=generic", f"data.root={root}",
+                    "data.num_workers=0", "debug=fast_dev_run", "trainer=cpu",
+                    f"paths.output_dir={tmp_path / 'run2'}", *TINY_OPEN_CLIP,
+                    "model.zero_shot.class_names=[a,b,c]"])
+    with pytest.raises(ValueError, match=r"^model\.zero_shot\.class_names: the zero-shot head has "
+                                         r"3 classes but the data has 4"):
+        train(cfg)
 
 
 def test_loggers_and_checkpoints(tmp_path):

@@ -163,3 +163,23 @@ def test_sidecar_round_trip_and_unreadable_file(tmp_path: Path, caplog) -> None:
     with caplog.at_level(logging.WARNING):
         assert load_fingerprints(path) == {}
     assert "fingerprints.json is unreadable" in caplog.text
+
+
+def test_zero_shot_head_and_tag_enter_the_model_fingerprint(tmp_path: Path) -> None:
+    def inputs(entry):
+        return model_inputs("clip", entry, FileHasher())[0]
+
+    plain = {"name": "vit_tiny_patch16_224"}
+    assert not {"tag", "zero_shot", "open_clip"} & set(inputs(plain))  # timm digests unchanged
+    clip = {"name": "ViT-B-16", "family": "open_clip", "tag": "laion2b_s34b_b88k",
+            "zero_shot": {"class_names": "imagenet", "templates": "openai_imagenet"}}
+    base = inputs(clip)
+    assert base["tag"] == "laion2b_s34b_b88k" and base["open_clip"]
+    assert inputs({**clip, "tag": "openai"}) != base
+    assert inputs({**clip, "zero_shot": {"class_names": ["a", "b"]}}) != base
+    names = _file(tmp_path / "classes.txt", b"cat\ndog\n")
+    with_file = {**clip, "zero_shot": {"class_names": str(names)}}
+    first = inputs(with_file)
+    assert first["zero_shot"]["class_names"] == "sha256:" + hashlib.sha256(b"cat\ndog\n").hexdigest()
+    _file(names, b"cat\ncow\n")
+    assert inputs(with_file) != first  # same path, other names

@@ -254,3 +254,38 @@ def test_a_dataset_without_a_readable_image_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"'broken': none of its 2 images decodes, e\.g\. .*0\.png"):
         evaluate_models({"m": ChannelMeans()}, dataset, transforms={"m": T.ToTensor()},
                         batch_size=4, num_workers=0, progress=False)
+
+
+def test_timm_and_openclip_models_in_one_pass_each_with_its_own_preprocessing(tmp_path) -> None:
+    import open_clip.transform
+    import timm.data
+    from tiny_models import tiny_clip, tiny_clip_tokenizer, tiny_vit
+
+    from robustft.backbones.open_clip import zero_shot_classifier
+
+    copy = miniature.make_generated_benchmark(tmp_path / "bench", images_per_class=4)
+    dataset = ImageFolderSplit(copy.root, "train", class_names=copy.class_names, name="train")
+    vit = tiny_vit("plain", img_size=(32, 32), num_classes=3)
+    clip = tiny_clip()
+    clip_model = zero_shot_classifier(clip, copy.class_names, ["a photo of a {}."],
+                                      tokenizer=tiny_clip_tokenizer())
+    models = {"vit": vit, "clip": clip_model}
+    transforms = build_eval_transforms(models)
+    assert transforms["vit"] is not transforms["clip"]  # different mean/std/crop
+    rows = evaluate_models(models, dataset, transforms=transforms, batch_size=5, num_workers=0,
+                           progress=False)
+    # the truth: each model alone, with its library's own eval transform
+    vit_config = timm.data.resolve_data_config({"input_size": (3, 32, 32)}, model=vit)
+    own = {"vit": timm.data.create_transform(**vit_config),
+           "clip": open_clip.transform.image_transform_v2(
+               open_clip.transform.PreprocessCfg(**clip.visual.preprocess_cfg), is_train=False)}
+    images = [dataset[i] for i in range(len(dataset))]
+    for name, model in models.items():
+        for image, _target, _meta in images:
+            torch.testing.assert_close(transforms[name](image), own[name](image))
+        with torch.no_grad():
+            logits = torch.cat([model(own[name](image)[None]) for image, _t, _m in images])
+        hits = (logits.argmax(1) == torch.tensor([t for _i, t, _m in images])).float()
+        assert _accuracy(rows, name, "top1") == (pytest.approx(hits.mean().item() * 100), 12)
+    image = images[0][0]
+    assert not torch.allclose(own["vit"](image), own["clip"](image))  # the choice matters

@@ -233,3 +233,30 @@ def test_training_step_uses_the_configured_relevance_method(method) -> None:
     assert not torch.allclose(default.training_step(batch, 0), loss)  # not grad_rollout's
     loss.backward()
     assert model.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+
+
+def test_zero_shot_class_names_that_do_not_fit_the_data_are_named(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from fixtures.generic_layout import make_generic_layout
+    from tiny_models import tiny_clip, tiny_clip_tokenizer
+
+    from robustft.backbones.open_clip import zero_shot_classifier
+    from robustft.data.datamodule import ImageMaskDataModule
+
+    root = make_generic_layout(tmp_path / "pairs", num_classes=3, per_class=2)
+    datamodule = ImageMaskDataModule(str(root), crop_size=32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    datamodule.setup("fit")
+    for names, fits in ((["cat", "dog"], False), (["cat", "dog", "cow", "owl"], False),
+                        (["cat", "dog", "cow"], True)):
+        model = zero_shot_classifier(tiny_clip(), names, ["a {}"], tokenizer=tiny_clip_tokenizer())
+        module = RelevanceFinetuner(model)
+        module._trainer = SimpleNamespace(datamodule=datamodule)
+        if fits:
+            module.on_fit_start()
+            continue
+        with pytest.raises(ValueError, match=rf"^model\.zero_shot\.class_names: the zero-shot head "
+                                             rf"has {len(names)} classes but the data has 3 "
+                                             r"\(the class folders of data.root") as error:
+            module.on_fit_start()
+        assert "\n" not in str(error.value)

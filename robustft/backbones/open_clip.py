@@ -1,0 +1,337 @@
+"""The OpenCLIP family: the image tower of an OpenCLIP ViT as a
+:class:`~robustft.backbones.base.Backbone`, and an OpenCLIP model (name, tag or local weights
+file) built into a :class:`~robustft.backbones.zero_shot.ZeroShotClassifier`.
+
+Attention is captured by recomputing OpenCLIP's ``nn.MultiheadAttention`` explicitly from
+its ``in_proj`` weights (:mod:`robustft.backbones.open_clip_attention`).
+
+Only plain ``ResidualAttentionBlock`` self-attention is explained; ResNet and timm image
+towers are evaluated (class scores, OpenCLIP preprocessing) but not explained.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from open_clip.modified_resnet import ModifiedResNet
+from open_clip.transformer import VisionTransformer
+from torch import Tensor, nn
+
+from robustft.backbones.base import Backbone, BlockAttention, TokenLayout, register_backbone
+from robustft.backbones.open_clip_attention import (
+    explicit_attention,
+    leaf_if_frozen,
+    replaced_attention,
+    vision_blocks,
+)
+from robustft.backbones.timm import ImageClassifier
+from robustft.backbones.zero_shot import (
+    ZeroShotClassifier,
+    ZeroShotHead,
+    ZeroShotSpec,
+    check_class_count,
+    read_zero_shot_head,
+    resolve_class_names,
+    resolve_templates,
+    zero_shot_head_from_checkpoint,
+)
+from robustft.state_dict_fit import compare_state_dicts, mismatch_from_load_error
+
+__all__ = ["OpenClipViT", "build_open_clip", "open_clip_preprocessing", "vision_blocks",
+           "zero_shot_classifier"]
+
+log = logging.getLogger(__name__)
+
+# OpenCLIP's eval resize modes -> timm's crop_mode at crop_pct 1.0 (the same transforms;
+# for `longest` timm pads with the mean colour where OpenCLIP pads with fill_color)
+_CROP_MODES = {"shortest": "center", "squash": "squash", "longest": "border"}
+
+
+# ------------------------------------------------------------------ the image tower
+
+
+def open_clip_preprocessing(visual: nn.Module) -> dict[str, Any]:
+    """The tower's own eval preprocessing (``visual.preprocess_cfg``, as
+    ``open_clip.create_model`` sets it) as a timm-style data config."""
+    config = dict(getattr(visual, "preprocess_cfg", None) or {})
+    size = config.get("size", getattr(visual, "image_size", 224))
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    resize_mode = config.get("resize_mode", "shortest")
+    if resize_mode not in _CROP_MODES:
+        raise ValueError(f"{type(visual).__name__}.preprocess_cfg: unknown resize_mode "
+                         f"{resize_mode!r}; expected one of {sorted(_CROP_MODES)}")
+    mean = config.get("mean", getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN)
+    std = config.get("std", getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD)
+    return {"input_size": (3, int(height), int(width)), "mean": tuple(mean), "std": tuple(std),
+            "interpolation": config.get("interpolation", "bicubic"), "crop_pct": 1.0,
+            "crop_mode": _CROP_MODES[resize_mode]}
+
+
+class OpenClipViT(Backbone):
+    """An OpenCLIP ``VisionTransformer`` image tower; its class scores are its (B, D)
+    image embeddings (a :class:`ZeroShotClassifier` turns them into class logits)."""
+
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        height, width = self.model.patch_size
+        return int(height), int(width)
+
+    @property
+    def num_classes(self) -> int | None:
+        return None
+
+    def token_layout(self, image_size: tuple[int, int]) -> TokenLayout:
+        visual = self.model
+        if getattr(visual, "attn_pool", None) is not None or visual.pool_type != "tok":
+            pooling = ("an attention pooler" if visual.attn_pool is not None
+                       else repr(visual.pool_type))
+            raise ValueError(f"{type(visual).__name__} pools its tokens with {pooling}, not the "
+                             "class token: the relevance read-out is the CLS row")
+        expected = tuple(int(s) for s in visual.image_size)
+        if tuple(image_size) != expected:
+            raise ValueError(f"input size {tuple(image_size)} does not match the OpenCLIP tower's "
+                             f"image_size {expected}; create it with "
+                             "model.kwargs.force_image_size=...")
+        return TokenLayout(num_prefix_tokens=1, grid_size=tuple(int(g) for g in visual.grid_size))
+
+    def preprocessing(self) -> dict[str, Any]:
+        return open_clip_preprocessing(self.model)
+
+    def class_scores(self, images: Tensor) -> Tensor:
+        features = self.model(images)
+        return features[0] if isinstance(features, (tuple, list)) else features
+
+    @contextmanager
+    def capture_attention(self) -> Iterator[list[Tensor]]:
+        captured: list[Tensor] = []
+
+        def record(probabilities: Tensor) -> Tensor:
+            probabilities = leaf_if_frozen(probabilities)
+            captured.append(probabilities)
+            return probabilities
+
+        make = lambda block: explicit_attention(block, fused=False, record=record)  # noqa: E731
+        with replaced_attention(vision_blocks(self.model), make):
+            yield captured
+
+    def fused_capture_refusal(self) -> str:
+        try:
+            blocks = vision_blocks(self.model)
+        except TypeError as error:
+            return str(error)
+        if self.model.training and any(block.attn.dropout > 0 for block in blocks):
+            return "attention dropout is active (nn.MultiheadAttention dropout > 0 in training)"
+        return ""
+
+    @contextmanager
+    def capture_qkv(self) -> Iterator[list[BlockAttention]]:
+        captured: list[BlockAttention] = []
+
+        def record(query: Tensor, key: Tensor, value: Tensor, output: Tensor) -> Tensor:
+            output = leaf_if_frozen(output)
+            captured.append(BlockAttention(query=query, key=key, value=value, output=output,
+                                           scale=query.shape[-1] ** -0.5))
+            return output
+
+        make = lambda block: explicit_attention(block, fused=True, record=record)  # noqa: E731
+        with replaced_attention(vision_blocks(self.model), make):
+            yield captured
+
+    @torch.no_grad()
+    def last_block_keys(self, images: Tensor) -> Tensor:
+        blocks = vision_blocks(self.model)
+        keys: list[Tensor] = []
+
+        def keep_keys(query: Tensor, key: Tensor, value: Tensor, output: Tensor) -> Tensor:
+            batch, heads, tokens, head_dim = key.shape
+            keys.append(key.transpose(1, 2).reshape(batch, tokens, heads * head_dim))
+            return output
+
+        with replaced_attention(blocks[-1:], lambda block: explicit_attention(
+                block, fused=True, record=keep_keys)):
+            self.model(images)
+        return keys[0]
+
+    def explain_token_count_mismatch(self, num_tokens: int, layout: TokenLayout) -> str:
+        if self.model.training and not isinstance(getattr(self.model, "patch_dropout", None),
+                                                  nn.Identity):
+            return (" The tower drops patch tokens in training mode (OpenCLIP patch_dropout > 0):"
+                    " create it with model.kwargs.force_patch_dropout=0.")
+        return ""
+
+
+class OpenClipImageTower(ImageClassifier):
+    """An OpenCLIP ResNet or timm image tower: evaluated with OpenCLIP's preprocessing,
+    refused by every relevance step (no single token sequence)."""
+
+    def class_scores(self, images: Tensor) -> Tensor:
+        features = self.model(images)
+        return features[0] if isinstance(features, (tuple, list)) else features
+
+    def preprocessing(self) -> dict[str, Any]:
+        return open_clip_preprocessing(self.model)
+
+
+register_backbone(ModifiedResNet, OpenClipImageTower)
+register_backbone(open_clip.timm_model.TimmModel, OpenClipImageTower)
+register_backbone(VisionTransformer, OpenClipViT)
+
+
+# ------------------------------------------------------------------ building
+
+
+def _check_name(name: str, key: str) -> None:
+    if name.startswith(("hf-hub:", "local-dir:")):
+        return
+    known = open_clip.list_models()
+    if name.replace("/", "-") in known:
+        return
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+    hint = f"; did you mean one of {close}?" if close else " (open_clip.list_models() lists them)"
+    raise ValueError(f"{key}.name: unknown OpenCLIP model name {name!r}{hint}")
+
+
+def _image_tower_dim(visual: nn.Module) -> int | None:
+    width = getattr(visual, "output_dim", None)
+    return int(width) if width is not None else None
+
+
+def zero_shot_classifier(clip: nn.Module, class_names: Any = None,
+                         templates: Any = "openai_imagenet", *, tokenizer: Any = None,
+                         key: str = "model.zero_shot") -> ZeroShotClassifier:
+    """``clip``'s image tower with the zero-shot head of ``class_names`` x ``templates``
+    (:func:`robustft.backbones.zero_shot.resolve_class_names` / ``resolve_templates``),
+    computed once with its text tower (OpenCLIP's ``build_zero_shot_classifier``, on the
+    GPU when there is one). The result holds no part of the text tower."""
+    names = resolve_class_names(class_names, f"{key}.class_names")
+    prompts = resolve_templates(templates, f"{key}.templates")
+    if tokenizer is None:
+        raise TypeError(f"{key}: a tokenizer is needed to compute the head")
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
+        else torch.device("cpu")
+    started = time.perf_counter()
+    was_training, home = clip.training, next(clip.parameters()).device
+    clip.eval().to(device)
+    try:
+        with torch.no_grad():
+            weights = open_clip.build_zero_shot_classifier(
+                clip, tokenizer, names, prompts, num_classes_per_batch=10, device=device)
+    finally:
+        clip.to(home).train(was_training)
+    log.info("zero-shot head: %d classes x %d templates in %.1f s", len(names), len(prompts),
+             time.perf_counter() - started)
+    bias = getattr(clip, "logit_bias", None)
+    head = ZeroShotHead(weights.T.float().cpu(), clip.logit_scale.detach().cpu(),
+                        None if bias is None else bias.detach().cpu(), tuple(names))
+    return ZeroShotClassifier(clip.visual, head, embedding_dim=_image_tower_dim(clip.visual), key=key)
+
+
+def _file_keys(path: Path, key: str) -> set[str]:
+    """Tensor names of a weights file (a safetensors header, or a mapped torch file)."""
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                return set(handle.keys())
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # noqa: BLE001 - any reader error is a bad file here
+        raise ValueError(f"{key}: {path} is not a readable weights file: {type(error).__name__}: "
+                         f"{' '.join(str(error).split())}") from error
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    return set(state) if isinstance(state, dict) else set()
+
+
+def _load_saved_classifier(model: ZeroShotClassifier, path: Path, key: str, name: str) -> None:
+    """Load a saved classifier's state (``visual.*`` and the head) strictly."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(path)) if path.suffix.lower() == ".safetensors" else torch.load(
+        path, map_location="cpu", weights_only=True)
+    mismatch = compare_state_dicts(model.state_dict(), state)
+    if mismatch:
+        raise ValueError(f"{key}: {path} does not fit OpenCLIP {name}: {mismatch.describe('file')}")
+    model.load_state_dict(state, strict=True)
+
+
+def _create_clip(spec: Any, key: str, pretrained: str | None) -> nn.Module:
+    """``open_clip.create_model`` with errors said in one line naming ``key``."""
+    kwargs = dict(spec.kwargs)
+    try:
+        return open_clip.create_model(spec.name, pretrained=pretrained, **kwargs)
+    except Exception as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        if pretrained and pretrained == spec.tag:
+            raise OSError(f"{key}.tag: could not load the OpenCLIP weights {spec.name}/{spec.tag} "
+                          f"({reason}). Without network, point {key}.weights_file at a local file "
+                          f"(or set {key}.pretrained=false for random weights).") from error
+        if pretrained:
+            mismatch = mismatch_from_load_error(error)
+            detail = mismatch.describe("file") if mismatch else f"{type(error).__name__}: {reason}"
+            raise ValueError(f"{key}.weights_file: {pretrained} does not fit OpenCLIP "
+                             f"{spec.name}: {detail}") from error
+        raise ValueError(f"{key}: cannot create OpenCLIP {spec.name} with kwargs {kwargs}: "
+                         f"{type(error).__name__}: {reason}") from error
+
+
+def build_open_clip(spec: Any, key: str = "model") -> ZeroShotClassifier:
+    """The ``ModelSpec(family="open_clip")`` builder (see ``robustft.backbones.spec``).
+
+    Weights: ``checkpoint`` (loaded by ``ModelSpec.build``: a random tower here, the head
+    from the checkpoint) > ``weights_file`` (an OpenCLIP checkpoint, or a saved
+    :class:`ZeroShotClassifier` state such as ``robustft-demo``'s cache, used as is) >
+    ``pretrained`` with ``tag`` (downloaded by OpenCLIP) > random. The head comes from the
+    checkpoint or the saved classifier, else ``zero_shot.embeddings_file``, else the text
+    tower (then dropped)."""
+    _check_name(spec.name, key)
+    zero_shot = spec.zero_shot or ZeroShotSpec()
+    zs_key = f"{key}.zero_shot"
+    if spec.num_classes is not None:
+        raise ValueError(f"{key}.num_classes: an OpenCLIP model's classes are its zero-shot "
+                         f"head's ({zs_key}.class_names); leave num_classes unset")
+    weights_file = None if spec.checkpoint else spec.weights_file
+    saved_classifier = False
+    if weights_file:
+        path = Path(weights_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"{key}.weights_file: model weights file not found: {path}")
+        saved_classifier = "class_embeddings" in _file_keys(path, f"{key}.weights_file")
+    if spec.pretrained and spec.tag and not (spec.checkpoint or weights_file):
+        known = open_clip.list_pretrained_tags_by_model(spec.name)
+        if spec.tag not in known and not spec.name.startswith(("hf-hub:", "local-dir:")):
+            raise ValueError(f"{key}.tag: {spec.tag!r} is not a pretrained tag of OpenCLIP "
+                             f"{spec.name}; known: {known}")
+        pretrained: str | None = spec.tag
+    elif spec.pretrained and not (spec.checkpoint or weights_file or
+                                  spec.name.startswith(("hf-hub:", "local-dir:"))):
+        raise ValueError(f"{key}.tag: OpenCLIP {spec.name} needs a pretrained tag (one of "
+                         f"{open_clip.list_pretrained_tags_by_model(spec.name)}), or "
+                         f"{key}.weights_file, or {key}.pretrained=false for random weights")
+    else:
+        pretrained = weights_file if weights_file and not saved_classifier else None
+    clip = _create_clip(spec, key, pretrained)
+    if spec.checkpoint:
+        head = zero_shot_head_from_checkpoint(spec.checkpoint, f"{key}.checkpoint")
+    elif saved_classifier:
+        head = read_zero_shot_head(weights_file, f"{key}.weights_file")
+    elif zero_shot.embeddings_file:
+        head = read_zero_shot_head(zero_shot.embeddings_file, f"{zs_key}.embeddings_file")
+    else:
+        tokenizer = open_clip.get_tokenizer(spec.name, context_length=clip.context_length)
+        return zero_shot_classifier(clip, zero_shot.class_names, zero_shot.templates,
+                                    tokenizer=tokenizer, key=zs_key)
+    head = check_class_count(head, zero_shot.class_names, f"{zs_key}.class_names")
+    model = ZeroShotClassifier(clip.visual, head, embedding_dim=_image_tower_dim(clip.visual),
+                               key=zs_key)
+    if saved_classifier:
+        _load_saved_classifier(model, Path(weights_file), f"{key}.weights_file", spec.name)
+    return model
