@@ -15,6 +15,7 @@ its ``state_dict`` and so its checkpoints stay the family's own (a timm model's 
 from __future__ import annotations
 
 import copy
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -137,6 +138,8 @@ def register_backbone(model_type: type[nn.Module],
 def _families() -> Iterator[tuple[type[nn.Module], Callable[[nn.Module], Backbone]]]:
     from robustft.backbones import timm as _timm  # noqa: F401 - registers the timm family
 
+    if "transformers" in sys.modules:  # a Hugging Face model can exist only then
+        from robustft.backbones import hf as _hf  # noqa: F401 - registers the HF family
     yield from _FAMILIES
 
 

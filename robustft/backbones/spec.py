@@ -11,6 +11,11 @@ Weights, in order of precedence: ``checkpoint`` (a robustft Lightning ``.ckpt``:
 entries of its ``model.`` submodule, loaded strictly), ``weights_file`` (a local
 ``.safetensors`` / ``.pth`` through timm's own loader), ``pretrained`` (the
 tag's weights from the Hugging Face hub; ``false`` = random initialisation).
+
+``family="hf"`` builds a Hugging Face transformers classifier instead
+(:mod:`robustft.backbones.hf_load`): from ``hf_id`` (a hub id) or ``hf_path`` (a local
+``from_pretrained`` folder), exactly one; ``name`` is not needed there, ``weights_file`` is
+refused, ``kwargs`` replace config values.
 """
 
 from __future__ import annotations
@@ -39,13 +44,29 @@ def register_family(name: str, builder: ModelBuilder) -> None:
 def _build_timm(spec: ModelSpec, key: str) -> nn.Module:
     from robustft.backbones.timm import create_model
 
+    for field_name in ("hf_id", "hf_path"):
+        if getattr(spec, field_name):
+            raise ValueError(f"{key}.{field_name} is for family=hf (model=hf); this spec's family "
+                             f"is timm (set {key}.family=hf)")
     return create_model(spec.name, pretrained=spec.pretrained and not spec.weights_file
                         and not spec.checkpoint, weights_file=None if spec.checkpoint
                         else spec.weights_file, num_classes=spec.num_classes,
                         weights_key=f"{key}.weights_file", **spec.kwargs)
 
 
+def _build_hf(spec: ModelSpec, key: str) -> nn.Module:
+    from robustft.backbones.hf_load import create_hf_model
+
+    if spec.weights_file:
+        raise ValueError(f"{key}.weights_file is timm's; a Hugging Face model (family=hf) reads "
+                         f"its weights from {key}.hf_path or {key}.hf_id")
+    return create_hf_model(hf_id=spec.hf_id, hf_path=spec.hf_path, key=key,
+                           pretrained=spec.pretrained and not spec.checkpoint,
+                           num_classes=spec.num_classes, **spec.kwargs)
+
+
 register_family("timm", _build_timm)
+register_family("hf", _build_hf)
 
 
 @dataclass
@@ -54,9 +75,10 @@ class ModelSpec:
     ``pretrained`` (hub weights of the tag when no file is given), ``weights_file`` (local
     weights for timm's loader), ``checkpoint`` (a robustft ``.ckpt`` whose fine-tuned
     weights replace them), ``num_classes`` (None = the tag's) and ``kwargs`` (passed to
-    ``timm.create_model``, e.g. ``img_size``); ``family`` picks the builder."""
+    ``timm.create_model``, e.g. ``img_size``); ``family`` picks the builder. ``hf_id`` /
+    ``hf_path``: the source of a ``family="hf"`` model (module docstring)."""
 
-    name: str
+    name: str = ""  # required by the timm family (from_mapping checks it)
     family: str = "timm"  # which builder (register_family); the timm family by default
     pretrained: bool = True
     weights_file: str | None = None
@@ -64,6 +86,8 @@ class ModelSpec:
     num_classes: int | None = None
     # None = no arguments; the Hydra schema (robustft.config.store) makes it an open dict
     kwargs: dict[str, Any] | None = None
+    hf_id: str | None = None  # a Hugging Face hub id (family=hf)
+    hf_path: str | None = None  # a local from_pretrained folder (family=hf)
 
     def __post_init__(self) -> None:
         self.kwargs = dict(self.kwargs or {})
@@ -76,7 +100,7 @@ class ModelSpec:
         unknown = sorted(set(values) - known)
         if unknown:
             raise KeyError(f"{key}: unknown key(s) {unknown}; a model takes {sorted(known)}")
-        if not values.get("name"):
+        if not values.get("name") and values.get("family", "timm") == "timm":
             raise KeyError(f"{key}.name: a timm model name is required")
         return cls(**values)
 
@@ -92,7 +116,8 @@ class ModelSpec:
                              f"{sorted(_BUILDERS)}")
         model = _BUILDERS[self.family](self, key)
         if self.checkpoint:
-            described = self.name + (f" (kwargs {self.kwargs})" if self.kwargs else "")
+            described = (self.name or self.hf_path or self.hf_id or "") + (
+                f" (kwargs {self.kwargs})" if self.kwargs else "")
             load_finetuned_weights(model, self.checkpoint, key=f"{key}.checkpoint",
                                    model_description=described)
         return model
