@@ -116,7 +116,9 @@ def create_hf_model(*, hf_id: str | None = None, hf_path: str | None = None,
             raise OSError(f"{source_key}: cannot load the weights of {source} "
                           f"({_one_line(error)})") from error
     setattr(model, PREPROCESSING_ATTRIBUTE, _read_data_config(source, source_key, config))
-    return model
+    # from_pretrained returns eval mode; a built model is in training mode, as timm's are
+    # (Lightning keeps each module's mode at the start of fit; evaluation calls .eval())
+    return model.train()
 
 
 def _read_data_config(source: str, source_key: str, config) -> dict[str, Any]:

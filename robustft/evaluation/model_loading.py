@@ -9,9 +9,11 @@ An entry is a mapping with keys:
 - ``weights_file``: a local ``.safetensors`` / ``.pth`` for timm's loader;
 - ``checkpoint``: a Lightning ``.ckpt`` of ``robustft-train``; the ``state_dict`` entries
   prefixed ``model.`` are loaded (strictly) into ``create_model(name, **kwargs)``;
-- ``num_classes``, ``kwargs``: passed to the timm constructor.
+- ``num_classes``, ``kwargs``: passed to the timm constructor;
+- ``family: hf`` with ``hf_id`` / ``hf_path``: a Hugging Face model instead (no ``name``).
 
-For a checkpoint, ``name`` / ``num_classes`` / ``kwargs`` default to the ones the
+For a checkpoint, ``name`` / ``family`` / ``num_classes`` / ``kwargs`` (and ``hf_id`` /
+``hf_path``) default to the ones the
 checkpoint saved (``hyper_parameters.model_config``), but an explicit ``name`` always
 wins: the architecture is the config's decision, the checkpoint only supplies weights.
 """
@@ -53,15 +55,15 @@ def entry_spec(label: str, entry: Mapping[str, Any]) -> ModelSpec:
         # mapped: only the saved hyper-parameters are read here, the tensors when it loads
         saved = _saved_model_config(load_checkpoint(values["checkpoint"],
                                                     key=f"{key}.checkpoint", mmap=True))
-        for name in ("name", "family", "num_classes", "kwargs"):
+        for name in ("name", "family", "num_classes", "kwargs", "hf_id", "hf_path"):
             if name not in values and saved.get(name) not in (None, {}):
                 values[name] = saved[name]
-        if not values.get("name"):
+        if not (values.get("name") or values.get("hf_id") or values.get("hf_path")):
             raise KeyError(f"{key}: checkpoint {values['checkpoint']} saved no model_config; "
                            f"set {key}.name to its architecture")
         values["pretrained"] = False
         values.pop("weights_file", None)  # the checkpoint's weights replace any file
-    if not values.get("name"):
+    if not values.get("name") and values.get("family", "timm") == "timm":
         raise KeyError(f"{key}.name: a model name (timm, with or without a tag) is required")
     return ModelSpec.from_mapping(values, key=key)
 

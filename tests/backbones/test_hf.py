@@ -185,7 +185,7 @@ def test_save_pretrained_folder_builds_with_its_processor(tmp_path, processor_cl
     saved = save_tiny_hf(tmp_path / "hf", "vit", processor=processor,
                          processor_class=processor_class)
     model = ModelSpec(family="hf", hf_path=str(tmp_path / "hf")).build()
-    assert type(model) is type(saved)
+    assert type(model) is type(saved) and model.training  # built for training, as timm's
     for name, tensor in saved.state_dict().items():
         assert torch.equal(model.state_dict()[name], tensor), name
     config = preprocessing_config(model)

@@ -163,3 +163,26 @@ def test_sidecar_round_trip_and_unreadable_file(tmp_path: Path, caplog) -> None:
     with caplog.at_level(logging.WARNING):
         assert load_fingerprints(path) == {}
     assert "fingerprints.json is unreadable" in caplog.text
+
+
+def test_hugging_face_entries_fingerprint_their_folder_files(tmp_path: Path) -> None:
+    folder = tmp_path / "hf"
+    _file(folder / "config.json", b'{"model_type": "vit"}')
+    weights = _file(folder / "model.safetensors", b"weights")
+    hasher = FileHasher()
+    entry = {"family": "hf", "hf_path": str(folder)}
+    first, sources = model_inputs("m", entry, hasher)
+    assert first["hf_path"] == {
+        "config.json": "sha256:" + hashlib.sha256(b'{"model_type": "vit"}').hexdigest(),
+        "model.safetensors": "sha256:" + hashlib.sha256(b"weights").hexdigest()}
+    assert sources == {"hf_path": str(folder.resolve())}
+    _file(weights, b"fine-tuned weights")
+    second, _ = model_inputs("m", entry, hasher)
+    # new weights in the same folder: a new model
+    assert describe_change(first, second).startswith("hf_path.model.safetensors changed")
+    _file(folder / "preprocessor_config.json", b'{"size": 32}')
+    assert "preprocessor_config.json" in model_inputs("m", entry, hasher)[0]["hf_path"]
+    hub, _ = model_inputs("m", {"family": "hf", "hf_id": "google/vit-base-patch16-224"}, hasher)
+    assert hub["hf_id"] == "google/vit-base-patch16-224" and hub["hf_path"] is None
+    timm_only, _ = model_inputs("m", {"name": "vit_tiny_patch16_224"}, hasher)
+    assert "hf_path" not in timm_only  # timm digests are unchanged
