@@ -14,6 +14,7 @@ from PIL import Image
 from tiny_models import tiny_vit
 
 from robustft.backbones import ModelSpec, backbone_of, preprocessing_config
+from robustft.masks.tokencut import extract_patch_keys
 from robustft.relevance import relevance_map
 
 transformers = pytest.importorskip("transformers")
@@ -88,6 +89,9 @@ def test_converted_timm_weights_give_the_timm_logits_maps_and_keys(variant, kind
     torch.testing.assert_close(fused.relevance, timm_map.relevance, atol=1e-5, rtol=0)
     torch.testing.assert_close(hf_backbone.last_block_keys(images),
                                timm_backbone.last_block_keys(images), atol=1e-5, rtol=0)
+    # TokenCut's patch keys (prefix tokens dropped)
+    torch.testing.assert_close(extract_patch_keys(hf_model, images),
+                               extract_patch_keys(timm_model, images), atol=1e-5, rtol=0)
 
 
 def _rollout_from_hf_attentions(model, images, target, num_prefix_tokens, grid, **forward):

@@ -176,7 +176,8 @@ def test_hugging_face_model_fast_dev_run_through_robustft_train(tmp_path, monkey
     monkeypatch.setattr(sys, "argv", [
         "robustft-train", "model=hf", f"model.hf_path={tmp_path / 'hf'}", "model.num_classes=4",
         f"data.root={root}", "data.num_workers=0", "debug=fast_dev_run", "trainer=cpu",
-        f"paths.root_dir={tmp_path}", "relevance.backend=fused"])
+        f"paths.root_dir={tmp_path}", "relevance.backend=fused",
+        "loss.classification=kl_to_teacher"])
     main()
     run = next((tmp_path / "logs" / "train" / "runs").iterdir())
     assert (run / "selection_manifest.csv").is_file()
