@@ -15,6 +15,7 @@ its ``state_dict`` and so its checkpoints stay the family's own (a timm model's 
 from __future__ import annotations
 
 import copy
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -136,14 +137,13 @@ def register_backbone(model_type: type[nn.Module],
 
 
 def _families() -> Iterator[tuple[type[nn.Module], Callable[[nn.Module], Backbone]]]:
-    import sys
-
     from robustft.backbones import timm as _timm  # noqa: F401 - registers the timm family
     from robustft.backbones import zero_shot as _zero_shot  # noqa: F401 - the zero-shot head
 
     if "open_clip" in sys.modules:  # an OpenCLIP model can only exist once open_clip is imported
         from robustft.backbones import open_clip as _open_clip  # noqa: F401
-
+    if "transformers" in sys.modules:  # a Hugging Face model can exist only then
+        from robustft.backbones import hf as _hf  # noqa: F401 - registers the HF family
     yield from _FAMILIES
 
 

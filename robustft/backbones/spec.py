@@ -18,6 +18,11 @@ local OpenCLIP checkpoint, and ``zero_shot`` (:class:`ZeroShotSpec`) the class n
 prompt templates of the zero-shot head that makes the image tower a classifier. A timm model
 takes a zero-shot head too, when ``zero_shot.embeddings_file`` is given (the Hydra schema
 always holds a ``zero_shot`` node with its defaults; without that file it does nothing).
+
+``family="hf"`` builds a Hugging Face transformers classifier instead
+(:mod:`robustft.backbones.hf_load`): from ``hf_id`` (a hub id) or ``hf_path`` (a local
+``from_pretrained`` folder), exactly one; ``name`` is not needed there, ``weights_file`` is
+refused, ``kwargs`` replace config values.
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ def register_family(name: str, builder: ModelBuilder) -> None:
 def _build_timm(spec: ModelSpec, key: str) -> nn.Module:
     from robustft.backbones.timm import create_model
 
+    for field_name in ("hf_id", "hf_path"):
+        if getattr(spec, field_name):
+            raise ValueError(f"{key}.{field_name} is for family=hf (model=hf); this spec's family "
+                             f"is timm (set {key}.family=hf)")
     if spec.tag:
         raise ValueError(f"{key}.tag: a timm model's tag is part of its name "
                          f"({spec.name}.<tag>); tag is for family=open_clip")
@@ -71,8 +80,20 @@ def _build_open_clip(spec: ModelSpec, key: str) -> nn.Module:
     return build_open_clip(spec, key)
 
 
+def _build_hf(spec: ModelSpec, key: str) -> nn.Module:
+    from robustft.backbones.hf_load import create_hf_model
+
+    if spec.weights_file:
+        raise ValueError(f"{key}.weights_file is timm's; a Hugging Face model (family=hf) reads "
+                         f"its weights from {key}.hf_path or {key}.hf_id")
+    return create_hf_model(hf_id=spec.hf_id, hf_path=spec.hf_path, key=key,
+                           pretrained=spec.pretrained and not spec.checkpoint,
+                           num_classes=spec.num_classes, **spec.kwargs)
+
+
 register_family("timm", _build_timm)
 register_family("open_clip", _build_open_clip)
+register_family("hf", _build_hf)
 
 
 @dataclass
@@ -82,10 +103,11 @@ class ModelSpec:
     weights for timm's loader), ``checkpoint`` (a robustft ``.ckpt`` whose fine-tuned
     weights replace them), ``num_classes`` (None = the tag's) and ``kwargs`` (passed to
     ``timm.create_model``, e.g. ``img_size``); ``family`` picks the builder. ``tag``
-    (OpenCLIP's pretrained tag) and ``zero_shot`` (the zero-shot head) are described in the
-    module docstring."""
+    (OpenCLIP's pretrained tag), ``zero_shot`` (the zero-shot head) and ``hf_id`` /
+    ``hf_path`` (the source of a ``family="hf"`` model) are described in the module
+    docstring."""
 
-    name: str
+    name: str = ""  # required by the timm family (from_mapping checks it)
     family: str = "timm"  # which builder (register_family); the timm family by default
     pretrained: bool = True
     weights_file: str | None = None
@@ -95,6 +117,8 @@ class ModelSpec:
     kwargs: dict[str, Any] | None = None
     tag: str | None = None  # family=open_clip: the pretrained tag (e.g. laion2b_s34b_b88k)
     zero_shot: ZeroShotSpec | None = None  # a zero-shot head (class names x templates)
+    hf_id: str | None = None  # a Hugging Face hub id (family=hf)
+    hf_path: str | None = None  # a local from_pretrained folder (family=hf)
 
     def __post_init__(self) -> None:
         self.kwargs = dict(self.kwargs or {})
@@ -108,7 +132,7 @@ class ModelSpec:
         unknown = sorted(set(values) - known)
         if unknown:
             raise KeyError(f"{key}: unknown key(s) {unknown}; a model takes {sorted(known)}")
-        if not values.get("name"):
+        if not values.get("name") and values.get("family", "timm") == "timm":
             raise KeyError(f"{key}.name: a timm model name is required")
         values = dict(values)
         values["zero_shot"] = ZeroShotSpec.from_value(values.get("zero_shot"), f"{key}.zero_shot")
@@ -126,7 +150,8 @@ class ModelSpec:
                              f"{sorted(_BUILDERS)}")
         model = _BUILDERS[self.family](self, key)
         if self.checkpoint:
-            described = self.name + (f" (kwargs {self.kwargs})" if self.kwargs else "")
+            described = (self.name or self.hf_path or self.hf_id or "") + (
+                f" (kwargs {self.kwargs})" if self.kwargs else "")
             load_finetuned_weights(model, self.checkpoint, key=f"{key}.checkpoint",
                                    model_description=described)
         return model

@@ -9,7 +9,8 @@ inputs, all known BEFORE any model is built or any image decoded:
   of the ``checkpoint`` (whichever is loaded: a checkpoint wins, as in
   ``robustft.evaluation.model_loading``) and the timm version; when set, ``tag``,
   ``zero_shot`` (a file it names by its sha256) and, for ``family=open_clip``, the
-  OpenCLIP version. The file paths are not
+  OpenCLIP version; for ``family: hf`` the ``hf_id``, the sha256 of the ``hf_path``
+  folder's model files and the transformers version. The file paths are not
   part of it (a moved file with the same bytes is the same model); the sidecar records
   them.
 - ``protocol``; ``preprocessing``: under the standard protocol the overrides that are set
@@ -155,7 +156,33 @@ def model_inputs(
                 key = f"models.{label}.zero_shot.{name}"
                 inputs["zero_shot"][name] = "sha256:" + hasher.sha256(value, key=key)
                 sources[f"zero_shot.{name}"] = str(Path(value).resolve())
+    if inputs["family"] == "hf":
+        inputs.update(_hf_inputs(label, entry, hasher, sources))
     return inputs, sources
+
+
+# the files of a save_pretrained folder that decide the model and its preprocessing
+_HF_FOLDER_FILES = ("config.json", "preprocessor_config.json", "model.safetensors",
+                    "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def _hf_inputs(label: str, entry: Mapping[str, Any], hasher: FileHasher,
+               sources: dict[str, str]) -> dict[str, Any]:
+    """A Hugging Face entry's source (only for family=hf, so that timm digests stay as they
+    were): the hub id, or the sha256 of each model file of the ``hf_path`` folder (sharded
+    weights: their index; the shards it names are not hashed), and the transformers
+    version (which resolves the config and the processor)."""
+    import transformers
+
+    folder = entry.get("hf_path") or None
+    digests = None
+    if folder is not None:
+        sources["hf_path"] = str(Path(folder).resolve())
+        digests = {name: "sha256:" + hasher.sha256(Path(folder) / name,
+                                                   key=f"models.{label}.hf_path")
+                   for name in _HF_FOLDER_FILES if (Path(folder) / name).is_file()}
+    return {"hf_id": entry.get("hf_id") or None, "hf_path": digests,
+            "transformers": transformers.__version__}
 
 
 def preprocessing_inputs(protocol: str, overrides: Mapping[str, Any]) -> dict[str, Any]:

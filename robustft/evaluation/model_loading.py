@@ -11,10 +11,11 @@ An entry is a mapping with keys:
   prefixed ``model.`` are loaded (strictly) into ``create_model(name, **kwargs)``;
 - ``num_classes``, ``kwargs``: passed to the timm constructor;
 - ``family``, ``tag``, ``zero_shot``: another model family (``open_clip``), its pretrained
-  tag, and a zero-shot head (``robustft.backbones.ModelSpec``).
+  tag, and a zero-shot head (``robustft.backbones.ModelSpec``);
+- ``family: hf`` with ``hf_id`` / ``hf_path``: a Hugging Face model instead (no ``name``).
 
 For a checkpoint, ``name`` / ``family`` / ``num_classes`` / ``kwargs`` / ``tag`` /
-``zero_shot`` default to the ones the
+``zero_shot`` (and ``hf_id`` / ``hf_path``) default to the ones the
 checkpoint saved (``hyper_parameters.model_config``), but an explicit ``name`` always
 wins: the architecture is the config's decision, the checkpoint only supplies weights.
 """
@@ -59,15 +60,16 @@ def entry_spec(label: str, entry: Mapping[str, Any], *, key: str | None = None) 
                                                     key=f"{key}.checkpoint", mmap=True))
         # the architecture and, for a zero-shot model, the head's description (its tensors
         # are in the checkpoint)
-        for name in ("name", "family", "num_classes", "kwargs", "tag", "zero_shot"):
+        for name in ("name", "family", "num_classes", "kwargs", "tag", "zero_shot", "hf_id",
+                     "hf_path"):
             if name not in values and saved.get(name) not in (None, {}):
                 values[name] = saved[name]
-        if not values.get("name"):
+        if not (values.get("name") or values.get("hf_id") or values.get("hf_path")):
             raise KeyError(f"{key}: checkpoint {values['checkpoint']} saved no model_config; "
                            f"set {key}.name to its architecture")
         values["pretrained"] = False
         values.pop("weights_file", None)  # the checkpoint's weights replace any file
-    if not values.get("name"):
+    if not values.get("name") and values.get("family", "timm") == "timm":
         raise KeyError(f"{key}.name: a model name (timm, with or without a tag) is required")
     return ModelSpec.from_mapping(values, key=key)
 

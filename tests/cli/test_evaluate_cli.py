@@ -252,3 +252,39 @@ def test_openclip_zero_shot_model_from_a_checkpoint_alone(workspace, tmp_path: P
     protocols = {(dataset, protocol) for dataset, protocol, _m, _a in by_model["ckpt"]}
     assert ("imagenet-a", "standard:imagenet-a-200-of-1000") in protocols
     assert {dataset for dataset, _p in protocols} == {"imagenet-val", "imagenet-a", "objectnet"}
+
+
+def test_hugging_face_model_scores_as_its_own_pipeline(workspace, tmp_path: Path) -> None:
+    # A save_pretrained folder as a models.<label> entry: top-1 as HF's own image processor
+    # and model compute it on the same images.
+    import torch
+    from fixtures.tiny_hf import save_tiny_hf
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    bench = miniature.make_generated_benchmark(tmp_path / "mine", images_per_class=4)
+    # seed 3: a model whose top-1 here changes with the processor's mean (4 vs 5 of 12)
+    model = save_tiny_hf(tmp_path / "hf", "dinov2", num_labels=3, image_size=28, patch_size=14,
+                         seed=3,
+                         processor={"size": {"height": 36, "width": 36}, "do_center_crop": True,
+                                    "crop_size": {"height": 28, "width": 28},
+                                    "image_mean": [0.3] * 3, "image_std": [0.2] * 3},
+                         processor_class="DeiTImageProcessor")
+    cfg = models_cfg(
+        workspace, tmp_path / "run", {"baseline": {"num_classes": "3"}},
+        "+models.hf.family=hf", f"+models.hf.hf_path={tmp_path / 'hf'}",
+        f"+eval.datasets.own={{type:generated,root:{bench.root},split:shuffled}}", "only=[own]",
+    )  # fmt: skip
+    rows = read_results_csv(evaluate_cli.run_evaluation(cfg) / "results.csv")
+    top1 = {r["model"]: float(r["accuracy"]) for r in rows if r["metric"] == "top1"}
+    processor = AutoImageProcessor.from_pretrained(tmp_path / "hf")
+    classes = (bench.root / "classes.txt").read_text().split()
+    correct = total = 0
+    for label, name in enumerate(classes):
+        for path in sorted((bench.root / "shuffled" / name).iterdir()):
+            pixels = processor(Image.open(path).convert("RGB"), return_tensors="pt").pixel_values
+            with torch.no_grad():
+                correct += int(model(pixel_values=pixels).logits.argmax() == label)
+            total += 1
+    assert total == bench.splits["shuffled"] == 12
+    assert top1["hf"] == pytest.approx(100.0 * correct / total)

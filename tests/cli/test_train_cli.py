@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 import robustft.configs
+import yaml
 from fixtures.generic_layout import make_generic_layout
 from fixtures.miniature import make_imagenet_s
+from fixtures.tiny_hf import save_tiny_hf
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from tiny_models import TINY_OPEN_CLIP_KWARGS, tiny_vit
@@ -22,7 +24,7 @@ from robustft.cli.common import prepare_generated_data
 from robustft.labels import imagenet_synsets
 from robustft.masks.generate import generate_masks
 from robustft.masks.settings import TokenCutSettings
-from robustft.training.run import train
+from robustft.training.run import build_datamodule, build_model, train
 
 CONFIG_DIR = Path(robustft.configs.__file__).parent
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -64,8 +66,13 @@ def test_every_experiment_fast_dev_run(experiment, tmp_path):
                     f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}"])
     open_clip = cfg.model.family == "open_clip"
     overrides = [f"experiment={experiment}", "debug=fast_dev_run", f"paths.root_dir={tmp_path}",
-                 f"paths.output_dir={tmp_path / 'run'}",
-                 *(TINY_OPEN_CLIP if open_clip else TINY_KWARGS)]
+                 f"paths.output_dir={tmp_path / 'run'}"]
+    if cfg.model.family == "hf":
+        # the experiment's hub model, shrunk: a tiny save_pretrained folder with 1000 classes
+        save_tiny_hf(tmp_path / "hf", "vit", num_labels=1000)
+        overrides += ["model.hf_id=null", f"model.hf_path={tmp_path / 'hf'}"]
+    else:
+        overrides += TINY_OPEN_CLIP if open_clip else TINY_KWARGS
     if cfg.data.get("synth") is not None:
         overrides += TINY_SYNTH + ["model.num_classes=4"]
     elif "imagenet_s_root" in cfg.data:
@@ -194,6 +201,31 @@ def test_console_entry_point_runs(tmp_path):
         env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"})
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert list((tmp_path / "logs" / "train" / "runs").glob("*/selection_manifest.csv"))
+
+
+def test_hugging_face_model_fast_dev_run_through_robustft_train(tmp_path, monkeypatch):
+    from robustft.cli.train import main
+
+    root = make_generic_layout(tmp_path / "pairs", num_classes=4, per_class=3, size=(36, 52))
+    save_tiny_hf(tmp_path / "hf", "deit_teacher", num_labels=9,
+                 processor={"size": {"height": 32, "width": 48}, "image_mean": [0.4] * 3,
+                            "image_std": [0.3] * 3})
+    monkeypatch.setattr(sys, "argv", [
+        "robustft-train", "model=hf", f"model.hf_path={tmp_path / 'hf'}", "model.num_classes=4",
+        f"data.root={root}", "data.num_workers=0", "debug=fast_dev_run", "trainer=cpu",
+        f"paths.root_dir={tmp_path}", "relevance.backend=fused",
+        "loss.classification=kl_to_teacher"])
+    main()
+    run = next((tmp_path / "logs" / "train" / "runs").iterdir())
+    assert (run / "selection_manifest.csv").is_file()
+    saved = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+    assert saved["model"]["family"] == "hf" and saved["data"]["crop_size"] is None
+    # the processor's non-square size and normalisation reached the data module
+    cfg = _compose(["model=hf", f"model.hf_path={tmp_path / 'hf'}", "model.num_classes=4",
+                    f"data.root={root}", "data.num_workers=0", f"paths.output_dir={tmp_path}"])
+    datamodule = build_datamodule(cfg.data, build_model(cfg.model))
+    assert tuple(datamodule.crop_size) == (32, 48)
+    assert datamodule.mean == (0.4,) * 3 and datamodule.std == (0.3,) * 3
 
 
 def test_non_square_model_input_trains(tmp_path):

@@ -183,3 +183,26 @@ def test_zero_shot_head_and_tag_enter_the_model_fingerprint(tmp_path: Path) -> N
     assert first["zero_shot"]["class_names"] == "sha256:" + hashlib.sha256(b"cat\ndog\n").hexdigest()
     _file(names, b"cat\ncow\n")
     assert inputs(with_file) != first  # same path, other names
+
+
+def test_hugging_face_entries_fingerprint_their_folder_files(tmp_path: Path) -> None:
+    folder = tmp_path / "hf"
+    _file(folder / "config.json", b'{"model_type": "vit"}')
+    weights = _file(folder / "model.safetensors", b"weights")
+    hasher = FileHasher()
+    entry = {"family": "hf", "hf_path": str(folder)}
+    first, sources = model_inputs("m", entry, hasher)
+    assert first["hf_path"] == {
+        "config.json": "sha256:" + hashlib.sha256(b'{"model_type": "vit"}').hexdigest(),
+        "model.safetensors": "sha256:" + hashlib.sha256(b"weights").hexdigest()}
+    assert sources == {"hf_path": str(folder.resolve())}
+    _file(weights, b"fine-tuned weights")
+    second, _ = model_inputs("m", entry, hasher)
+    # new weights in the same folder: a new model
+    assert describe_change(first, second).startswith("hf_path.model.safetensors changed")
+    _file(folder / "preprocessor_config.json", b'{"size": 32}')
+    assert "preprocessor_config.json" in model_inputs("m", entry, hasher)[0]["hf_path"]
+    hub, _ = model_inputs("m", {"family": "hf", "hf_id": "google/vit-base-patch16-224"}, hasher)
+    assert hub["hf_id"] == "google/vit-base-patch16-224" and hub["hf_path"] is None
+    timm_only, _ = model_inputs("m", {"name": "vit_tiny_patch16_224"}, hasher)
+    assert "hf_path" not in timm_only  # timm digests are unchanged

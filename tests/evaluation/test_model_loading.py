@@ -55,3 +55,21 @@ def test_truncated_weights_file_names_the_label(tmp_path):
                                          r"readable PyTorch \(torch\.save\) file \(truncated\?\)"):
         build_model_from_entry("baseline", {"name": "vit_tiny_patch16_224",
                                             "weights_file": str(path), "kwargs": TINY})
+
+
+def test_checkpoint_of_a_hugging_face_model_rebuilds_from_its_saved_spec(tmp_path):
+    from fixtures.tiny_hf import save_tiny_hf
+
+    saved = save_tiny_hf(tmp_path / "hf", "vit")
+    finetuned = {f"model.{k}": v * 2 for k, v in saved.state_dict().items()}
+    spec = {"name": "", "family": "hf", "hf_id": None, "hf_path": str(tmp_path / "hf"),
+            "pretrained": True, "weights_file": None, "checkpoint": None, "num_classes": None,
+            "kwargs": {}}
+    torch.save({"state_dict": finetuned, "hyper_parameters": {"model_config": spec}},
+               tmp_path / "ft.ckpt")
+    loaded = build_model_from_entry("ft", {"checkpoint": str(tmp_path / "ft.ckpt")})
+    assert type(loaded) is type(saved)
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, finetuned[f"model.{key}"]), key
+    direct = build_model_from_entry("hf", {"family": "hf", "hf_path": str(tmp_path / "hf")})
+    assert torch.equal(direct.classifier.weight, saved.classifier.weight)

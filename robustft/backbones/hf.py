@@ -1,0 +1,178 @@
+"""The Hugging Face transformers family: ``AutoModelForImageClassification`` ViTs with one
+CLS(+prefix)+patch token sequence through every block, and their
+:class:`~robustft.backbones.base.Backbone` adapter.
+
+Supported (``config.model_type``): ``vit`` (``ViTForImageClassification``), ``deit``
+(``DeiTForImageClassification``, and ``DeiTForImageClassificationWithTeacher``: CLS +
+distillation token; its class scores are HF's ``logits``, the mean of the CLS and the
+distillation head, as timm's distilled DeiT in eval mode), ``dinov2`` and
+``dinov2_with_registers`` (prefix = CLS + the register tokens; the head reads the CLS token
+and the mean patch token). Prefix tokens never enter a relevance map. Hierarchical models
+(Swin, ConvNeXt, ...) have no such sequence and are refused when built.
+
+Any input size whose sides are multiples of the patch size works, non-square ones too:
+ViT and DeiT get ``interpolate_pos_encoding=True`` whenever the size differs from the
+config's ``image_size`` (HF refuses other sizes otherwise); DINOv2 always interpolates.
+Attention is captured by an attention function registered with transformers
+(:mod:`robustft.backbones.hf_attention`); outside a capture the model runs the
+implementation it was loaded with (SDPA by default). Building from a hub id or a local
+``from_pretrained`` folder, and the preprocessing read from the checkpoint's image processor
+config: :mod:`robustft.backbones.hf_load`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import PretrainedConfig
+from transformers.models.deit.modeling_deit import (
+    DeiTAttention,
+    DeiTForImageClassification,
+    DeiTForImageClassificationWithTeacher,
+)
+from transformers.models.dinov2.modeling_dinov2 import Dinov2Attention, Dinov2ForImageClassification
+from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers import (
+    Dinov2WithRegistersAttention,
+    Dinov2WithRegistersForImageClassification,
+)
+from transformers.models.vit.modeling_vit import ViTAttention, ViTForImageClassification
+
+from robustft.backbones.base import Backbone, BlockAttention, TokenLayout, register_backbone
+from robustft.backbones.hf_attention import attention_dropout_active, recording
+from robustft.backbones.hf_load import PREPROCESSING_ATTRIBUTE, default_data_config
+
+__all__ = ["HF_FAMILIES", "HFFamily", "HuggingFaceViT", "family_of"]
+
+
+@dataclass(frozen=True)
+class HFFamily:
+    """What differs between the supported model types: their attention module class, how
+    many prefix tokens precede the patches, and whether ``forward`` needs
+    ``interpolate_pos_encoding=True`` for a size other than the config's."""
+
+    model_type: str
+    attention: type[nn.Module]
+    classifiers: tuple[type[nn.Module], ...]
+    num_prefix_tokens: Callable[[PretrainedConfig], int]
+    needs_interpolate_flag: bool
+
+
+HF_FAMILIES: dict[str, HFFamily] = {
+    family.model_type: family for family in (
+        HFFamily("vit", ViTAttention, (ViTForImageClassification,), lambda _c: 1, True),
+        HFFamily("deit", DeiTAttention,
+                 (DeiTForImageClassification, DeiTForImageClassificationWithTeacher),
+                 lambda _c: 2, True),
+        HFFamily("dinov2", Dinov2Attention, (Dinov2ForImageClassification,), lambda _c: 1, False),
+        HFFamily("dinov2_with_registers", Dinov2WithRegistersAttention,
+                 (Dinov2WithRegistersForImageClassification,),
+                 lambda config: 1 + int(config.num_register_tokens), False),
+    )
+}
+
+
+def family_of(model: nn.Module) -> HFFamily:
+    """The :class:`HFFamily` of a supported HF classifier (by its config's model type)."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in HF_FAMILIES:
+        raise TypeError(f"{type(model).__name__} (model_type {model_type!r}) is not a supported "
+                        f"Hugging Face ViT; supported: {sorted(HF_FAMILIES)}")
+    return HF_FAMILIES[model_type]
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    if isinstance(value, (list, tuple)):
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+class HuggingFaceViT(Backbone):
+    """A supported Hugging Face ViT classifier as the method sees it (module docstring)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.family = family_of(model)
+
+    @property
+    def config(self) -> PretrainedConfig:
+        return self.model.config
+
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        return _pair(self.config.patch_size)
+
+    @property
+    def num_classes(self) -> int | None:
+        return int(self.config.num_labels)
+
+    def token_layout(self, image_size: tuple[int, int]) -> TokenLayout:
+        (height, width), (ph, pw) = (int(s) for s in image_size), self.patch_size
+        if height % ph or width % pw:
+            # HF's patch convolution would drop the remainder, so the map would not cover
+            # the image it is compared with
+            raise ValueError(f"input size {(height, width)} is not a multiple of the patch size "
+                             f"{(ph, pw)} of {type(self.model).__name__}")
+        return TokenLayout(num_prefix_tokens=self.family.num_prefix_tokens(self.config),
+                           grid_size=(height // ph, width // pw))
+
+    def preprocessing(self) -> dict[str, Any]:
+        config = getattr(self.model, PREPROCESSING_ATTRIBUTE, None)
+        return dict(config) if config else default_data_config(self.config)
+
+    def _forward_kwargs(self, images: Tensor) -> dict[str, Any]:
+        size = (images.shape[-2], images.shape[-1])
+        if self.family.needs_interpolate_flag and size != _pair(self.config.image_size):
+            return {"interpolate_pos_encoding": True}
+        return {}
+
+    def class_scores(self, images: Tensor) -> Tensor:
+        """HF's ``logits`` (for a DeiT with teacher: the mean of its two heads)."""
+        return self.model(pixel_values=images, **self._forward_kwargs(images)).logits
+
+    def attention_modules(self) -> list[nn.Module]:
+        """The blocks' self-attention modules, first block first."""
+        modules = [module for module in self.model.modules()
+                   if isinstance(module, self.family.attention)]
+        if len(modules) != int(self.config.num_hidden_layers):
+            raise TypeError(f"{type(self.model).__name__} has {len(modules)} "
+                            f"{self.family.attention.__name__} modules, but its config says "
+                            f"{self.config.num_hidden_layers} layers")
+        return modules
+
+    def capture_attention(self) -> AbstractContextManager[list[Tensor]]:
+        return recording(self.attention_modules(), "eager")
+
+    def fused_capture_refusal(self) -> str:
+        if attention_dropout_active(self.attention_modules()):
+            # the fused kernel's dropout mask cannot be recomputed from q, k
+            return ("attention dropout is active (attention_probs_dropout_prob > 0 in training "
+                    "mode)")
+        return ""
+
+    def capture_qkv(self) -> AbstractContextManager[list[BlockAttention]]:
+        return recording(self.attention_modules(), "fused")
+
+    @torch.no_grad()
+    def last_block_keys(self, images: Tensor) -> Tensor:
+        """The last attention module's ``k_proj`` output, (B, N, heads * head_dim), from a
+        forward of the base model (the head plays no part in the keys)."""
+        key_projection = self.attention_modules()[-1].k_proj
+        captured: list[Tensor] = []
+        handle = key_projection.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            self.model.base_model(pixel_values=images, **self._forward_kwargs(images))
+        finally:
+            handle.remove()
+        if len(captured) != 1:
+            raise RuntimeError(f"expected one call of the last block's k_proj, got {len(captured)}")
+        return captured[0]
+
+
+for _family in HF_FAMILIES.values():
+    for _classifier in _family.classifiers:
+        register_backbone(_classifier, HuggingFaceViT)
