@@ -289,3 +289,62 @@ def test_timm_and_openclip_models_in_one_pass_each_with_its_own_preprocessing(tm
         assert _accuracy(rows, name, "top1") == (pytest.approx(hits.mean().item() * 100), 12)
     image = images[0][0]
     assert not torch.allclose(own["vit"](image), own["clip"](image))  # the choice matters
+
+
+class _CountingSplit(torch.utils.data.Dataset):
+    """A dataset that counts how often each image is read (decoded)."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset, self.reads = dataset, {}
+        self.name, self.protocol = dataset.name, dataset.protocol
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        self.reads[index] = self.reads.get(index, 0) + 1
+        return self.dataset[index]
+
+
+def test_timm_hugging_face_and_openclip_in_one_pass_each_image_decoded_once(tmp_path) -> None:
+    import timm.data
+    from fixtures.tiny_hf import save_tiny_hf
+    from tiny_models import tiny_clip, tiny_clip_tokenizer, tiny_vit
+    from transformers import AutoImageProcessor
+
+    from robustft.backbones import ModelSpec
+    from robustft.backbones.open_clip import zero_shot_classifier
+
+    copy = miniature.make_generated_benchmark(tmp_path / "bench", images_per_class=4)
+    split = ImageFolderSplit(copy.root, "train", class_names=copy.class_names, name="train")
+    dataset = _CountingSplit(split)
+    save_tiny_hf(tmp_path / "hf", "vit", num_labels=3, image_size=32, patch_size=8, seed=1,
+                 processor={"size": {"height": 32, "width": 32}, "image_mean": [0.3] * 3,
+                            "image_std": [0.2] * 3})
+    models = {
+        "timm": tiny_vit("plain", img_size=(32, 32), num_classes=3),
+        "hf": ModelSpec(family="hf", hf_path=str(tmp_path / "hf")).build().eval(),
+        "clip": zero_shot_classifier(tiny_clip(), copy.class_names, ["a photo of a {}."],
+                                     tokenizer=tiny_clip_tokenizer()),
+    }
+    transforms = build_eval_transforms(models)
+    assert len({id(transform) for transform in transforms.values()}) == 3  # three preprocessings
+    rows = evaluate_models(models, dataset, transforms=transforms, batch_size=5, num_workers=0,
+                           progress=False)
+    assert dataset.reads == {index: 1 for index in range(len(split))}  # decoded once for all
+    images = [split[i] for i in range(len(split))]
+    labels = torch.tensor([target for _image, target, _meta in images])
+    processor = AutoImageProcessor.from_pretrained(tmp_path / "hf")
+    vit_config = timm.data.resolve_data_config({"input_size": (3, 32, 32)}, model=models["timm"])
+    own = {"timm": lambda image: models["timm"](timm.data.create_transform(**vit_config)(image)[None]),
+           "hf": lambda image: models["hf"](**processor(image, return_tensors="pt")).logits,
+           "clip": lambda image: models["clip"](transforms["clip"](image)[None])}
+    for image, _target, _meta in images:  # the HF model sees exactly its processor's pixels
+        torch.testing.assert_close(transforms["hf"](image)[None],
+                                   processor(image, return_tensors="pt").pixel_values,
+                                   atol=1e-5, rtol=0)
+    for name, predict in own.items():
+        with torch.no_grad():
+            logits = torch.cat([predict(image) for image, _target, _meta in images])
+        hits = (logits.argmax(1) == labels).float().mean().item() * 100
+        assert _accuracy(rows, name, "top1") == (pytest.approx(hits, abs=1e-4), 12)
