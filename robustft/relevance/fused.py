@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.profiler import record_function
 
 from robustft.backbones import Backbone
 from robustft.relevance.settings import widen
@@ -68,6 +69,7 @@ class HeadWeightedAttention(torch.autograd.Function):
         return _positive_weighted(attention, _dense(value), _dense(output_grad)).mean(dim=1)
 
     @staticmethod
+    @record_function("robustft.relevance.block_maps_backward")
     def backward(ctx, grad_abar: Tensor):
         query, key, value, output_grad = ctx.saved_tensors
         scale, heads = ctx.scale, query.shape[1]
@@ -88,19 +90,23 @@ def fused_block_relevance(backbone: Backbone, images: Tensor,
                           target: Tensor | None) -> tuple[list[Tensor], Tensor, Tensor, int]:
     """Steps 1-4 of the rule on the fused path: the per-block maps ``Abar_l`` (B, N, N)
     (float32 at least), the class scores, the explained classes and the token count."""
-    with backbone.capture_qkv() as blocks:
+    with record_function("robustft.relevance.forward"), backbone.capture_qkv() as blocks:
         logits = backbone.class_scores(images)
     if len(blocks) == 0:
         raise RuntimeError(f"no attention was captured from {type(backbone.model).__name__}")
     if target is None:
         target = logits.argmax(dim=-1)
     target = target.to(device=logits.device, dtype=torch.long)
-    score = logits.gather(1, target[:, None]).sum()
-    output_grads = torch.autograd.grad(score, [block.output for block in blocks],
-                                       retain_graph=True)
+    with record_function("robustft.relevance.score_backward"):
+        score = logits.gather(1, target[:, None]).sum()
+        # activations only (no parameter is an input), down to the first block's O; the
+        # graph is kept for the training loss's backward, which needs the same saved tensors
+        output_grads = torch.autograd.grad(score, [block.output for block in blocks],
+                                           retain_graph=True)
     block_relevance = []
     # float32 even under fp16/bf16 autocast, as on the eager path
-    with torch.autocast(device_type=images.device.type, enabled=False):
+    with record_function("robustft.relevance.block_maps"), \
+            torch.autocast(device_type=images.device.type, enabled=False):
         for block, output_grad in zip(blocks, output_grads):
             batch, heads, tokens, head_dim = block.query.shape
             per_head_grad = output_grad.reshape(batch, tokens, heads, head_dim).transpose(1, 2)
