@@ -281,3 +281,22 @@ def test_training_step_runs_fused_by_default(monkeypatch):
     monkeypatch.setattr(TimmViT, "capture_attention", None)
     assert RelevanceConfig().backend == "auto"
     assert _relative_error(default.training_step(batch, 0).detach(), want) <= 1e-10
+
+
+@pytest.mark.slow  # Inductor compiles the model's graphs (~10-60 s on 2 CPU cores)
+def test_fused_step_of_a_compiled_model_equals_the_uncompiled_one():
+    """``model.compile()``: the capture hooks run outside the compiled graphs (a graph break
+    each), so the captured O is in the autograd graph; traced into the graph it was a side
+    output and ``autograd.grad(score, O)`` raised "appears to not have been used"."""
+    model = tiny_vit("registers", depth=2, dtype=torch.float64).train()
+    images, masks = _inputs((32, 32))
+    labels = torch.tensor([0, 3, 1])
+    want = _loss_gradients(model, images, masks, labels, "fused")
+    want_map = relevance_map(model, images, labels, backend="fused").relevance
+    model.compile()
+    got = _loss_gradients(model, images, masks, labels, "fused")
+    got_map = relevance_map(model, images, labels, backend="fused").relevance
+    assert _relative_error(got_map, want_map) <= 1e-9
+    assert set(got) == set(want)
+    for name in want:
+        assert _relative_error(got[name], want[name]) <= 1e-9, name
