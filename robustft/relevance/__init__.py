@@ -11,6 +11,7 @@ from robustft.relevance.methods import (
 )
 from robustft.relevance.settings import (
     GRADIENT_MODES,
+    PHASES,
     ExplainedClass,
     GradientMode,
     RelevanceBackend,
@@ -18,7 +19,7 @@ from robustft.relevance.settings import (
     upsample_and_normalize,
 )
 
-__all__ = ["GRADIENT_MODES", "RELEVANCE_METHODS", "ExplainedClass", "GradientMode",
+__all__ = ["GRADIENT_MODES", "PHASES", "RELEVANCE_METHODS", "ExplainedClass", "GradientMode",
            "RelevanceBackend", "RelevanceConfig", "RelevanceOutput", "check_trainable_method",
            "head_weighted_attention", "register_method", "relevance_map", "rollout_cls_row",
            "upsample_and_normalize"]
