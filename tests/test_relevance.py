@@ -58,13 +58,14 @@ def brute_force_relevance(model, image, target):
     return rollout[0, prefix:].reshape(grid).detach(), logits.detach()
 
 
+@pytest.mark.parametrize("backend", ["eager", "fused"])
 @pytest.mark.parametrize("variant", ["plain", "distilled", "registers"])
 @pytest.mark.parametrize("img_size,patch_size", [((32, 32), 8), ((32, 48), 16)])
-def test_matches_brute_force_per_sample(variant, img_size, patch_size):
+def test_matches_brute_force_per_sample(variant, img_size, patch_size, backend):
     model = tiny_vit(variant, img_size=img_size, patch_size=patch_size, dtype=torch.float64)
     images = torch.randn(3, 3, *img_size, dtype=torch.float64)
     target = torch.tensor([0, 3, 1])
-    batched = relevance_map(model, images, target)
+    batched = relevance_map(model, images, target, backend=backend)
     grid = (img_size[0] // patch_size, img_size[1] // patch_size)
     assert batched.relevance.shape == (3, *grid)
     for b in range(3):

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from robustft.backbones.base import Backbone, BlockAttention, TokenLayout, register_backbone
 from robustft.backbones.timm_qkv import (
     attention_blocks,
+    capture_hook,
     capture_qkv,
     fused_attention_blocks,
     hooked_attention,
@@ -244,8 +245,9 @@ class TimmViT(Backbone):
             captured.append(output)
             return output
 
+        hook = capture_hook(record)
         with hooked_attention(attns, fused=False,
-                              register=lambda attn: [attn.attn_drop.register_forward_hook(record)]):
+                              register=lambda attn: [attn.attn_drop.register_forward_hook(hook)]):
             yield captured
 
     def fused_capture_refusal(self) -> str:

@@ -31,7 +31,18 @@ from torch.utils.hooks import RemovableHandle
 
 from robustft.backbones.base import BlockAttention
 
-__all__ = ["attention_blocks", "capture_qkv", "fused_attention_blocks", "hooked_attention"]
+__all__ = ["attention_blocks", "capture_qkv", "capture_hook", "fused_attention_blocks",
+           "hooked_attention"]
+
+
+def capture_hook(hook: Callable) -> Callable:
+    """``hook`` run outside ``torch.compile``'s graphs: on a compiled model (``model.compile()``)
+    Dynamo would otherwise trace the hook into the model's graph, and the tensors it captures
+    would be side outputs of one compiled autograd node, not on the path from the input to
+    the class scores, so ``autograd.grad(score, captured)`` would find them unused. Disabled,
+    the hook is a graph break and each captured tensor is a boundary between two compiled
+    graphs, in the autograd graph as in an uncompiled model."""
+    return torch.compiler.disable(hook)
 
 
 def attention_blocks(model: nn.Module) -> list[nn.Module]:
@@ -120,7 +131,7 @@ def capture_qkv(model: nn.Module) -> Iterator[list[BlockAttention]]:
                                            scale=float(attn.scale)))
             return replaced
 
-        return on_qkv, on_query, on_key, on_output
+        return tuple(capture_hook(hook) for hook in (on_qkv, on_query, on_key, on_output))
 
     def register(attn: Attention) -> list[RemovableHandle]:
         on_qkv, on_query, on_key, on_output = hooks_for(attn)

@@ -19,6 +19,7 @@ from robustft.relevance.raw_attention import raw_attention
 from robustft.relevance.rollout import attention_rollout, rollout_cls_row_of_attention
 from robustft.relevance.settings import (
     GRADIENT_MODES,
+    PHASES,
     ExplainedClass,
     GradientMode,
     RelevanceBackend,
@@ -26,7 +27,7 @@ from robustft.relevance.settings import (
     upsample_and_normalize,
 )
 
-__all__ = ["GRADIENT_MODES", "RELEVANCE_METHODS", "ExplainedClass", "GradientMode",
+__all__ = ["GRADIENT_MODES", "PHASES", "RELEVANCE_METHODS", "ExplainedClass", "GradientMode",
            "RelevanceBackend", "RelevanceConfig", "RelevanceMethod", "RelevanceOutput",
            "attention_gradcam", "attention_rollout", "check_trainable_method", "get_method",
            "head_weighted_attention", "input_x_gradient", "raw_attention", "register_method",

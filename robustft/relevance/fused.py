@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.profiler import record_function
 
 from robustft.backbones import Backbone
 from robustft.relevance.settings import widen
@@ -29,59 +30,83 @@ from robustft.relevance.settings import widen
 __all__ = ["HeadWeightedAttention", "fused_block_relevance"]
 
 
-def _attention_and_weights(query: Tensor, key: Tensor, value: Tensor, output_grad: Tensor,
-                           scale: float) -> tuple[Tensor, Tensor]:
-    """``A = softmax(q k^T * scale)`` and ``G = dO V^T``, both (B, heads, N, N)."""
-    attention = ((query * scale) @ key.transpose(-2, -1)).softmax(dim=-1)
-    return attention, output_grad @ value.transpose(-2, -1)
+def _dense(tensor: Tensor, scale: float = 1.0) -> Tensor:
+    """``tensor * scale`` as a new contiguous (B, heads, N, head_dim) tensor. The captured
+    q, k, v and dO are strided views (timm's (B, N, 3, heads, head_dim) qkv layout), and a
+    batched matmul would otherwise copy them into the (head_dim, N) transposed layout, a
+    slow transposing copy, once per product."""
+    return torch.mul(tensor, scale,
+                     out=torch.empty(tensor.shape, dtype=tensor.dtype, device=tensor.device))
+
+
+def _attention(query: Tensor, key: Tensor) -> Tensor:
+    """``A = softmax(q k^T)`` (B, heads, N, N) from the scaled query and the key."""
+    return torch.matmul(query, key.transpose(-2, -1)).softmax(dim=-1)
+
+
+def _positive_weighted(attention: Tensor, value: Tensor, output_grad: Tensor) -> Tensor:
+    """``clamp(G * A, min=0)`` with ``G = dO V^T``, as ``relu(G) * A`` (A >= 0), in place on
+    a fresh ``G``: one (B, heads, N, N) buffer and two passes over it."""
+    return torch.matmul(output_grad, value.transpose(-2, -1)).clamp_(min=0).mul_(attention)
 
 
 class HeadWeightedAttention(torch.autograd.Function):
     """``Abar = mean_heads(clamp(G * A, min=0))`` from (B, heads, N, head_dim) q, k, v and
-    dO; differentiable in q and k only (``G`` is a constant: the detached mode)."""
+    dO; differentiable in q and k only (``G`` is a constant: the detached mode).
+
+    On a CPU the cost is the passes over (B, heads, N, N) buffers and the copies of strided
+    operands, not the matmuls' arithmetic, so both directions build as few buffers as they
+    can and work in place: the forward two (``A``, then ``relu(G) * A`` in ``G``'s buffer),
+    the backward the same two again, recomputed from the saved q, k, v, dO (saving ``A``
+    would hold one such buffer per block until the backward)."""
 
     @staticmethod
     def forward(ctx, query: Tensor, key: Tensor, value: Tensor, output_grad: Tensor,
                 scale: float) -> Tensor:
-        attention, weights = _attention_and_weights(query, key, value, output_grad, scale)
         ctx.save_for_backward(query, key, value, output_grad)
         ctx.scale = scale
-        return (weights * attention).clamp(min=0).mean(dim=1)
+        attention = _attention(_dense(query, scale), _dense(key))
+        return _positive_weighted(attention, _dense(value), _dense(output_grad)).mean(dim=1)
 
     @staticmethod
+    @record_function("robustft.relevance.block_maps_backward")
     def backward(ctx, grad_abar: Tensor):
         query, key, value, output_grad = ctx.saved_tensors
-        scale = ctx.scale
-        attention, weights = _attention_and_weights(query, key, value, output_grad, scale)
-        weighted = weights * attention
-        # clamp(min=0) passes the gradient where its input is >= 0, as torch's clamp does
-        grad_weighted = torch.where(weighted >= 0, grad_abar[:, None] / attention.shape[1], 0.0)
-        grad_attention = grad_weighted * weights
-        # softmax backward: dS = A * (dA - sum_j dA_j A_j)
-        grad_scores = attention * (grad_attention
-                                   - (grad_attention * attention).sum(dim=-1, keepdim=True))
-        grad_query = (grad_scores @ key) * scale
-        grad_key = (grad_scores.transpose(-2, -1) @ query) * scale
-        return grad_query, grad_key, None, None, None
+        scale, heads = ctx.scale, query.shape[1]
+        scaled_query, dense_key = _dense(query, scale), _dense(key)
+        attention = _attention(scaled_query, dense_key)
+        # dL/dA = relu(G) * dL/dAbar / heads (clamp passes the gradient where G * A >= 0;
+        # where A == 0 and G < 0 the two differ, but such an entry is multiplied by A == 0
+        # below). Softmax backward dS = A * dA - A * sum_j(A * dA)_j, with X = A * dA built
+        # in place; S = (q * scale) k^T, so dq = dS k * scale and dk = dS^T (q * scale).
+        weighted = _positive_weighted(attention, _dense(value), _dense(output_grad))
+        weighted = weighted.mul_((grad_abar / heads).unsqueeze(1))
+        grad_scores = weighted.addcmul_(attention, weighted.sum(dim=-1, keepdim=True), value=-1)
+        return (torch.matmul(grad_scores, dense_key).mul_(scale),
+                torch.matmul(grad_scores.transpose(-2, -1), scaled_query), None, None, None)
 
 
 def fused_block_relevance(backbone: Backbone, images: Tensor,
                           target: Tensor | None) -> tuple[list[Tensor], Tensor, Tensor, int]:
     """Steps 1-4 of the rule on the fused path: the per-block maps ``Abar_l`` (B, N, N)
     (float32 at least), the class scores, the explained classes and the token count."""
-    with backbone.capture_qkv() as blocks:
+    with record_function("robustft.relevance.forward"), backbone.capture_qkv() as blocks:
         logits = backbone.class_scores(images)
     if len(blocks) == 0:
         raise RuntimeError(f"no attention was captured from {type(backbone.model).__name__}")
     if target is None:
         target = logits.argmax(dim=-1)
     target = target.to(device=logits.device, dtype=torch.long)
-    score = logits.gather(1, target[:, None]).sum()
-    output_grads = torch.autograd.grad(score, [block.output for block in blocks],
-                                       retain_graph=True)
+    with record_function("robustft.relevance.score_backward"):
+        score = logits.gather(1, target[:, None]).sum()
+        # activations only (no parameter is an input), down to the first block's O; the
+        # graph is kept for the training loss's backward, which needs the same saved tensors
+        output_grads = torch.autograd.grad(score, [block.output for block in blocks],
+                                           retain_graph=True)
     block_relevance = []
     # float32 even under fp16/bf16 autocast, as on the eager path
-    with torch.autocast(device_type=images.device.type, enabled=False):
+    with record_function("robustft.relevance.block_maps"), \
+            torch.autocast(device_type=images.device.type, enabled=False):
         for block, output_grad in zip(blocks, output_grads):
             batch, heads, tokens, head_dim = block.query.shape
             per_head_grad = output_grad.reshape(batch, tokens, heads, head_dim).transpose(1, 2)

@@ -28,7 +28,9 @@ runs fused attention and recomputes each ``A_l`` from q, k, same values and grad
 fused kernels have no double backward, so ``second_order`` runs eager, as does a model the
 backbone cannot capture fused (``Backbone.fused_capture_refusal``: attention dropout in
 training, which a recomputation cannot repeat, or another attention class), said once in the
-log.
+log. ``auto`` (the default) is ``fused`` wherever it can run and ``eager`` elsewhere, and says
+which once in the log: the two give the same maps and gradients, and fused keeps no
+(B, H, N, N) tensor between the forward and the backward.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from robustft.backbones import Backbone, backbone_of
 from robustft.relevance.capture import (
@@ -85,7 +88,7 @@ def relevance_map(
     images: Tensor,
     target: Tensor | None = None,
     gradient_mode: GradientMode | str = GradientMode.detached,
-    backend: RelevanceBackend | str = RelevanceBackend.eager,
+    backend: RelevanceBackend | str = RelevanceBackend.auto,
 ) -> RelevanceOutput:
     """Relevance of the CLS token over the patch grid for ``target`` classes.
 
@@ -97,7 +100,8 @@ def relevance_map(
         images: (B, 3, H, W) normalised input.
         target: (B,) classes to explain; ``None`` explains the argmax of the class scores.
         gradient_mode: ``"detached"`` or ``"second_order"`` (see module docstring).
-        backend: ``"eager"`` or ``"fused"`` (see module docstring; the same map).
+        backend: ``"auto"`` (fused where it can run, else eager), ``"eager"`` or
+            ``"fused"`` (see module docstring; the same map).
 
     Returns:
         :class:`RelevanceOutput` with the raw (B, h, w) map and the forward's class scores.
@@ -112,42 +116,54 @@ def relevance_map(
                          f"got {backend!r}")
     backbone = backbone_of(model)
     layout = backbone.token_layout((images.shape[-2], images.shape[-1]))
-    if backend == RelevanceBackend.fused:
-        fallback = _eager_reason(backbone, gradient_mode)
-        if fallback:
-            _log_once(f"relevance.backend=fused runs eager: {fallback}")
-        else:
-            with torch.enable_grad():
-                block_relevance, logits, target, num_tokens = fused_block_relevance(
-                    backbone, images, target)
-                check_token_count(num_tokens, layout, backbone)
-                with torch.autocast(device_type=images.device.type, enabled=False):
-                    cls_row = rollout_cls_row(block_relevance, cls_index=0)
-            return read_out(cls_row, layout, logits, target)
+    if _runs_fused(backbone, gradient_mode, RelevanceBackend(backend)):
+        with torch.enable_grad():
+            block_relevance, logits, target, num_tokens = fused_block_relevance(
+                backbone, images, target)
+            check_token_count(num_tokens, layout, backbone)
+            with record_function("robustft.relevance.rollout"), \
+                    torch.autocast(device_type=images.device.type, enabled=False):
+                cls_row = rollout_cls_row(block_relevance, cls_index=0)
+        return read_out(cls_row, layout, logits, target)
     with torch.enable_grad():
-        attentions, logits = forward_with_attention(backbone, images, layout)
+        with record_function("robustft.relevance.forward"):
+            attentions, logits = forward_with_attention(backbone, images, layout)
         target = explained_classes(logits, target)
-        score = logits.gather(1, target[:, None]).sum()
-        gradients = torch.autograd.grad(
-            score,
-            list(attentions),
-            retain_graph=True,
-            create_graph=gradient_mode == "second_order",
-        )
+        with record_function("robustft.relevance.score_backward"):
+            score = logits.gather(1, target[:, None]).sum()
+            gradients = torch.autograd.grad(
+                score,
+                list(attentions),
+                retain_graph=True,
+                create_graph=gradient_mode == "second_order",
+            )
         # float32 rollout even under fp16/bf16 autocast: the per-block maps are small next to
         # the identity, and half precision would round them away (and underflow eps).
         with torch.autocast(device_type=images.device.type, enabled=False):
-            block_relevance = [head_weighted_attention(widen(a), widen(g))
-                               for a, g in zip(attentions, gradients)]
-            cls_row = rollout_cls_row(block_relevance, cls_index=0)
+            with record_function("robustft.relevance.block_maps"):
+                block_relevance = [head_weighted_attention(widen(a), widen(g))
+                                   for a, g in zip(attentions, gradients)]
+            with record_function("robustft.relevance.rollout"):
+                cls_row = rollout_cls_row(block_relevance, cls_index=0)
     return read_out(cls_row, layout, logits, target)
 
 
-def _eager_reason(backbone: Backbone, gradient_mode: str) -> str:
-    """Why a fused request must run eager ("" when it need not)."""
+def _runs_fused(backbone: Backbone, gradient_mode: str, backend: RelevanceBackend) -> bool:
+    """Whether a step with ``backend`` runs the fused path; ``fused`` and ``auto`` say once
+    in the log which path they run and why."""
+    if backend == RelevanceBackend.eager:
+        return False
     if gradient_mode == GradientMode.second_order:
-        return "gradient_mode=second_order needs a double backward through attention"
-    return backbone.fused_capture_refusal()
+        reason = "gradient_mode=second_order needs a double backward through attention"
+    else:
+        reason = backbone.fused_capture_refusal()
+    if reason:
+        _log_once(f"relevance.backend={backend.value} runs eager: {reason}")
+        return False
+    if backend == RelevanceBackend.auto:
+        _log_once(f"relevance.backend=auto runs fused: detached mode and "
+                  f"{type(backbone.model).__name__} captures q, k, v with fused attention")
+    return True
 
 
 @functools.cache

@@ -85,7 +85,7 @@ class RelevanceConfig:
     method: str = "grad_rollout"
     gradient_mode: GradientMode = GradientMode.detached
     target: ExplainedClass = ExplainedClass.label
-    backend: RelevanceBackend = RelevanceBackend.eager
+    backend: RelevanceBackend = RelevanceBackend.auto
 
     def __post_init__(self) -> None:
         check_trainable_method(self.method)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ExplainedClass", "GradientMode", "RelevanceBackend", "RelevanceOutput",
+__all__ = ["PHASES", "ExplainedClass", "GradientMode", "RelevanceBackend", "RelevanceOutput",
            "upsample_and_normalize"]
 
 
@@ -36,10 +36,20 @@ class RelevanceBackend(StrEnum):
     post-softmax attention in the autograd graph (``Backbone.capture_attention``);
     ``fused`` = fused attention kernels, each block's attention recomputed from q and k
     (``Backbone.capture_qkv``, :mod:`robustft.relevance.fused`; detached mode only, the
-    second-order mode falls back to ``eager``)."""
+    second-order mode falls back to ``eager``); ``auto`` = ``fused`` where it can run (detached
+    mode, a backbone that captures fused), else ``eager``, said once in the log."""
 
+    auto = "auto"
     eager = "eager"
     fused = "fused"
+
+
+# The phases of a relevance step, as ``torch.profiler.record_function`` ranges named
+# ``robustft.relevance.<phase>`` (benchmarks/relevance_step.py --phases reads them): the
+# capturing forward, the score's backward to every block's attention (eager: dA, fused: dO),
+# the per-block maps Abar_l, the rollout, and (fused) the per-block maps' own backward inside
+# the loss's backward.
+PHASES = ("forward", "score_backward", "block_maps", "rollout", "block_maps_backward")
 
 
 GRADIENT_MODES: tuple[str, ...] = tuple(mode.value for mode in GradientMode)

@@ -3,6 +3,7 @@ numbers are measured by hand, never asserted."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -32,9 +33,27 @@ def test_tokencut_benchmark_runs(tmp_path):
 
 
 def test_relevance_step_benchmark_runs(tmp_path):
-    done = _run("relevance_step.py", "--model", "vit_tiny_patch16_224", "--img-size", "32",
-                "--depth", "2", "--embed-dim", "32", "--num-heads", "2", "--batch", "2",
-                "--rounds", "1", cwd=tmp_path)
+    table = tmp_path / "steps.csv"
+    done = _run("relevance_step.py", "--family", "timm", "--name", "vit_tiny_patch16_224",
+                "--kwargs", '{"depth": 2, "embed_dim": 32, "num_heads": 2}', "--img-size", "32",
+                "--batch", "2", "--rounds", "1", "--precision", "fp32", "bf16", "--phases",
+                "--csv", str(table), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     for step in ("plain", "eager", "fused", "second_order"):
         assert f"\n{step} " in done.stdout, done.stdout
+    assert "score_backward" in done.stdout and "ops by self time" in done.stdout, done.stdout
+    with table.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["step"], row["precision"]) for row in rows] == [
+        (step, precision) for precision in ("fp32", "bf16")
+        for step in ("plain", "eager", "fused", "second_order")]
+    assert {row["name"] for row in rows} == {"vit_tiny_patch16_224"}
+    assert all(float(row["x_plain"]) > 0 for row in rows)
+    assert all(float(row["x_plain"]) == 1.0 for row in rows if row["step"] == "plain")
+
+
+def test_relevance_step_benchmark_names_an_unknown_family(tmp_path):
+    done = _run("relevance_step.py", "--family", "nope", "--name", "x", "--rounds", "1",
+                cwd=tmp_path)
+    assert done.returncode != 0
+    assert "unknown model family 'nope'" in done.stderr
