@@ -53,7 +53,7 @@ def entry_spec(label: str, entry: Mapping[str, Any], *, key: str | None = None) 
     unknown = sorted(set(entry) - MODEL_ENTRY_KEYS)
     if unknown:
         raise KeyError(f"{key}: unknown key(s) {unknown}; known: {sorted(MODEL_ENTRY_KEYS)}")
-    values = {name: value for name, value in entry.items() if value not in (None, {})}
+    values = {name: value for name, value in entry.items() if value not in (None, {}, "")}
     if values.get("checkpoint"):
         # mapped: only the saved hyper-parameters are read here, the tensors when it loads
         saved = _saved_model_config(load_checkpoint(values["checkpoint"],
