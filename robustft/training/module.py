@@ -7,8 +7,8 @@ wires it to Lightning."""
 from __future__ import annotations
 
 import fnmatch
-from contextlib import nullcontext
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict
 from typing import Any
 
