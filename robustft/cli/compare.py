@@ -131,7 +131,7 @@ def compare_benchmark(cfg: DictConfig, benchmark: str, task_overrides: Sequence[
             log.info("[%s] fine-tuning: %s, data.seed=%d", benchmark, objective, draw)
             result = train(run)
             checkpoint = chosen_checkpoint(run.evaluation.checkpoint, result.best_checkpoint,
-                                            result.last_checkpoint)
+                                           result.last_checkpoint)
             label = f"{objective}@{draw}"
             models[label] = load_finetuned_weights(build_model(base.model), checkpoint)
             labels[label] = (objective, draw)

@@ -141,7 +141,7 @@ def main(cfg: DictConfig) -> None:
         cfg.validate_best = False
     result = train(cfg)
     checkpoint = chosen_checkpoint(cfg.evaluation.checkpoint, result.best_checkpoint,
-                                    result.last_checkpoint)
+                                   result.last_checkpoint)
     finished("fine-tuning")
     log.info("[4/4] evaluation of %s", checkpoint)
     text = evaluate_before_after(cfg, checkpoint, output_dir)
