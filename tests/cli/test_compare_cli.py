@@ -20,7 +20,8 @@ MINIATURE = ["++data.synth.num_classes=4", "++data.synth.train_per_class=4",
              "pretrain.max_epochs=1", "trainer.max_epochs=1",
              "evaluation.relevance_images_per_split=8",
              "compare.splits=[in_distribution,shuffled]", "compare.draws=[0,1]",
-             "~compare.objectives.relevance_second_order", "~compare.objectives.gradmask"]
+             "~compare.objectives.relevance_second_order", "~compare.objectives.gradmask",
+             "~compare.objectives.rrr_paper_weight"]
 
 
 def _run_compare(root: Path, *overrides: str) -> subprocess.CompletedProcess:
