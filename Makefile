@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all lint clean
+.PHONY: install demo compare test test-all lint clean
 
 # torch/torchvision are pinned and installed first: they come from this machine's disk,
 # and an unpinned resolve would pull a multi-GB CUDA build.
@@ -20,6 +20,11 @@ install: $(STAMP)
 # The whole method on a generated benchmark, offline (see README "Demo").
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/robustft-demo $(ARGS)
+
+# Every objective (relevance, second-order relevance, plain, RRR, GradMask) on three draws of
+# the demo's images, with the shortcut-free reference; rewrites the README's compare block.
+compare: $(STAMP)
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/robustft-compare compare.readme=README.md $(ARGS)
 
 # The default suite (CI runs exactly this); `make test-all` adds the slow tests.
 test: $(STAMP)

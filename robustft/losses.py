@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from robustft.baselines import Objective
+
 __all__ = [
     "ClassificationTerm",
     "LossConfig",
@@ -121,12 +123,16 @@ class LossWeights:
 
 @dataclass
 class LossConfig:
-    """Everything that defines the training loss (the ``loss`` config group): the terms'
+    """Everything that defines the training loss (the ``loss`` config group): the objective
+    (``relevance``, the method, or a baseline of ``robustft.baselines``), the terms'
     weights (``lambda_*``), the classification term and its temperature, and the optional
     L2-SP pull towards the starting weights (``lambda_l2sp``, 0 = off) with ``fnmatch``
     patterns of parameter names it leaves free (``l2sp_exclude``, e.g. ``blocks.*.attn.*``).
+    The baselines use ``lambda_rrr`` / ``lambda_gradmask`` and L2-SP, and ignore the
+    relevance terms' weights and ``classification`` (they use cross-entropy on the labels).
     The defaults are the paper's loss for ImageNet-S masks."""
 
+    objective: Objective = Objective.relevance
     classification: ClassificationTerm = ClassificationTerm.own_argmax_ce
     temperature: float = 1.0
     lambda_bg: float = 2.0
@@ -135,10 +141,15 @@ class LossConfig:
     lambda_acc: float = 0.2
     lambda_l2sp: float = 0.0
     l2sp_exclude: list[str] = field(default_factory=list)
+    # Ross et al.'s weight (their code's l2_grads=1000); docs/method.md §7 on its scale
+    lambda_rrr: float = 1000.0
+    lambda_gradmask: float = 1.0
 
     def __post_init__(self) -> None:
+        self.objective = Objective(self.objective)
         self.classification = ClassificationTerm(self.classification)
-        for name in ("lambda_bg", "lambda_fg", "lambda_seg", "lambda_acc", "lambda_l2sp"):
+        for name in ("lambda_bg", "lambda_fg", "lambda_seg", "lambda_acc", "lambda_l2sp",
+                     "lambda_rrr", "lambda_gradmask"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.temperature <= 0:

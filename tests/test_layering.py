@@ -15,7 +15,7 @@ PACKAGE = Path(robustft.__file__).parent
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("robustft", "robustft.resources", "robustft.checkpoints", "robustft.state_dict_fit",
      "robustft.labels"),
-    ("robustft.backbones", "robustft.relevance", "robustft.losses"),
+    ("robustft.backbones", "robustft.relevance", "robustft.losses", "robustft.baselines"),
     # the generated benchmark sits beside data/: its reader builds on data.eval, whose
     # registry offers that reader by name
     ("robustft.data", "robustft.benchmark"),
@@ -81,7 +81,7 @@ def test_only_backbones_read_model_internals():
 
 
 def test_the_method_imports_no_lightning_or_hydra():
-    method = ("robustft.relevance", "robustft.losses", "robustft.backbones")
+    method = ("robustft.relevance", "robustft.losses", "robustft.baselines", "robustft.backbones")
     leaks = []
     for module, tree in _sources():
         if module.startswith(method):

@@ -14,27 +14,23 @@ import time
 from pathlib import Path
 
 import hydra
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from robustft.backbones import backbone_of, preprocessing_config
-from robustft.benchmark.read import ImageFolderSplit
+from robustft.backbones import preprocessing_config
 from robustft.benchmark.write import read_benchmark
 from robustft.checkpoints import load_finetuned_weights
 from robustft.cli.common import prepare_environment, prepare_generated_data
 from robustft.cli.errors import one_line_errors
 from robustft.evaluation.before_after import write_before_after
-from robustft.evaluation.relevance_stats import (
-    foreground_share_and_top1,
-    load_pairs,
-    mean_foreground_share,
-    patch_coverage_share,
-    relevance_overlay_grid,
-    replace_background,
+from robustft.evaluation.relevance_stats import load_pairs, relevance_overlay_grid
+from robustft.evaluation.runner import build_eval_transforms
+from robustft.evaluation.split_measures import (
+    generated_split,
+    measure_generated_splits,
+    split_pairs,
 )
-from robustft.evaluation.runner import build_eval_transforms, evaluate_models
 from robustft.training.pretrain import pretrain_cached
 from robustft.training.run import build_datamodule, build_model, train
 
@@ -67,50 +63,30 @@ def pretrain_stand_in(cfg: DictConfig) -> None:
                     trainer_kwargs={"accelerator": cfg.trainer.accelerator, "devices": 1})
 
 
-def _split_pairs(benchmark_root: Path, split: str, dataset: ImageFolderSplit, limit: int):
-    """(image, mask) paths and labels of ``limit`` images of a split, evenly spaced over its
-    sorted samples (so every class is represented)."""
-    samples = dataset.samples
-    positions = np.unique(np.linspace(0, len(samples) - 1, min(limit, len(samples))).round())
-    chosen = [samples[int(i)] for i in positions]
-    pairs = []
-    for path, _target, _meta in chosen:
-        relative = Path(path).resolve().relative_to(benchmark_root / split)
-        pairs.append((Path(path), benchmark_root / f"{split}_masks" / relative.with_suffix(".png")))
-    return pairs, torch.tensor([target for _path, target, _meta in chosen])
-
-
 def evaluate_before_after(cfg: DictConfig, checkpoint: Path, output_dir: Path) -> str:
     """Steps 4-5."""
     benchmark_root = Path(cfg.data.root).parent.resolve()
     original = build_model(cfg.model)
     finetuned = load_finetuned_weights(build_model(cfg.model), checkpoint)
     models = {BEFORE: original, AFTER: finetuned}
-    # The benchmark's images are exactly the model's input size: no crop.
-    transforms = build_eval_transforms(models, crop_pct=1.0)
-    class_names = (benchmark_root / "classes.txt").read_text().split()
-    config = preprocessing_config(original)
-    rows, shares, object_only_shares, object_only, areas, coverage = [], {}, {}, {}, {}, {}
-    overlay_images, overlay_masks, overlay_labels = [], [], []
     ev = cfg.evaluation
+    measures = measure_generated_splits(
+        models, benchmark_root, ev.splits, batch_size=ev.batch_size,
+        relevance_images_per_split=ev.relevance_images_per_split,
+        background_fill=ev.background_fill)
+    config = preprocessing_config(original)
+    overlay_images, overlay_masks, overlay_labels = [], [], []
+    transform = build_eval_transforms({BEFORE: original}, crop_pct=1.0)[BEFORE]
     for split in ev.splits:
-        dataset = ImageFolderSplit(benchmark_root, split, class_names=class_names, name=split)
-        rows += evaluate_models(models, dataset, transforms=transforms, batch_size=ev.batch_size,
-                                num_workers=0, device="cpu")
-        pairs, labels = _split_pairs(benchmark_root, split, dataset, ev.relevance_images_per_split)
-        images, masks = load_pairs(pairs, transforms[BEFORE])
-        objects_only = replace_background(images, masks, fill=ev.background_fill,
-                                          mean=config["mean"], std=config["std"])
-        areas[split] = float(masks.mean())
-        coverage[split] = patch_coverage_share(masks, backbone_of(original).patch_size)
-        for name, model in models.items():
-            shares[(name, split)] = mean_foreground_share(model, images, masks, labels)
-            object_only_shares[(name, split)], object_only[(name, split)] = (
-                foreground_share_and_top1(model, objects_only, masks, labels))
         if split in ("shuffled", "anti_correlated") and ev.overlay_images > 1:
-            spread = torch.linspace(0, len(images) - 1, ev.overlay_images // 2).round().long()
-            overlay_images.append(images[spread])
-            overlay_masks.append(masks[spread])
+            # the same images the shares were measured on, spread over the split's classes
+            pairs, labels = split_pairs(benchmark_root, split,
+                                        generated_split(benchmark_root, split),
+                                        ev.relevance_images_per_split)
+            spread = torch.linspace(0, len(pairs) - 1, ev.overlay_images // 2).round().long()
+            images, masks = load_pairs([pairs[int(i)] for i in spread], transform)
+            overlay_images.append(images)
+            overlay_masks.append(masks)
             overlay_labels.append(labels[spread])
     written = []
     if overlay_images:  # none when overlay_images < 2 or neither split is evaluated
@@ -119,16 +95,16 @@ def evaluate_before_after(cfg: DictConfig, checkpoint: Path, output_dir: Path) -
             torch.cat(overlay_labels), output_dir / "relevance_overlays.png",
             mean=config["mean"], std=config["std"]))
     _csv, md_path, text = write_before_after(
-        rows, (BEFORE, AFTER), output_dir,
+        measures.rows, (BEFORE, AFTER), output_dir,
         title="robustft demo: relevance fine-tuning on the generated shortcut benchmark",
-        foreground_share=shares, object_only_top1=object_only,
-        object_only_foreground_share=object_only_shares, object_area=areas,
-        patch_coverage_share=coverage)
+        foreground_share=measures.foreground_share, object_only_top1=measures.object_only_top1,
+        object_only_foreground_share=measures.object_only_foreground_share,
+        object_area=measures.object_area, patch_coverage_share=measures.patch_coverage_share)
     log.info("wrote %s", ", ".join(str(path) for path in (_csv, md_path, *written)))
     return text
 
 
-def _chosen_checkpoint(which: str, best: Path | None, last: Path | None) -> Path:
+def chosen_checkpoint(which: str, best: Path | None, last: Path | None) -> Path:
     """``evaluation.checkpoint``: ``last`` (the end of the fixed-length recipe) or ``best``
     (lowest validation loss)."""
     if which not in ("last", "best"):
@@ -164,8 +140,8 @@ def main(cfg: DictConfig) -> None:
     with open_dict(cfg):
         cfg.validate_best = False
     result = train(cfg)
-    checkpoint = _chosen_checkpoint(cfg.evaluation.checkpoint, result.best_checkpoint,
-                                    result.last_checkpoint)
+    checkpoint = chosen_checkpoint(cfg.evaluation.checkpoint, result.best_checkpoint,
+                                   result.last_checkpoint)
     finished("fine-tuning")
     log.info("[4/4] evaluation of %s", checkpoint)
     text = evaluate_before_after(cfg, checkpoint, output_dir)

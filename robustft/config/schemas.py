@@ -25,7 +25,8 @@ from robustft.data.datamodule import ImageMaskDataModule, ImageNetSDataModule
 from robustft.relevance import ExplainedClass, RelevanceBackend
 
 __all__ = [
-    "DemoConfig", "EvalConfig", "ExplainConfig", "MasksConfig", "OptimConfig", "PathsConfig", "TrainConfig",
+    "CompareSettings", "DemoConfig", "EvalConfig", "ExplainConfig", "MasksConfig", "OptimConfig",
+    "PathsConfig", "TrainConfig",
     "TRAINER_SCHEMA", "GENERIC_DATA_SCHEMA", "IMAGENET_S_DATA_SCHEMA", "SUITE_SCHEMA",
 ]
 
@@ -148,6 +149,22 @@ class DemoEvaluationConfig:
 
 
 @dataclass
+class CompareSettings:
+    """``robustft-compare``: which benchmarks (data config names), draws (``data.seed``) and
+    objectives (name -> overrides of the demo's recipe) it runs, the overrides that make the
+    shortcut-free reference's benchmark (empty: no reference), the splits of its tables
+    (null: ``evaluation.splits``), and the README whose ``compare`` block it rewrites."""
+
+    benchmarks: list[str] = field(default_factory=lambda: ["synth"])
+    draws: list[int] = field(default_factory=lambda: [0, 1, 2])
+    objectives: dict[str, list[str]] = field(default_factory=dict)
+    reference_overrides: list[str] = field(default_factory=list)
+    splits: list[str] | None = None
+    readme: str | None = None
+    keep_checkpoints: bool = False
+
+
+@dataclass
 class DemoConfig(TrainConfig):
     # MISSING, not TrainConfig's None: demo.yaml merges this schema after train.yaml, and a
     # None here would erase the loggers and callbacks (last.ckpt, best-*.ckpt) train composed
@@ -155,6 +172,8 @@ class DemoConfig(TrainConfig):
     callbacks: Any = MISSING
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     evaluation: DemoEvaluationConfig = field(default_factory=DemoEvaluationConfig)
+    # robustft-compare's settings (compare.yaml = demo.yaml + these); None for the demo
+    compare: CompareSettings | None = None
 
 
 class Protocol(StrEnum):

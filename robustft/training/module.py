@@ -1,11 +1,14 @@
 """The LightningModule that wraps the method: one forward pass gives logits and the
 relevance map, the losses of ``robustft.losses`` are computed on it, every term is
-logged. Nothing of the method lives here; this only wires it to Lightning."""
+logged; ``loss.objective`` swaps in a baseline's loss (``robustft.baselines``) with the
+data, optimiser, schedule and L2-SP unchanged. Nothing of the method lives here; this only
+wires it to Lightning."""
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict
 from typing import Any
 
@@ -15,6 +18,7 @@ from torch import Tensor, nn
 
 from robustft.backbones import backbone_of, frozen_copy
 from robustft.backbones.zero_shot import ZeroShotClassifier
+from robustft.baselines import Objective, baseline_loss
 from robustft.checkpoints import plain_data
 from robustft.losses import (
     LossConfig,
@@ -180,6 +184,36 @@ class RelevanceFinetuner(pl.LightningModule):
         return self
 
     def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+        images, labels = batch["image"], batch["label"]
+        loss = self.loss_config
+        if loss.objective is Objective.relevance:
+            total, logits, values = self._relevance_terms(batch, stage)
+        else:
+            total, logits, values = self._baseline_terms(batch, stage)
+        if loss.lambda_l2sp > 0 and stage == "train":
+            # a prior on the weights, not a fit to data: kept out of val/loss, which picks
+            # the best checkpoint, so that it does not favour the epochs closest to the start
+            l2sp = self._l2_sp()
+            total = total + loss.lambda_l2sp * l2sp
+            values["train/l2sp"] = l2sp
+        with torch.no_grad():
+            values[f"{stage}/acc"] = (logits.argmax(-1) == labels).float().mean()
+        values[f"{stage}/loss"] = total
+        batch_size = images.shape[0]
+        if stage == "train":
+            # Per step: this process's batch, as Lightning's `<name>_step` would be; syncing
+            # it would cost one all-reduce per metric and step under DDP for a noisy value.
+            self.log_dict({f"{name}_step": value for name, value in values.items()},
+                          on_step=True, on_epoch=False, batch_size=batch_size)
+        # Per epoch: the mean over every process's batches (sync_dist), as the validation
+        # metrics; unsynced it would be rank 0's share of the data alone.
+        self.log_dict(values, prog_bar=stage == "val", on_step=False, on_epoch=True,
+                      batch_size=batch_size, sync_dist=True)
+        return total
+
+    def _relevance_terms(self, batch: dict[str, Tensor],
+                         stage: str) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """The method's loss: relevance map, ``relevance_loss``; (total, logits, logged)."""
         images, masks, ignore, labels = batch["image"], batch["mask"], batch["ignore"], batch["label"]
         loss, rel = self.loss_config, self.relevance_config
         target = labels if rel.target == "label" else None
@@ -193,34 +227,36 @@ class RelevanceFinetuner(pl.LightningModule):
         terms = relevance_loss(relevance, masks, out.logits, classification=loss.classification,
                                weights=self.weights, temperature=loss.temperature, labels=labels,
                                teacher_logits=teacher_logits, ignore=ignore)
-        total = terms.total
-        logged = {}
-        if loss.lambda_l2sp > 0 and stage == "train":
-            # a prior on the weights, not a fit to data: kept out of val/loss, which picks
-            # the best checkpoint, so that it does not favour the epochs closest to the start
-            l2sp = self._l2_sp()
-            total = total + loss.lambda_l2sp * l2sp
-            logged["train/l2sp"] = l2sp
         with torch.no_grad():
-            accuracy = (out.logits.argmax(-1) == labels).float().mean()
             share = foreground_share(relevance.detach(), masks, ignore).mean()
-        batch_size = images.shape[0]
-        values = {
-            f"{stage}/loss": total, f"{stage}/seg": terms.segmentation,
-            f"{stage}/bg": terms.background, f"{stage}/fg": terms.foreground,
-            f"{stage}/cls": terms.classification, f"{stage}/acc": accuracy,
-            f"{stage}/fg_share": share, **logged,
-        }
-        if stage == "train":
-            # Per step: this process's batch, as Lightning's `<name>_step` would be; syncing
-            # it would cost one all-reduce per metric and step under DDP for a noisy value.
-            self.log_dict({f"{name}_step": value for name, value in values.items()},
-                          on_step=True, on_epoch=False, batch_size=batch_size)
-        # Per epoch: the mean over every process's batches (sync_dist), as the validation
-        # metrics; unsynced it would be rank 0's share of the data alone.
-        self.log_dict(values, prog_bar=stage == "val", on_step=False, on_epoch=True,
-                      batch_size=batch_size, sync_dist=True)
-        return total
+        values = {f"{stage}/seg": terms.segmentation, f"{stage}/bg": terms.background,
+                  f"{stage}/fg": terms.foreground, f"{stage}/cls": terms.classification,
+                  f"{stage}/fg_share": share}
+        return terms.total, out.logits, values
+
+    def _baseline_terms(self, batch: dict[str, Tensor],
+                        stage: str) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """A baseline's loss (``robustft.baselines``): cross-entropy on the labels plus the
+        input-gradient penalty, on the same batch; (total, logits, logged)."""
+        images, masks, ignore, labels = batch["image"], batch["mask"], batch["ignore"], batch["label"]
+        loss = self.loss_config
+        backbone = backbone_of(self.model)
+        needs_input_gradient = loss.objective is not Objective.plain
+        # Validation runs under no_grad; the penalty needs the input gradient there too. The
+        # penalty differentiates that gradient again: fused attention kernels have no second
+        # derivative (PyTorch's CPU SDPA), the eager attention of capture_attention has.
+        eager = backbone.capture_attention() if needs_input_gradient else nullcontext()
+        with torch.enable_grad(), eager:
+            inputs = images.detach().requires_grad_(needs_input_gradient)
+            logits = backbone.class_scores(inputs)
+            terms = baseline_loss(loss.objective, logits, inputs, masks, labels,
+                                  lambda_rrr=loss.lambda_rrr,
+                                  lambda_gradmask=loss.lambda_gradmask, ignore=ignore,
+                                  create_graph=stage == "train")
+        values = {f"{stage}/cls": terms.classification}
+        if needs_input_gradient:
+            values[f"{stage}/{loss.objective.value}"] = terms.penalty
+        return terms.total, logits, values
 
     def _l2_sp(self) -> Tensor:
         """Squared distance of the L2-SP parameters from the original model's."""

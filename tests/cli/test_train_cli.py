@@ -142,6 +142,32 @@ def test_loggers_and_checkpoints(tmp_path):
         assert column in columns
 
 
+@pytest.mark.parametrize("objective", [
+    ["loss.objective=relevance"], ["loss.objective=relevance", "relevance.gradient_mode=second_order"],
+    ["loss.objective=plain"], ["loss.objective=rrr"], ["loss.objective=gradmask"]],
+    ids=["relevance", "relevance_second_order", "plain", "rrr", "gradmask"])
+def test_every_objective_fast_dev_run(objective, tmp_path):
+    # the same DataModule, LightningModule and Trainer for every objective; L2-SP on for all
+    cfg = _tiny_run_config(tmp_path, "debug=fast_dev_run", "loss.lambda_l2sp=1.0", *objective)
+    result = train(cfg)
+    name = objective[0].split("=")[1]
+    assert result.metrics["train/loss"] > 0 and "train/l2sp" in result.metrics
+    assert "val/acc" in result.metrics and "val/loss" in result.metrics
+    relevance_terms = {"train/seg", "train/fg_share", "val/fg_share"}
+    if name == "relevance":
+        assert relevance_terms <= set(result.metrics)
+    else:
+        assert not relevance_terms & set(result.metrics)
+    penalty = f"train/{name}"
+    if name in ("rrr", "gradmask"):
+        assert result.metrics[penalty] > 0 and f"val/{name}" in result.metrics
+
+
+def test_unknown_objective_is_named():
+    with pytest.raises(ConfigCompositionException, match="objective"):
+        _compose(["loss.objective=rrrr"])
+
+
 def test_last_checkpoint_is_the_last_epoch(tmp_path):
     # Lightning 2.6's save_last writes last.ckpt only when a top-k file is saved, so it was a
     # copy of the best epoch. Make the best epoch the first one (monitor the step, mode min)

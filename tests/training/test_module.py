@@ -260,3 +260,38 @@ def test_zero_shot_class_names_that_do_not_fit_the_data_are_named(tmp_path) -> N
                                              r"\(the class folders of data.root") as error:
             module.on_fit_start()
         assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("objective", ["rrr", "gradmask"])
+def test_baseline_step_is_cross_entropy_plus_a_penalty_that_trains(objective) -> None:
+    from robustft.backbones import backbone_of
+    from robustft.baselines import background_weight, baseline_loss
+
+    model = tiny_vit("plain", img_size=(32, 32), num_classes=3)
+    batch = _batch()
+    plain = RelevanceFinetuner(model, loss=LossConfig(objective="plain"))
+    baseline = RelevanceFinetuner(model, loss=LossConfig(objective=objective, lambda_rrr=50.0,
+                                                         lambda_gradmask=50.0))
+    for m in (plain, baseline):
+        m.log_dict = lambda *args, **kwargs: None
+    images = batch["image"].clone().requires_grad_(True)
+    with backbone_of(model).capture_attention():
+        logits = backbone_of(model).class_scores(images)
+    expected = baseline_loss(objective, logits, images, batch["mask"], batch["label"],
+                             lambda_rrr=50.0, lambda_gradmask=50.0, ignore=batch["ignore"])
+    assert expected.penalty > 0
+    assert torch.allclose(plain.training_step(batch, 0), torch.nn.functional.cross_entropy(
+        logits, batch["label"]), rtol=1e-5)
+    step = baseline.training_step(batch, 0)
+    assert torch.allclose(step, expected.total, rtol=1e-5)
+    assert background_weight(batch["mask"]).sum() > 0
+
+    def weight_gradient(module: RelevanceFinetuner) -> torch.Tensor:
+        model.zero_grad()
+        module.training_step(batch, 0).backward()
+        return model.blocks[0].attn.qkv.weight.grad.clone()
+
+    # the penalty's gradient reaches the weights in training: the update is not plain CE's
+    assert not torch.allclose(weight_gradient(baseline), weight_gradient(plain), rtol=1e-3)
+    # validation: the same loss, without the second-order graph
+    assert torch.allclose(baseline.validation_step(batch, 0), expected.total.detach(), rtol=1e-5)

@@ -1,0 +1,214 @@
+"""``robustft-compare``: every training objective on the same draws of the demo's
+fine-tuning images, against the original stand-in and a shortcut-free reference.
+
+For each benchmark (a data config name, ``compare.benchmarks``): generate it and pre-train
+its stand-in (both cached, as the demo does); pre-train the shortcut-free reference (the
+same stand-in on the benchmark generated with ``compare.reference_overrides``, i.e.
+``++data.synth.tie=0.0``), which is evaluated without fine-tuning; fine-tune the stand-in
+with every objective (``compare.objectives``: name -> overrides of the demo's recipe) on
+every draw (``data.seed`` in ``compare.draws``); evaluate every model in one pass per split
+with the demo's measures. Writes ``compare_results.csv`` (one value per benchmark,
+objective, draw, split and metric), ``compare.md`` (mean, min..max over the draws and the
+change from the original) and ``compare_<benchmark>.png`` to the run directory, and with
+``compare.readme=<file>`` rewrites that file's ``<!-- compare:begin/end -->`` block.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from robustft.checkpoints import load_finetuned_weights
+from robustft.cli.common import prepare_environment, prepare_generated_data
+from robustft.cli.demo import chosen_checkpoint, pretrain_stand_in
+from robustft.cli.errors import one_line_errors
+from robustft.evaluation.compare import (
+    ORIGINAL,
+    REFERENCE,
+    ResultRow,
+    compare_markdown,
+    summarize,
+    write_results,
+)
+from robustft.evaluation.compare_plot import plot_comparison
+from robustft.evaluation.marked_block import replace_marked_block_in_file
+from robustft.evaluation.split_measures import SplitMeasures, measure_generated_splits
+from robustft.resources import usable_cpus
+from robustft.training.run import build_model, train
+
+log = logging.getLogger(__name__)
+README_BLOCK = "compare"
+
+
+def _compose(task_overrides: Sequence[str], overrides: Sequence[str]) -> DictConfig:
+    """The compare config with the command line's overrides, then ``overrides``."""
+    return hydra.compose(config_name="compare", overrides=[*task_overrides, *overrides])
+
+
+def _stand_in_file(cfg: DictConfig, benchmark: str, claimed: dict[str, str]) -> str:
+    """The benchmark's stand-in weights file: its config's (the demo's cache for the demo's
+    benchmark), or ``<dir>/<benchmark>/<name>`` when an earlier benchmark of this run
+    already uses that file (one cache file per benchmark, so neither retrains the other's)."""
+    path = Path(cfg.model.weights_file)
+    if claimed.get(str(path), benchmark) != benchmark:
+        path = path.parent / benchmark / path.name
+    claimed[str(path)] = benchmark
+    return str(path)
+
+
+def _check_pretrain_root(cfg: DictConfig, benchmark: str) -> None:
+    data_root = Path(cfg.data.root).parent.resolve()
+    pretrain_root = Path(cfg.pretrain.data_root).parent.resolve()
+    if data_root != pretrain_root:
+        raise ValueError(f"pretrain.data_root: {cfg.pretrain.data_root} is not in data={benchmark}'s "
+                         f"benchmark {data_root}: its stand-in would be pre-trained on another "
+                         "benchmark (set pretrain.data_root in that data config's experiment)")
+
+
+def _rows(benchmark: str, measures: SplitMeasures, labels: dict[str, tuple[str, int | None]]
+          ) -> list[ResultRow]:
+    """The long results table from the measures (values in percent)."""
+    rows = [ResultRow(benchmark, *labels[r["model"]], r["dataset"], "top1", float(r["accuracy"]))
+            for r in measures.rows if r["metric"] == "top1" and not r.get("factor")]
+    for metric, values, scale in (
+            ("fg_share", measures.foreground_share, 100.0),
+            ("top1_object_only", measures.object_only_top1, 1.0),
+            ("fg_share_object_only", measures.object_only_foreground_share, 100.0)):
+        rows += [ResultRow(benchmark, *labels[model], split, metric, scale * value)
+                 for (model, split), value in values.items()]
+    return rows
+
+
+def compare_benchmark(cfg: DictConfig, benchmark: str, task_overrides: Sequence[str],
+                      output_dir: Path, claimed: dict[str, str],
+                      timings: dict[str, float]) -> list[ResultRow]:
+    """Every model of one benchmark, trained (or read from the cache) and measured."""
+    settings = cfg.compare
+    start = time.perf_counter()
+    base = _compose(task_overrides, [f"data={benchmark}"])
+    weights = _stand_in_file(base, benchmark, claimed)
+    base = _compose(task_overrides, [f"data={benchmark}", f"model.weights_file={weights}"])
+    _check_pretrain_root(base, benchmark)
+    log.info("[%s] benchmark and stand-in (cached)", benchmark)
+    prepare_generated_data(base.data)
+    pretrain_stand_in(base)
+    models = {ORIGINAL: build_model(base.model)}
+    labels: dict[str, tuple[str, int | None]] = {ORIGINAL: (ORIGINAL, None)}
+    if settings.reference_overrides:
+        benchmark_root = Path(base.data.root).parent
+        reference_root = benchmark_root.with_name(benchmark_root.name + "_shortcut_free")
+        reference_weights = Path(weights).with_name(Path(weights).stem + "_shortcut_free"
+                                                    + Path(weights).suffix)
+        log.info("[%s] shortcut-free reference (cached): %s", benchmark, reference_weights)
+        reference = _compose(task_overrides, [
+            f"data={benchmark}", *settings.reference_overrides,
+            f"data.root={reference_root / 'train'}",
+            f"pretrain.data_root={reference_root / 'pretrain'}",
+            f"model.weights_file={reference_weights}"])
+        prepare_generated_data(reference.data)
+        pretrain_stand_in(reference)
+        models[REFERENCE] = build_model(reference.model)
+        labels[REFERENCE] = (REFERENCE, None)
+    timings[f"{benchmark}: stand-ins"] = time.perf_counter() - start
+
+    for objective, overrides in settings.objectives.items():
+        start = time.perf_counter()
+        for draw in settings.draws:
+            run_dir = output_dir / objective / f"draw{draw}"
+            run = _compose(task_overrides, [
+                f"data={benchmark}", f"data.seed={draw}", f"model.weights_file={weights}",
+                *overrides, f"paths.output_dir={run_dir}"])
+            with open_dict(run):
+                run.validate_best = False
+            log.info("[%s] fine-tuning: %s, data.seed=%d", benchmark, objective, draw)
+            result = train(run)
+            checkpoint = chosen_checkpoint(run.evaluation.checkpoint, result.best_checkpoint,
+                                           result.last_checkpoint)
+            label = f"{objective}@{draw}"
+            models[label] = load_finetuned_weights(build_model(base.model), checkpoint)
+            labels[label] = (objective, draw)
+            if not settings.keep_checkpoints:
+                shutil.rmtree(checkpoint.parent)
+        timings[f"{benchmark}: {objective}"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    ev = base.evaluation
+    log.info("[%s] evaluating %d models", benchmark, len(models))
+    measures = measure_generated_splits(
+        models, Path(base.data.root).parent, list(settings.splits or ev.splits),
+        batch_size=ev.batch_size, relevance_images_per_split=ev.relevance_images_per_split,
+        background_fill=ev.background_fill, progress=False)
+    timings[f"{benchmark}: evaluation"] = time.perf_counter() - start
+    return _rows(benchmark, measures, labels)
+
+
+def write_report(cfg: DictConfig, rows: list[ResultRow], output_dir: Path,
+                 wall_seconds: float) -> str:
+    """``compare_results.csv``, ``compare.md``, a PNG per benchmark and, with
+    ``compare.readme``, its generated block; returns the Markdown."""
+    settings = cfg.compare
+    summaries = summarize(rows)
+    write_results(rows, output_dir / "compare_results.csv")
+    objectives = [ORIGINAL, *([REFERENCE] if settings.reference_overrides else []),
+                  *settings.objectives]
+    splits = list(settings.splits or cfg.evaluation.splits)
+    readme = Path(settings.readme) if settings.readme else None
+    sections = []
+    for benchmark in settings.benchmarks:
+        sections.append(compare_markdown(summaries, benchmark=benchmark, objectives=objectives,
+                                         splits=splits, draws=list(settings.draws)))
+        figure = plot_comparison(summaries, output_dir / f"compare_{benchmark}.png",
+                                 benchmark=benchmark, objectives=objectives, splits=splits)
+        if readme is not None:
+            # the README shows the figure from a committed copy beside it
+            copy = readme.parent / "docs" / figure.name
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(figure, copy)
+            sections.append(f"![{benchmark}: top-1 and share per objective]"
+                            f"(docs/{figure.name})\n")
+    footer = (f"Generated by `make compare` (`robustft-compare`): {len(settings.draws)} draws x "
+              f"{len(settings.objectives)} objectives on {', '.join(settings.benchmarks)}, "
+              f"{wall_seconds / 60:.1f} min on {usable_cpus()} CPU cores.")
+    text = "\n".join([*sections, footer, ""])
+    (output_dir / "compare.md").write_text(text)
+    if readme is not None:
+        replace_marked_block_in_file(readme, text, name=README_BLOCK)
+        log.info("rewrote the %s block of %s", README_BLOCK, readme)
+    return text
+
+
+@one_line_errors("robustft-compare")
+@hydra.main(version_base="1.3", config_path="pkg://robustft.configs", config_name="compare")
+def main(cfg: DictConfig) -> None:
+    prepare_environment()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    settings = cfg.compare
+    if not settings.objectives or not settings.draws or not settings.benchmarks:
+        raise ValueError("compare.objectives, compare.draws and compare.benchmarks must each "
+                         "name at least one entry")
+    output_dir = Path(cfg.paths.output_dir)
+    task_overrides = list(HydraConfig.get().overrides.task)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    claimed: dict[str, str] = {}
+    rows: list[ResultRow] = []
+    for benchmark in settings.benchmarks:
+        rows += compare_benchmark(cfg, benchmark, task_overrides, output_dir / benchmark,
+                                  claimed, timings)
+    wall = time.perf_counter() - started
+    text = write_report(cfg, rows, output_dir, wall)
+    print("\n" + text)
+    print(f"run directory: {output_dir}  ({wall:.0f} s: "
+          + ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in timings.items()) + ")")
+
+
+if __name__ == "__main__":
+    main()

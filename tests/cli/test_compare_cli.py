@@ -1,0 +1,81 @@
+"""``robustft-compare`` end to end on a miniature benchmark: every objective on every draw
+through the demo's training path, the shortcut-free reference, one results table, the
+summary with the change from the original, the PNG and the README block."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from robustft.evaluation.compare import read_results
+
+MINIATURE = ["++data.synth.num_classes=4", "++data.synth.train_per_class=4",
+             "++data.synth.pretrain_per_class=8", "++data.synth.eval_per_class=4",
+             "model.num_classes=4", "model.kwargs.depth=1", "model.kwargs.embed_dim=32",
+             "pretrain.max_epochs=1", "trainer.max_epochs=1",
+             "evaluation.relevance_images_per_split=8",
+             "compare.splits=[in_distribution,shuffled]", "compare.draws=[0,1]",
+             "~compare.objectives.relevance_second_order", "~compare.objectives.gradmask",
+             "~compare.objectives.rrr_paper_weight"]
+
+
+def _run_compare(root: Path, *overrides: str) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).parent / "robustft-compare"
+    return subprocess.run([str(script), *MINIATURE, *overrides], capture_output=True, text=True,
+                          timeout=600, cwd=root,
+                          env={**os.environ, "ROBUSTFT_ROOT": str(root), "HF_HUB_OFFLINE": "1",
+                               "WANDB_MODE": "disabled"})
+
+
+@pytest.mark.slow
+def test_compare_runs_every_objective_on_every_draw_and_writes_the_readme_block(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- compare:begin -->\nold\n<!-- compare:end -->\ntail\n")
+    done = _run_compare(tmp_path, f"compare.readme={readme}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = sorted((tmp_path / "logs" / "compare" / "runs").iterdir())[-1]
+    rows = read_results(run / "compare_results.csv")
+    measured = {(r.objective, r.draw) for r in rows if r.metric == "top1"}
+    assert measured == {("original", None), ("shortcut-free", None), ("relevance", 0),
+                        ("relevance", 1), ("plain", 0), ("plain", 1), ("rrr", 0), ("rrr", 1)}
+    assert {r.split for r in rows} == {"in_distribution", "shuffled"}
+    assert {r.metric for r in rows} == {"top1", "fg_share", "top1_object_only",
+                                        "fg_share_object_only"}
+    # each fine-tuning run trained its own objective on its own draw
+    for objective in ("relevance", "plain", "rrr"):
+        for draw in (0, 1):
+            run_dir = run / "synth" / objective / f"draw{draw}"
+            assert list(csv.DictReader((run_dir / "selection_manifest.csv").open())), run_dir
+            assert not (run_dir / "checkpoints").exists()  # deleted once loaded
+            metrics = next((run_dir / "csv").rglob("metrics.csv")).read_text().splitlines()[0]
+            assert ("train/rrr" in metrics) == (objective == "rrr")
+            assert ("train/seg" in metrics) == (objective == "relevance")
+    draws = {d: {r["image"] for r in csv.DictReader(
+        (run / "synth" / "plain" / f"draw{d}" / "selection_manifest.csv").open())} for d in (0, 1)}
+    assert draws[0] != draws[1]
+    text = (run / "compare.md").read_text()
+    assert "| relevance |" in text and "| rrr |" in text and "| shortcut-free |" in text
+    assert (run / "compare_synth.png").is_file()
+    assert (tmp_path / "docs" / "compare_synth.png").is_file()
+    updated = readme.read_text()
+    assert updated.startswith("# x\n<!-- compare:begin -->\n### synth: Top-1")
+    assert updated.endswith("<!-- compare:end -->\ntail\n") and "old" not in updated
+    # the stand-ins are cached: the demo's file and the reference's beside it
+    cache = tmp_path / ".cache" / "demo"
+    assert (cache / "pretrained.safetensors").is_file()
+    assert (cache / "pretrained_shortcut_free.safetensors").is_file()
+    assert (tmp_path / "data" / "synth_shortcut_free" / "benchmark.json").is_file()
+    assert '"tie": 0.0' in (tmp_path / "data" / "synth_shortcut_free" / "benchmark.json").read_text()
+
+
+def test_wrong_pretrain_root_is_named(tmp_path):
+    done = _run_compare(tmp_path, f"pretrain.data_root={tmp_path}/elsewhere/pretrain",
+                        "compare.reference_overrides=[]")
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert "pretrain.data_root" in last and "synth" in last
