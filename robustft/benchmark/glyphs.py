@@ -6,8 +6,8 @@ coordinates (u right, v down); :func:`glyph_mask` poses it with the shapes' mach
 (:func:`robustft.benchmark.shapes.pose_mask`), so edges stay exact at any rotation. Unlike
 the filled silhouettes of ``shapes``, a glyph is thin: the object is a stroke about one
 8-px patch wide at the second benchmark's sizes, and classes differ in where the strokes
-run. No glyph is a rotation of another (no N beside Z, no W beside M), since the rotation
-sweep turns them by up to 315 degrees; mirrored glyphs are different glyphs (no flips).
+run. No glyph is a rotation of another (no W beside the M), since the rotation sweep turns
+them by up to 315 degrees; mirrored glyphs are different glyphs (no flips).
 """
 
 from __future__ import annotations
