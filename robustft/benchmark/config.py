@@ -8,10 +8,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from robustft.benchmark.glyphs import GLYPH_NAMES
 from robustft.benchmark.shapes import SHAPE_NAMES
 
-__all__ = ["EVAL_SPLITS", "GENERIC_SPLITS", "PLAIN_BACKGROUND", "PLAIN_SPLITS", "SPLITS",
-           "SPLIT_ID", "SWEEP_SPLITS", "SynthConfig", "class_names"]
+__all__ = ["BACKGROUND_KINDS", "EVAL_SPLITS", "GENERIC_SPLITS", "OBJECT_NAMES", "PLAIN_BACKGROUND",
+           "PLAIN_SPLITS", "SPLITS", "SPLIT_ID", "SWEEP_SPLITS", "SynthConfig", "class_names"]
 
 #: Splits written ImageFolder style (``<root>/<split>/<class>/<name>.png``).
 EVAL_SPLITS: tuple[str, ...] = (
@@ -38,6 +39,14 @@ SPLIT_ID = {name: i for i, name in enumerate(SPLITS)}
 PLAIN_BACKGROUND = -1
 #: The splits with a ``plain_prob`` share of plain backdrops: the pre-training distribution.
 PLAIN_SPLITS = ("pretrain", "in_distribution")
+#: The object families (``SynthConfig.objects``) and their object names, in label order.
+OBJECT_NAMES: dict[str, tuple[str, ...]] = {"shapes": SHAPE_NAMES, "glyphs": GLYPH_NAMES}
+#: The background families (``SynthConfig.backgrounds``): ``textures.py`` and ``fields.py``.
+BACKGROUND_KINDS: tuple[str, ...] = ("textures", "fields")
+#: Fields added after format 1 with defaults that reproduce what format 1 drew; written to
+#: benchmark.json only when they differ from the default, so a benchmark of the first
+#: generator stays byte-identical (and its cached stand-in valid).
+_ADDED_AFTER_FORMAT_1 = ("objects", "backgrounds")
 
 
 @dataclass(frozen=True)
@@ -46,9 +55,10 @@ class SynthConfig:
 
     Attributes:
         image_size: side of the square images in pixels.
-        num_classes: K; classes are the first K of ``shapes`` (or of ``SHAPE_NAMES``), and
-            there are K backgrounds, background k being class k's own.
-        shapes: optional explicit shape names in label order (default: ``SHAPE_NAMES[:K]``).
+        num_classes: K; classes are the first K of ``shapes`` (or of the object family's
+            names), and there are K backgrounds, background k being class k's own.
+        shapes: optional explicit object names in label order (default: the first K of
+            ``OBJECT_NAMES[objects]``).
         pretrain_per_class: images per class of ``pretrain``, the stand-in's pre-training
             set (the ImageNet of this benchmark).
         train_per_class: images per class of ``train``, the pool that the fine-tuning
@@ -92,6 +102,11 @@ class SynthConfig:
             pattern of the class's own, like a cow's patches, drawn in a shade this much
             darker than the fill, 0-1); 0 = a plain fill, so the class shows only in the
             silhouette, whose evidence lies on the outline (half background at patch scale).
+        objects: the object family: ``"shapes"`` (filled silhouettes, ``shapes.py``) or
+            ``"glyphs"`` (thick-stroked letters, ``glyphs.py``; the second benchmark).
+        backgrounds: the background and marking family: ``"textures"`` (two-colour binary
+            patterns, ``textures.py``) or ``"fields"`` (smooth gratings, plaids, ripples,
+            noise and grain, with hatched markings, ``fields.py``; the second benchmark).
 
     Why the defaults (measured with the demo-sized ViT, see docs/demo_measurements.md): tie 1.0,
     20 % plain backdrops in ``pretrain``, large, pale objects with class markings give a
@@ -126,6 +141,8 @@ class SynthConfig:
     bg_light_value: tuple[float, float] = (0.5, 0.62)
     bg_dark_value: tuple[float, float] = (0.22, 0.34)
     marking_contrast: float = 0.35
+    objects: str = "shapes"
+    backgrounds: str = "textures"
 
     def __post_init__(self) -> None:
         # Normalise list arguments (e.g. from Hydra / JSON) to tuples so the dataclass stays
@@ -145,21 +162,29 @@ class SynthConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, tuple):
                 object.__setattr__(self, name, tuple(value))
+        if self.objects not in OBJECT_NAMES:
+            raise ValueError(f"objects must be one of {', '.join(OBJECT_NAMES)}, "
+                             f"got {self.objects!r}")
+        if self.backgrounds not in BACKGROUND_KINDS:
+            raise ValueError(f"backgrounds must be one of {', '.join(BACKGROUND_KINDS)}, "
+                             f"got {self.backgrounds!r}")
+        known = OBJECT_NAMES[self.objects]
         names = self.class_shapes
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate shapes: {names}")
-        unknown = [s for s in names if s not in SHAPE_NAMES]
+        unknown = [s for s in names if s not in known]
         if unknown:
-            raise ValueError(f"unknown shapes {unknown}; known: {', '.join(SHAPE_NAMES)}")
+            raise ValueError(f"unknown shapes {unknown} for objects={self.objects}; "
+                             f"known: {', '.join(known)}")
         if self.num_classes < 2:
             raise ValueError(
                 "num_classes must be >= 2 (the anti-correlated split needs another class)"
             )
         if self.shapes is not None and len(self.shapes) != self.num_classes:
             raise ValueError(f"len(shapes)={len(self.shapes)} != num_classes={self.num_classes}")
-        if self.shapes is None and self.num_classes > len(SHAPE_NAMES):
+        if self.shapes is None and self.num_classes > len(known):
             raise ValueError(
-                f"num_classes={self.num_classes} > {len(SHAPE_NAMES)} available shapes"
+                f"num_classes={self.num_classes} > {len(known)} available {self.objects}"
             )
         if not 0.0 <= self.tie <= 1.0:
             raise ValueError(f"tie must be in [0, 1], got {self.tie}")
@@ -184,8 +209,10 @@ class SynthConfig:
 
     @property
     def class_shapes(self) -> tuple[str, ...]:
-        """Shape name of each label."""
-        return self.shapes if self.shapes is not None else SHAPE_NAMES[: self.num_classes]
+        """Object name of each label."""
+        if self.shapes is not None:
+            return self.shapes
+        return OBJECT_NAMES[self.objects][: self.num_classes]
 
     @property
     def default_area(self) -> float:
@@ -193,8 +220,14 @@ class SynthConfig:
         return 0.5 * (self.area_range[0] + self.area_range[1])
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """JSON-ready dict (tuples become lists); the fields added after format 1 only when
+        they are not their defaults."""
+        data = json.loads(json.dumps(dataclasses.asdict(self)))
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name in _ADDED_AFTER_FORMAT_1:
+            if data[name] == defaults[name]:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SynthConfig:

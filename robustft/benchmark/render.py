@@ -12,14 +12,9 @@ from typing import Any
 import numpy as np
 
 from robustft.benchmark.config import PLAIN_BACKGROUND, PLAIN_SPLITS, SPLIT_ID, SynthConfig
-from robustft.benchmark.shapes import pixel_grid, scale_for_area, shape_mask, unit_geometry
-from robustft.benchmark.textures import (
-    hsv_to_rgb,
-    marking_spec,
-    object_colour,
-    pattern_field,
-    render_background,
-)
+from robustft.benchmark.families import background_family, object_family
+from robustft.benchmark.shapes import pixel_grid
+from robustft.benchmark.textures import hsv_to_rgb, object_colour
 
 __all__ = ["render_sample", "render_split_item"]
 
@@ -39,8 +34,10 @@ def render_sample(
     """Render one image and its exact mask.
 
     Args:
-        config: benchmark config (image size, noise, contrast, shapes).
-        label: class index; the object is ``config.class_shapes[label]``.
+        config: benchmark config (image size, noise, contrast, object and background
+            families).
+        label: class index; the object is ``config.class_shapes[label]`` of the family
+            ``config.objects``.
         background: background id in ``[0, num_classes)``, or ``PLAIN_BACKGROUND`` for a
             plain untextured backdrop; ignored for ``style="rendition"``.
         area, x, y, rotation: object factors (see :func:`shape_mask`).
@@ -59,14 +56,14 @@ def render_sample(
         rng = np.random.default_rng(rng)
     size = config.image_size
     shape = config.class_shapes[label]
-    region = shape_mask(shape, size, area, x, y, rotation)
+    region = object_family(config).mask(shape, size, area, x, y, rotation)
+    backgrounds = background_family(config)
     if style == "filled":
-        bg, bg_colours = render_background(background, config, rng)
+        bg, bg_colours = backgrounds.render(background, config, rng)
         colour = object_colour(bg_colours, config, rng)
         fg = np.broadcast_to(colour, bg.shape).copy()
         if config.marking_contrast > 0:
-            pattern, variant = marking_spec(label)
-            field = pattern_field(pattern, variant, size, rng)[..., None]
+            field = backgrounds.marking(label, size, rng)[..., None]
             fg = fg * (1.0 - config.marking_contrast * field)
         if config.fg_noise > 0:
             fg = fg + rng.normal(0.0, config.fg_noise, size=fg.shape)
@@ -163,9 +160,10 @@ def _sample_factors(config: SynthConfig, split: str, label: int, index: int) -> 
         )
     else:
         # Random placement that keeps the whole shape (its circumscribed circle) in frame.
-        shape = config.class_shapes[label]
-        _, unit_radius = unit_geometry(shape)
-        r = unit_radius * scale_for_area(shape, area, config.image_size) / config.image_size
+        unit_area, unit_radius = object_family(config).geometry(config.class_shapes[label])
+        size = config.image_size
+        # the circumradius in image fractions: unit radius x pixels per unit / image size
+        r = unit_radius * float(np.sqrt(area * size * size / unit_area)) / size
         lo, hi = min(r, 0.5), max(1 - r, 0.5)
         x, y = float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi))
     # Drawn after every other factor, so the images that keep their texture are the same

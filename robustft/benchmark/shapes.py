@@ -12,12 +12,13 @@ from functools import cache
 
 import numpy as np
 
-__all__ = ["SHAPE_NAMES", "pixel_grid", "scale_for_area", "shape_mask", "unit_geometry"]
+__all__ = ["SHAPE_NAMES", "measure_geometry", "pixel_grid", "pose_mask", "scale_for_area",
+           "shape_mask", "unit_geometry"]
+
+Region = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def _polygon(
-    vertices: Sequence[tuple[float, float]],
-) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def _polygon(vertices: Sequence[tuple[float, float]]) -> Region:
     """Even-odd point-in-polygon test, vectorised over points (works for concave shapes)."""
     vx = np.array([p[0] for p in vertices], dtype=np.float64)
     vy = np.array([p[1] for p in vertices], dtype=np.float64)
@@ -85,7 +86,7 @@ def _frame(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 #: Registry of shape name -> membership function f(u, v) -> bool. The first ten are the
 #: default classes; the order is the default label order.
-_SHAPES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+_SHAPES: dict[str, Region] = {
     "disk": _disk,
     "square": _square,
     "triangle": _polygon(_TRIANGLE),
@@ -109,20 +110,25 @@ _SHAPES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 SHAPE_NAMES: tuple[str, ...] = tuple(_SHAPES)
 
 
-@cache
-def unit_geometry(shape: str) -> tuple[float, float]:
-    """(area, circumradius) of a shape in unit coordinates, measured on a fine grid.
+def measure_geometry(inside: Region) -> tuple[float, float]:
+    """(area, circumradius) of a region in unit coordinates, measured on a fine grid.
 
-    Numerical rather than analytic so every shape (including boolean combinations) is
+    Numerical rather than analytic so every region (including boolean combinations) is
     handled the same way; 1200^2 samples give the area to ~0.1 %.
     """
     n, half = 1200, 1.25
     c = (np.arange(n) + 0.5) / n * 2 * half - half
     u, v = np.meshgrid(c, c)
-    inside = _SHAPES[shape](u, v)
-    area = float(inside.mean() * (2 * half) ** 2)
-    radius = float(np.sqrt((u[inside] ** 2 + v[inside] ** 2).max()))
+    hit = inside(u, v)
+    area = float(hit.mean() * (2 * half) ** 2)
+    radius = float(np.sqrt((u[hit] ** 2 + v[hit] ** 2).max()))
     return area, radius
+
+
+@cache
+def unit_geometry(shape: str) -> tuple[float, float]:
+    """(area, circumradius) of a shape in unit coordinates (:func:`measure_geometry`)."""
+    return measure_geometry(_SHAPES[shape])
 
 
 def pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -137,19 +143,15 @@ def scale_for_area(shape: str, area: float, size: int) -> float:
     return float(np.sqrt(area * size * size / unit_area))
 
 
-def shape_mask(
-    shape: str, size: int, area: float, x: float, y: float, rotation: float
+def pose_mask(
+    inside: Region, unit_area: float, size: int, area: float, x: float, y: float,
+    rotation: float,
 ) -> np.ndarray:
-    """Exact boolean mask (size x size) of a shape.
-
-    ``area`` is the object's area as a fraction of the image (before clipping), ``x``, ``y``
-    its centre as fractions of width / height, ``rotation`` degrees counter-clockwise as
-    seen on screen. Each pixel centre is mapped back into the shape's unit coordinates and
-    tested analytically, so rotated edges stay exact (no raster resampling).
-    """
-    if shape not in _SHAPES:
-        raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPE_NAMES)}")
-    s = scale_for_area(shape, area, size)
+    """Exact boolean mask (size x size) of a region of ``unit_area`` (in its unit
+    coordinates) posed at ``area`` / centre ``x``, ``y`` / ``rotation``: each pixel centre
+    is mapped back into the unit coordinates and tested analytically, so rotated edges stay
+    exact (no raster resampling). Shared by every object family (shapes, glyphs)."""
+    s = float(np.sqrt(area * size * size / unit_area))
     px, py = pixel_grid(size)
     dx, dy = px - x * size, py - y * size
     t = np.deg2rad(rotation)
@@ -157,4 +159,18 @@ def shape_mask(
     # (u cos t + v sin t, -u sin t + v cos t); this is its inverse.
     u = (dx * np.cos(t) - dy * np.sin(t)) / s
     v = (dx * np.sin(t) + dy * np.cos(t)) / s
-    return _SHAPES[shape](u, v)
+    return inside(u, v)
+
+
+def shape_mask(
+    shape: str, size: int, area: float, x: float, y: float, rotation: float
+) -> np.ndarray:
+    """Exact boolean mask (size x size) of a shape.
+
+    ``area`` is the object's area as a fraction of the image (before clipping), ``x``, ``y``
+    its centre as fractions of width / height, ``rotation`` degrees counter-clockwise as
+    seen on screen (:func:`pose_mask`).
+    """
+    if shape not in _SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPE_NAMES)}")
+    return pose_mask(_SHAPES[shape], unit_geometry(shape)[0], size, area, x, y, rotation)

@@ -15,8 +15,8 @@ import numpy as np
 from robustft.benchmark.config import PLAIN_BACKGROUND, SynthConfig
 from robustft.benchmark.shapes import pixel_grid
 
-__all__ = ["background_spec", "hsv_to_rgb", "marking_spec", "object_colour", "pattern_field",
-           "render_background"]
+__all__ = ["background_colours", "background_spec", "hsv_to_rgb", "marking_field", "marking_spec",
+           "object_colour", "pattern_field", "render_background"]
 
 
 def hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
@@ -50,6 +50,12 @@ def marking_spec(label: int) -> tuple[str, int]:
     """Pattern and variant of class ``label``'s markings: the background patterns' family
     with variants 2 and 3, which no background of up to 10 classes uses."""
     return _PATTERNS[(label + 2) % len(_PATTERNS)], (label // len(_PATTERNS) + 2) % 4
+
+
+def marking_field(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """The [0, 1] field of class ``label``'s markings (where the darker shade goes)."""
+    pattern, variant = marking_spec(label)
+    return pattern_field(pattern, variant, size, rng)
 
 
 def pattern_field(pattern: str, variant: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -109,7 +115,7 @@ def pattern_field(pattern: str, variant: int, size: int, rng: np.random.Generato
     raise ValueError(pattern)
 
 
-def _background_colours(
+def background_colours(
     hue: float, config: SynthConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Two shades of one hue family (lighter and darker), jittered per image."""
@@ -139,7 +145,7 @@ def render_background(
         raise ValueError(f"background must be in [0, {config.num_classes}) or "
                          f"PLAIN_BACKGROUND ({PLAIN_BACKGROUND}), got {background}")
     spec = background_spec(background, config.num_classes)
-    light, dark = _background_colours(spec["hue"], config, rng)
+    light, dark = background_colours(spec["hue"], config, rng)
     f = pattern_field(spec["pattern"], spec["variant"], size, rng)[..., None]
     img = light * (1 - f) + dark * f
     if config.bg_noise > 0:

@@ -44,7 +44,7 @@ from robustft.benchmark.config import (
     class_names,
 )
 from robustft.benchmark.render import render_split_item
-from robustft.benchmark.textures import background_spec
+from robustft.benchmark.families import background_family
 
 __all__ = ["FORMAT_VERSION", "generate_benchmark", "read_benchmark"]
 
@@ -249,7 +249,8 @@ def generate_benchmark(
         "seed": config.seed,
         "config": config.to_dict(),
         "classes": names,
-        "backgrounds": [background_spec(b, config.num_classes) for b in range(config.num_classes)],
+        "backgrounds": [background_family(config).spec(b, config.num_classes)
+                        for b in range(config.num_classes)],
         "splits": {
             s: {
                 "count": counts[s],

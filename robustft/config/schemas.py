@@ -77,8 +77,11 @@ TRAINER_SCHEMA = schema_from_signature(pl.Trainer, "TrainerConfig",
 _SYNTH_SCHEMA = schema_from_signature(SynthConfig, "SynthSettings", with_target=False)
 # the generated benchmark's settings ride on the data config that reads it (data=synth)
 _SYNTH_FIELD = ("synth", _SYNTH_SCHEMA | None, field(default=None))
+# and its name (its folder under paths.data_dir), which keys the demo's cached stand-in
+_BENCHMARK_FIELD = ("benchmark", str | None, field(default=None))
 GENERIC_DATA_SCHEMA = schema_from_signature(ImageMaskDataModule, "GenericDataConfig",
-                                            exclude=("mask_decoder",), extra=[_SYNTH_FIELD])
+                                            exclude=("mask_decoder",),
+                                            extra=[_SYNTH_FIELD, _BENCHMARK_FIELD])
 IMAGENET_S_DATA_SCHEMA = schema_from_signature(
     ImageNetSDataModule, "ImageNetSDataConfig", inherit=ImageMaskDataModule,
     # the paper split has its own class choice, masks and label order: these would do nothing

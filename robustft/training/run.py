@@ -60,6 +60,7 @@ def build_datamodule(data_cfg: DictConfig, model: nn.Module) -> pl.LightningData
     preprocessing = preprocessing_config(model)
     cfg = OmegaConf.to_container(data_cfg, resolve=True)
     cfg.pop("synth", None)  # generator settings, consumed before (see robustft.cli.common)
+    cfg.pop("benchmark", None)  # the generated benchmark's name, for the demo's paths
     if cfg.get("crop_size") is None:
         height, width = preprocessing["input_size"][-2:]
         cfg["crop_size"] = height if height == width else [height, width]

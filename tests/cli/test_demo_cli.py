@@ -38,7 +38,8 @@ def test_demo_runs_end_to_end_and_reuses_the_stand_in(tmp_path):
     for model in ("original", "relevance-finetuned"):
         for metric in ("top1", "fg_share", "fg_share_object_only", "top1_object_only"):
             assert (model, "shuffled", metric) in metrics
-    weights = tmp_path / ".cache" / "demo" / "pretrained.safetensors"
+    # one stand-in per benchmark (data.benchmark), so data=synth_b does not evict this one
+    weights = tmp_path / ".cache" / "demo" / "synth" / "pretrained.safetensors"
     assert weights.is_file()
     stamp = weights.stat().st_mtime_ns
 
