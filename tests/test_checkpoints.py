@@ -176,7 +176,10 @@ def test_robustft_checkpoint_is_plain_data(clean_checkpoint):
     assert checkpoint["hyper_parameters"]["model_config"] == {
         "name": "vit_tiny_patch16_224", "family": "timm", "pretrained": False, "weights_file": None,
         "checkpoint": None,
-        "num_classes": 4, "kwargs": TINY_KWARGS}
+        "num_classes": 4, "kwargs": TINY_KWARGS, "tag": None,
+        # the config schema's zero-shot node, inactive for timm without an embeddings file
+        "zero_shot": {"class_names": None, "templates": "openai_imagenet",
+                      "embeddings_file": None}}
     assert any(key.startswith("teacher.") for key in checkpoint["state_dict"])
 
 
