@@ -43,8 +43,8 @@ from robustft.benchmark.config import (
     SynthConfig,
     class_names,
 )
-from robustft.benchmark.render import render_split_item
 from robustft.benchmark.families import background_family
+from robustft.benchmark.render import render_split_item
 
 __all__ = ["FORMAT_VERSION", "generate_benchmark", "read_benchmark"]
 

@@ -57,3 +57,16 @@ def test_relevance_step_benchmark_names_an_unknown_family(tmp_path):
                 cwd=tmp_path)
     assert done.returncode != 0
     assert "unknown model family 'nope'" in done.stderr
+
+
+def test_stand_in_check_runs_on_the_second_benchmark(tmp_path):
+    done = _run("stand_in_check.py", "--images", "8", "data=synth_b", f"paths.root_dir={tmp_path}",
+                "++data.synth.num_classes=3", "++data.synth.pretrain_per_class=4",
+                "++data.synth.train_per_class=2", "++data.synth.eval_per_class=3",
+                "model.num_classes=3", "model.kwargs.depth=1", "model.kwargs.embed_dim=32",
+                "pretrain.max_epochs=1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / ".cache/demo/synth_b/pretrained.safetensors").is_file()
+    assert (tmp_path / "data/synth_b/classes.txt").read_text().split() == ["00_T", "01_H", "02_X"]
+    for split in ("in_distribution", "shuffled", "anti_correlated", "rendition"):
+        assert f"| {split} |" in done.stdout, done.stdout
