@@ -163,8 +163,10 @@ def write_report(cfg: DictConfig, rows: list[ResultRow], output_dir: Path,
     readme = Path(settings.readme) if settings.readme else None
     sections = []
     for benchmark in settings.benchmarks:
+        # level 4: the README's block sits under a level-3 section
         sections.append(compare_markdown(summaries, benchmark=benchmark, objectives=objectives,
-                                         splits=splits, draws=list(settings.draws)))
+                                         splits=splits, draws=list(settings.draws),
+                                         heading_level=4))
         figure = plot_comparison(summaries, output_dir / f"compare_{benchmark}.png",
                                  benchmark=benchmark, objectives=objectives, splits=splits)
         if readme is not None:

@@ -42,8 +42,10 @@ def plot_comparison(summaries: Mapping[SummaryKey, Summary], path: str | os.Path
         axis.set_ylabel(METRIC_TITLES.get(metric, metric))
         axis.set_ylim(0, 100)
         axis.grid(axis="y", alpha=0.3)
-    axes[0, 0].set_title(f"{benchmark}: mean over draws (bars), each draw (points)")
-    axes[0, 0].legend(fontsize=7, ncol=min(4, len(objectives)), loc="upper right")
+    figure.suptitle(f"{benchmark}: mean over draws (bars), each draw (points)")
+    # above the panels, where no bar reaches
+    axes[0, 0].legend(fontsize=7, ncol=min(4, len(objectives)), loc="lower center",
+                      bbox_to_anchor=(0.5, 1.0))
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,7 @@ def test_compare_runs_every_objective_on_every_draw_and_writes_the_readme_block(
     assert (run / "compare_synth.png").is_file()
     assert (tmp_path / "docs" / "compare_synth.png").is_file()
     updated = readme.read_text()
-    assert updated.startswith("# x\n<!-- compare:begin -->\n### synth: Top-1")
+    assert updated.startswith("# x\n<!-- compare:begin -->\n#### synth: Top-1")
     assert updated.endswith("<!-- compare:end -->\ntail\n") and "old" not in updated
     # the stand-ins are cached: the demo's file and the reference's beside it
     cache = tmp_path / ".cache" / "demo"
