@@ -5,8 +5,32 @@
 
 Any model a ``robustft.backbones.ModelSpec`` builds (``--family timm|hf|open_clip``,
 ``--name``, ``--kwargs`` JSON for the constructor), random weights (``pretrained=False``, no
-download), ``--device`` cpu by default. Each step is a forward, a loss and its backward
-(gradients zeroed, no optimiser update):
+download), ``--device`` cpu by default:
+
+- ``timm``: ``--name`` a timm model, ``--img-size`` passed as ``img_size`` unless
+  ``--kwargs`` sets it;
+- ``hf``: ``--hf-path`` a local folder with a ``config.json`` (weights not needed) or
+  ``--hf-id``, ``--kwargs`` replacing config values; a ViT-Ti-shaped one:
+  ``python -c "import transformers; transformers.ViTConfig(hidden_size=192,
+  num_hidden_layers=12, num_attention_heads=3, intermediate_size=768).save_pretrained('vit_ti_hf')"``
+  then ``--family hf --hf-path vit_ti_hf``;
+- ``open_clip``: ``--name`` an OpenCLIP model name, ``--kwargs`` the arguments of
+  ``open_clip.create_model`` (``embed_dim``, ``vision_cfg``, ``text_cfg`` replace the named
+  config's, so any shape builds offline; ``--img-size`` becomes the tower's
+  ``vision_cfg.image_size`` unless set there). The zero-shot head is ``--num-classes``
+  generated names (``class 0`` ...) with the template ``a photo of a {}.``, computed with the
+  model's own random text tower, or read from ``--embeddings-file`` (a head file). A
+  ViT-Ti-shaped one with a one-block text tower::
+
+      python benchmarks/relevance_step.py --family open_clip --name ViT-B-16 --kwargs \
+        '{"embed_dim": 192, "vision_cfg": {"image_size": 224, "patch_size": 16, "width": 192,
+          "layers": 12, "head_width": 64}, "text_cfg": {"context_length": 16,
+          "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1}}'
+
+Steps the model cannot run are skipped with one line saying why (``fused`` where the
+backbone refuses fused capture, e.g. attention dropout in training: it would time eager
+again). Each step is a forward, a loss and its backward (gradients zeroed, no optimiser
+update):
 
 - ``plain``: cross-entropy on the labels (ordinary fine-tuning);
 - ``eager``: relevance map with materialised attention (``relevance.backend=eager``,
@@ -42,25 +66,35 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from robustft.backbones import ModelSpec
+from robustft.backbones import ModelSpec, backbone_of
+from robustft.backbones.zero_shot import ZeroShotSpec
 from robustft.losses import relevance_loss
 from robustft.relevance import PHASES, relevance_map, upsample_and_normalize
 
 STEPS = ("plain", "eager", "fused", "second_order")
+ZERO_SHOT_TEMPLATE = "a photo of a {}."  # one prompt: the head is random text embeddings anyway
 PRECISIONS = ("fp32", "bf16")
 
 
 def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--family", default="timm", help="ModelSpec family: timm | hf | open_clip")
-    parser.add_argument("--name", "--model", dest="name", default="deit_small_patch16_224")
+    parser.add_argument("--name", "--model", dest="name", default="deit_small_patch16_224",
+                        help="timm or OpenCLIP model name (family hf: optional, a label)")
+    parser.add_argument("--hf-path", default=None,
+                        help="family hf: a local folder with the model's config.json")
+    parser.add_argument("--hf-id", default=None, help="family hf: a hub id (needs the hub cache)")
+    parser.add_argument("--embeddings-file", default=None,
+                        help="family open_clip: a zero-shot head file instead of --num-classes "
+                             "generated names through the text tower")
     parser.add_argument("--kwargs", type=json.loads, default={},
                         help='model constructor arguments as JSON, e.g. \'{"depth": 2}\'')
     parser.add_argument("--img-size", type=int, default=224,
                         help="input size (timm: also passed as img_size unless --kwargs sets it)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument("--num-classes", type=int, default=10,
+                        help="classes of the head (open_clip: generated zero-shot class names)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32"])
@@ -81,20 +115,48 @@ def _setup(args: argparse.Namespace):
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    kwargs = dict(args.kwargs)
-    if args.family == "timm":
-        kwargs.setdefault("img_size", args.img_size)
-    spec = ModelSpec(name=args.name, family=args.family, pretrained=False,
-                     num_classes=args.num_classes, kwargs=kwargs)
-    model = spec.build(key="--name").to(args.device).train()
+    model = _model_spec(args).build(key="--name").to(args.device).train()
     if args.compile:
         model.compile()
     images = torch.randn(args.batch, 3, args.img_size, args.img_size, device=args.device)
     masks = torch.zeros(args.batch, args.img_size, args.img_size, device=args.device)
     quarter = args.img_size // 4
     masks[:, quarter:-quarter, quarter:-quarter] = 1.0
-    labels = torch.arange(args.batch, device=args.device) % args.num_classes
+    num_classes = backbone_of(model).num_classes or args.num_classes  # a head file has its own
+    labels = torch.arange(args.batch, device=args.device) % num_classes
     return model, images, masks, labels
+
+
+def _model_spec(args: argparse.Namespace) -> ModelSpec:
+    """The spec of ``args`` (module docstring: what each family takes)."""
+    kwargs = json.loads(json.dumps(args.kwargs))  # a deep copy: vision_cfg may gain image_size
+    if args.family == "timm":
+        kwargs.setdefault("img_size", args.img_size)
+    if args.family != "open_clip":
+        return ModelSpec(name=args.name, family=args.family, pretrained=False,
+                         num_classes=args.num_classes, kwargs=kwargs, hf_id=args.hf_id,
+                         hf_path=args.hf_path)
+    # create_model's vision_cfg replaces the named config's whole, force_image_size with it
+    if isinstance(kwargs.get("vision_cfg"), dict):
+        kwargs["vision_cfg"].setdefault("image_size", args.img_size)
+    else:
+        kwargs.setdefault("force_image_size", args.img_size)
+    if args.embeddings_file:
+        zero_shot = ZeroShotSpec(embeddings_file=args.embeddings_file)
+    else:
+        zero_shot = ZeroShotSpec(class_names=[f"class {index}" for index in range(args.num_classes)],
+                                 templates=[ZERO_SHOT_TEMPLATE])
+    return ModelSpec(name=args.name, family="open_clip", pretrained=False, kwargs=kwargs,
+                     zero_shot=zero_shot)
+
+
+def _runnable_steps(steps: list[str], model) -> list[str]:
+    """``steps`` less those this model would not run as named, each said in one line."""
+    refusal = backbone_of(model).fused_capture_refusal()
+    if "fused" in steps and refusal:
+        print(f"fused: skipped ({type(model).__name__} runs eager instead: {refusal})")
+        return [step for step in steps if step != "fused"]
+    return steps
 
 
 def _step(kind: str, precision: str, model, images, masks, labels) -> None:
@@ -103,8 +165,8 @@ def _step(kind: str, precision: str, model, images, masks, labels) -> None:
                 else nullcontext())
     with autocast:
         if kind == "plain":
-            with record_function("step.forward"):
-                logits = model(images)
+            with record_function("step.forward"):  # the logits of any family (hf: an output object)
+                logits = backbone_of(model).class_scores(images)
             with record_function("step.loss"):
                 loss = F.cross_entropy(logits, labels)
         else:
@@ -218,6 +280,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     torch.set_grad_enabled(True)
     model, images, masks, labels = _setup(args)
+    args.steps = _runnable_steps(args.steps, model)
     runs = [(kind, precision) for precision in args.precision for kind in args.steps]
     wall: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
     cpu: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
@@ -230,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
                 cpu[kind, precision].append(time.process_time() - start_cpu)
     forwarded = list(argv if argv is not None else sys.argv[1:])
     print(f"family={args.family} name={args.name} kwargs={json.dumps(args.kwargs)} "
+          f"classes={backbone_of(model).num_classes} "
           f"img={args.img_size} batch={args.batch} device={args.device} "
           f"threads={torch.get_num_threads()} compile={args.compile} rounds={args.rounds} (median)")
     header = ("step", "precision", "seconds", "x_plain", "cpu_seconds", "cpu_x_plain",

@@ -4,10 +4,14 @@ numbers are measured by hand, never asserted."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from fixtures.tiny_hf import save_tiny_hf
+from tiny_models import TINY_OPEN_CLIP_KWARGS
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -50,6 +54,44 @@ def test_relevance_step_benchmark_runs(tmp_path):
     assert {row["name"] for row in rows} == {"vit_tiny_patch16_224"}
     assert all(float(row["x_plain"]) > 0 for row in rows)
     assert all(float(row["x_plain"]) == 1.0 for row in rows if row["step"] == "plain")
+
+
+def _steps_table(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_relevance_step_benchmark_runs_an_open_clip_model_with_a_generated_head(tmp_path):
+    # a random tiny OpenCLIP (image and text tower) under a built-in name: the zero-shot head
+    # of 3 generated class names comes from its own text tower, nothing is downloaded; its
+    # vision_cfg has no image_size, so --img-size must set it (else 224 px would not match
+    # the 32-px inputs)
+    kwargs = json.loads(json.dumps(TINY_OPEN_CLIP_KWARGS))
+    del kwargs["vision_cfg"]["image_size"]
+    table = tmp_path / "steps.csv"
+    done = _run("relevance_step.py", "--family", "open_clip", "--name", "ViT-B-16",
+                "--kwargs", json.dumps(kwargs), "--img-size", "32", "--batch", "2",
+                "--num-classes", "3", "--rounds", "1", "--csv", str(table), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = _steps_table(table)
+    assert [row["step"] for row in rows] == ["plain", "eager", "fused", "second_order"]
+    assert {row["family"] for row in rows} == {"open_clip"}
+    assert all(float(row["cpu_x_plain"]) > 0 for row in rows)
+    assert "classes=3 " in done.stdout, done.stdout
+
+
+def test_relevance_step_benchmark_skips_fused_where_the_model_cannot_run_it(tmp_path):
+    # a Hugging Face ViT with attention dropout in training: the fused backend would run
+    # eager, so the benchmark says so in one line instead of timing eager twice
+    save_tiny_hf(tmp_path / "hf_vit", image_size=32, patch_size=8)
+    table = tmp_path / "steps.csv"
+    done = _run("relevance_step.py", "--family", "hf", "--hf-path", str(tmp_path / "hf_vit"),
+                "--kwargs", '{"attention_probs_dropout_prob": 0.1}', "--img-size", "32",
+                "--batch", "2", "--rounds", "1", "--csv", str(table), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    skipped = [line for line in done.stdout.splitlines() if line.startswith("fused: skipped")]
+    assert len(skipped) == 1 and "attention dropout" in skipped[0], done.stdout
+    assert [row["step"] for row in _steps_table(table)] == ["plain", "eager", "second_order"]
 
 
 def test_relevance_step_benchmark_names_an_unknown_family(tmp_path):
