@@ -18,8 +18,8 @@ checkpoint's saved architecture. The benchmark is the demo's (``data.root``'s pa
 arguments are overrides of the demo's config. ``--images N`` evaluates N images per split,
 evenly spaced over its sorted samples (every class represented).
 
-Writes ``explanation_quality.csv`` (model, split, method, quantity, value in percent,
-images), ``explanation_quality_timing.csv`` (model, split, method, part, seconds per image)
+Writes ``explanation_quality.csv`` (model, split, method, quantity, removed_fraction (the
+perturbation curves' points; empty elsewhere), value in percent, images), ``explanation_quality_timing.csv`` (model, split, method, part, seconds per image)
 and ``explanation_quality.md`` (both tables, also printed) to ``--out``.
 """
 
@@ -41,7 +41,7 @@ from omegaconf import OmegaConf
 from robustft.benchmark.read import ImageFolderSplit
 from robustft.cli.errors import one_line_errors
 from robustft.data.eval.base import EvalImageDataset
-from robustft.evaluation.explanation import ExplanationSettings, metric_name
+from robustft.evaluation.explanation import FRACTION_FACTOR, ExplanationSettings, metric_name
 from robustft.evaluation.model_loading import build_model_from_entry
 from robustft.evaluation.perturbation import DEFAULT_FRACTIONS, check_fractions
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
@@ -101,13 +101,13 @@ def measure(models: dict, benchmark: Path, splits: Sequence[str], methods: Seque
                                    batch_size=batch_size, num_workers=0, device="cpu",
                                    progress=False, explanations=settings, timings=parts)
             for row in rows:
-                if row["factor"]:
-                    continue  # the perturbation curves per removed fraction: in the AUCs
+                if row["factor"] not in ("", FRACTION_FACTOR):
+                    continue  # top-1 per sweep factor value: not part of this table
                 quantity = row["metric"].removeprefix(metric_name(method, ""))
                 values.append({"model": row["model"], "split": split,
                                "method": "" if quantity in ("top1", "top5") else method,
-                               "quantity": quantity, "value": row["accuracy"],
-                               "images": row["num_images"]})
+                               "quantity": quantity, "removed_fraction": row["factor_value"],
+                               "value": row["accuracy"], "images": row["num_images"]})
             for model, seconds in parts.items():
                 timings += [{"model": model, "split": split, "method": method, "part": part,
                              "seconds_per_image": value} for part, value in seconds.items()]
@@ -118,7 +118,8 @@ def measure(models: dict, benchmark: Path, splits: Sequence[str], methods: Seque
 def quality_table(values: list[dict], models: Sequence[str], splits: Sequence[str],
                   methods: Sequence[str]) -> list[str]:
     """Markdown rows: split x method x model, the COLUMNS."""
-    value_of = {(r["model"], r["split"], r["method"], r["quantity"]): r["value"] for r in values}
+    value_of = {(r["model"], r["split"], r["method"], r["quantity"]): r["value"]
+                for r in values if not r["removed_fraction"]}
     lines = ["| split | method | model | " + " | ".join(h for h, _ in COLUMNS) + " |",
              "|---|---|---|" + "---:|" * len(COLUMNS)]
     for split in splits:

@@ -89,6 +89,17 @@ def test_table_has_every_row_and_column_in_range(workspace):
     share = [float(row["value"]) for row in values if row["model"] == "original"
              and row["split"] == "shuffled" and row["method"] == "grad_rollout"
              and row["quantity"] == "foreground_share"]
+    curve = [row for row in values if row["model"] == "finetuned"
+             and row["split"] == "anti_correlated" and row["method"] == "rollout"
+             and row["quantity"] == "perturbation_negative"]
+    assert [row["removed_fraction"] for row in curve] == [
+        "0", "0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"]
+    # the AUC is the trapezoid of that curve over the removed fractions
+    auc = [float(row["value"]) for row in values if row["model"] == "finetuned"
+           and row["split"] == "anti_correlated" and row["method"] == "rollout"
+           and row["quantity"] == "perturbation_negative_auc"]
+    points = [float(row["value"]) for row in curve]
+    assert auc == [pytest.approx(sum(0.05 * (a + b) for a, b in zip(points, points[1:])))]
     assert share == [pytest.approx(100 * mean_foreground_share(model.eval(), images, masks,
                                                                 labels), abs=1e-3)]
     # the methods' maps differ, so do their numbers
@@ -105,7 +116,7 @@ def test_table_has_every_row_and_column_in_range(workspace):
     assert "ms per image" in done.stdout and "| rollout |" in done.stdout
 
 
-def test_images_per_split_are_evenly_spaced_and_counted(workspace):
+def test_images_per_split_sets_the_count(workspace):
     done = _run(workspace, "--images", "5", "--methods", "raw_attention", "--splits", "shuffled",
                 "--out", str(workspace / "five"))
     assert done.returncode == 0, done.stderr[-2000:]
