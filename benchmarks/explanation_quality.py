@@ -176,7 +176,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--original", default=None,
                         help="the original model's weights file (default: model.weights_file "
                              "of the demo's config, the cached stand-in)")
-    parser.add_argument("--images", type=int, default=150, help="images per split (0 = all)")
+    parser.add_argument("--images", type=int, default=100, help="images per split (0 = all)")
     parser.add_argument("--splits", type=_names, default=list(SPLITS[:2]),
                         help="comma-separated (default: %(default)s)")
     parser.add_argument("--methods", type=_names, default=list(METHODS[:3]),
