@@ -210,6 +210,7 @@ def evaluate_models(
     autocast_dtype: torch.dtype | None = None,
     unreadable: list[UnreadableImage] | None = None,
     explanations: ExplanationSettings | None = None,
+    timings: dict[str, dict[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate every model in ``models`` on ``dataset`` in ONE pass over its images.
 
@@ -228,6 +229,10 @@ def evaluate_models(
       metrics (``robustft.evaluation.explanation``) run in the same pass, on the same
       input tensors, with each mask resampled like its image (``mask_geometry``). A metric
       the dataset cannot give (masks, labels) is a ``ValueError`` before any image is read.
+    - ``timings``, when given, gets each model's wall seconds per image of each part:
+      ``top1`` (its forward and scoring) and the explanation parts (``forward``,
+      ``relevance``: the maps, shared by the metrics that explain the same class, then
+      ``perturbation``, ``segmentation``, ``share`` on their own); the same is logged.
 
     Returns the result rows (see module docstring), models in the order given.
     """
@@ -277,6 +282,7 @@ def evaluate_models(
         explainers[name] = ExplanationScorer(settings, protocol, mean=mean, std=std)
     metas: list[dict[str, str]] = []
     skipped: list[_Unreadable] = []
+    top1_seconds: dict[str, float] = defaultdict(float)
     for model in models.values():
         model.to(device).eval()
 
@@ -299,11 +305,13 @@ def evaluate_models(
             for model_name, model in models.items():
                 view = view_of_model[model_name]
                 if model_name in scorers:
+                    begun = time.perf_counter()
                     with torch.inference_mode(), torch.autocast(
                         device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
                     ):
                         logits = backbone_of(model).class_scores(inputs[view])
                     scorers[model_name].update(protocol.scores(logits.float()), targets)
+                    top1_seconds[model_name] += time.perf_counter() - begun
                 if model_name in explainers:
                     with torch.autocast(device.type, dtype=autocast_dtype,
                                         enabled=autocast_dtype is not None):
@@ -323,8 +331,10 @@ def evaluate_models(
 
     rows: list[dict[str, Any]] = []
     for model_name in models:
+        parts: dict[str, float] = {}
         if model_name in scorers:
             scorer = scorers[model_name]
+            parts["top1"] = top1_seconds[model_name] / max(scorer.count, 1)
             for k, accuracy in scorer.overall().items():
                 rows.append(_row(model_name, dataset_name, protocol, f"top{k}", "", "", accuracy,
                                  scorer.count))
@@ -336,9 +346,12 @@ def evaluate_models(
             for metric, factor, value, number in explainer.results():
                 rows.append(_row(model_name, dataset_name, protocol, metric, factor, value, number,
                                  explainer.count))
-            timing = ", ".join(f"{part} {1000 * seconds:.1f} ms"
-                               for part, seconds in explainer.seconds_per_image().items())
+            parts.update(explainer.seconds_per_image())
+        if explainers:
+            timing = ", ".join(f"{part} {1000 * seconds:.1f} ms" for part, seconds in parts.items())
             log.info("%s on %s: time per image: %s", model_name, dataset_name, timing)
+        if timings is not None:
+            timings[model_name] = parts
     return rows
 
 

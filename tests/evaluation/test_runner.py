@@ -348,3 +348,33 @@ def test_timm_hugging_face_and_openclip_in_one_pass_each_image_decoded_once(tmp_
             logits = torch.cat([predict(image) for image, _target, _meta in images])
         hits = (logits.argmax(1) == labels).float().mean().item() * 100
         assert _accuracy(rows, name, "top1") == (pytest.approx(hits, abs=1e-4), 12)
+
+
+def test_timings_give_each_part_its_seconds_per_image(tmp_path: Path) -> None:
+    from time import perf_counter
+
+    from robustft.evaluation.explanation import ExplanationSettings
+
+    bench = miniature.make_generated_benchmark(tmp_path / "bench", images_per_class=3)
+    dataset = ImageFolderSplit(bench.root, "val", class_names=bench.class_names)
+    models = {f"vit{seed}": _tiny_vit(seed, len(bench.class_names)) for seed in range(2)}
+    settings = ExplanationSettings(metrics=("top1", "perturbation"), fractions=(0.0, 0.5))
+    timings: dict[str, dict[str, float]] = {}
+    started = perf_counter()
+    evaluate_models(models, dataset, transforms=build_eval_transforms(models), batch_size=4,
+                    num_workers=0, progress=False, explanations=settings, timings=timings)
+    elapsed = perf_counter() - started
+    assert list(timings) == ["vit0", "vit1"]
+    for parts in timings.values():
+        # the explanation scorer's parts (the maps of the perturbation test's class) and top-1
+        assert set(parts) == {"top1", "forward", "relevance", "perturbation"}
+        assert all(seconds > 0 for seconds in parts.values())
+    # per image, over the 9 images: together no more than the call took
+    total = sum(sum(parts.values()) for parts in timings.values())
+    assert total * len(dataset) <= elapsed
+    # top-1 alone: only its own part
+    top1_only: dict[str, dict[str, float]] = {}
+    evaluate_models(models, dataset, transforms=build_eval_transforms(models), batch_size=4,
+                    num_workers=0, progress=False, timings=top1_only)
+    assert {label: set(parts) for label, parts in top1_only.items()} == {
+        "vit0": {"top1"}, "vit1": {"top1"}}
