@@ -20,7 +20,8 @@ evenly spaced over its sorted samples (every class represented).
 
 Writes ``explanation_quality.csv`` (model, split, method, quantity, removed_fraction (the
 perturbation curves' points; empty elsewhere), value in percent, images),
-``explanation_quality_timing.csv`` (model, split, method, part, seconds per image) and ``explanation_quality.md`` (both tables, also printed) to ``--out``.
+``explanation_quality_timing.csv`` (model, split, method, part, seconds per image) and
+``explanation_quality.md`` (both tables, also printed) to ``--out``.
 """
 
 from __future__ import annotations
