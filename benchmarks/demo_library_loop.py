@@ -1,7 +1,7 @@
 """The demo's fine-tuning as a plain PyTorch loop over robustft's library functions.
 
 ``docs/demo_measurements.md`` calls this "the library loop": the same stand-in, the same
-15 fine-tuning images, the same loss and optimiser as ``robustft-demo``, but no
+fine-tuning images (``experiment=demo``'s selection), the same loss and optimiser as ``robustft-demo``, but no
 Lightning: ``relevance_map`` -> ``upsample_and_normalize`` -> ``relevance_loss`` (+ L2-SP)
 -> AdamW with the step decay, one batch at a time. It skips the demo's validation,
 checkpointing and full evaluation, so a recipe is quicker to compare; then it reports
@@ -15,7 +15,9 @@ from the repository root, with any override of the demo's config::
     python benchmarks/demo_library_loop.py loss.lambda_l2sp=0 optim.optimizer.lr=1e-4 optim.scheduler.every=2
     python benchmarks/demo_library_loop.py --images 100 data.seed=1 seed=2
 
-``seed`` orders the batches (as in the demo), ``data.seed`` draws the 15 images.
+``seed`` orders the batches (as in the demo), ``data.seed`` draws the images. The records
+in ``docs/demo_measurements.md`` before "A recipe that holds" were measured on the earlier
+recipe's 15 images (``data.class_fraction=0.5 data.train_per_class=3``).
 ``ROBUSTFT_ROOT`` is honoured as in the demo.
 """
 

@@ -35,14 +35,13 @@ def worst_draw_table(run_dirs: list[Path]) -> str:
                 per_draw[key].append(row.value)
         objectives = sorted({(r.benchmark, r.objective) for r in rows if r.draw is not None})
         for benchmark, objective in objectives:
-            def gain(split: str) -> str:
-                worst = min(per_draw[(benchmark, objective, split, "top1")])
-                return f"{worst - single[(benchmark, ORIGINAL, split, 'top1')]:+.1f}"
+            gains = [min(per_draw[(benchmark, objective, split, "top1")])
+                     - single[(benchmark, ORIGINAL, split, "top1")] for split in SPLITS]
             share = min(per_draw[(benchmark, objective, "shuffled", "fg_share")])
             reference = single.get((benchmark, REFERENCE, "shuffled", "fg_share"))
             percent = f"{100 * share / reference:.0f} %" if reference else "-"
             lines.append(f"| {run_dir.name}: {objective} | {benchmark} | "
-                         + " | ".join(gain(s) for s in SPLITS) + f" | {share:.1f} | {percent} |")
+                         + " | ".join(f"{g:+.1f}" for g in gains) + f" | {share:.1f} | {percent} |")
     return "\n".join(lines)
 
 

@@ -21,7 +21,9 @@ MINIATURE = ["++data.synth.num_classes=4", "++data.synth.train_per_class=4",
              "evaluation.relevance_images_per_split=8",
              "compare.splits=[in_distribution,shuffled]", "compare.draws=[0,1]",
              "~compare.objectives.relevance_second_order", "~compare.objectives.gradmask",
-             "~compare.objectives.rrr_paper_weight"]
+             "compare.benchmarks=[synth]",
+             # fewer than the 4 generated per class, so that two draws differ
+             "data.train_per_class=2"]
 
 
 def _run_compare(root: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -66,7 +68,7 @@ def test_compare_runs_every_objective_on_every_draw_and_writes_the_readme_block(
     assert updated.startswith("# x\n<!-- compare:begin -->\n#### synth: Top-1")
     assert updated.endswith("<!-- compare:end -->\ntail\n") and "old" not in updated
     # the stand-ins are cached: the demo's file and the reference's beside it
-    cache = tmp_path / ".cache" / "demo"
+    cache = tmp_path / ".cache" / "demo" / "synth"
     assert (cache / "pretrained.safetensors").is_file()
     assert (cache / "pretrained_shortcut_free.safetensors").is_file()
     assert (tmp_path / "data" / "synth_shortcut_free" / "benchmark.json").is_file()

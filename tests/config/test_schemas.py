@@ -110,7 +110,7 @@ def test_groups_become_the_methods_own_objects():
     cfg = _compose(["experiment=demo", "relevance.gradient_mode=second_order"])
     loss, relevance = typed_group(cfg, "loss"), typed_group(cfg, "relevance")
     assert isinstance(loss, LossConfig) and loss.classification == "kl_to_teacher"
-    assert loss.lambda_l2sp == 1.0 and loss.weights.background == 2.0
+    assert loss.lambda_l2sp == 100.0 and loss.weights.background == 2.0
     assert isinstance(relevance, RelevanceConfig) and relevance.gradient_mode == "second_order"
     assert str(relevance.gradient_mode) == "second_order"  # a StrEnum prints its value
 
