@@ -12,10 +12,9 @@ percentage of the shortcut-free reference's (when the run has one)::
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
 from pathlib import Path
 
-from robustft.evaluation.compare import ORIGINAL, REFERENCE, read_results
+from robustft.evaluation.compare import ORIGINAL, REFERENCE, read_results, summarize
 
 SPLITS = ("in_distribution", "shuffled", "anti_correlated")
 
@@ -25,21 +24,14 @@ def worst_draw_table(run_dirs: list[Path]) -> str:
              "| share (shuffled) | % of reference |", "|---|---|---:|---:|---:|---:|---:|"]
     for run_dir in run_dirs:
         rows = read_results(run_dir / "compare_results.csv")
-        single: dict[tuple, float] = {}
-        per_draw: dict[tuple, list[float]] = defaultdict(list)
-        for row in rows:
-            key = (row.benchmark, row.objective, row.split, row.metric)
-            if row.draw is None:
-                single[key] = row.value
-            else:
-                per_draw[key].append(row.value)
+        summaries = summarize(rows)  # the values of each key over the draws, as compare.md
         objectives = sorted({(r.benchmark, r.objective) for r in rows if r.draw is not None})
         for benchmark, objective in objectives:
-            gains = [min(per_draw[(benchmark, objective, split, "top1")])
-                     - single[(benchmark, ORIGINAL, split, "top1")] for split in SPLITS]
-            share = min(per_draw[(benchmark, objective, "shuffled", "fg_share")])
-            reference = single.get((benchmark, REFERENCE, "shuffled", "fg_share"))
-            percent = f"{100 * share / reference:.0f} %" if reference else "-"
+            gains = [summaries[(benchmark, objective, split, "top1")].low
+                     - summaries[(benchmark, ORIGINAL, split, "top1")].mean for split in SPLITS]
+            share = summaries[(benchmark, objective, "shuffled", "fg_share")].low
+            reference = summaries.get((benchmark, REFERENCE, "shuffled", "fg_share"))
+            percent = f"{100 * share / reference.mean:.0f} %" if reference else "-"
             lines.append(f"| {run_dir.name}: {objective} | {benchmark} | "
                          + " | ".join(f"{g:+.1f}" for g in gains) + f" | {share:.1f} | {percent} |")
     return "\n".join(lines)
