@@ -20,6 +20,10 @@ of the weights from where fine-tuning started (L2-SP, Li et al., ICML 2018; its 
 ``lambda_l2sp * ||theta - theta_0||^2`` to the training loss (not to the validation
 loss). With a few masked images it keeps the fine-tune near the original model: what the
 model knows about the objects survives while the relevance terms move it off the background.
+
+Optional, not in the paper: images without masks (``data.unmasked_root``) add
+``lambda_unmasked * L_cls`` over them to the training loss, ``L_cls`` being the objective's
+own classification term: the model's decisions are then kept on more than the masked images.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ __all__ = [
     "own_argmax_ce",
     "kl_to_teacher",
     "label_ce",
+    "classification_loss",
     "l2_sp_penalty",
     "relevance_loss",
     "foreground_share",
@@ -97,6 +102,29 @@ def label_ce(logits: Tensor, labels: Tensor, temperature: float = 1.0) -> Tensor
     return F.cross_entropy(logits / temperature, labels)
 
 
+def classification_loss(
+    classification: ClassificationTerm | str,
+    logits: Tensor,
+    *,
+    temperature: float = 1.0,
+    labels: Tensor | None = None,
+    teacher_logits: Tensor | None = None,
+) -> Tensor:
+    """The classification term ``L_cls`` named by ``classification``. ``labels`` is
+    required by ``label_ce``, ``teacher_logits`` by ``kl_to_teacher``."""
+    if classification == "own_argmax_ce":
+        return own_argmax_ce(logits, temperature)
+    if classification == "kl_to_teacher":
+        if teacher_logits is None:
+            raise ValueError("classification='kl_to_teacher' needs teacher_logits")
+        return kl_to_teacher(logits, teacher_logits, temperature)
+    if classification == "label_ce":
+        if labels is None:
+            raise ValueError("classification='label_ce' needs labels")
+        return label_ce(logits, labels, temperature)
+    raise ValueError(f"unknown classification term {classification!r}; one of {CLASSIFICATION_TERMS}")
+
+
 def l2_sp_penalty(parameters: Iterable[Tensor], start: Iterable[Tensor]) -> Tensor:
     """``sum_i ||p_i - p0_i||^2`` over paired tensors: the squared L2 distance of the
     weights ``parameters`` from their starting point ``start`` (L2-SP). A sum, not a mean,
@@ -127,8 +155,9 @@ class LossConfig:
     (``relevance``, the method, or a baseline of ``robustft.baselines``), the terms'
     weights (``lambda_*``), the classification term and its temperature, and the optional
     L2-SP pull towards the starting weights (``lambda_l2sp``, 0 = off) with ``fnmatch``
-    patterns of parameter names it leaves free (``l2sp_exclude``, e.g. ``blocks.*.attn.*``).
-    The baselines use ``lambda_rrr`` / ``lambda_gradmask`` and L2-SP, and ignore the
+    patterns of parameter names it leaves free (``l2sp_exclude``, e.g. ``blocks.*.attn.*``),
+    and the weight of the classification term on images without masks (``lambda_unmasked``,
+    used when the data has them). The baselines use ``lambda_rrr`` / ``lambda_gradmask`` and L2-SP, and ignore the
     relevance terms' weights and ``classification`` (they use cross-entropy on the labels).
     The defaults are the paper's loss for ImageNet-S masks."""
 
@@ -140,6 +169,8 @@ class LossConfig:
     lambda_seg: float = 0.8
     lambda_acc: float = 0.2
     lambda_l2sp: float = 0.0
+    # the classification term on the images without masks (data.unmasked_root), if any
+    lambda_unmasked: float = 1.0
     l2sp_exclude: list[str] = field(default_factory=list)
     # Ross et al.'s weight (their code's l2_grads=1000); docs/method.md §7 on its scale
     lambda_rrr: float = 1000.0
@@ -149,7 +180,7 @@ class LossConfig:
         self.objective = Objective(self.objective)
         self.classification = ClassificationTerm(self.classification)
         for name in ("lambda_bg", "lambda_fg", "lambda_seg", "lambda_acc", "lambda_l2sp",
-                     "lambda_rrr", "lambda_gradmask"):
+                     "lambda_unmasked", "lambda_rrr", "lambda_gradmask"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.temperature <= 0:
@@ -196,20 +227,8 @@ def relevance_loss(
     l_bg = background_loss(relevance, mask, ignore)
     l_fg = foreground_loss(relevance, mask, ignore)
     l_seg = weights.background * l_bg + weights.foreground * l_fg
-    if classification == "own_argmax_ce":
-        l_cls = own_argmax_ce(logits, temperature)
-    elif classification == "kl_to_teacher":
-        if teacher_logits is None:
-            raise ValueError("classification='kl_to_teacher' needs teacher_logits")
-        l_cls = kl_to_teacher(logits, teacher_logits, temperature)
-    elif classification == "label_ce":
-        if labels is None:
-            raise ValueError("classification='label_ce' needs labels")
-        l_cls = label_ce(logits, labels, temperature)
-    else:
-        raise ValueError(
-            f"unknown classification term {classification!r}; one of {CLASSIFICATION_TERMS}"
-        )
+    l_cls = classification_loss(classification, logits, temperature=temperature, labels=labels,
+                                teacher_logits=teacher_logits)
     total = weights.segmentation * l_seg + weights.classification * l_cls
     return LossTerms(total=total, segmentation=l_seg, background=l_bg, foreground=l_fg,
                      classification=l_cls)

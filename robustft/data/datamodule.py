@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader
 
 from robustft.data.datasets import ImageMaskDataset, MaskDecoder
@@ -35,8 +36,14 @@ from robustft.data.pair_checks import (
     empty_mask_warning,
     write_empty_mask_list,
 )
-from robustft.data.samplers import EpochSeededSampler
+from robustft.data.samplers import EpochSeededSampler, derived_seed
 from robustft.data.transforms import crop_height_width, joint_eval_transform, joint_train_transform
+from robustft.data.unmasked import (
+    UnmaskedImageDataset,
+    UnmaskedRecord,
+    batch_size_for_steps,
+    select_unmasked_images,
+)
 
 __all__ = ["ImageMaskDataModule", "ImageNetSDataModule"]
 log = logging.getLogger(__name__)
@@ -78,6 +85,13 @@ class ImageMaskDataModule(pl.LightningDataModule):
             ``"exclude"``-d from fine-tuning and validation or kept as background-only
             examples (``"background"``). The manifest keeps the drawn selection, so reusing
             it redraws nothing and re-applies this rule.
+        unmasked_root: an ImageFolder (``<root>/<class>/<image>``, the class folders of the
+            masked images) of images without masks, seen by the classification term only
+            (``loss.lambda_unmasked``): with it, each training batch is
+            ``{"pairs": <pair batch>, "unmasked": <image batch> | None}``, every drawn
+            unmasked image once per epoch, spread over the pairs' steps. None = off.
+        unmasked_per_class: images drawn from each class folder of ``unmasked_root`` with
+            ``seed`` (None = all); images of the masked selection are never drawn.
     """
 
     def __init__(
@@ -102,8 +116,16 @@ class ImageMaskDataModule(pl.LightningDataModule):
         class_index: str | None = None,
         cache_decoded: bool = False,
         empty_masks: EmptyMaskPolicy = "exclude",
+        unmasked_root: str | None = None,
+        unmasked_per_class: int | None = None,
     ) -> None:
         super().__init__()
+        if unmasked_per_class is not None and unmasked_per_class < 1:
+            raise ValueError(f"data.unmasked_per_class must be >= 1 or null (all), got "
+                             f"{unmasked_per_class}; set data.unmasked_root=null to use no "
+                             "images without masks")
+        self.unmasked_root, self.unmasked_per_class = unmasked_root, unmasked_per_class
+        self.unmasked: list[UnmaskedRecord] = []
         self.empty_masks = check_empty_mask_policy(empty_masks)
         self.cache_decoded = cache_decoded
         self.class_index = read_class_index(class_index) if class_index else None
@@ -147,6 +169,8 @@ class ImageMaskDataModule(pl.LightningDataModule):
         drawn = self.select()
         checked = check_selection(drawn, self.mask_decoder, empty_masks=self.empty_masks)
         self.drawn_selection, self.selection = drawn, checked.selection
+        if self.unmasked_root:
+            self.unmasked = self._select_unmasked(drawn)
         is_rank_zero = self.trainer is None or self.trainer.is_global_zero
         if not is_rank_zero:
             return
@@ -161,6 +185,17 @@ class ImageMaskDataModule(pl.LightningDataModule):
         warning = empty_mask_warning(checked, self.empty_masks, empty_list)
         if warning:
             log.warning(warning)
+        if self.unmasked:
+            log.info("images without masks: %d from %s (classification term only)",
+                     len(self.unmasked), self.unmasked_root)
+
+    def _select_unmasked(self, drawn: Selection) -> list[UnmaskedRecord]:
+        """The unmasked images, labelled as the masked layout labels its class folders."""
+        names = self.class_index if self.class_index is not None else drawn.class_names
+        labels = {name: position for position, name in enumerate(names)}
+        return select_unmasked_images(
+            self.unmasked_root, labels, per_class=self.unmasked_per_class, seed=self.seed,
+            exclude=[record.image_path for record in (*drawn.train, *drawn.val)])
 
     @property
     def num_classes(self) -> int:
@@ -171,29 +206,47 @@ class ImageMaskDataModule(pl.LightningDataModule):
         return len(self.selection.class_names)
 
     def _loader(self, records, transform, shuffle: bool) -> DataLoader:
+        """Pairs in batches of ``batch_size``; see ``_loader_of``."""
+        dataset = ImageMaskDataset(records, transform, self.mask_decoder,
+                                   cache_decoded=self.cache_decoded)
+        return self._loader_of(dataset, shuffle, self.batch_size)
+
+    def _loader_of(self, dataset, shuffle: bool, batch_size: int,
+                   seed: int | None = None) -> DataLoader:
         """``shuffle``: in an order and with augmentation draws that are functions of
         (seed, epoch, sample) only (``EpochSeededSampler``), so a resumed run sees the same
         batches as an uninterrupted one; otherwise in file order."""
-        dataset = ImageMaskDataset(records, transform, self.mask_decoder,
-                                   cache_decoded=self.cache_decoded)
         sampler = None
+        seed = self.seed if seed is None else seed
         if shuffle and self.trainer is None:
-            sampler = EpochSeededSampler(dataset, seed=self.seed)
+            sampler = EpochSeededSampler(dataset, seed=seed)
         elif shuffle:
             # the epoch Lightning's fit loop will pass to set_epoch (restored on resume)
             sampler = EpochSeededSampler(
-                dataset, seed=self.seed, epoch=self.trainer.fit_loop.epoch_progress.current.processed,
+                dataset, seed=seed, epoch=self.trainer.fit_loop.epoch_progress.current.processed,
                 num_replicas=self.trainer.world_size, rank=self.trainer.global_rank)
         return DataLoader(
-            dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+            dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0, drop_last=False,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | CombinedLoader:
         assert self.selection is not None
         transform = joint_train_transform(self.crop_size, self.mean, self.std,
                                           resize_ratio=self.resize_ratio, hflip=self.hflip)
-        return self._loader(self.selection.train, transform, shuffle=True)
+        pairs = self._loader(self.selection.train, transform, shuffle=True)
+        if not self.unmasked:
+            return pairs
+        # every unmasked image once per epoch, over the pairs' steps: "max_size" stops with
+        # the longer loader and hands None for the shorter one's missing batches
+        dataset = UnmaskedImageDataset(self.unmasked, transform, cache_decoded=self.cache_decoded)
+        ranks = self.trainer.world_size if self.trainer is not None else 1
+        batch_size = batch_size_for_steps(-(-len(self.unmasked) // ranks), len(pairs))
+        # its own order and augmentation stream: the same (seed, epoch, index) as a pair's
+        # would give unmasked image i the crop and flip of pair i
+        unmasked = self._loader_of(dataset, shuffle=True, batch_size=batch_size,
+                                   seed=derived_seed("unmasked", self.seed))
+        return CombinedLoader({"pairs": pairs, "unmasked": unmasked}, mode="max_size")
 
     def val_dataloader(self) -> DataLoader | list:
         assert self.selection is not None

@@ -21,7 +21,9 @@ from robustft.backbones.zero_shot import ZeroShotClassifier
 from robustft.baselines import Objective, baseline_loss
 from robustft.checkpoints import plain_data
 from robustft.losses import (
+    ClassificationTerm,
     LossConfig,
+    classification_loss,
     foreground_share,
     l2_sp_penalty,
     relevance_loss,
@@ -159,6 +161,11 @@ class RelevanceFinetuner(pl.LightningModule):
                 "model.num_classes to the number of class folders, or data.class_index to map "
                 "the folders onto the model's classes (e.g. data.class_index=imagenet)")
         self._check_selection_labels(datamodule, outputs)
+        if getattr(datamodule, "unmasked", None) and self.loss_config.lambda_unmasked == 0:
+            raise ValueError(
+                f"data.unmasked_root is set ({datamodule.unmasked_root}) but "
+                "loss.lambda_unmasked is 0: its images would be read and never used; set "
+                "data.unmasked_root=null or loss.lambda_unmasked > 0")
 
     @staticmethod
     def _check_selection_labels(datamodule: Any, outputs: int | None) -> None:
@@ -183,13 +190,18 @@ class RelevanceFinetuner(pl.LightningModule):
             self.teacher.eval()
         return self
 
-    def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+    def _step(self, batch: dict[str, Tensor], stage: str,
+              unmasked: dict[str, Tensor] | None = None) -> Tensor:
         images, labels = batch["image"], batch["label"]
         loss = self.loss_config
         if loss.objective is Objective.relevance:
             total, logits, values = self._relevance_terms(batch, stage)
         else:
             total, logits, values = self._baseline_terms(batch, stage)
+        if unmasked is not None:
+            unmasked_cls = self._unmasked_term(unmasked)
+            total = total + loss.lambda_unmasked * unmasked_cls
+            values[f"{stage}/cls_unmasked"] = unmasked_cls
         if loss.lambda_l2sp > 0 and stage == "train":
             # a prior on the weights, not a fit to data: kept out of val/loss, which picks
             # the best checkpoint, so that it does not favour the epochs closest to the start
@@ -258,6 +270,22 @@ class RelevanceFinetuner(pl.LightningModule):
             values[f"{stage}/{loss.objective.value}"] = terms.penalty
         return terms.total, logits, values
 
+    def _unmasked_term(self, batch: dict[str, Tensor]) -> Tensor:
+        """The objective's classification term on images without masks: the relevance
+        objective's ``loss.classification``, the baselines' cross-entropy on the labels."""
+        loss = self.loss_config
+        images, labels = batch["image"], batch["label"]
+        logits = backbone_of(self.model).class_scores(images)
+        term = (loss.classification if loss.objective is Objective.relevance
+                else ClassificationTerm.label_ce)
+        teacher_logits = None
+        if term == "kl_to_teacher":
+            with torch.no_grad():
+                teacher_logits = backbone_of(self.teacher).class_scores(images)
+        temperature = loss.temperature if loss.objective is Objective.relevance else 1.0
+        return classification_loss(term, logits, temperature=temperature, labels=labels,
+                                   teacher_logits=teacher_logits)
+
     def _l2_sp(self) -> Tensor:
         """Squared distance of the L2-SP parameters from the original model's."""
         start = dict(self.teacher.named_parameters())
@@ -265,7 +293,9 @@ class RelevanceFinetuner(pl.LightningModule):
                   if name in self._l2sp_names}
         return l2_sp_penalty(pulled.values(), (start[name] for name in pulled))
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        if "pairs" in batch:  # with images without masks (ImageMaskDataModule.train_dataloader)
+            return self._step(batch["pairs"], "train", unmasked=batch["unmasked"])
         return self._step(batch, "train")
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
