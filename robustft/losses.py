@@ -157,8 +157,9 @@ class LossConfig:
     L2-SP pull towards the starting weights (``lambda_l2sp``, 0 = off) with ``fnmatch``
     patterns of parameter names it leaves free (``l2sp_exclude``, e.g. ``blocks.*.attn.*``),
     and the weight of the classification term on images without masks (``lambda_unmasked``,
-    used when the data has them). The baselines use ``lambda_rrr`` / ``lambda_gradmask`` and L2-SP, and ignore the
-    relevance terms' weights and ``classification`` (they use cross-entropy on the labels).
+    used when the data has them). The baselines use ``lambda_rrr`` / ``lambda_gradmask``,
+    L2-SP and ``lambda_unmasked``, and ignore the relevance terms' weights and
+    ``classification`` (they use cross-entropy on the labels).
     The defaults are the paper's loss for ImageNet-S masks."""
 
     objective: Objective = Objective.relevance

@@ -93,3 +93,54 @@ def test_model_construction_errors_pass_unchanged(tmp_path):
     path = _save_weights(create_model("vit_tiny_patch16_224", **TINY), tmp_path / "vit.pth")
     with pytest.raises(TypeError, match="not_an_argument"):
         create_model("vit_tiny_patch16_224", weights_file=path, not_an_argument=1, **TINY)
+
+
+def _to_jax_npz(model, path):
+    """The original JAX/Flax ViT checkpoint layout (``Transformer/encoderblock_{i}/...``,
+    HWIO convolution, (in, out) dense kernels, per-head q/k/v kernels), written from a timm
+    model by inverting each array's layout by hand."""
+    import numpy as np
+
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    dim, heads = model.embed_dim, model.blocks[0].attn.num_heads
+    arrays = {"embedding/kernel": state["patch_embed.proj.weight"].transpose(2, 3, 1, 0),
+              "embedding/bias": state["patch_embed.proj.bias"], "cls": state["cls_token"],
+              "Transformer/posembed_input/pos_embedding": state["pos_embed"],
+              "Transformer/encoder_norm/scale": state["norm.weight"],
+              "Transformer/encoder_norm/bias": state["norm.bias"],
+              "head/kernel": state["head.weight"].T, "head/bias": state["head.bias"]}
+    for i in range(len(model.blocks)):
+        block, prefix = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
+        attention = prefix + "MultiHeadDotProductAttention_1/"
+        qkv_w = state[block + "attn.qkv.weight"].reshape(3, dim, dim)
+        qkv_b = state[block + "attn.qkv.bias"].reshape(3, dim)
+        for j, name in enumerate(("query", "key", "value")):
+            arrays[f"{attention}{name}/kernel"] = qkv_w[j].T.reshape(dim, heads, -1)
+            arrays[f"{attention}{name}/bias"] = qkv_b[j].reshape(heads, -1)
+        arrays[attention + "out/kernel"] = (state[block + "attn.proj.weight"]
+                                            .reshape(dim, heads, -1).transpose(1, 2, 0))
+        arrays[attention + "out/bias"] = state[block + "attn.proj.bias"]
+        for norm, ln in (("norm1", 0), ("norm2", 2)):
+            arrays[f"{prefix}LayerNorm_{ln}/scale"] = state[f"{block}{norm}.weight"]
+            arrays[f"{prefix}LayerNorm_{ln}/bias"] = state[f"{block}{norm}.bias"]
+        for r in range(2):
+            arrays[f"{prefix}MlpBlock_3/Dense_{r}/kernel"] = state[f"{block}mlp.fc{r + 1}.weight"].T
+            arrays[f"{prefix}MlpBlock_3/Dense_{r}/bias"] = state[f"{block}mlp.fc{r + 1}.bias"]
+    np.savez(path, **arrays)
+    return path
+
+
+def test_jax_npz_weights_file_loads_the_same_model(tmp_path):
+    torch.manual_seed(0)
+    source = create_model("vit_tiny_patch16_224", num_classes=5, **TINY).eval()
+    path = _to_jax_npz(source, tmp_path / "ViT-Ti_16.npz")
+    loaded = create_model("vit_tiny_patch16_224", weights_file=path, num_classes=5, **TINY).eval()
+    for name, tensor in source.state_dict().items():
+        assert torch.allclose(loaded.state_dict()[name], tensor, atol=1e-6), name
+    images = torch.randn(2, 3, *source.patch_embed.img_size)
+    with torch.no_grad():
+        assert torch.allclose(loaded(images), source(images), atol=1e-5)
+    # a head of another size would be left random by timm's npz reader, silently
+    with pytest.raises(ValueError, match=rf"^model\.weights_file: {path} has a 5-class head "
+                                         r"\(head/bias\) but model\.num_classes is 7"):
+        create_model("vit_tiny_patch16_224", weights_file=path, num_classes=7, **TINY)

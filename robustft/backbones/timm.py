@@ -117,6 +117,23 @@ def _check_weights_file_format(path: Path, weights_key: str = "model.weights_fil
         raise ValueError(f"{unreadable}: not a zip archive")
 
 
+def _check_npz_head(path: Path, weights_key: str, num_classes: int | None) -> None:
+    """An ``.npz``'s classifier must have ``num_classes`` outputs: timm's npz reader keeps
+    the model's random head, silently, when the sizes differ (its state-dict reader
+    raises). ``num_classes`` None (the tag's default) is checked by the model afterwards."""
+    import numpy as np
+
+    if num_classes is None:
+        return
+    with np.load(path) as archive:
+        heads = [key for key in archive.files if key.endswith("head/bias")]
+        if heads and archive[heads[0]].shape[-1] != num_classes:
+            raise ValueError(f"{weights_key}: {path} has a {archive[heads[0]].shape[-1]}-class "
+                             f"head ({heads[0]}) but model.num_classes is {num_classes}: set "
+                             "model.num_classes to the file's, or fine-tune from a file whose "
+                             "head fits")
+
+
 def _raised_while_loading_weights(error: BaseException) -> bool:
     """Whether ``error`` passed through timm's ``load_pretrained`` (reading the file and
     loading it into the built model), as opposed to the model's construction."""
@@ -163,8 +180,9 @@ def create_model(
     """Create a timm model by name, e.g. ``vit_base_patch16_224.orig_in21k_ft_in1k``.
 
     - ``pretrained=True`` loads the tag's weights from the Hugging Face hub (needs network).
-    - ``weights_file`` loads a local ``.safetensors``/``.pth`` file through timm's
-      own pretrained loader (``pretrained_cfg_overlay=dict(file=...)``), so timm's
+    - ``weights_file`` loads a local ``.safetensors``/``.pth`` file, or an original JAX/Flax
+      ``.npz`` (Google's ViT/AugReg releases), through timm's own pretrained loader
+      (``pretrained_cfg_overlay=dict(file=...)``, ``custom_load`` for ``.npz``), so timm's
       checkpoint filters (pos-embed resampling, npz conversion) apply exactly as for hub
       weights. The file's classifier must have ``num_classes`` outputs (timm's default for
       the tag when ``num_classes`` is None).
@@ -183,6 +201,12 @@ def create_model(
             raise FileNotFoundError(f"{weights_key}: model weights file not found: {path}")
         _check_weights_file_format(path, weights_key)
         overlay: dict[str, Any] = {"file": str(path)}
+        if _weights_format(path) == "numpy .npz":
+            # the original JAX/Flax checkpoints (Google's ViT and AugReg releases): timm reads
+            # them with the model's own load_pretrained only when told the file is foreign;
+            # otherwise it hands the archive to torch.load
+            overlay["custom_load"] = True
+            _check_npz_head(path, weights_key, num_classes)
         if num_classes is not None:
             # Tell timm the file's head has this size, so it keeps the head instead of
             # dropping it as a mismatched classifier.

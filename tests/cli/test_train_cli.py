@@ -163,6 +163,18 @@ def test_every_objective_fast_dev_run(objective, tmp_path):
         assert result.metrics[penalty] > 0 and f"val/{name}" in result.metrics
 
 
+@pytest.mark.parametrize("objective", ["relevance", "rrr"])
+def test_images_without_masks_fast_dev_run(objective, tmp_path):
+    # the pairs' own image folder as the unmasked images: the selection is never drawn again
+    cfg = _tiny_run_config(tmp_path, "debug=fast_dev_run", f"loss.objective={objective}",
+                           "data.train_per_class=2", "data.batch_size=2",
+                           f"data.unmasked_root={tmp_path / 'pairs' / 'images'}",
+                           "data.unmasked_per_class=1", "loss.lambda_unmasked=0.5")
+    result = train(cfg)
+    assert result.metrics["train/cls_unmasked"] > 0 and "val/cls_unmasked" not in result.metrics
+    assert result.metrics["train/loss"] > 0
+
+
 def test_unknown_objective_is_named():
     with pytest.raises(ConfigCompositionException, match="objective"):
         _compose(["loss.objective=rrrr"])

@@ -295,3 +295,79 @@ def test_baseline_step_is_cross_entropy_plus_a_penalty_that_trains(objective) ->
     assert not torch.allclose(weight_gradient(baseline), weight_gradient(plain), rtol=1e-3)
     # validation: the same loss, without the second-order graph
     assert torch.allclose(baseline.validation_step(batch, 0), expected.total.detach(), rtol=1e-5)
+
+
+def _unmasked_batch() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return {"image": torch.randn(3, 3, 32, 32, generator=generator),
+            "label": torch.tensor([2, 0, 1])}
+
+
+def _by_hand(term: str, logits: torch.Tensor, teacher_logits: torch.Tensor,
+             labels: torch.Tensor) -> torch.Tensor:
+    """Each classification term written out: KL(p_t || p) summed over classes, batch mean;
+    cross-entropy against the labels or against the model's own argmax."""
+    log_p = logits.log_softmax(-1)
+    if term == "kl_to_teacher":
+        log_t = teacher_logits.log_softmax(-1)
+        return (log_t.exp() * (log_t - log_p)).sum(-1).mean()
+    targets = labels if term == "label_ce" else logits.argmax(-1)
+    return -log_p[torch.arange(len(targets)), targets].mean()
+
+
+@pytest.mark.parametrize(("objective", "classification", "term"), [
+    ("relevance", "kl_to_teacher", "kl_to_teacher"),
+    ("relevance", "label_ce", "label_ce"),
+    ("relevance", "own_argmax_ce", "own_argmax_ce"),
+    ("plain", "kl_to_teacher", "label_ce"),  # a baseline's own term: CE on the labels
+])
+def test_images_without_masks_add_the_objective_s_classification_term(objective, classification,
+                                                                      term) -> None:
+    from robustft.backbones import backbone_of
+
+    torch.manual_seed(0)
+    model = tiny_vit("plain", img_size=(32, 32), num_classes=3)
+    module = RelevanceFinetuner(model, loss=LossConfig(objective=objective,
+                                                       classification=classification,
+                                                       lambda_unmasked=0.5))
+    module.log_dict = lambda *args, **kwargs: None
+    with torch.no_grad():  # move off the teacher, so that the KL is not zero
+        for parameter in model.parameters():
+            parameter.add_(0.02 * torch.randn_like(parameter))
+    pairs, unmasked = _batch(), _unmasked_batch()
+    alone = module.training_step(pairs, 0)
+    together = module.training_step({"pairs": pairs, "unmasked": unmasked}, 0)
+    with torch.no_grad():
+        logits = backbone_of(model).class_scores(unmasked["image"])
+        teacher_logits = (None if module.teacher is None
+                          else backbone_of(module.teacher).class_scores(unmasked["image"]))
+    expected = 0.5 * _by_hand(term, logits, teacher_logits, unmasked["label"])
+    assert expected > 1e-4
+    assert torch.allclose(together - alone, expected, rtol=1e-4, atol=1e-6)
+    # a step whose unmasked batch ran out (the shorter loader of the epoch) is the pairs' alone
+    assert torch.allclose(module.training_step({"pairs": pairs, "unmasked": None}, 0), alone)
+    # the term trains the weights: its gradient is that of the unmasked loss alone
+    model.zero_grad()
+    (together - alone).backward()
+    assert model.head.weight.grad.abs().sum() > 0
+
+
+def test_images_without_masks_and_a_zero_weight_is_one_line(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from fixtures.generic_layout import make_generic_layout
+
+    from robustft.data.datamodule import ImageMaskDataModule
+
+    root = make_generic_layout(tmp_path / "pairs", num_classes=2, per_class=4)
+    datamodule = ImageMaskDataModule(str(root), crop_size=32, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                     class_fraction=1.0, train_per_class=2,
+                                     unmasked_root=str(root / "images"))
+    datamodule.setup("fit")
+    module = RelevanceFinetuner(tiny_vit("plain", img_size=(32, 32), num_classes=2),
+                                loss=LossConfig(lambda_unmasked=0.0))
+    module._trainer = SimpleNamespace(datamodule=datamodule)
+    with pytest.raises(ValueError, match=r"^data\.unmasked_root is set \(.*images\) but "
+                                         r"loss\.lambda_unmasked is 0") as error:
+        module.on_fit_start()
+    assert "\n" not in str(error.value)

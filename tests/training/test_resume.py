@@ -190,3 +190,24 @@ def test_lightning_s_own_checkpoint_keywords_pass_through(tmp_path):
 
     for keyword in ("hpc", "registry:model:latest", "s3://bucket/last.ckpt"):
         assert checkpoint_to_resume(keyword, tmp_path) == keyword
+
+
+@pytest.mark.slow
+def test_sigkilled_run_with_images_without_masks_resumes_to_the_uninterrupted_weights(tmp_path):
+    # a second loader (data.unmasked_root) whose order and augmentation must resume too
+    data_root = make_generic_layout(tmp_path / "pairs", num_classes=4, per_class=6, size=(36, 36))
+    unmasked = ["data.train_per_class=4", f"data.unmasked_root={data_root / 'images'}",
+                "data.unmasked_per_class=3", "data.num_workers=0"]
+    reference = robustft_train(tmp_path / "uninterrupted", data_root, *unmasked)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    (reference_run,) = run_dirs(tmp_path / "uninterrupted")
+    expected = load_checkpoint(reference_run / "checkpoints" / "last.ckpt")
+    killed = robustft_train(tmp_path / "killed", data_root, *unmasked, *KILLER)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    resumed = robustft_train(tmp_path / "killed", data_root, *unmasked, "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (run,) = run_dirs(tmp_path / "killed")
+    final = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert final["global_step"] == expected["global_step"]
+    differing, largest = weight_differences(expected, final)
+    assert not differing, f"{len(differing)} tensors differ, max abs difference {largest:.3g}"
