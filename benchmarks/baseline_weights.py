@@ -50,7 +50,12 @@ def measure(overrides: list[str]) -> dict[str, float]:
     model = build_model(cfg.model)
     datamodule = build_datamodule(cfg.data, model)
     datamodule.setup("fit")
-    batch = next(iter(datamodule.train_dataloader()))
+    loader = datamodule.train_dataloader()
+    # with images without masks: a CombinedLoader yielding ({"pairs", "unmasked"}, i, j); the
+    # penalties are the pairs', the demo's loss takes the whole step's batch
+    step_batch = next(iter(loader))
+    step_batch = step_batch[0] if isinstance(step_batch, tuple) else step_batch
+    batch = step_batch.get("pairs", step_batch)
     parameters = [p for p in model.parameters() if p.requires_grad]
     backbone = backbone_of(model)
     images = batch["image"].clone().requires_grad_(True)
@@ -63,7 +68,7 @@ def measure(overrides: list[str]) -> dict[str, float]:
     module = build_finetuner(cfg, model)
     module.log_dict = lambda *args, **kwargs: None
     # the demo's training loss; its L2-SP term and gradient are 0 at the start
-    terms["relevance"] = module.training_step(batch, 0)
+    terms["relevance"] = module.training_step(step_batch, 0)
     result = {}
     for name, value in terms.items():
         result[name] = float(value)

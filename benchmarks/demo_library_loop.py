@@ -1,9 +1,10 @@
 """The demo's fine-tuning as a plain PyTorch loop over robustft's library functions.
 
 ``docs/demo_measurements.md`` calls this "the library loop": the same stand-in, the same
-fine-tuning images (``experiment=demo``'s selection), the same loss and optimiser as ``robustft-demo``, but no
-Lightning: ``relevance_map`` -> ``upsample_and_normalize`` -> ``relevance_loss`` (+ L2-SP)
--> AdamW with the step decay, one batch at a time. It skips the demo's validation,
+fine-tuning images (``experiment=demo``'s selection), the same loss and optimiser as
+``robustft-demo``, but no Lightning: ``relevance_map`` -> ``upsample_and_normalize`` ->
+``relevance_loss`` (+ L2-SP, + ``classification_loss`` on the images without masks) ->
+AdamW with the step decay, one batch at a time. It skips the demo's validation,
 checkpointing and full evaluation, so a recipe is quicker to compare; then it reports
 top-1 and the share of relevance on the object, before and after, on evenly spaced
 images of three splits.
@@ -32,12 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra import compose, initialize_config_module
+from pytorch_lightning.utilities import CombinedLoader
 
 from robustft.backbones import frozen_copy
 from robustft.benchmark.read import ImageFolderSplit
 from robustft.evaluation.relevance_stats import foreground_share_and_top1, load_pairs
 from robustft.evaluation.runner import build_eval_transforms
-from robustft.losses import LossWeights, l2_sp_penalty, relevance_loss
+from robustft.losses import LossWeights, classification_loss, l2_sp_penalty, relevance_loss
 from robustft.relevance import relevance_map, upsample_and_normalize
 from robustft.training.module import step_decay
 from robustft.training.run import build_datamodule, build_model
@@ -89,9 +91,17 @@ def finetune(cfg, model, loader) -> None:
     decay = torch.optim.lr_scheduler.LambdaLR(
         optimizer, step_decay(optim_cfg.scheduler.gamma, optim_cfg.scheduler.every))
     model.train()
-    for _epoch in range(cfg.trainer.max_epochs):
-        for batch in loader:
-            images, masks, labels = batch["image"], batch["mask"], batch["label"]
+    # with images without masks (data.unmasked_root) the loader is a CombinedLoader of the
+    # pairs and those images, as in the demo; set_epoch as Lightning does at each epoch
+    samplers = [dl.sampler for dl in (loader.flattened if isinstance(loader, CombinedLoader)
+                                      else [loader])]
+    for epoch in range(cfg.trainer.max_epochs):
+        for sampler in samplers:
+            sampler.set_epoch(epoch)
+        for item in loader:
+            batch = item[0] if isinstance(item, tuple) else item  # CombinedLoader: (batch, i, j)
+            pairs, unmasked = batch.get("pairs", batch), batch.get("unmasked")
+            images, masks, labels = pairs["image"], pairs["mask"], pairs["label"]
             out = relevance_map(model, images, labels, gradient_mode=cfg.relevance.gradient_mode)
             relevance = upsample_and_normalize(out.relevance, masks.shape[-2:])
             teacher_logits = None
@@ -101,7 +111,14 @@ def finetune(cfg, model, loader) -> None:
             loss = relevance_loss(relevance, masks, out.logits, weights=weights,
                                   classification=loss_cfg.classification,
                                   temperature=loss_cfg.temperature, labels=labels,
-                                  teacher_logits=teacher_logits, ignore=batch["ignore"]).total
+                                  teacher_logits=teacher_logits, ignore=pairs["ignore"]).total
+            if unmasked is not None:
+                with torch.no_grad():
+                    unmasked_teacher = teacher(unmasked["image"])
+                loss = loss + loss_cfg.lambda_unmasked * classification_loss(
+                    loss_cfg.classification, model(unmasked["image"]),
+                    temperature=loss_cfg.temperature, labels=unmasked["label"],
+                    teacher_logits=unmasked_teacher)
             if loss_cfg.lambda_l2sp > 0:
                 named = dict(model.named_parameters())
                 loss = loss + loss_cfg.lambda_l2sp * l2_sp_penalty(

@@ -139,3 +139,28 @@ def test_a_resumed_fit_starts_both_loaders_at_the_restored_epoch(layout):
         assert (a["unmasked"] is None) == (b["unmasked"] is None)
         if a["unmasked"] is not None:
             assert torch.equal(a["unmasked"]["image"], b["unmasked"]["image"])
+
+
+def test_imagenet_train_images_without_masks_take_imagenet_labels(tmp_path):
+    import fixtures.miniature as miniature
+
+    from robustft.data.datamodule import ImageNetSDataModule
+    from robustft.labels import imagenet_synsets
+
+    synsets = imagenet_synsets()
+    folders = [synsets[3], synsets[40], synsets[512]]
+    copy = miniature.make_imagenet_s(tmp_path, folders, per_class=3)
+    for c, wnid in enumerate(folders):  # ImageNet train has images that have no mask
+        for i in range(2):
+            miniature.write_image(copy.imagenet_root / "train" / wnid / f"{wnid}_{9000 + i}.JPEG",
+                                  seed=c * 10 + i, size=(16, 12))
+    module = ImageNetSDataModule(str(copy.imagenet_root), str(copy.imagenet_s_root),
+                                 crop_size=8, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                 num_train_classes=2, train_per_class=2, val_per_class=1,
+                                 unmasked_root=str(copy.imagenet_root / "train"),
+                                 unmasked_per_class=2)
+    module.setup("fit")
+    selected = {r.image_path for r in (*module.selection.train, *module.selection.val)}
+    assert Counter(r.class_name for r in module.unmasked) == dict.fromkeys(folders, 2)
+    assert all(r.label == synsets.index(r.class_name) for r in module.unmasked)
+    assert not selected & {r.image_path for r in module.unmasked}
