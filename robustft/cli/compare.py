@@ -24,7 +24,7 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from robustft.checkpoints import load_finetuned_weights
 from robustft.cli.common import prepare_environment, prepare_generated_data
@@ -51,6 +51,14 @@ README_BLOCK = "compare"
 def _compose(task_overrides: Sequence[str], overrides: Sequence[str]) -> DictConfig:
     """The compare config with the command line's overrides, then ``overrides``."""
     return hydra.compose(config_name="compare", overrides=[*task_overrides, *overrides])
+
+
+def typed_overrides(hydra_cfg: DictConfig) -> list[str]:
+    """The command line's overrides as typed. Hydra keeps them in its own config, where an
+    interpolation in a value (``data.unmasked_root=${data.benchmark}/...``) resolves when
+    read, against the first composition (the default benchmark); read unresolved, it
+    resolves in each benchmark's own composition."""
+    return [str(item) for item in OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)]
 
 
 def _stand_in_file(cfg: DictConfig, benchmark: str, claimed: dict[str, str]) -> str:
@@ -197,7 +205,7 @@ def main(cfg: DictConfig) -> None:
         raise ValueError("compare.objectives, compare.draws and compare.benchmarks must each "
                          "name at least one entry")
     output_dir = Path(cfg.paths.output_dir)
-    task_overrides = list(HydraConfig.get().overrides.task)
+    task_overrides = typed_overrides(HydraConfig.get())
     started = time.perf_counter()
     timings: dict[str, float] = {}
     claimed: dict[str, str] = {}

@@ -81,3 +81,21 @@ def test_wrong_pretrain_root_is_named(tmp_path):
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert "pretrain.data_root" in last and "synth" in last
+
+
+def test_overrides_with_interpolations_resolve_in_each_benchmark_s_composition():
+    from hydra import compose, initialize_config_module
+
+    from robustft.cli.compare import typed_overrides
+
+    override = "data.unmasked_root=${paths.data_dir}/${data.benchmark}/pretrain/images"
+    with initialize_config_module("robustft.configs", version_base="1.3"):
+        first = compose("compare", overrides=[override], return_hydra_config=True)
+        # read through the config, Hydra's record of the override is resolved against the
+        # first composition: synth's folder, whatever benchmark it is applied to later
+        assert list(first.hydra.overrides.task) == [
+            f"data.unmasked_root={first.paths.data_dir}/synth/pretrain/images"]
+        (typed,) = typed_overrides(first.hydra)
+        assert typed == override
+        second = compose("compare", overrides=[typed, "data=synth_b"])
+    assert second.data.unmasked_root.endswith("/synth_b/pretrain/images")
