@@ -48,7 +48,9 @@ def pretrain_stand_in(cfg: DictConfig) -> None:
         "manifest": None, "manifest_out": None, "batch_size": cfg.pretrain.batch_size,
         "num_workers": cfg.pretrain.num_workers, "resize_ratio": cfg.pretrain.resize_ratio,
         # 16 epochs over the same 4,000 small PNGs: decode each once
-        "cache_decoded": True})
+        "cache_decoded": True,
+        # plain cross-entropy on every pre-training image: no separate unmasked images
+        "unmasked_root": None})
     datamodule = build_datamodule(data_cfg, model)
     settings = {"model": OmegaConf.to_container(scratch_cfg, resolve=True),
                 "pretrain": OmegaConf.to_container(cfg.pretrain, resolve=True),

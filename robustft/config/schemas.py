@@ -156,7 +156,8 @@ class CompareSettings:
     """``robustft-compare``: which benchmarks (data config names), draws (``data.seed``) and
     objectives (name -> overrides of the demo's recipe) it runs, the overrides that make the
     shortcut-free reference's benchmark (empty: no reference), the splits of its tables
-    (null: ``evaluation.splits``), and the README whose ``compare`` block it rewrites."""
+    (null: ``evaluation.splits``), the README whose ``compare`` block it rewrites, and how
+    many fine-tuning runs go at a time (``jobs``; null: one per CPU core)."""
 
     benchmarks: list[str] = field(default_factory=lambda: ["synth"])
     draws: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -165,6 +166,7 @@ class CompareSettings:
     splits: list[str] | None = None
     readme: str | None = None
     keep_checkpoints: bool = False
+    jobs: int | None = None
 
 
 @dataclass

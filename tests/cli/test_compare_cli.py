@@ -99,3 +99,39 @@ def test_overrides_with_interpolations_resolve_in_each_benchmark_s_composition()
         assert typed == override
         second = compose("compare", overrides=[typed, "data=synth_b"])
     assert second.data.unmasked_root.endswith("/synth_b/pretrain/images")
+
+
+def test_runs_in_worker_processes_give_the_weights_of_runs_in_this_process(tmp_path, monkeypatch):
+    import torch
+    from fixtures.generic_layout import make_generic_layout
+
+    from robustft.cli.compare import fine_tune_runs
+
+    root = make_generic_layout(tmp_path / "pairs", num_classes=2, per_class=3, size=(32, 32))
+
+    def runs(name: str) -> list:
+        return [("train", [
+                f"data.root={root}", "data.num_workers=0", "data.class_fraction=1.0",
+                f"data.seed={seed}", f"paths.output_dir={tmp_path / name / str(seed)}",
+                "trainer=cpu", "trainer.max_epochs=2",
+                "logger=csv", "validate_best=false", "model.name=vit_tiny_patch16_224",
+                "model.pretrained=false", "model.num_classes=2", "++model.kwargs.img_size=32",
+                "++model.kwargs.patch_size=8", "++model.kwargs.depth=1",
+                "++model.kwargs.embed_dim=32", "++model.kwargs.num_heads=2"]) for seed in (0, 1)]
+
+    monkeypatch.setattr("robustft.cli.compare.usable_cpus", lambda: 2)  # one thread per worker
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = fine_tune_runs(runs("here"), jobs=1)
+    finally:
+        torch.set_num_threads(threads)
+    workers = fine_tune_runs(runs("workers"), jobs=2)
+    assert [r.output_dir.parent.name for r in workers] == ["workers", "workers"]
+    assert [r.output_dir.name for r in workers] == ["0", "1"]  # in the order given
+    for a, b in zip(here, workers, strict=True):
+        first = torch.load(a.last_checkpoint, weights_only=False)["state_dict"]
+        second = torch.load(b.last_checkpoint, weights_only=False)["state_dict"]
+        assert all(torch.equal(first[k], second[k]) for k in first)
+    weights = [torch.load(r.last_checkpoint, weights_only=False)["state_dict"] for r in workers]
+    assert not torch.equal(weights[0]["model.head.weight"], weights[1]["model.head.weight"])
