@@ -245,6 +245,8 @@ def main(cfg: DictConfig) -> None:
     prepare_environment()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     settings = cfg.compare
+    if settings.jobs is not None and settings.jobs < 1:
+        raise ValueError(f"compare.jobs must be >= 1 or null (one per CPU core), got {settings.jobs}")
     if not settings.objectives or not settings.draws or not settings.benchmarks:
         raise ValueError("compare.objectives, compare.draws and compare.benchmarks must each "
                          "name at least one entry")

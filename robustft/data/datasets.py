@@ -16,11 +16,22 @@ from robustft.data.generic import IGNORE_VALUE, ImageMaskRecord, decode_binary_m
 from robustft.data.layout import CorruptImageError, load_rgb
 from robustft.data.samplers import SampleKey
 
-__all__ = ["ImageMaskDataset", "MaskDecoder"]
+__all__ = ["ImageMaskDataset", "MaskDecoder", "transform_seeded"]
 
 # A mask decoder reads one mask file into uint8 (H, W): 0 background, 1 foreground,
 # IGNORE_VALUE ignored (counted in neither loss term).
 MaskDecoder = Callable[[Path], np.ndarray]
+
+
+def transform_seeded(transform: v2.Transform, seed: int | None, *inputs):
+    """``transform(*inputs)``; with a ``seed``, its random draws come from that seed alone.
+    torchvision v2 draws from the global RNG: it is seeded for this call only, and the
+    caller's stream (the main process's, when num_workers is 0) is left as it was."""
+    if seed is None:
+        return transform(*inputs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return transform(*inputs)
 
 
 class ImageMaskDataset(Dataset):
@@ -79,14 +90,7 @@ class ImageMaskDataset(Dataset):
             pixels, joint_mask = self._decoded[index]
         image_t = tv_tensors.Image(torch.from_numpy(pixels).permute(2, 0, 1))
         mask_t = tv_tensors.Mask(torch.from_numpy(joint_mask))
-        if augmentation_seed is None:
-            image_t, mask_t = self.transform(image_t, mask_t)
-        else:
-            # torchvision v2 draws from the global RNG: seed it for this sample only and
-            # leave the caller's stream (the main process's, when num_workers is 0) as it was
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(augmentation_seed)
-                image_t, mask_t = self.transform(image_t, mask_t)
+        image_t, mask_t = transform_seeded(self.transform, augmentation_seed, image_t, mask_t)
         ignore = mask_t == IGNORE_VALUE
         return {
             "image": image_t.as_subclass(torch.Tensor),

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from robustft.data.datasets import transform_seeded
 from robustft.data.layout import DatasetLayoutError, list_class_folders, list_images, load_rgb
 from robustft.data.samplers import SampleKey, derived_seed
 
@@ -100,10 +101,5 @@ class UnmaskedImageDataset(Dataset):
     def __getitem__(self, key: int | SampleKey) -> dict[str, torch.Tensor | int]:
         index, augmentation_seed = (key.index, key.seed) if isinstance(key, SampleKey) else (key, None)
         image = tv_tensors.Image(torch.from_numpy(self._pixels(index)).permute(2, 0, 1))
-        if augmentation_seed is None:
-            image = self.transform(image)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(augmentation_seed)
-                image = self.transform(image)
+        image = transform_seeded(self.transform, augmentation_seed, image)
         return {"image": image.as_subclass(torch.Tensor), "label": self.records[index].label}

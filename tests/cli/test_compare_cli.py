@@ -135,3 +135,10 @@ def test_runs_in_worker_processes_give_the_weights_of_runs_in_this_process(tmp_p
         assert all(torch.equal(first[k], second[k]) for k in first)
     weights = [torch.load(r.last_checkpoint, weights_only=False)["state_dict"] for r in workers]
     assert not torch.equal(weights[0]["model.head.weight"], weights[1]["model.head.weight"])
+
+
+def test_jobs_below_one_is_one_line(tmp_path):
+    done = _run_compare(tmp_path, "compare.jobs=0")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "robustft-compare: error: compare.jobs must be >= 1 or null (one per CPU core), got 0")
