@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from robustft.backbones import backbone_of
 from robustft.baselines import background_weight, gradmask_penalty, rrr_penalty
+from robustft.data.datamodule import pairs_and_unmasked
 from robustft.training.run import build_datamodule, build_finetuner, build_model
 
 _LOOP = Path(__file__).with_name("demo_library_loop.py")
@@ -54,8 +55,7 @@ def measure(overrides: list[str]) -> dict[str, float]:
     # with images without masks: a CombinedLoader yielding ({"pairs", "unmasked"}, i, j); the
     # penalties are the pairs', the demo's loss takes the whole step's batch
     step_batch = next(iter(loader))
-    step_batch = step_batch[0] if isinstance(step_batch, tuple) else step_batch
-    batch = step_batch.get("pairs", step_batch)
+    batch, _unmasked = pairs_and_unmasked(step_batch)
     parameters = [p for p in model.parameters() if p.requires_grad]
     backbone = backbone_of(model)
     images = batch["image"].clone().requires_grad_(True)

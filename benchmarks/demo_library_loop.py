@@ -37,6 +37,7 @@ from pytorch_lightning.utilities import CombinedLoader
 
 from robustft.backbones import frozen_copy
 from robustft.benchmark.read import ImageFolderSplit
+from robustft.data.datamodule import pairs_and_unmasked
 from robustft.evaluation.relevance_stats import foreground_share_and_top1, load_pairs
 from robustft.evaluation.runner import build_eval_transforms
 from robustft.losses import LossWeights, classification_loss, l2_sp_penalty, relevance_loss
@@ -99,8 +100,7 @@ def finetune(cfg, model, loader) -> None:
         for sampler in samplers:
             sampler.set_epoch(epoch)
         for item in loader:
-            batch = item[0] if isinstance(item, tuple) else item  # CombinedLoader: (batch, i, j)
-            pairs, unmasked = batch.get("pairs", batch), batch.get("unmasked")
+            pairs, unmasked = pairs_and_unmasked(item)
             images, masks, labels = pairs["image"], pairs["mask"], pairs["label"]
             out = relevance_map(model, images, labels, gradient_mode=cfg.relevance.gradient_mode)
             relevance = upsample_and_normalize(out.relevance, masks.shape[-2:])

@@ -52,9 +52,19 @@ log = logging.getLogger(__name__)
 README_BLOCK = "compare"
 
 
+def compose_run(config_name: str, overrides: Sequence[str]) -> DictConfig:
+    """robustft's config ``config_name`` with ``overrides``, typed by its schemas; inside a
+    Hydra app (this command) through its config search path, elsewhere (a worker process)
+    through robustft's config package."""
+    if GlobalHydra.instance().is_initialized():
+        return hydra.compose(config_name=config_name, overrides=list(overrides))
+    with initialize_config_module("robustft.configs", version_base="1.3"):
+        return hydra.compose(config_name=config_name, overrides=list(overrides))
+
+
 def _compose(task_overrides: Sequence[str], overrides: Sequence[str]) -> DictConfig:
     """The compare config with the command line's overrides, then ``overrides``."""
-    return hydra.compose(config_name="compare", overrides=[*task_overrides, *overrides])
+    return compose_run("compare", [*task_overrides, *overrides])
 
 
 def typed_overrides(hydra_cfg: DictConfig) -> list[str]:
@@ -97,16 +107,6 @@ def _rows(benchmark: str, measures: SplitMeasures, labels: dict[str, tuple[str, 
         rows += [ResultRow(benchmark, *labels[model], split, metric, scale * value)
                  for (model, split), value in values.items()]
     return rows
-
-
-def compose_run(config_name: str, overrides: Sequence[str]) -> DictConfig:
-    """robustft's config ``config_name`` with ``overrides``, typed by its schemas; inside a
-    Hydra app (this command) through its config search path, elsewhere (a worker process)
-    through robustft's config package."""
-    if GlobalHydra.instance().is_initialized():
-        return hydra.compose(config_name=config_name, overrides=list(overrides))
-    with initialize_config_module("robustft.configs", version_base="1.3"):
-        return hydra.compose(config_name=config_name, overrides=list(overrides))
 
 
 def _train_in_worker(config_name: str, overrides: Sequence[str], threads: int) -> TrainResult:
@@ -176,15 +176,16 @@ def compare_benchmark(cfg: DictConfig, benchmark: str, task_overrides: Sequence[
             if jobs > 1:  # the runs' progress bars would interleave
                 run += ["~callbacks.progress_bar", "trainer.enable_progress_bar=false"]
             runs.append(("compare", run))
-            run_labels.append((objective, draw))
+            # composed here too: a bad override fails before any run trains, and an
+            # objective may choose its own evaluation.checkpoint
+            run_labels.append((objective, draw, compose_run("compare", run).evaluation.checkpoint))
     start = time.perf_counter()
     log.info("[%s] fine-tuning: %d runs (%s x data.seed %s), %d at a time", benchmark, len(runs),
              ", ".join(settings.objectives), list(settings.draws), jobs)
     results = fine_tune_runs(runs, jobs)
     timings[f"{benchmark}: fine-tuning"] = time.perf_counter() - start
-    for (objective, draw), result in zip(run_labels, results, strict=True):
-        checkpoint = chosen_checkpoint(base.evaluation.checkpoint, result.best_checkpoint,
-                                       result.last_checkpoint)
+    for (objective, draw, choice), result in zip(run_labels, results, strict=True):
+        checkpoint = chosen_checkpoint(choice, result.best_checkpoint, result.last_checkpoint)
         label = f"{objective}@{draw}"
         models[label] = load_finetuned_weights(build_model(base.model), checkpoint)
         labels[label] = (objective, draw)

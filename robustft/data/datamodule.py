@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import CombinedLoader
@@ -45,8 +46,20 @@ from robustft.data.unmasked import (
     select_unmasked_images,
 )
 
-__all__ = ["ImageMaskDataModule", "ImageNetSDataModule"]
+__all__ = ["ImageMaskDataModule", "ImageNetSDataModule", "pairs_and_unmasked"]
 log = logging.getLogger(__name__)
+
+
+def pairs_and_unmasked(batch: Any) -> tuple[dict, dict | None]:
+    """A training batch as (pair batch, unmasked image batch or None): what the training
+    loader yields, with images without masks a ``{"pairs", "unmasked"}`` dict (iterating
+    the ``CombinedLoader`` itself gives it as ``(batch, batch_idx, dataloader_idx)``),
+    without them the pair batch alone."""
+    if isinstance(batch, tuple):
+        batch = batch[0]
+    if "pairs" in batch:
+        return batch["pairs"], batch["unmasked"]
+    return batch, None
 
 
 def kept_mask_pairs_under(mask_manifest: str) -> list[tuple[str, str]]:

@@ -20,6 +20,7 @@ from robustft.backbones import backbone_of, frozen_copy
 from robustft.backbones.zero_shot import ZeroShotClassifier
 from robustft.baselines import Objective, baseline_loss
 from robustft.checkpoints import plain_data
+from robustft.data.datamodule import pairs_and_unmasked
 from robustft.losses import (
     ClassificationTerm,
     LossConfig,
@@ -294,9 +295,8 @@ class RelevanceFinetuner(pl.LightningModule):
         return l2_sp_penalty(pulled.values(), (start[name] for name in pulled))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        if "pairs" in batch:  # with images without masks (ImageMaskDataModule.train_dataloader)
-            return self._step(batch["pairs"], "train", unmasked=batch["unmasked"])
-        return self._step(batch, "train")
+        pairs, unmasked = pairs_and_unmasked(batch)  # unmasked: data.unmasked_root's images
+        return self._step(pairs, "train", unmasked=unmasked)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         # Relevance needs gradients: the Trainer runs with inference_mode=False, and
