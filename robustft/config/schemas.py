@@ -26,7 +26,7 @@ from robustft.relevance import ExplainedClass, RelevanceBackend
 
 __all__ = [
     "CompareSettings", "DemoConfig", "EvalConfig", "ExplainConfig", "MasksConfig", "OptimConfig",
-    "PathsConfig", "TrainConfig",
+    "PathsConfig", "SAMPLERS", "TrainConfig", "TuneConfig", "TuneSettings",
     "TRAINER_SCHEMA", "GENERIC_DATA_SCHEMA", "IMAGENET_S_DATA_SCHEMA", "SUITE_SCHEMA",
 ]
 
@@ -139,6 +139,7 @@ class PretrainConfig:
 class CheckpointChoice(StrEnum):
     last = "last"
     best = "best"
+    selected = "selected"
 
 
 @dataclass
@@ -151,13 +152,57 @@ class DemoEvaluationConfig:
     background_fill: float = 0.28
 
 
+SAMPLERS = ("tpe", "random", "grid")
+#: robustft-tune's default search space (docs/method.md §10 says why these keys and ranges)
+DEFAULT_SEARCH = (
+    "optim.optimizer.lr=tag(log, interval(3e-5, 1e-3))",
+    "loss.lambda_fg=tag(log, interval(0.1, 1.0))",
+    "loss.lambda_l2sp=choice(0.0, 10.0, 100.0)",
+)
+
+
+@dataclass
+class TuneSettings:
+    """The ``tune`` node of ``robustft-tune`` (``configs/tune.yaml``).
+
+    ``search``: Hydra sweep overrides, as a ``-m`` command line takes them
+    (``optim.optimizer.lr=tag(log, interval(3e-5, 1e-3))``; a plain ``key=value`` is fixed
+    for every trial); ``sampler``:
+    ``tpe`` | ``random`` | ``grid`` (``choice`` / ``range`` only); ``max_trials`` (null:
+    the grid's size, or 20); ``time_budget_min``: no trial starts when the mean trial time
+    so far would carry the search past it (null: no limit); ``seed``: the sampler's;
+    ``startup_trials``: random trials before TPE models the results; ``include_base``: the
+    base config's own values of the searched keys are the first trial (so the search never
+    ends below the recipe it started from); ``keep_checkpoints``: keep every trial's
+    ``selected.ckpt`` (default: only the chosen trial's)."""
+
+    search: list[str] = field(default_factory=lambda: list(DEFAULT_SEARCH))
+    sampler: str = "tpe"
+    max_trials: int | None = 12
+    time_budget_min: float | None = 25.0
+    seed: int = 0
+    startup_trials: int = 4
+    include_base: bool = True
+    keep_checkpoints: bool = False
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"tune.sampler must be one of {list(SAMPLERS)}, got {self.sampler!r}")
+        if self.max_trials is not None and self.max_trials < 1:
+            raise ValueError(f"tune.max_trials must be >= 1 or null, got {self.max_trials}")
+        if self.time_budget_min is not None and self.time_budget_min <= 0:
+            raise ValueError(f"tune.time_budget_min must be > 0 or null, got {self.time_budget_min}")
+
+
 @dataclass
 class CompareSettings:
     """``robustft-compare``: which benchmarks (data config names), draws (``data.seed``) and
     objectives (name -> overrides of the demo's recipe) it runs, the overrides that make the
     shortcut-free reference's benchmark (empty: no reference), the splits of its tables
-    (null: ``evaluation.splits``), the README whose ``compare`` block it rewrites, and how
-    many fine-tuning runs go at a time (``jobs``; null: one per CPU core)."""
+    (null: ``evaluation.splits``), the README whose ``compare`` block it rewrites, how
+    many fine-tuning runs go at a time (``jobs``; null: one per CPU core), the objectives
+    tuned per draw on held-out masks (``tune_objectives`` with ``tune``) and the control of
+    the bars table (``bars_control``)."""
 
     benchmarks: list[str] = field(default_factory=lambda: ["synth"])
     draws: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -165,8 +210,15 @@ class CompareSettings:
     reference_overrides: list[str] = field(default_factory=list)
     splits: list[str] | None = None
     readme: str | None = None
+    readme_block: str = "compare"  # the <!-- <name>:begin/end --> block of readme
     keep_checkpoints: bool = False
     jobs: int | None = None
+    # objectives whose recipe robustft-tune's search (``tune``) chooses on each draw's own
+    # training pool (name -> the overrides it starts from), and the objective the bars
+    # table compares every objective with (null: no bars table)
+    tune_objectives: dict[str, list[str]] = field(default_factory=dict)
+    tune: TuneSettings | None = None
+    bars_control: str | None = None
 
 
 @dataclass
@@ -179,6 +231,17 @@ class DemoConfig(TrainConfig):
     evaluation: DemoEvaluationConfig = field(default_factory=DemoEvaluationConfig)
     # robustft-compare's settings (compare.yaml = demo.yaml + these); None for the demo
     compare: CompareSettings | None = None
+
+
+@dataclass
+class TuneConfig(TrainConfig):
+    """``robustft-tune``'s top level: ``robustft-train``'s, and the search (``tune``)."""
+
+    # MISSING, not TrainConfig's None: as for DemoConfig, tune.yaml merges this schema after
+    # train.yaml, and a None would erase the loggers and callbacks train composed
+    logger: Any = MISSING
+    callbacks: Any = MISSING
+    tune: TuneSettings = field(default_factory=TuneSettings)
 
 
 class Protocol(StrEnum):

@@ -105,19 +105,19 @@ def test_runs_in_worker_processes_give_the_weights_of_runs_in_this_process(tmp_p
     import torch
     from fixtures.generic_layout import make_generic_layout
 
-    from robustft.cli.compare import fine_tune_runs
+    from robustft.cli.compare import RunSpec, fine_tune_runs
 
     root = make_generic_layout(tmp_path / "pairs", num_classes=2, per_class=3, size=(32, 32))
 
     def runs(name: str) -> list:
-        return [("train", [
+        return [RunSpec("train", (
                 f"data.root={root}", "data.num_workers=0", "data.class_fraction=1.0",
                 f"data.seed={seed}", f"paths.output_dir={tmp_path / name / str(seed)}",
                 "trainer=cpu", "trainer.max_epochs=2",
                 "logger=csv", "validate_best=false", "model.name=vit_tiny_patch16_224",
                 "model.pretrained=false", "model.num_classes=2", "++model.kwargs.img_size=32",
                 "++model.kwargs.patch_size=8", "++model.kwargs.depth=1",
-                "++model.kwargs.embed_dim=32", "++model.kwargs.num_heads=2"]) for seed in (0, 1)]
+                "++model.kwargs.embed_dim=32", "++model.kwargs.num_heads=2")) for seed in (0, 1)]
 
     monkeypatch.setattr("robustft.cli.compare.usable_cpus", lambda: 2)  # one thread per worker
     threads = torch.get_num_threads()
