@@ -91,11 +91,16 @@ IMAGENET_S_DATA_SCHEMA = schema_from_signature(
 @dataclass
 class SuiteConfig:
     """An evaluation suite: its name and its datasets (``{type, root, ...}`` each; the keys
-    beyond type and root depend on the type, see ``robustft.data.eval.registry``)."""
+    beyond type and root depend on the type, see ``robustft.data.eval.registry``), the user's
+    own folders (``folders``), and how its images are prepared by default."""
 
     name: str = MISSING
     datasets: dict[str, Any] = field(default_factory=dict)
     benchmark_root: str | None = None
+    # the user's own labelled folders, each one dataset (robustft.cli.evaluate.folder_datasets)
+    folders: list[str] = field(default_factory=list)
+    # the default of preprocessing.source for this suite (null: model)
+    preprocessing_source: str | None = None
 
 
 SUITE_SCHEMA = SuiteConfig
@@ -257,6 +262,9 @@ class Precision(StrEnum):
 
 @dataclass
 class PreprocessingOverrides:
+    # model | training (robustft.cli.evaluate.preprocessing_overrides); null: the suite's
+    # preprocessing_source, else model
+    source: str | None = None
     crop_pct: float | None = None
     interpolation: str | None = None
     crop_mode: str | None = None  # timm's: center | squash (Resize((h, w)), no crop) | border

@@ -46,7 +46,8 @@ from robustft.data.unmasked import (
     select_unmasked_images,
 )
 
-__all__ = ["ImageMaskDataModule", "ImageNetSDataModule", "pairs_and_unmasked"]
+__all__ = ["ImageMaskDataModule", "ImageNetSDataModule", "pairs_and_unmasked",
+           "training_preprocessing"]
 log = logging.getLogger(__name__)
 
 
@@ -60,6 +61,19 @@ def pairs_and_unmasked(batch: Any) -> tuple[dict, dict | None]:
     if "pairs" in batch:
         return batch["pairs"], batch["unmasked"]
     return batch, None
+
+
+def training_preprocessing(datamodule: Any) -> dict[str, Any] | None:
+    """The data module's validation transform in the terms of a timm data config
+    (``input_size``, ``crop_pct``, ``crop_mode``, ``interpolation``, ``mean``, ``std``):
+    ``Resize(crop * resize_ratio)`` then ``CenterCrop(crop)`` is timm's centre crop at
+    ``crop_pct = 1 / resize_ratio``; None for a data module without these settings."""
+    if not all(hasattr(datamodule, key) for key in ("crop_size", "resize_ratio", "mean", "std")):
+        return None
+    height, width = crop_height_width(datamodule.crop_size)
+    return {"input_size": [3, height, width], "crop_pct": 1.0 / float(datamodule.resize_ratio),
+            "crop_mode": "center", "interpolation": "bilinear",
+            "mean": [float(v) for v in datamodule.mean], "std": [float(v) for v in datamodule.std]}
 
 
 def kept_mask_pairs_under(mask_manifest: str) -> list[tuple[str, str]]:

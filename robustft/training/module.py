@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from robustft.backbones import backbone_of, frozen_copy
 from robustft.backbones.zero_shot import ZeroShotClassifier
 from robustft.baselines import Objective, baseline_loss
-from robustft.checkpoints import plain_data
-from robustft.data.datamodule import pairs_and_unmasked
+from robustft.checkpoints import PREPROCESSING_KEY, plain_data
+from robustft.data.datamodule import pairs_and_unmasked, training_preprocessing
 from robustft.losses import (
     ClassificationTerm,
     LossConfig,
@@ -150,6 +150,13 @@ class RelevanceFinetuner(pl.LightningModule):
             raise ValueError(f"loss.l2sp_exclude {list(loss.l2sp_exclude)} leaves no trained "
                              "parameter for L2-SP; set loss.lambda_l2sp=0 to turn it off")
         self.weights = loss.weights
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # how the run's own validation images were prepared, so that robustft-eval can prepare
+        # the user's images the same way (preprocessing.source=training)
+        preprocessing = training_preprocessing(getattr(self.trainer, "datamodule", None))
+        if preprocessing is not None:
+            checkpoint[PREPROCESSING_KEY] = preprocessing
 
     def forward(self, images: Tensor) -> Tensor:
         return backbone_of(self.model).class_scores(images)
