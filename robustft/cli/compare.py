@@ -199,7 +199,8 @@ def compare_benchmark(cfg: DictConfig, benchmark: str, task_overrides: Sequence[
         labels[REFERENCE] = (REFERENCE, None)
     timings[f"{benchmark}: stand-ins"] = time.perf_counter() - start
 
-    objectives = {**settings.objectives, **settings.tune_objectives}
+    # the searches first: the longest jobs start first, the short runs fill in beside them
+    objectives = {**settings.tune_objectives, **settings.objectives}
     search = OmegaConf.to_object(settings.tune) if settings.tune_objectives else None
     jobs = min(settings.jobs or usable_cpus(), len(objectives) * len(settings.draws))
     runs, run_labels = [], []

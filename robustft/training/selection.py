@@ -5,8 +5,8 @@ the object among those whose held-out decisions still agree with the original mo
 :func:`select_epoch` is the rule, on a table of per-epoch held-out measures;
 :class:`HeldOutSelection` is the Lightning callback that keeps that table across a run (and
 across resume: it is part of every checkpoint), saves ``selected.ckpt`` whenever the rule
-picks the epoch just validated, and writes ``heldout_metrics.csv`` and ``selection.json``
-(with the one-line verdict) to the run directory.
+picks the epoch just validated, and writes ``heldout_metrics.csv``, ``selection.json``
+(with the one-line verdict) and, at the end, ``heldout_metrics.png`` to the run directory.
 """
 
 from __future__ import annotations
@@ -146,6 +146,10 @@ class HeldOutSelection(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.result is not None and trainer.is_global_zero:
+            from robustft.training.heldout_plot import plot_heldout
+
+            plot_heldout(self.records, self.report_dir / "heldout_metrics.png",
+                         selected=self.result.epoch, agreement_floor=1 - self.agreement_tolerance)
             log.info(verdict_line(self.result, self.agreement_tolerance))
 
     def summary(self) -> dict[str, Any] | None:

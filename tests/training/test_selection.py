@@ -64,3 +64,14 @@ def test_the_callback_state_round_trips_and_decides_again(tmp_path):
     assert summary["checkpoint"] == str(tmp_path / "selected.ckpt")
     assert summary["record"]["share"] == pytest.approx(0.65)
     assert replace(restored.records[0], share=0.7) != restored.records[0]
+
+
+def test_the_epochs_are_plotted_with_the_selected_one_marked(tmp_path):
+    from PIL import Image
+
+    from robustft.training.heldout_plot import plot_heldout
+
+    path = plot_heldout([_row(1, 0.62), _row(0, 0.55)], tmp_path / "p.png", selected=1,
+                        agreement_floor=0.99)
+    with Image.open(path) as picture:
+        assert picture.size[0] > picture.size[1] > 100
