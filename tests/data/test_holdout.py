@@ -108,3 +108,33 @@ def test_held_out_images_without_masks_are_a_second_validation_loader(layout):
     # without held-out pairs there is nothing to compare the decisions with
     with pytest.raises(ValueError, match="data.unmasked_holdout_per_class needs validation pairs"):
         _module(layout, unmasked_root=str(layout / "images"), unmasked_holdout_per_class=1).setup()
+
+
+def test_a_resumed_run_holds_out_the_same_pairs_and_keeps_its_held_out_table(layout, tmp_path):
+    from hydra import compose, initialize_config_module
+
+    from robustft.training.run import train
+
+    run = tmp_path / "run"
+    common = [f"data.root={layout}", "data.num_workers=0", "data.class_fraction=1.0",
+              "data.train_per_class=4", "data.hflip=0.0", "data.resize_ratio=1.0",
+              "model.num_classes=3", "trainer=cpu", f"paths.output_dir={run}",
+              "validate_best=false", "~callbacks.relevance_overlays",
+              "model.name=vit_tiny_patch16_224", "model.pretrained=false",
+              "++model.kwargs.img_size=16", "++model.kwargs.patch_size=8",
+              "++model.kwargs.depth=1", "++model.kwargs.embed_dim=32", "++model.kwargs.num_heads=2"]
+    with initialize_config_module("robustft.configs", version_base="1.3"):
+        first = compose("train", overrides=[*common, "data.holdout_per_class=2",
+                                            "trainer.max_epochs=1"])
+        train(first)
+        manifest = (run / "selection_manifest.csv").read_text()
+        # resumed with other selection settings: the run's own manifest decides
+        resumed = compose("train", overrides=[*common, "data.holdout_per_class=3", "data.seed=7",
+                                              "trainer.max_epochs=2",
+                                              f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
+        result = train(resumed)
+    assert (run / "selection_manifest.csv").read_text() == manifest
+    rows = (run / "heldout_metrics.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["0", "1"]  # epoch 0 kept across resume
+    assert {row.split(",")[11] for row in rows[1:]} == {"6"}  # 2 held-out pairs x 3 classes
+    assert result.selection is not None and result.selection["epochs"] == 2
