@@ -144,7 +144,7 @@ class RelevanceFinetuner(pl.LightningModule):
                                                              "decisions": {}}
         # the original model's held-out maps, per validation batch: computed once (its
         # weights never change), so every epoch pays for the fine-tuned model's maps alone
-        self._original_maps: dict[int, dict[str, Tensor]] = {}
+        self._original_maps: dict[tuple[int, tuple[int, ...]], dict[str, Tensor]] = {}
         self._l2sp_names = _l2_sp_names(model, loss.l2sp_exclude)
         if loss.lambda_l2sp > 0 and not self._l2sp_names:
             raise ValueError(f"loss.l2sp_exclude {list(loss.l2sp_exclude)} leaves no trained "
@@ -357,12 +357,15 @@ class RelevanceFinetuner(pl.LightningModule):
         if relevance is None:  # a baseline objective made no map
             out, relevance = self._explain(self.model, batch)
             logits = out.logits
-        if batch_idx not in self._original_maps:
+        # a validation batch is the same images every epoch (no shuffling); its labels make
+        # sure of it should another validation set come through the same module
+        key = (batch_idx, tuple(batch["label"].tolist()))
+        if key not in self._original_maps:
             out, original = self._explain(self.teacher, batch)
-            self._original_maps[batch_idx] = {
+            self._original_maps[key] = {
                 **map_measures(original, batch["mask"], batch["ignore"]),
                 "logits": out.logits.detach()}
-        original = self._original_maps[batch_idx]
+        original = self._original_maps[key]
         for name, value in map_measures(relevance, batch["mask"], batch["ignore"]).items():
             self._heldout["pairs"].setdefault(name, []).append(value)
         for name in ("share", "ap", "iou"):

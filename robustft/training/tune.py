@@ -245,7 +245,7 @@ def tune_verdict(chosen: TrialRecord | None, records: Sequence[TrialRecord]) -> 
         return (f"robustft-tune: none of the {len(records)} trials kept fine-tuned weights (each "
                 "selection was the original model): this recipe does not move this model's "
                 "held-out relevance without changing its decisions; no tuned recipe is written")
-    settings = " ".join(f"{k}={_override_value(v)}" for k, v in chosen.params.items())
+    settings = " ".join(f"{k}={_shown(v)}" for k, v in chosen.params.items())
     numbers = (f"held-out share {chosen.value:.1%} vs the original's {chosen.share_original:.1%} "
                f"({100 * chosen.share_gain:+.1f} points, margin {100 * chosen.share_margin:.1f}), "
                f"agreement {chosen.agreement:.1%}")
@@ -315,6 +315,11 @@ def write_search(result: TuneResult, output_dir: Path, base_experiment: str | No
     return written
 
 
+def _shown(value: Any) -> str:
+    """A searched value for a table: floats to 3 significant digits."""
+    return f"{value:.3g}" if isinstance(value, float) else _override_value(value)
+
+
 def trials_markdown(result: TuneResult) -> str:
     """The trials as a Markdown table (values in percent), the chosen one marked, and the
     verdict."""
@@ -325,7 +330,7 @@ def trials_markdown(result: TuneResult) -> str:
     for record in result.trials:
         mark = " (chosen)" if result.chosen is not None and record.number == result.chosen.number else ""
         lines.append("| " + " | ".join([
-            f"{record.number}{mark}", *[_override_value(record.params.get(k)) for k in keys],
+            f"{record.number}{mark}", *[_shown(record.params.get(k)) for k in keys],
             record.chosen, f"{100 * record.value:.1f}",
             f"{100 * record.share_gain:+.1f} ({100 * record.share_margin:.1f})",
             f"{100 * record.agreement:.1f}", f"{record.kl:.4f}", f"{100 * record.accuracy:.1f}",
