@@ -261,6 +261,15 @@ class MaskInputLayout(StrEnum):
     imagefolder = "imagefolder"
 
 
+class TokenCutFeatures(StrEnum):
+    auto = "auto"
+    keys = "keys"
+    centred_keys = "centred_keys"
+    queries = "queries"
+    values = "values"
+    output = "output"
+
+
 @dataclass
 class MasksConfig:
     """``robustft-masks``'s top level (TokenCut)."""
@@ -270,8 +279,11 @@ class MasksConfig:
     output_dir: str = MISSING
     layout: MaskInputLayout = MaskInputLayout.auto
     model: Any = MISSING  # a ModelSpec (the model group's schema)
-    tau: float = 0.2
+    tau: Any = 0.2  # a number or "auto" (checked by TokenCutSettings)
     eps: float = 1e-5
+    features: TokenCutFeatures = TokenCutFeatures.auto
+    block: int = -1
+    compare_to: str | None = None
     refine: bool = False
     refine_low_iou: str = "invert"
     min_foreground_fraction: float = 0.010364
