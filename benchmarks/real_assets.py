@@ -125,3 +125,10 @@ def write_photo_folder(root: Path) -> tuple[Path, Path]:
         image.save(images / "photo" / f"{name}.png")
     Image.fromarray(quokka()[1].astype(np.uint8) * 255).save(truth / "masks" / "photo" / "quokka.png")
     return images, truth
+
+
+if __name__ == "__main__":
+    built = real_weights()
+    for size in SIZES:
+        print(f"timm {TIMM_NAME} at {size} px: {built.timm_file(size)}")
+    print(f"transformers Dinov2Model: {built.hf_folder}")

@@ -39,7 +39,12 @@ BEFORE, AFTER = "original", "relevance-finetuned"
 
 
 def pretrain_stand_in(cfg: DictConfig) -> None:
-    """Step 2: the weights file named by ``cfg.model.weights_file``, trained if missing."""
+    """Step 2: the weights file named by ``cfg.model.weights_file``, trained if missing;
+    for a pretrained backbone with a probe head (``experiment=demo_real``), the head file
+    ``cfg.model.probe_head``, fitted if missing (:func:`fit_stand_in_head`)."""
+    if cfg.model.get("probe_head"):
+        fit_stand_in_head(cfg)
+        return
     scratch_cfg = OmegaConf.merge(cfg.model, {"weights_file": None, "pretrained": False})
     pl.seed_everything(cfg.seed, workers=True)  # before the model's random initialisation
     model = build_model(scratch_cfg)
@@ -63,6 +68,36 @@ def pretrain_stand_in(cfg: DictConfig) -> None:
                     weight_decay=cfg.pretrain.weight_decay,
                     warmup_epochs=cfg.pretrain.warmup_epochs,
                     trainer_kwargs={"accelerator": cfg.trainer.accelerator, "devices": 1})
+
+
+def fit_stand_in_head(cfg: DictConfig) -> None:
+    """The real-backbone stand-in: a linear probe on the frozen pretrained backbone's
+    features of ``pretrain.head_per_class`` images of each class of the ``pretrain`` split
+    (the tied scenes and plain backdrops of the ImageNet stand-in), cached at
+    ``model.probe_head`` with the settings beside it; refitted when they change."""
+    import json
+
+    from robustft.training.probe_fit import fit_head_on_folder
+
+    path = Path(cfg.model.probe_head)
+    settings = {"model": OmegaConf.to_container(cfg.model, resolve=True),
+                "data_root": str(cfg.pretrain.data_root),
+                "per_class": cfg.pretrain.head_per_class,
+                "weight_decay": cfg.pretrain.head_weight_decay,
+                "benchmark": read_benchmark(Path(cfg.data.root).parent)}
+    record = path.with_name(path.name + ".json")
+    if path.is_file() and record.is_file() and json.loads(record.read_text()) == settings:
+        log.info("stand-in head cached: %s", path)
+        return
+    tower_cfg = OmegaConf.merge(cfg.model, {"probe_head": None, "num_classes": 0})
+    fitted = fit_head_on_folder(build_model(tower_cfg), Path(cfg.pretrain.data_root) / "images",
+                                path, per_class=settings["per_class"],
+                                weight_decay=float(settings["weight_decay"]),
+                                device="cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
+    record.write_text(json.dumps(settings, indent=2))
+    log.info("stand-in head: a linear probe on %d pretrain images (%d features), training "
+             "top-1 %.1f %%: %s", fitted.images, fitted.feature_dim, 100 * fitted.training_top1,
+             path)
 
 
 def evaluate_before_after(cfg: DictConfig, checkpoint: Path, output_dir: Path) -> str:

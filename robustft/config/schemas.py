@@ -134,6 +134,10 @@ class PretrainConfig:
     batch_size: int = 64
     num_workers: int = 0
     resize_ratio: float = 1.0
+    # experiment=demo_real: the stand-in is a pretrained backbone with a linear probe fitted
+    # on this many pretrain images of each class (null = all), with this L2 penalty
+    head_per_class: int | None = None
+    head_weight_decay: float = 1e-3
 
 
 class CheckpointChoice(StrEnum):
@@ -292,6 +296,28 @@ class MasksConfig:
     device: str = "auto"
     overwrite: bool = False
     progress: bool = True
+
+
+class HeadKind(StrEnum):
+    linear = "linear"
+    prototypes = "prototypes"
+
+
+@dataclass
+class HeadConfig:
+    """``robustft-head``'s top level (``robustft.cli.head``): fit a head on a backbone's
+    frozen features from a folder of labelled images."""
+
+    task_name: str = "head"
+    images: str = MISSING  # <images>/<class>/<name> or <images>/images/<class>/<name>
+    output: str = MISSING  # the head file (.safetensors)
+    model: Any = MISSING  # a ModelSpec (the model group's schema)
+    kind: HeadKind = HeadKind.linear
+    per_class: int | None = None  # at most this many images of each class (sorted); null = all
+    weight_decay: float = 1e-3  # kind=linear: the L2 penalty
+    scale: float = 20.0  # kind=prototypes: scores = scale * cosine
+    batch_size: int = 32
+    device: str = "auto"
 
 
 class ExplainTargetChoice(StrEnum):
