@@ -72,32 +72,68 @@ def pretrain_stand_in(cfg: DictConfig) -> None:
 
 def fit_stand_in_head(cfg: DictConfig) -> None:
     """The real-backbone stand-in: a linear probe on the frozen pretrained backbone's
-    features of ``pretrain.head_per_class`` images of each class of the ``pretrain`` split
-    (the tied scenes and plain backdrops of the ImageNet stand-in), cached at
-    ``model.probe_head`` with the settings beside it; refitted when they change."""
+    features, cached at ``model.probe_head`` with its settings beside it (refitted when they
+    change). Its images (:func:`head_images`): ``pretrain.head_per_class`` of each class of
+    the ``pretrain`` split, with ``pretrain.head_data=backgrounds`` the tied scenes' objects
+    greyed out, so that the head learns each class's background from the scenes and its
+    object only from the plain backdrops."""
     import json
 
     from robustft.training.probe_fit import fit_head_on_folder
 
     path = Path(cfg.model.probe_head)
     settings = {"model": OmegaConf.to_container(cfg.model, resolve=True),
-                "data_root": str(cfg.pretrain.data_root),
-                "per_class": cfg.pretrain.head_per_class,
+                "data_root": str(cfg.pretrain.data_root), "head_data": str(cfg.pretrain.head_data),
+                "per_class": cfg.pretrain.head_per_class, "fill": cfg.evaluation.background_fill,
                 "weight_decay": cfg.pretrain.head_weight_decay,
                 "benchmark": read_benchmark(Path(cfg.data.root).parent)}
     record = path.with_name(path.name + ".json")
     if path.is_file() and record.is_file() and json.loads(record.read_text()) == settings:
         log.info("stand-in head cached: %s", path)
         return
+    folder = head_images(Path(cfg.pretrain.data_root), path.with_suffix(".images"),
+                         str(cfg.pretrain.head_data), cfg.pretrain.head_per_class,
+                         float(cfg.evaluation.background_fill))
     tower_cfg = OmegaConf.merge(cfg.model, {"probe_head": None, "num_classes": 0})
-    fitted = fit_head_on_folder(build_model(tower_cfg), Path(cfg.pretrain.data_root) / "images",
-                                path, per_class=settings["per_class"],
+    fitted = fit_head_on_folder(build_model(tower_cfg), folder, path,
                                 weight_decay=float(settings["weight_decay"]),
                                 device="cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
     record.write_text(json.dumps(settings, indent=2))
     log.info("stand-in head: a linear probe on %d pretrain images (%d features), training "
              "top-1 %.1f %%: %s", fitted.images, fitted.feature_dim, 100 * fitted.training_top1,
              path)
+
+
+def head_images(pretrain_root: Path, folder: Path, head_data: str, per_class: int | None,
+                fill: float) -> Path:
+    """``folder/<class>/<name>.png``: the first ``per_class`` images of each class of the
+    pretrain split (its metadata order); ``head_data=backgrounds`` replaces the object of
+    every textured scene with the grey ``fill`` (the object-only evaluation's, inverted),
+    plain-backdrop images (``background == -1``) are kept whole; ``scenes`` keeps all."""
+    import csv
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    if head_data not in ("scenes", "backgrounds"):
+        raise ValueError(f"pretrain.head_data: expected scenes or backgrounds, got {head_data!r}")
+    shutil.rmtree(folder, ignore_errors=True)
+    taken: dict[str, int] = {}
+    with open(pretrain_root / "metadata.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if per_class is not None and taken.get(row["class"], 0) >= per_class:
+                continue
+            taken[row["class"]] = taken.get(row["class"], 0) + 1
+            with Image.open(pretrain_root / row["path"]) as image:
+                pixels = np.asarray(image.convert("RGB")).copy()
+            if head_data == "backgrounds" and int(row["background"]) >= 0:
+                with Image.open(pretrain_root.parent / row["mask_path"]) as mask:
+                    pixels[np.asarray(mask.convert("L")) > 0] = round(255 * fill)
+            target = folder / row["class"] / Path(row["path"]).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(target)
+    return folder
 
 
 def evaluate_before_after(cfg: DictConfig, checkpoint: Path, output_dir: Path) -> str:
