@@ -58,7 +58,10 @@ def quokka_outline_as_input(size: int = 224) -> np.ndarray:
     return np.asarray(mask(Image.fromarray(outline.astype(np.uint8) * 255))) > 127
 
 
-def shares(run_dir: Path, outline: np.ndarray, model_label: str) -> dict[str, float]:
+def shares(run_dir: Path, outline: np.ndarray) -> dict[str, float]:
+    with open(run_dir / "maps.csv") as handle:
+        files = {row["method"]: run_dir / row["npy"] for row in csv.DictReader(handle)
+                 if Path(row["image_path"]).stem == "quokka"}
     truth = torch.from_numpy(outline).float()
     out = {"quokka's area (blind map)": float(truth.mean())}
     grid = 224 // 14
@@ -66,7 +69,7 @@ def shares(run_dir: Path, outline: np.ndarray, model_label: str) -> dict[str, fl
     coverage_map = F.interpolate(coverage[None, None], size=224, mode="bilinear")[0, 0].clamp(min=0)
     out["patch coverage (a good map at 16x16)"] = float((coverage_map * truth).sum() / coverage_map.sum())
     for method in METHODS:
-        raw = torch.from_numpy(np.load(run_dir / "maps" / "quokka" / f"{model_label}__{method}.npy"))[0]
+        raw = torch.from_numpy(np.load(files[method]))[0]
         heat = raw.clamp(min=0)[None, None].float()
         if heat.shape[-1] == grid:
             heat = F.interpolate(heat, size=224, mode="bilinear")
@@ -99,16 +102,14 @@ def main() -> None:
                     f"model.probe_head={head}", "target=label", f"methods=[{','.join(METHODS)}]",
                     f"output_dir={run_dir}", "progress=false", "device=cpu",
                     "hydra.run.dir=" + str(out / "hydra_explain")], check=True)
-    with open(run_dir / "maps.csv") as handle:
-        label = next(csv.DictReader(handle))["model"]
-    table = shares(run_dir, quokka_outline_as_input(), label)
+    table = shares(run_dir, quokka_outline_as_input())
     print("| map | share inside the quokka's outline |\n|---|---:|")
     for name, value in table.items():
         print(f"| {name} | {100 * value:.1f} % |")
     if args.docs:
         args.docs.mkdir(parents=True, exist_ok=True)
-        for png in sorted(run_dir.glob("*.png")):
-            shutil.copy(png, args.docs / png.name)
+        for name in ("quokka", "chelsea"):  # explain names each PNG <image>_<class>.png
+            shutil.copy(run_dir / f"{name}_{name}.png", args.docs / f"{name}.png")
         print(f"overlays copied to {args.docs}")
 
 

@@ -36,6 +36,7 @@ from robustft.training.run import build_datamodule, build_model, train
 
 log = logging.getLogger(__name__)
 BEFORE, AFTER = "original", "relevance-finetuned"
+HEAD_DATA = ("scenes", "backgrounds", "backgrounds_only")
 
 
 def pretrain_stand_in(cfg: DictConfig) -> None:
@@ -109,25 +110,28 @@ def head_images(pretrain_root: Path, folder: Path, head_data: str, per_class: in
     """``folder/<class>/<name>.png``: the first ``per_class`` images of each class of the
     pretrain split (its metadata order); ``head_data=backgrounds`` replaces the object of
     every textured scene with the grey ``fill`` (the object-only evaluation's, inverted),
-    plain-backdrop images (``background == -1``) are kept whole; ``scenes`` keeps all."""
+    plain-backdrop images (``background == -1``) are kept whole; ``backgrounds_only`` leaves
+    the plain backdrops out (the head sees no object); ``scenes`` keeps all as they are."""
     import csv
     import shutil
 
     import numpy as np
     from PIL import Image
 
-    if head_data not in ("scenes", "backgrounds"):
-        raise ValueError(f"pretrain.head_data: expected scenes or backgrounds, got {head_data!r}")
+    if head_data not in HEAD_DATA:
+        raise ValueError(f"pretrain.head_data: expected one of {list(HEAD_DATA)}, got {head_data!r}")
     shutil.rmtree(folder, ignore_errors=True)
     taken: dict[str, int] = {}
     with open(pretrain_root / "metadata.csv", newline="") as handle:
         for row in csv.DictReader(handle):
-            if per_class is not None and taken.get(row["class"], 0) >= per_class:
+            plain = int(row["background"]) < 0
+            if (per_class is not None and taken.get(row["class"], 0) >= per_class) or (
+                    plain and head_data == "backgrounds_only"):
                 continue
             taken[row["class"]] = taken.get(row["class"], 0) + 1
             with Image.open(pretrain_root / row["path"]) as image:
                 pixels = np.asarray(image.convert("RGB")).copy()
-            if head_data == "backgrounds" and int(row["background"]) >= 0:
+            if head_data != "scenes" and not plain:
                 with Image.open(pretrain_root.parent / row["mask_path"]) as mask:
                     pixels[np.asarray(mask.convert("L")) > 0] = round(255 * fill)
             target = folder / row["class"] / Path(row["path"]).name

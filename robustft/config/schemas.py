@@ -138,7 +138,7 @@ class PretrainConfig:
     # on this many pretrain images of each class (null = all), with this L2 penalty
     head_per_class: int | None = None
     head_weight_decay: float = 1e-3
-    head_data: str = "backgrounds"  # scenes | backgrounds (the tied scenes' objects greyed)
+    head_data: str = "backgrounds"  # scenes | backgrounds | backgrounds_only (cli/demo.py)
 
 
 class CheckpointChoice(StrEnum):

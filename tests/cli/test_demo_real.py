@@ -44,6 +44,9 @@ def test_backgrounds_grey_the_objects_of_tied_scenes_only(tmp_path):
         plain = np.asarray(Image.open(folder / name / "1.png"))
         assert (scene[2:5, 2:5] == 71).all() and (scene[0, 0] == 200).all()
         assert (plain[2:5, 2:5] == (10, 20, 30)).all()
+    only = head_images(tmp_path / "pretrain", tmp_path / "only", "backgrounds_only", None, 0.28)
+    assert sorted(p.relative_to(only).as_posix() for p in only.rglob("*.png")) == [
+        "00_disk/0.png", "01_square/0.png"]
     scenes = head_images(tmp_path / "pretrain", tmp_path / "all", "scenes", 1, 0.28)
     assert sorted(p.name for p in scenes.rglob("*.png")) == ["0.png", "0.png"]
     assert (np.asarray(Image.open(scenes / "00_disk" / "0.png"))[3, 3] == (10, 20, 30)).all()
