@@ -58,7 +58,6 @@ def run(cfg: DictConfig) -> None:
     check_required(cfg)
     check_config(cfg)
     spec = ModelSpec.from_mapping(OmegaConf.to_container(cfg.model, resolve=True))
-    model = load_mask_model(spec)
     tau = cfg.tau if cfg.tau == "auto" else _number(cfg.tau, "tau")
     settings = TokenCutSettings(
         tau=tau,
@@ -70,6 +69,7 @@ def run(cfg: DictConfig) -> None:
         bilateral=BilateralSolverParams(),
         refine_low_iou=str(cfg.get("refine_low_iou", "invert")),
     )
+    model = load_mask_model(spec)  # after the settings: a wrong value stops before the build
     summary = generate_masks(
         model,
         cfg.input_dir,
