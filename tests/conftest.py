@@ -6,3 +6,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+# real weights and photos (the `real` extra), for every test that asks for them
+from fixtures.real import real_photos, real_weights  # noqa: E402, F401

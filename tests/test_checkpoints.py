@@ -180,7 +180,7 @@ def test_robustft_checkpoint_is_plain_data(clean_checkpoint):
         # the config schema's zero-shot node, inactive for timm without an embeddings file
         "zero_shot": {"class_names": None, "templates": "openai_imagenet",
                       "embeddings_file": None},
-        "hf_id": None, "hf_path": None}
+        "hf_id": None, "hf_path": None, "probe_head": None}
     assert any(key.startswith("teacher.") for key in checkpoint["state_dict"])
 
 

@@ -3,6 +3,7 @@
 description of a model that training, evaluation, masks and the demo build from."""
 
 from robustft.backbones.base import (
+    TOKEN_FEATURES,
     Backbone,
     BlockAttention,
     TokenLayout,
@@ -14,5 +15,5 @@ from robustft.backbones.base import (
 from robustft.backbones.spec import ModelSpec, register_family
 from robustft.backbones.timm import create_model
 
-__all__ = ["Backbone", "BlockAttention", "ModelSpec", "TokenLayout", "backbone_of", "create_model",
-           "frozen_copy", "preprocessing_config", "register_backbone", "register_family"]
+__all__ = ["TOKEN_FEATURES", "Backbone", "BlockAttention", "ModelSpec", "TokenLayout", "backbone_of",
+           "create_model", "frozen_copy", "preprocessing_config", "register_backbone", "register_family"]

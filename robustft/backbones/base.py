@@ -24,8 +24,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["Backbone", "BlockAttention", "TokenLayout", "backbone_of", "frozen_copy", "preprocessing_config",
-           "register_backbone"]
+__all__ = ["TOKEN_FEATURES", "Backbone", "BlockAttention", "TokenLayout", "backbone_of", "frozen_copy",
+           "preprocessing_config", "register_backbone"]
+
+
+# what Backbone.token_features can return for a block (TokenCut's choice of features)
+TOKEN_FEATURES = ("keys", "queries", "values", "output")
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,16 @@ class Backbone(ABC):
     @abstractmethod
     def last_block_keys(self, images: Tensor) -> Tensor:
         """(B, N, heads * head_dim) keys of the last block for every token (no grad)."""
+
+    def token_features(self, images: Tensor, kind: str = "keys", block: int = -1) -> Tensor:
+        """(B, N, D) features of every token in block ``block`` (Python indexing: -1 = the
+        last), no grad: ``kind`` one of :data:`TOKEN_FEATURES` (``keys``, ``queries``,
+        ``values``: heads concatenated; ``output``: the block's output tokens). A family
+        that offers only the last block's keys raises a ``TypeError`` for anything else."""
+        if kind == "keys" and block == -1:
+            return self.last_block_keys(images)
+        raise TypeError(f"{type(self.model).__name__} offers only the last block's keys "
+                        f"(asked for {kind} of block {block})")
 
     def check_explainable(self) -> None:  # noqa: B027 - a ViT family has nothing to check
         """A ``TypeError`` naming the model when it has no token sequence to explain (a

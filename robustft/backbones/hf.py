@@ -42,7 +42,13 @@ from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers im
 )
 from transformers.models.vit.modeling_vit import ViTAttention, ViTForImageClassification
 
-from robustft.backbones.base import Backbone, BlockAttention, TokenLayout, register_backbone
+from robustft.backbones.base import (
+    TOKEN_FEATURES,
+    Backbone,
+    BlockAttention,
+    TokenLayout,
+    register_backbone,
+)
 from robustft.backbones.hf_attention import attention_dropout_active, recording
 from robustft.backbones.hf_load import PREPROCESSING_ATTRIBUTE, default_data_config
 
@@ -157,19 +163,34 @@ class HuggingFaceViT(Backbone):
     def capture_qkv(self) -> AbstractContextManager[list[BlockAttention]]:
         return recording(self.attention_modules(), "fused")
 
-    @torch.no_grad()
     def last_block_keys(self, images: Tensor) -> Tensor:
-        """The last attention module's ``k_proj`` output, (B, N, heads * head_dim), from a
-        forward of the base model (the head plays no part in the keys)."""
-        key_projection = self.attention_modules()[-1].k_proj
+        return self.token_features(images, "keys", -1)
+
+    @torch.no_grad()
+    def token_features(self, images: Tensor, kind: str = "keys", block: int = -1) -> Tensor:
+        """The attention module's ``q_proj`` / ``k_proj`` / ``v_proj`` output, or the encoder
+        layer's output tokens, from a forward of the base model (the head plays no part)."""
+        if kind not in TOKEN_FEATURES:
+            raise ValueError(f"unknown token feature {kind!r}; known: {list(TOKEN_FEATURES)}")
+        modules = self.attention_modules()
+        if not -len(modules) <= block < len(modules):
+            raise ValueError(f"block {block} does not exist: {type(self.model).__name__} has "
+                             f"{len(modules)} blocks")
+        if kind == "output":
+            hooked = self.model.base_model.encoder.layer[block]
+        else:
+            hooked = getattr(modules[block], {"queries": "q_proj", "keys": "k_proj",
+                                              "values": "v_proj"}[kind])
         captured: list[Tensor] = []
-        handle = key_projection.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        handle = hooked.register_forward_hook(lambda _m, _i, out: captured.append(
+            out[0] if isinstance(out, tuple) else out))
         try:
             self.model.base_model(pixel_values=images, **self._forward_kwargs(images))
         finally:
             handle.remove()
         if len(captured) != 1:
-            raise RuntimeError(f"expected one call of the last block's k_proj, got {len(captured)}")
+            raise RuntimeError(f"expected one call of block {block}'s {kind} layer, got "
+                               f"{len(captured)}")
         return captured[0]
 
 

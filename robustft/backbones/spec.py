@@ -19,6 +19,10 @@ prompt templates of the zero-shot head that makes the image tower a classifier. 
 takes a zero-shot head too, when ``zero_shot.embeddings_file`` is given (the Hydra schema
 always holds a ``zero_shot`` node with its defaults; without that file it does nothing).
 
+``probe_head`` (:mod:`robustft.backbones.probe_head`): a linear probe file fitted on the
+backbone's frozen features (``robustft-head``), the classifier of a backbone that has none
+(a DINOv2); a timm model is then built with ``num_classes=0`` unless it is given.
+
 ``family="hf"`` builds a Hugging Face transformers classifier instead
 (:mod:`robustft.backbones.hf_load`): from ``hf_id`` (a hub id) or ``hf_path`` (a local
 ``from_pretrained`` folder), exactly one; ``name`` is not needed there, ``weights_file`` is
@@ -59,9 +63,11 @@ def _build_timm(spec: ModelSpec, key: str) -> nn.Module:
     if spec.tag:
         raise ValueError(f"{key}.tag: a timm model's tag is part of its name "
                          f"({spec.name}.<tag>); tag is for family=open_clip")
+    # a probe head reads the pooled feature: no classifier of the model's own by default
+    num_classes = 0 if spec.probe_head and spec.num_classes is None else spec.num_classes
     model = create_model(spec.name, pretrained=spec.pretrained and not spec.weights_file
                          and not spec.checkpoint, weights_file=None if spec.checkpoint
-                         else spec.weights_file, num_classes=spec.num_classes,
+                         else spec.weights_file, num_classes=num_classes,
                          weights_key=f"{key}.weights_file", **spec.kwargs)
     zero_shot = spec.zero_shot
     if zero_shot is None or not zero_shot.embeddings_file:
@@ -86,9 +92,14 @@ def _build_hf(spec: ModelSpec, key: str) -> nn.Module:
     if spec.weights_file:
         raise ValueError(f"{key}.weights_file is timm's; a Hugging Face model (family=hf) reads "
                          f"its weights from {key}.hf_path or {key}.hf_id")
+    num_classes = spec.num_classes
+    if spec.probe_head and num_classes is None:  # the classifier the probe is written into
+        from robustft.backbones.probe_head import read_probe_head
+
+        num_classes = read_probe_head(spec.probe_head, f"{key}.probe_head").num_classes
     return create_hf_model(hf_id=spec.hf_id, hf_path=spec.hf_path, key=key,
                            pretrained=spec.pretrained and not spec.checkpoint,
-                           num_classes=spec.num_classes, **spec.kwargs)
+                           num_classes=num_classes, **spec.kwargs)
 
 
 register_family("timm", _build_timm)
@@ -119,6 +130,7 @@ class ModelSpec:
     zero_shot: ZeroShotSpec | None = None  # a zero-shot head (class names x templates)
     hf_id: str | None = None  # a Hugging Face hub id (family=hf)
     hf_path: str | None = None  # a local from_pretrained folder (family=hf)
+    probe_head: str | None = None  # a linear probe file (robustft.backbones.probe_head)
 
     def __post_init__(self) -> None:
         self.kwargs = dict(self.kwargs or {})
@@ -149,6 +161,10 @@ class ModelSpec:
             raise ValueError(f"{key}.family: unknown model family {self.family!r}; known: "
                              f"{sorted(_BUILDERS)}")
         model = _BUILDERS[self.family](self, key)
+        if self.probe_head:
+            from robustft.backbones.probe_head import attach_probe_head
+
+            model = attach_probe_head(model, self.probe_head, key=key)
         if self.checkpoint:
             described = (self.name or self.hf_path or self.hf_id or "") + (
                 f" (kwargs {self.kwargs})" if self.kwargs else "")

@@ -32,7 +32,13 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from robustft.backbones.base import Backbone, BlockAttention, TokenLayout, register_backbone
+from robustft.backbones.base import (
+    TOKEN_FEATURES,
+    Backbone,
+    BlockAttention,
+    TokenLayout,
+    register_backbone,
+)
 from robustft.backbones.timm_qkv import (
     attention_blocks,
     capture_hook,
@@ -287,27 +293,44 @@ class TimmViT(Backbone):
     def capture_qkv(self) -> contextlib.AbstractContextManager[list[BlockAttention]]:
         return capture_qkv(self.model)
 
-    @torch.no_grad()
     def last_block_keys(self, images: Tensor) -> Tensor:
-        """Keys from a forward hook on the last block's fused ``attn.qkv``, split with
-        timm's layout ``reshape(B, N, 3, heads, head_dim)``."""
-        attn = attention_blocks(self.model)[-1]
+        return self.token_features(images, "keys", -1)
+
+    @torch.no_grad()
+    def token_features(self, images: Tensor, kind: str = "keys", block: int = -1) -> Tensor:
+        """q, k or v from a forward hook on the block's fused ``attn.qkv``, split with timm's
+        layout ``reshape(B, N, 3, heads, head_dim)``; ``output`` from a hook on the block."""
+        if kind not in TOKEN_FEATURES:
+            raise ValueError(f"unknown token feature {kind!r}; known: {list(TOKEN_FEATURES)}")
+        blocks = attention_blocks(self.model)
+        if not -len(blocks) <= block < len(blocks):
+            raise ValueError(f"block {block} does not exist: {type(self.model).__name__} has "
+                             f"{len(blocks)} blocks")
+        attn = blocks[block]
         qkv_layer, num_heads = getattr(attn, "qkv", None), getattr(attn, "num_heads", None)
-        if not isinstance(qkv_layer, nn.Module) or num_heads is None:
-            raise TypeError(f"{type(self.model).__name__}.blocks[-1].attn has no fused `qkv` "
+        if kind == "output":
+            hooked = self.model.blocks[block]
+        elif isinstance(qkv_layer, nn.Module) and num_heads is not None:
+            hooked = qkv_layer
+        else:
+            raise TypeError(f"{type(self.model).__name__}.blocks[{block}].attn has no fused `qkv` "
                             "projection with `num_heads` (timm's Attention layout)")
         captured: list[Tensor] = []
-        handle = qkv_layer.register_forward_hook(lambda _m, _i, output: captured.append(output))
+        handle = hooked.register_forward_hook(lambda _m, _i, output: captured.append(output))
         try:
-            self.model.forward_features(images)  # the head plays no part in the keys
+            self.model.forward_features(images)  # the head plays no part in the features
         finally:
             handle.remove()
         if len(captured) != 1:
-            raise RuntimeError(f"expected one call of the last block's qkv, got {len(captured)}")
+            raise RuntimeError(f"expected one call of block {block}'s {kind} layer, got "
+                               f"{len(captured)}")
+        if kind == "output":
+            return captured[0]
         batch, num_tokens, three_dim = captured[0].shape
         head_dim = three_dim // (3 * int(num_heads))
-        keys = captured[0].reshape(batch, num_tokens, 3, int(num_heads), head_dim)[:, :, 1]
-        return keys.reshape(batch, num_tokens, int(num_heads) * head_dim)
+        index = {"queries": 0, "keys": 1, "values": 2}[kind]
+        features = captured[0].reshape(batch, num_tokens, 3, int(num_heads), head_dim)[:, :, index]
+        return features.reshape(batch, num_tokens, int(num_heads) * head_dim)
 
     def explain_token_count_mismatch(self, num_tokens: int, layout: TokenLayout) -> str:
         if self.model.training and not isinstance(getattr(self.model, "patch_drop", None),

@@ -167,6 +167,9 @@ class ZeroShotBackbone(Backbone):
     def last_block_keys(self, images: Tensor) -> Tensor:
         return self.tower.last_block_keys(images)
 
+    def token_features(self, images: Tensor, kind: str = "keys", block: int = -1) -> Tensor:
+        return self.tower.token_features(images, kind, block)
+
     def check_explainable(self) -> None:
         self.tower.check_explainable()
 

@@ -36,10 +36,16 @@ from robustft.training.run import build_datamodule, build_model, train
 
 log = logging.getLogger(__name__)
 BEFORE, AFTER = "original", "relevance-finetuned"
+HEAD_DATA = ("scenes", "backgrounds", "backgrounds_only")
 
 
 def pretrain_stand_in(cfg: DictConfig) -> None:
-    """Step 2: the weights file named by ``cfg.model.weights_file``, trained if missing."""
+    """Step 2: the weights file named by ``cfg.model.weights_file``, trained if missing;
+    for a pretrained backbone with a probe head (``experiment=demo_real``), the head file
+    ``cfg.model.probe_head``, fitted if missing (:func:`fit_stand_in_head`)."""
+    if cfg.model.get("probe_head"):
+        fit_stand_in_head(cfg)
+        return
     scratch_cfg = OmegaConf.merge(cfg.model, {"weights_file": None, "pretrained": False})
     pl.seed_everything(cfg.seed, workers=True)  # before the model's random initialisation
     model = build_model(scratch_cfg)
@@ -63,6 +69,75 @@ def pretrain_stand_in(cfg: DictConfig) -> None:
                     weight_decay=cfg.pretrain.weight_decay,
                     warmup_epochs=cfg.pretrain.warmup_epochs,
                     trainer_kwargs={"accelerator": cfg.trainer.accelerator, "devices": 1})
+
+
+def fit_stand_in_head(cfg: DictConfig) -> None:
+    """The real-backbone stand-in: a linear probe on the frozen pretrained backbone's
+    features, cached at ``model.probe_head`` with its settings beside it (refitted when they
+    change). Its images (:func:`head_images`): ``pretrain.head_per_class`` of each class of
+    the ``pretrain`` split, with ``pretrain.head_data=backgrounds`` the tied scenes' objects
+    greyed out, so that the head learns each class's background from the scenes and its
+    object only from the plain backdrops."""
+    import json
+
+    from robustft.training.probe_fit import fit_head_on_folder
+
+    path = Path(cfg.model.probe_head)
+    settings = {"model": OmegaConf.to_container(cfg.model, resolve=True),
+                "data_root": str(cfg.pretrain.data_root), "head_data": str(cfg.pretrain.head_data),
+                "per_class": cfg.pretrain.head_per_class, "fill": cfg.evaluation.background_fill,
+                "weight_decay": cfg.pretrain.head_weight_decay,
+                "benchmark": read_benchmark(Path(cfg.data.root).parent)}
+    record = path.with_name(path.name + ".json")
+    if path.is_file() and record.is_file() and json.loads(record.read_text()) == settings:
+        log.info("stand-in head cached: %s", path)
+        return
+    folder = head_images(Path(cfg.pretrain.data_root), path.with_suffix(".images"),
+                         str(cfg.pretrain.head_data), cfg.pretrain.head_per_class,
+                         float(cfg.evaluation.background_fill))
+    tower_cfg = OmegaConf.merge(cfg.model, {"probe_head": None, "num_classes": 0})
+    fitted = fit_head_on_folder(build_model(tower_cfg), folder, path,
+                                weight_decay=float(settings["weight_decay"]),
+                                device="cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
+    record.write_text(json.dumps(settings, indent=2))
+    log.info("stand-in head: a linear probe on %d pretrain images (%d features), training "
+             "top-1 %.1f %%: %s", fitted.images, fitted.feature_dim, 100 * fitted.training_top1,
+             path)
+
+
+def head_images(pretrain_root: Path, folder: Path, head_data: str, per_class: int | None,
+                fill: float) -> Path:
+    """``folder/<class>/<name>.png``: the first ``per_class`` images of each class of the
+    pretrain split (its metadata order); ``head_data=backgrounds`` replaces the object of
+    every textured scene with the grey ``fill`` (the object-only evaluation's, inverted),
+    plain-backdrop images (``background == -1``) are kept whole; ``backgrounds_only`` leaves
+    the plain backdrops out (the head sees no object); ``scenes`` keeps all as they are."""
+    import csv
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    if head_data not in HEAD_DATA:
+        raise ValueError(f"pretrain.head_data: expected one of {list(HEAD_DATA)}, got {head_data!r}")
+    shutil.rmtree(folder, ignore_errors=True)
+    taken: dict[str, int] = {}
+    with open(pretrain_root / "metadata.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            plain = int(row["background"]) < 0
+            if (per_class is not None and taken.get(row["class"], 0) >= per_class) or (
+                    plain and head_data == "backgrounds_only"):
+                continue
+            taken[row["class"]] = taken.get(row["class"], 0) + 1
+            with Image.open(pretrain_root / row["path"]) as image:
+                pixels = np.asarray(image.convert("RGB")).copy()
+            if head_data != "scenes" and not plain:
+                with Image.open(pretrain_root.parent / row["mask_path"]) as mask:
+                    pixels[np.asarray(mask.convert("L")) > 0] = round(255 * fill)
+            target = folder / row["class"] / Path(row["path"]).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(target)
+    return folder
 
 
 def evaluate_before_after(cfg: DictConfig, checkpoint: Path, output_dir: Path) -> str:

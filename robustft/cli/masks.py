@@ -3,6 +3,10 @@
     robustft-masks input_dir=/data/pets output_dir=/data/pets
     robustft-masks input_dir=/data/imagenet/train output_dir=/data/in_masks refine=true \
         model.name=vit_base_patch16_224.dino model.weights_file=/weights/dino_vitb16.pth
+    # a DINOv2, and the IoU of each mask with true masks in the generic layout
+    robustft-masks input_dir=/data/pets output_dir=/tmp/m compare_to=/data/pets_true \
+        model.name=vit_small_patch14_dinov2 model.weights_file=/w/dinov2_s14.safetensors \
+        ++model.kwargs.img_size=224
 
 Config: ``configs/masks.yaml``. The work is done by :func:`robustft.masks.generate.generate_masks`.
 """
@@ -10,6 +14,7 @@ Config: ``configs/masks.yaml``. The work is done by :func:`robustft.masks.genera
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -18,6 +23,7 @@ from robustft.backbones import ModelSpec
 from robustft.cli.errors import one_line_errors
 from robustft.config.checks import check_config
 from robustft.masks.bilateral import BilateralSolverParams
+from robustft.masks.compare import IOU_TABLE_NAME, compare_with_true_masks, write_iou_table
 from robustft.masks.generate import generate_masks, load_mask_model
 from robustft.masks.settings import TokenCutSettings
 from robustft.resources import resolve_num_workers
@@ -52,15 +58,18 @@ def run(cfg: DictConfig) -> None:
     check_required(cfg)
     check_config(cfg)
     spec = ModelSpec.from_mapping(OmegaConf.to_container(cfg.model, resolve=True))
-    model = load_mask_model(spec)
+    tau = cfg.tau if cfg.tau == "auto" else _number(cfg.tau, "tau")
     settings = TokenCutSettings(
-        tau=float(cfg.tau),
+        tau=tau,
+        features=str(cfg.get("features", "auto")),
+        block=int(cfg.get("block", -1)),
         eps=float(cfg.eps),
         refine=bool(cfg.refine),
         min_foreground_fraction=float(cfg.min_foreground_fraction),
         bilateral=BilateralSolverParams(),
         refine_low_iou=str(cfg.get("refine_low_iou", "invert")),
     )
+    model = load_mask_model(spec)  # after the settings: a wrong value stops before the build
     summary = generate_masks(
         model,
         cfg.input_dir,
@@ -81,6 +90,31 @@ def run(cfg: DictConfig) -> None:
     )
     for image, reason in summary.skipped:
         print(f"  skipped {image}: {reason}")
+    if summary.degenerate:
+        print(f"  {summary.degenerate} degenerate graphs (masks not kept; reasons in the manifest)")
+    if cfg.get("compare_to"):
+        report_iou(cfg.output_dir, cfg.compare_to)
+
+
+def _number(value, key: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}: expected a number or 'auto', got {value!r}") from None
+
+
+def report_iou(output_dir: str, true_root: str) -> None:
+    """Print the IoU of every written mask with its true mask and the mean, and write them
+    to ``<output_dir>/tokencut_iou.csv``."""
+    scores = compare_with_true_masks(output_dir, true_root)
+    if not scores:
+        raise ValueError(f"compare_to: no true mask under {true_root}/masks/<class>/<stem>.png "
+                         "matches a written mask")
+    path = write_iou_table(scores, Path(output_dir) / IOU_TABLE_NAME)
+    for image, iou in sorted(scores.items()):
+        print(f"  IoU {iou:.3f}  {image}")
+    print(f"robustft-masks: mean IoU {sum(scores.values()) / len(scores):.3f} over {len(scores)} "
+          f"images with a true mask in {true_root}; table: {path}")
 
 
 @one_line_errors("robustft-masks")

@@ -139,6 +139,11 @@ class PretrainConfig:
     batch_size: int = 64
     num_workers: int = 0
     resize_ratio: float = 1.0
+    # experiment=demo_real: the stand-in is a pretrained backbone with a linear probe fitted
+    # on this many pretrain images of each class (null = all), with this L2 penalty
+    head_per_class: int | None = None
+    head_weight_decay: float = 1e-3
+    head_data: str = "backgrounds"  # scenes | backgrounds | backgrounds_only (cli/demo.py)
 
 
 class CheckpointChoice(StrEnum):
@@ -332,6 +337,15 @@ class MaskInputLayout(StrEnum):
     imagefolder = "imagefolder"
 
 
+class TokenCutFeatures(StrEnum):
+    auto = "auto"
+    keys = "keys"
+    centred_keys = "centred_keys"
+    queries = "queries"
+    values = "values"
+    output = "output"
+
+
 @dataclass
 class MasksConfig:
     """``robustft-masks``'s top level (TokenCut)."""
@@ -341,8 +355,11 @@ class MasksConfig:
     output_dir: str = MISSING
     layout: MaskInputLayout = MaskInputLayout.auto
     model: Any = MISSING  # a ModelSpec (the model group's schema)
-    tau: float = 0.2
+    tau: Any = 0.2  # a number or "auto" (checked by TokenCutSettings)
     eps: float = 1e-5
+    features: TokenCutFeatures = TokenCutFeatures.auto
+    block: int = -1
+    compare_to: str | None = None
     refine: bool = False
     refine_low_iou: str = "invert"
     min_foreground_fraction: float = 0.010364
@@ -351,6 +368,28 @@ class MasksConfig:
     device: str = "auto"
     overwrite: bool = False
     progress: bool = True
+
+
+class HeadKind(StrEnum):
+    linear = "linear"
+    prototypes = "prototypes"
+
+
+@dataclass
+class HeadConfig:
+    """``robustft-head``'s top level (``robustft.cli.head``): fit a head on a backbone's
+    frozen features from a folder of labelled images."""
+
+    task_name: str = "head"
+    images: str = MISSING  # <images>/<class>/<name> or <images>/images/<class>/<name>
+    output: str = MISSING  # the head file (.safetensors)
+    model: Any = MISSING  # a ModelSpec (the model group's schema)
+    kind: HeadKind = HeadKind.linear
+    per_class: int | None = None  # at most this many images of each class (sorted); null = all
+    weight_decay: float = 1e-3  # kind=linear: the L2 penalty
+    scale: float = 20.0  # kind=prototypes: scores = scale * cosine
+    batch_size: int = 32
+    device: str = "auto"
 
 
 class ExplainTargetChoice(StrEnum):

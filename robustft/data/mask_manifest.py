@@ -31,6 +31,10 @@ TOKENCUT_MANIFEST_FIELDS = (
     "foreground_fraction",  # foreground pixels / all pixels of the final mask
     "kept",  # True/False by the minimum-foreground filter; empty when skipped
     "refined",  # True/False: bilateral-solver refinement applied; empty = unknown/skipped
+    "features",  # what was cut: keys | centred_keys | queries | values | output (with block)
+    "tau",  # the affinity threshold used (tau=auto: the image's median cosine)
+    "eigenvalue",  # second generalised eigenvalue of the graph (1 = complete graph)
+    "share_below_tau",  # share of patch pairs below tau (0 = complete graph)
     "status",  # written | resumed | skipped
     "reason",  # why skipped, or why not kept
 )
@@ -46,6 +50,10 @@ class TokenCutRow:
     foreground_fraction: float | None = None
     kept: bool | None = None
     refined: bool | None = None
+    features: str = ""
+    tau: float | None = None
+    eigenvalue: float | None = None
+    share_below_tau: float | None = None
     status: str = ""
     reason: str = ""
 
@@ -77,6 +85,10 @@ class TokenCutRow:
             foreground_fraction=optional(record.get("foreground_fraction"), float),
             kept=optional(record.get("kept"), bool),
             refined=optional(record.get("refined"), bool),
+            features=record.get("features", "") or "",
+            tau=optional(record.get("tau"), float),
+            eigenvalue=optional(record.get("eigenvalue"), float),
+            share_below_tau=optional(record.get("share_below_tau"), float),
             status=record.get("status", "") or "",
             reason=record.get("reason", "") or "",
         )

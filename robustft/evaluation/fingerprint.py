@@ -156,6 +156,10 @@ def model_inputs(
                 key = f"models.{label}.zero_shot.{name}"
                 inputs["zero_shot"][name] = "sha256:" + hasher.sha256(value, key=key)
                 sources[f"zero_shot.{name}"] = str(Path(value).resolve())
+    if entry.get("probe_head"):  # a linear probe head file counts by its bytes
+        key = f"models.{label}.probe_head"
+        inputs["probe_head"] = "sha256:" + hasher.sha256(entry["probe_head"], key=key)
+        sources["probe_head"] = str(Path(entry["probe_head"]).resolve())
     if inputs["family"] == "hf":
         inputs.update(_hf_inputs(label, entry, hasher, sources))
     return inputs, sources

@@ -11,7 +11,9 @@ from PIL import Image
 
 from robustft.data.mask_manifest import TOKENCUT_MANIFEST_NAME, read_tokencut_manifest
 
-__all__ = ["compare_with_true_masks"]
+__all__ = ["IOU_TABLE_NAME", "compare_with_true_masks", "write_iou_table"]
+
+IOU_TABLE_NAME = "tokencut_iou.csv"
 
 
 def compare_with_true_masks(
@@ -35,3 +37,12 @@ def compare_with_true_masks(
         union = np.logical_or(predicted, truth).sum()
         scores[row.image] = 1.0 if union == 0 else float((predicted & truth).sum() / union)
     return scores
+
+
+def write_iou_table(scores: dict[str, float], path: str | os.PathLike[str]) -> Path:
+    """``image,iou`` rows (sorted) and a last ``mean`` row."""
+    path = Path(path)
+    lines = ["image,iou"] + [f"{image},{iou:.6f}" for image, iou in sorted(scores.items())]
+    lines.append(f"mean,{sum(scores.values()) / max(len(scores), 1):.6f}")
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -23,8 +23,12 @@ taken from the previous manifest, or recomputed from the PNG when there is none
 (``refined`` is then empty = unknown). ``kept`` is always re-evaluated with the current
 minimum-foreground fraction.
 
-Every mask is written, including those the minimum-foreground filter rejects: the
-manifest's ``kept`` column is the filter (use :func:`kept_mask_pairs`).
+Every mask is written, including those the minimum-foreground filter rejects and those of
+a degenerate graph (:func:`robustft.masks.tokencut.degenerate_reason`: the cut of a
+complete graph is arbitrary): the manifest's ``kept`` column is the filter (use
+:func:`kept_mask_pairs`), its ``reason`` says why not, and its ``features``, ``tau``,
+``eigenvalue`` and ``share_below_tau`` columns what each graph was. A run that meets
+degenerate graphs says how many in one warning line.
 """
 
 from __future__ import annotations
@@ -61,7 +65,12 @@ from robustft.masks.settings import (
     model_identity,
     write_settings,
 )
-from robustft.masks.tokencut import extract_patch_keys, graph_cut, upsample_nearest
+from robustft.masks.tokencut import (
+    cut_image,
+    degenerate_reason,
+    extract_patch_features,
+    upsample_nearest,
+)
 from robustft.resources import resolve_device
 
 __all__ = ["GenerationSummary", "generate_masks", "load_mask_model"]
@@ -83,6 +92,7 @@ class GenerationSummary:
     skipped: list[tuple[str, str]]
     manifest_path: Path
     seconds: float
+    degenerate: int = 0
 
     @property
     def images_per_second(self) -> float:
@@ -107,7 +117,12 @@ def _write_mask(path: Path, mask: np.ndarray) -> None:
     os.replace(temporary, path)
 
 
-def _keep_decision(fraction: float, minimum: float) -> tuple[bool, str]:
+_DEGENERATE = "degenerate graph"
+
+
+def _keep_decision(fraction: float, minimum: float, degenerate: str = "") -> tuple[bool, str]:
+    if degenerate:
+        return False, degenerate
     if fraction < minimum:
         return False, f"foreground fraction {fraction:.6f} < min_foreground_fraction {minimum:.6f}"
     return True, ""
@@ -227,8 +242,9 @@ def generate_masks(
                     )
             if good:
                 pixels = torch.stack([item["pixels"] for item in good]).to(torch_device)
-                keys = extract_patch_keys(model, pixels).float().cpu().numpy()
-                for item, features in zip(good, keys):
+                batch_features = extract_patch_features(
+                    model, pixels, settings.token_feature, settings.block).float().cpu().numpy()
+                for item, features in zip(good, batch_features):
                     entry = todo[item["index"]]
                     rows[entry.relative] = _mask_for_image(
                         entry, features, grid_size, item, settings, output_root
@@ -244,6 +260,12 @@ def generate_masks(
     seconds = time.perf_counter() - start
 
     kept = sum(1 for row in rows.values() if row.kept)
+    degenerate = [row for row in rows.values() if row.reason.startswith(_DEGENERATE)]
+    if degenerate:
+        log.warning("%d of %d graphs were degenerate (a complete or nearly complete graph: its "
+                    "cut is arbitrary), e.g. %s: their masks are not kept; features=auto cuts the "
+                    "centred keys instead, or set tau=auto", len(degenerate), len(rows),
+                    degenerate[0].image)
     summary = GenerationSummary(
         total=len(entries),
         written=written,
@@ -252,6 +274,7 @@ def generate_masks(
         skipped=skipped,
         manifest_path=manifest_path,
         seconds=seconds,
+        degenerate=len(degenerate),
     )
     log.info(
         "%d images: %d masks written, %d resumed, %d skipped, %d kept; %.1f images/s; manifest %s",
@@ -278,14 +301,20 @@ def _all_rows(
 
 
 def _manifest_row(entry: ImageEntry, settings: TokenCutSettings, *, width: int, height: int,
-                  fraction: float, refined: bool | None, status: str) -> TokenCutRow:
+                  fraction: float, refined: bool | None, status: str,
+                  graph: TokenCutRow | None = None) -> TokenCutRow:
     """The manifest row of a mask with the given foreground fraction; ``kept`` and its
-    reason come from the minimum-foreground filter of ``settings``."""
-    kept, reason = _keep_decision(fraction, settings.min_foreground_fraction)
+    reason come from the graph (a degenerate one is not kept) and the minimum-foreground
+    filter of ``settings``. ``graph`` carries the graph's columns (features, tau,
+    eigenvalue, share below tau, and its degenerate reason)."""
+    graph = graph or TokenCutRow(image=entry.relative)
+    degenerate = graph.reason if graph.reason.startswith(_DEGENERATE) else ""
+    kept, reason = _keep_decision(fraction, settings.min_foreground_fraction, degenerate)
     return TokenCutRow(image=entry.relative, mask=entry.mask_relative,
                        class_name=entry.class_name, width=width, height=height,
                        foreground_fraction=fraction, kept=kept, refined=refined,
-                       status=status, reason=reason)
+                       features=graph.features, tau=graph.tau, eigenvalue=graph.eigenvalue,
+                       share_below_tau=graph.share_below_tau, status=status, reason=reason)
 
 
 def _resumed_row(
@@ -311,7 +340,7 @@ def _resumed_row(
         height, width = mask.shape
         refined = None  # unknown without the earlier manifest
     return _manifest_row(entry, settings, width=width, height=height, fraction=fraction,
-                         refined=refined, status="resumed")
+                         refined=refined, status="resumed", graph=old)
 
 
 def _mask_for_image(
@@ -323,7 +352,11 @@ def _mask_for_image(
     output_root: Path,
 ) -> TokenCutRow:
     """Graph cut, upsampling, optional refinement, PNG write and the manifest row."""
-    cut = graph_cut(features, grid_size, tau=settings.tau, eps=settings.eps)
+    cut, used = cut_image(features, grid_size, settings.features, settings.tau, settings.eps)
+    block = "" if settings.block == -1 else f"@block{settings.block}"
+    graph = TokenCutRow(image=entry.relative, features=used + block, tau=cut.tau,
+                        eigenvalue=cut.eigenvalue, share_below_tau=cut.share_below_tau,
+                        reason=degenerate_reason(cut))
     height, width = item["size"]
     mask = upsample_nearest(cut.mask, (height, width))
     if settings.refine:
@@ -332,4 +365,5 @@ def _mask_for_image(
         )
     _write_mask(output_root / entry.mask_relative, mask)
     return _manifest_row(entry, settings, width=width, height=height,
-                         fraction=float(mask.mean()), refined=settings.refine, status="written")
+                         fraction=float(mask.mean()), refined=settings.refine, status="written",
+                         graph=graph)

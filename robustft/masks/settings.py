@@ -12,7 +12,12 @@ from typing import Any
 from torch import nn
 
 from robustft.masks.bilateral import BilateralSolverParams
-from robustft.masks.tokencut import DEFAULT_EPS, DEFAULT_TAU, OFFICIAL_MIN_FOREGROUND_FRACTION
+from robustft.masks.tokencut import (
+    DEFAULT_EPS,
+    DEFAULT_TAU,
+    FEATURE_CHOICES,
+    OFFICIAL_MIN_FOREGROUND_FRACTION,
+)
 
 __all__ = [
     "DEFAULT_SETTINGS",
@@ -27,9 +32,13 @@ SETTINGS_NAME = "tokencut_settings.json"
 
 @dataclass(frozen=True)
 class TokenCutSettings:
-    """Algorithm parameters (docs/method.md §4; the defaults are TokenCut's)."""
+    """Algorithm parameters (docs/method.md §4; the defaults are TokenCut's, except that
+    ``features="auto"`` cuts the centred keys at the median cosine where the keys' graph is
+    degenerate). ``tau``: a number or ``"auto"`` (the median cosine of each image);
+    ``features``: one of :data:`~robustft.masks.tokencut.FEATURE_CHOICES`; ``block``: the
+    block they come from (-1 = the last)."""
 
-    tau: float = DEFAULT_TAU
+    tau: float | str = DEFAULT_TAU
     eps: float = DEFAULT_EPS
     refine: bool = False
     min_foreground_fraction: float = OFFICIAL_MIN_FOREGROUND_FRACTION
@@ -37,6 +46,21 @@ class TokenCutSettings:
     # TokenCut inverts a refined mask whose IoU with the coarse one is < 0.5; "coarse"
     # falls back to the coarse mask instead.
     refine_low_iou: str = "invert"
+    features: str = "auto"
+    block: int = -1
+
+    def __post_init__(self) -> None:
+        if self.tau != "auto" and (isinstance(self.tau, (bool, str)) or self.tau is None):
+            raise ValueError(f"tau: expected a number or 'auto', got {self.tau!r}")
+        if self.features not in FEATURE_CHOICES:
+            raise ValueError(f"features: expected one of {list(FEATURE_CHOICES)}, got "
+                             f"{self.features!r}")
+
+    @property
+    def token_feature(self) -> str:
+        """What the backbone is asked for (``Backbone.token_features``): the keys for
+        ``auto`` and ``centred_keys``, else the features named."""
+        return "keys" if self.features in ("auto", "centred_keys") else self.features
 
 
 # TokenCut's own parameters, the default of every run (frozen, so one shared value is safe).

@@ -3,8 +3,9 @@ self-supervised ViT by a normalised cut on the patch graph.
 
 The stages, as specified in docs/method.md §4 and as TokenCut's public code does it:
 
-1. :func:`extract_patch_keys` — keys of the last block (``Backbone.last_block_keys``), heads
-   concatenated, prefix tokens (CLS, distillation, registers) dropped -> (B, P, D).
+1. :func:`extract_patch_features` — keys of the last block (``Backbone.token_features``;
+   or queries, values, a block's output tokens, any block), heads concatenated, prefix
+   tokens (CLS, distillation, registers) dropped -> (B, P, D).
 2. :func:`tokencut_affinity` — L2-normalised rows, cosine affinity ``F F^T``, binarised:
    1 where > tau, eps elsewhere.
 3. :func:`normalized_cut_eigenvector` — ``D = diag(row sums)``, the generalised
@@ -15,6 +16,14 @@ The stages, as specified in docs/method.md §4 and as TokenCut's public code doe
 
 :func:`graph_cut` is stages 2-4 on plain arrays (features + grid), so it can be tested on
 constructed features without a model. :func:`tokencut_masks` runs everything on a batch.
+
+When the graph is degenerate (:func:`degenerate_reason`): on DINOv2 every pair of
+last-block keys has a cosine above 0.2 (a large key bias, invisible to softmax attention,
+dominates every key), the graph is complete, its second eigenvalue is 1 and the
+"eigenvector" is arbitrary. :func:`cut_image` with ``features="auto"`` (the default) then
+cuts the centred keys (each image's mean patch key subtracted: attention is unchanged) at
+``tau="auto"`` (the median cosine) instead; any other graph gets TokenCut's own cut
+(docs/method.md §4).
 The optional bilateral-solver refinement lives in :mod:`robustft.masks.bilateral`.
 """
 
@@ -33,11 +42,17 @@ from robustft.backbones import backbone_of
 __all__ = [
     "DEFAULT_EPS",
     "DEFAULT_TAU",
+    "FEATURE_CHOICES",
     "OFFICIAL_MIN_FOREGROUND_FRACTION",
     "GraphCut",
     "bipartition_from_eigenvector",
+    "centred",
+    "cut_image",
+    "degenerate_reason",
+    "extract_patch_features",
     "extract_patch_keys",
     "graph_cut",
+    "median_cosine",
     "normalized_cut_eigenvector",
     "tokencut_affinity",
     "tokencut_masks",
@@ -49,6 +64,16 @@ DEFAULT_EPS = 1e-5
 # The official fine-tuning dropped TokenCut masks with fewer than 520 foreground pixels
 # at 224x224; as a fraction it scales with any image size.
 OFFICIAL_MIN_FOREGROUND_FRACTION = 520 / (224 * 224)
+
+# what TokenCut cuts: "auto" = TokenCut's keys, or the centred keys at the median cosine when
+# the keys' graph is degenerate; the others as named (Backbone.token_features, centred_keys
+# = keys minus each image's mean patch key)
+FEATURE_CHOICES = ("auto", "keys", "centred_keys", "queries", "values", "output")
+# A graph is degenerate (its cut arbitrary) when its second generalised eigenvalue is this
+# close to 1 (a complete graph's is exactly 1) or fewer than this share of the pairs fall
+# below tau; measured: DINOv2-S keys 1.0000 / 0.000, every working graph here <= 0.92 / >= 0.015.
+MAX_EIGENVALUE = 0.99
+MIN_SHARE_BELOW_TAU = 0.01
 
 # 4-connectivity on the patch grid (scipy's default for 2-D labelling, made explicit).
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
@@ -63,6 +88,8 @@ class GraphCut:
     component step). ``eigenvector``: (h, w) float64, the second-smallest generalised
     eigenvector, sign-flipped so that the foreground side is ``v > mean(v)``.
     ``eigenvalue``: its eigenvalue. ``seed``: (row, col) of ``argmax |v|`` on the grid.
+    ``tau``: the threshold used; ``share_below_tau``: the share of the pairs of distinct
+    patches whose cosine is not above it (0 = a complete graph).
     """
 
     mask: np.ndarray
@@ -70,28 +97,59 @@ class GraphCut:
     eigenvector: np.ndarray
     eigenvalue: float
     seed: tuple[int, int]
+    tau: float = DEFAULT_TAU
+    share_below_tau: float = float("nan")
 
 
 @torch.no_grad()
-def extract_patch_keys(model: nn.Module, pixels: Tensor) -> Tensor:
-    """Keys of the last transformer block for the patch tokens, heads concatenated.
+def extract_patch_features(model: nn.Module, pixels: Tensor, kind: str = "keys",
+                           block: int = -1) -> Tensor:
+    """``kind`` (keys, queries, values, output; ``Backbone.token_features``) of block
+    ``block`` for the patch tokens.
 
     ``pixels``: (B, 3, H, W), already normalised for the model. Returns (B, P, D) with
-    ``P = h * w`` patch tokens in row-major grid order and ``D = heads * head_dim``; the
-    prefix tokens (CLS, distillation, register tokens) are dropped — the read-out of
-    TokenCut's code. Raises ``TypeError`` naming the model class for a model no backbone
-    family explains.
+    ``P = h * w`` patch tokens in row-major grid order; the prefix tokens (CLS,
+    distillation, register tokens) are dropped — the read-out of TokenCut's code. Raises
+    ``TypeError`` naming the model class for a model no backbone family explains.
     """
     backbone = backbone_of(model)
     layout = backbone.token_layout((int(pixels.shape[-2]), int(pixels.shape[-1])))
-    keys = backbone.last_block_keys(pixels)
-    if keys.shape[1] != layout.num_tokens:
+    features = backbone.token_features(pixels, kind, block)
+    if features.shape[1] != layout.num_tokens:
         raise RuntimeError(
-            f"{type(model).__name__}: the last block has {keys.shape[1]} tokens, the token "
+            f"{type(model).__name__}: block {block} has {features.shape[1]} tokens, the token "
             f"layout expects {layout.num_tokens} ({layout.num_prefix_tokens} prefix + grid "
             f"{layout.grid_size})"
         )
-    return keys[:, layout.num_prefix_tokens:]
+    return features[:, layout.num_prefix_tokens:]
+
+
+def extract_patch_keys(model: nn.Module, pixels: Tensor) -> Tensor:
+    """Keys of the last block for the patch tokens, heads concatenated: TokenCut's features
+    (:func:`extract_patch_features` with ``kind="keys"``, ``block=-1``)."""
+    return extract_patch_features(model, pixels, "keys", -1)
+
+
+def centred(features: np.ndarray) -> np.ndarray:
+    """``features`` (P, D) minus their mean over the patches. For keys this leaves
+    attention unchanged (softmax ignores ``q . c`` added to every key of a query) but
+    removes a bias shared by every key, which otherwise dominates their cosines."""
+    feats = np.asarray(features, dtype=np.float64)
+    return feats - feats.mean(axis=0, keepdims=True)
+
+
+def _cosine(features: np.ndarray) -> np.ndarray:
+    feats = np.asarray(features, dtype=np.float64)
+    norms = np.linalg.norm(feats, axis=1, keepdims=True)
+    feats = feats / np.maximum(norms, 1e-12)  # F.normalize's clamp, as TokenCut
+    return feats @ feats.T
+
+
+def median_cosine(features: np.ndarray) -> float:
+    """The median cosine over the pairs of distinct patches: ``tau="auto"``, which makes
+    half of the pairs edges of the graph."""
+    cosine = _cosine(features)
+    return float(np.median(cosine[~np.eye(len(cosine), dtype=bool)]))
 
 
 def tokencut_affinity(
@@ -99,11 +157,7 @@ def tokencut_affinity(
 ) -> np.ndarray:
     """Binarised cosine affinity of ``features`` (P, D): 1 where ``cos > tau``, ``eps``
     elsewhere (eps keeps the graph connected so D is invertible). Returns (P, P) float64."""
-    feats = np.asarray(features, dtype=np.float64)
-    norms = np.linalg.norm(feats, axis=1, keepdims=True)
-    feats = feats / np.maximum(norms, 1e-12)  # F.normalize's clamp, as TokenCut
-    cosine = feats @ feats.T
-    return np.where(cosine > tau, 1.0, eps)
+    return np.where(_cosine(features) > tau, 1.0, eps)
 
 
 def normalized_cut_eigenvector(affinity: np.ndarray) -> tuple[float, np.ndarray]:
@@ -168,9 +222,47 @@ def graph_cut(
     affinity = tokencut_affinity(features, tau=tau, eps=eps)
     eigenvalue, eigenvector = normalized_cut_eigenvector(affinity)
     mask, partition, oriented, seed = bipartition_from_eigenvector(eigenvector, grid_size)
+    off_diagonal = ~np.eye(len(affinity), dtype=bool)
     return GraphCut(
-        mask=mask, partition=partition, eigenvector=oriented, eigenvalue=eigenvalue, seed=seed
+        mask=mask, partition=partition, eigenvector=oriented, eigenvalue=eigenvalue, seed=seed,
+        tau=float(tau), share_below_tau=float((affinity[off_diagonal] < 1.0).mean()),
     )
+
+
+def degenerate_reason(cut: GraphCut) -> str:
+    """Why the cut of a degenerate graph means nothing ("" when the graph is not): a
+    second eigenvalue within 0.01 of 1 (a complete graph's is exactly 1 and its eigenvector
+    is whatever LAPACK returns) or fewer than 1 % of the patch pairs below tau."""
+    if cut.eigenvalue > MAX_EIGENVALUE or cut.share_below_tau < MIN_SHARE_BELOW_TAU:
+        return (f"degenerate graph: second eigenvalue {cut.eigenvalue:.4f}, "
+                f"{100 * cut.share_below_tau:.2f} % of patch pairs below tau {cut.tau:.3f}")
+    return ""
+
+
+def cut_image(
+    features: np.ndarray | Tensor,
+    grid_size: tuple[int, int],
+    features_choice: str = "auto",
+    tau: float | str = DEFAULT_TAU,
+    eps: float = DEFAULT_EPS,
+) -> tuple[GraphCut, str]:
+    """One image's cut with TokenCut's options: ``features`` (P, D) are the block's keys for
+    ``auto`` / ``keys`` / ``centred_keys``, else the features named; ``tau`` a number or
+    ``"auto"`` (:func:`median_cosine`). ``auto``: the keys' cut, unless their graph is
+    degenerate (:func:`degenerate_reason`); then the centred keys at ``tau="auto"``.
+    Returns the cut and the features it used (``centred_keys`` when ``auto`` fell back)."""
+    if isinstance(features, Tensor):
+        features = features.detach().float().cpu().numpy()
+    if features_choice not in FEATURE_CHOICES:
+        raise ValueError(f"features must be one of {list(FEATURE_CHOICES)}, got {features_choice!r}")
+    used = "keys" if features_choice == "auto" else features_choice
+    feats = centred(features) if used == "centred_keys" else features
+    cut = graph_cut(feats, grid_size, tau=median_cosine(feats) if tau == "auto" else float(tau),
+                    eps=eps)
+    if features_choice == "auto" and degenerate_reason(cut):
+        used, feats = "centred_keys", centred(features)
+        cut = graph_cut(feats, grid_size, tau=median_cosine(feats), eps=eps)
+    return cut, used
 
 
 def upsample_nearest(patch_mask: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
@@ -188,11 +280,13 @@ def upsample_nearest(patch_mask: np.ndarray, image_size: tuple[int, int]) -> np.
 
 @torch.no_grad()
 def tokencut_masks(
-    model: nn.Module, pixels: Tensor, tau: float = DEFAULT_TAU, eps: float = DEFAULT_EPS
+    model: nn.Module, pixels: Tensor, tau: float | str = DEFAULT_TAU, eps: float = DEFAULT_EPS,
+    features: str = "auto", block: int = -1,
 ) -> list[GraphCut]:
     """Coarse TokenCut for a batch: ``pixels`` (B, 3, H, W), normalised model input ->
-    one :class:`GraphCut` (patch-grid mask) per image. Upsample with
-    :func:`upsample_nearest`."""
-    keys = extract_patch_keys(model, pixels).float().cpu().numpy()
+    one :class:`GraphCut` (patch-grid mask) per image (:func:`cut_image`'s options).
+    Upsample with :func:`upsample_nearest`."""
+    kind = "keys" if features in ("auto", "centred_keys") else features
+    batch = extract_patch_features(model, pixels, kind, block).float().cpu().numpy()
     grid = backbone_of(model).token_layout((int(pixels.shape[-2]), int(pixels.shape[-1]))).grid_size
-    return [graph_cut(k, grid, tau=tau, eps=eps) for k in keys]
+    return [cut_image(f, grid, features, tau, eps)[0] for f in batch]

@@ -161,7 +161,7 @@ def test_unknown_key_is_one_line(tmp_path, pairs, capsys, monkeypatch):
     message = _one_error_line(code, lines, "robustft-train")
     assert message.startswith("model.not_a_key: Key 'not_a_key' not in 'ModelSpec' (model takes: "
                               "name, family, pretrained, weights_file, checkpoint, num_classes, kwargs, "
-                              "tag, zero_shot, hf_id, hf_path)")
+                              "tag, zero_shot, hf_id, hf_path, probe_head)")
     assert "+model.not_a_key=1" in message
 
 

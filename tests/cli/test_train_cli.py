@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import robustft.configs
+import torch
 import yaml
 from fixtures.generic_layout import make_generic_layout
 from fixtures.miniature import make_imagenet_s
@@ -84,6 +85,14 @@ def test_every_experiment_fast_dev_run(experiment, tmp_path):
         overrides += [f"data.root={generic_root}", "model.zero_shot.class_names=[a,b,c,d]"]
     else:
         overrides += [f"data.root={generic_root}", "model.num_classes=4"]
+    if cfg.model.get("probe_head"):
+        # a pretrained backbone with a probe head (experiment=demo_real): a probe of the tiny
+        # tower's 32 features for the 4 classes, in place of the one the demo fits
+        from robustft.backbones.probe_head import ProbeHead, save_probe_head
+
+        probe = save_probe_head(ProbeHead(torch.randn(4, 32), torch.zeros(4)),
+                                tmp_path / "probe.safetensors")
+        overrides += [f"model.probe_head={probe}", "model.num_classes=null"]
     if cfg.data.get("mask_manifest"):
         # Unsupervised masks: replace the fixture's masks by TokenCut masks of a random ViT.
         shutil.rmtree(generic_root / "masks")

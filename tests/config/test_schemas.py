@@ -56,7 +56,8 @@ def test_every_option_of_every_group_is_typed(group):
     ("train", "seed=abc", "seed"),
     ("eval", "batch_size=abc", "batch_size"),
     ("eval", "protocol=official", "protocol"),
-    ("masks", "tau=high", "tau"),
+    ("masks", "block=last", "block"),
+    ("masks", "features=patches", "features"),
     ("demo", "pretrain.max_epochs=ten", "pretrain.max_epochs"),
     ("demo", "evaluation.checkpoint=first", "evaluation.checkpoint"),
 ])

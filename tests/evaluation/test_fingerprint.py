@@ -206,3 +206,15 @@ def test_hugging_face_entries_fingerprint_their_folder_files(tmp_path: Path) -> 
     assert hub["hf_id"] == "google/vit-base-patch16-224" and hub["hf_path"] is None
     timm_only, _ = model_inputs("m", {"name": "vit_tiny_patch16_224"}, hasher)
     assert "hf_path" not in timm_only  # timm digests are unchanged
+
+
+def test_a_probe_head_file_counts_by_its_bytes(tmp_path: Path) -> None:
+    head = tmp_path / "probe.safetensors"
+    head.write_bytes(b"first")
+    entry = {"name": "vit_small_patch14_dinov2", "probe_head": str(head)}
+    first, sources = model_inputs("real", entry, FileHasher())
+    assert first["probe_head"] == "sha256:" + hashlib.sha256(b"first").hexdigest()
+    assert sources["probe_head"] == str(head.resolve())
+    head.write_bytes(b"second")
+    assert model_inputs("real", entry, FileHasher())[0]["probe_head"] != first["probe_head"]
+    assert "probe_head" not in model_inputs("plain", {"name": "x"}, FileHasher())[0]
