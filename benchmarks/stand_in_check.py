@@ -9,6 +9,7 @@ the object, per split, on every image of the split (or ``--images N`` evenly spa
 
     python benchmarks/stand_in_check.py data=synth_b
     python benchmarks/stand_in_check.py data=synth_b ++data.synth.tie=0.0   # shortcut-free
+    python benchmarks/stand_in_check.py data=synth_c   # the third benchmark (8 classes)
 
 ``ROBUSTFT_ROOT`` is honoured as in the demo.
 """

@@ -12,12 +12,14 @@ for a config whatever the order or worker count. Why the defaults are what they 
 the alternatives measured) is in ``docs/demo_measurements.md``.
 
 A second generator (``SynthConfig(objects="glyphs", backgrounds="fields")``, data=synth_b)
-draws thick-stroked letters with hatched markings on smooth grey-level fields through the
-same rendering and writing code.
+draws thick-stroked letters with hatched markings on smooth grey-level fields, and a third
+(``objects="pictograms", backgrounds="photos"``, data=synth_c) pictograms from the DejaVu
+font without markings on crops of real photographs, through the same rendering and
+writing code.
 
 ``shapes`` (object masks), ``textures`` (backgrounds, markings, colours), ``glyphs`` and
-``fields`` (the second generator's objects and backgrounds), ``families`` (which of them a
-config uses), ``config``
+``fields`` (the second generator's objects and backgrounds), ``pictograms`` and ``photos``
+(the third's), ``families`` (which of them a config uses), ``config``
 (``SynthConfig``, splits, class names), ``render`` (one image, one split item), ``write``
 (``generate_benchmark``, the file layout, ``read_benchmark``), ``read`` (``ImageFolderSplit``,
 a split as an evaluation dataset; not imported here, since it needs torch and the

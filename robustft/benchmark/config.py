@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from robustft.benchmark.glyphs import GLYPH_NAMES
+from robustft.benchmark.pictograms import PICTOGRAM_NAMES
 from robustft.benchmark.shapes import SHAPE_NAMES
 
-__all__ = ["BACKGROUND_KINDS", "EVAL_SPLITS", "GENERIC_SPLITS", "OBJECT_NAMES", "PLAIN_BACKGROUND",
-           "PLAIN_SPLITS", "SPLITS", "SPLIT_ID", "SWEEP_SPLITS", "SynthConfig", "class_names"]
+__all__ = ["BACKGROUND_KINDS", "EVAL_SPLITS", "GENERIC_SPLITS", "OBJECT_NAMES", "PHOTO_NAMES",
+           "PLAIN_BACKGROUND", "PLAIN_SPLITS", "SPLITS", "SPLIT_ID", "SWEEP_SPLITS", "SynthConfig",
+           "class_names"]
 
 #: Splits written ImageFolder style (``<root>/<split>/<class>/<name>.png``).
 EVAL_SPLITS: tuple[str, ...] = (
@@ -40,13 +42,19 @@ PLAIN_BACKGROUND = -1
 #: The splits with a ``plain_prob`` share of plain backdrops: the pre-training distribution.
 PLAIN_SPLITS = ("pretrain", "in_distribution")
 #: The object families (``SynthConfig.objects``) and their object names, in label order.
-OBJECT_NAMES: dict[str, tuple[str, ...]] = {"shapes": SHAPE_NAMES, "glyphs": GLYPH_NAMES}
-#: The background families (``SynthConfig.backgrounds``): ``textures.py`` and ``fields.py``.
-BACKGROUND_KINDS: tuple[str, ...] = ("textures", "fields")
+OBJECT_NAMES: dict[str, tuple[str, ...]] = {"shapes": SHAPE_NAMES, "glyphs": GLYPH_NAMES,
+                                            "pictograms": PICTOGRAM_NAMES}
+#: The background families (``SynthConfig.backgrounds``): ``textures.py``, ``fields.py`` and
+#: ``photos.py``.
+BACKGROUND_KINDS: tuple[str, ...] = ("textures", "fields", "photos")
+#: The photos of ``backgrounds="photos"`` in background order (background k, class k's own,
+#: is ``PHOTO_NAMES[k]``): photographs that scikit-image bundles, so none is downloaded.
+PHOTO_NAMES: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "rocket", "brick", "grass",
+                                "gravel", "coins", "camera", "moon")
 #: Fields added after format 1 with defaults that reproduce what format 1 drew; written to
 #: benchmark.json only when they differ from the default, so a benchmark of the first
 #: generator stays byte-identical (and its cached stand-in valid).
-_ADDED_AFTER_FORMAT_1 = ("objects", "backgrounds")
+_ADDED_AFTER_FORMAT_1 = ("objects", "backgrounds", "photo_crop")
 
 
 @dataclass(frozen=True)
@@ -102,11 +110,17 @@ class SynthConfig:
             pattern of the class's own, like a cow's patches, drawn in a shade this much
             darker than the fill, 0-1); 0 = a plain fill, so the class shows only in the
             silhouette, whose evidence lies on the outline (half background at patch scale).
-        objects: the object family: ``"shapes"`` (filled silhouettes, ``shapes.py``) or
-            ``"glyphs"`` (thick-stroked letters, ``glyphs.py``; the second benchmark).
+        objects: the object family: ``"shapes"`` (filled silhouettes, ``shapes.py``),
+            ``"glyphs"`` (thick-stroked letters, ``glyphs.py``; the second benchmark) or
+            ``"pictograms"`` (chess pieces, umbrella, airplane, ... from the DejaVu font,
+            ``pictograms.py``; the third benchmark).
         backgrounds: the background and marking family: ``"textures"`` (two-colour binary
-            patterns, ``textures.py``) or ``"fields"`` (smooth gratings, plaids, ripples,
-            noise and grain, with hatched markings, ``fields.py``; the second benchmark).
+            patterns, ``textures.py``), ``"fields"`` (smooth gratings, plaids, ripples,
+            noise and grain, with hatched markings, ``fields.py``; the second benchmark) or
+            ``"photos"`` (random crops of real photographs, no markings, ``photos.py``; the
+            third benchmark).
+        photo_crop: with ``backgrounds="photos"``, the side of a crop as a fraction of the
+            photo's shorter side, drawn uniformly (larger: coarser detail at image scale).
 
     Why the defaults (measured with the demo-sized ViT, see docs/demo_measurements.md): tie 1.0,
     20 % plain backdrops in ``pretrain``, large, pale objects with class markings give a
@@ -143,6 +157,7 @@ class SynthConfig:
     marking_contrast: float = 0.35
     objects: str = "shapes"
     backgrounds: str = "textures"
+    photo_crop: tuple[float, float] = (0.3, 0.7)
 
     def __post_init__(self) -> None:
         # Normalise list arguments (e.g. from Hydra / JSON) to tuples so the dataclass stays
@@ -158,6 +173,7 @@ class SynthConfig:
             "fg_saturation",
             "bg_light_value",
             "bg_dark_value",
+            "photo_crop",
         ):
             value = getattr(self, name)
             if value is not None and not isinstance(value, tuple):
@@ -192,6 +208,16 @@ class SynthConfig:
             raise ValueError(f"plain_prob must be in [0, 1], got {self.plain_prob}")
         if not 0.0 <= self.marking_contrast <= 1.0:
             raise ValueError(f"marking_contrast must be in [0, 1], got {self.marking_contrast}")
+        if self.backgrounds == "photos":
+            if self.marking_contrast > 0:
+                raise ValueError(f"backgrounds=photos draws no class markings: marking_contrast "
+                                 f"must be 0, got {self.marking_contrast}")
+            if self.num_classes > len(PHOTO_NAMES):
+                raise ValueError(f"num_classes={self.num_classes} > {len(PHOTO_NAMES)} photos "
+                                 f"available for backgrounds=photos")
+        lo, hi = self.photo_crop
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"photo_crop must satisfy 0 < lo <= hi <= 1, got {self.photo_crop}")
         lo, hi = self.area_range
         if not 0 < lo <= hi < 1:
             raise ValueError(f"area_range must satisfy 0 < lo <= hi < 1, got {self.area_range}")
@@ -223,7 +249,7 @@ class SynthConfig:
         """JSON-ready dict (tuples become lists); the fields added after format 1 only when
         they are not their defaults."""
         data = json.loads(json.dumps(dataclasses.asdict(self)))
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(self)}))
         for name in _ADDED_AFTER_FORMAT_1:
             if data[name] == defaults[name]:
                 del data[name]

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from robustft.benchmark import fields, glyphs, shapes, textures
+from robustft.benchmark import fields, glyphs, photos, pictograms, shapes, textures
 from robustft.benchmark.config import SynthConfig
 
 __all__ = ["BACKGROUND_FAMILIES", "OBJECT_FAMILIES", "BackgroundFamily", "ObjectFamily",
@@ -40,12 +40,16 @@ class BackgroundFamily:
 OBJECT_FAMILIES: dict[str, ObjectFamily] = {
     "shapes": ObjectFamily(shapes.SHAPE_NAMES, shapes.shape_mask, shapes.unit_geometry),
     "glyphs": ObjectFamily(glyphs.GLYPH_NAMES, glyphs.glyph_mask, glyphs.glyph_geometry),
+    "pictograms": ObjectFamily(pictograms.PICTOGRAM_NAMES, pictograms.pictogram_mask,
+                               pictograms.pictogram_geometry),
 }
 BACKGROUND_FAMILIES: dict[str, BackgroundFamily] = {
     "textures": BackgroundFamily(textures.render_background, textures.background_spec,
                                  textures.marking_field),
     "fields": BackgroundFamily(fields.render_background, fields.background_spec,
                                fields.marking_field),
+    "photos": BackgroundFamily(photos.render_background, photos.photo_background_spec,
+                               photos.marking_field),
 }
 
 

@@ -159,7 +159,7 @@ def test_family_settings_are_checked_and_omitted_from_format_1_configs() -> None
         SynthConfig(objects="letters")
     assert "\n" not in str(error.value)
     with pytest.raises(ValueError, match="backgrounds must be one of"):
-        SynthConfig(backgrounds="photos")
+        SynthConfig(backgrounds="paintings")
     with pytest.raises(ValueError, match="unknown shapes .*disk.* for objects=glyphs"):
         SynthConfig(objects="glyphs", num_classes=2, shapes=("T", "disk"))
     with pytest.raises(ValueError, match="num_classes=11 > 10 available glyphs"):

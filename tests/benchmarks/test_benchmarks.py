@@ -112,3 +112,19 @@ def test_stand_in_check_runs_on_the_second_benchmark(tmp_path):
     assert (tmp_path / "data/synth_b/classes.txt").read_text().split() == ["00_T", "01_H", "02_X"]
     for split in ("in_distribution", "shuffled", "anti_correlated", "rendition"):
         assert f"| {split} |" in done.stdout, done.stdout
+
+
+def test_stand_in_check_runs_on_the_third_benchmark(tmp_path):
+    done = _run("stand_in_check.py", "--images", "8", "data=synth_c", f"paths.root_dir={tmp_path}",
+                "++data.synth.num_classes=3", "++data.synth.pretrain_per_class=4",
+                "++data.synth.train_per_class=2", "++data.synth.eval_per_class=3",
+                "model.kwargs.depth=1", "model.kwargs.embed_dim=32", "pretrain.max_epochs=1",
+                cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / ".cache/demo/synth_c/pretrained.safetensors").is_file()
+    assert (tmp_path / "data/synth_c/classes.txt").read_text().split() == [
+        "00_knight", "01_rook", "02_club"]
+    info = json.loads((tmp_path / "data/synth_c/benchmark.json").read_text())
+    assert [b["photo"] for b in info["backgrounds"]] == ["astronaut", "coffee", "chelsea"]
+    for split in ("in_distribution", "shuffled", "anti_correlated", "rendition"):
+        assert f"| {split} |" in done.stdout, done.stdout

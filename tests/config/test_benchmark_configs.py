@@ -41,3 +41,21 @@ def test_each_benchmark_has_its_folders_and_its_cached_stand_in() -> None:
         == OmegaConf.masked_copy(second.data, ["train_per_class", "class_fraction", "batch_size"])
     # the generator's settings can be overridden as on the first benchmark
     assert _synth(_demo("data=synth_b", "++data.synth.tie=0.0")).tie == 0.0
+
+
+def test_the_third_benchmark_has_its_folders_its_families_and_an_eight_class_head() -> None:
+    from robustft.benchmark.config import PHOTO_NAMES
+    from robustft.benchmark.pictograms import PICTOGRAM_NAMES
+
+    first, third = _demo(), _demo("data=synth_c")
+    assert third.data.root == "./data/synth_c/train"
+    assert third.model.weights_file == "./.cache/demo/synth_c/pretrained.safetensors"
+    c = _synth(third)
+    assert (c.objects, c.backgrounds, c.num_classes) == ("pictograms", "photos", 8)
+    assert c.class_shapes == PICTOGRAM_NAMES[:8] and len(PHOTO_NAMES) >= 8
+    assert c.marking_contrast == 0.0 and third.data.hflip == 0.0
+    # the demo's ViT has one output per class of the benchmark: 8 here, 10 on the others
+    assert third.model.num_classes == 8 and first.model.num_classes == 10
+    assert _demo("data=synth_b").model.num_classes == 10
+    for group in ("loss", "optim", "relevance"):
+        assert first[group] == third[group], group
