@@ -58,8 +58,15 @@ def pretrain_stand_in(cfg: DictConfig) -> None:
         # plain cross-entropy on every pre-training image: no separate unmasked images
         "unmasked_root": None})
     datamodule = build_datamodule(data_cfg, model)
-    settings = {"model": OmegaConf.to_container(scratch_cfg, resolve=True),
-                "pretrain": OmegaConf.to_container(cfg.pretrain, resolve=True),
+    # what the from-scratch pre-training depends on: demo_real's probe-head keys play no part
+    # (and leaving them out keeps the stand-ins cached before they existed valid)
+    model_settings = {key: value for key, value in
+                      OmegaConf.to_container(scratch_cfg, resolve=True).items()
+                      if not (key == "probe_head" and value is None)}
+    pretrain_settings = {key: value for key, value in
+                         OmegaConf.to_container(cfg.pretrain, resolve=True).items()
+                         if not key.startswith("head_")}
+    settings = {"model": model_settings, "pretrain": pretrain_settings,
                 "benchmark": read_benchmark(Path(cfg.data.root).parent), "seed": cfg.seed,
                 # the batch order is part of what the weights are: a cache written with
                 # another order (before EpochSeededSampler) must not be reused
