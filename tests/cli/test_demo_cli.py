@@ -56,3 +56,27 @@ def test_demo_runs_end_to_end_and_reuses_the_stand_in(tmp_path):
     timing = second.stdout.rsplit("run directory:", 1)[1]
     for phase in ("benchmark", "pre-training", "fine-tuning", "evaluation"):
         assert f"{phase} " in timing, timing
+
+
+def test_the_stand_in_s_cache_key_leaves_out_the_probe_head_settings(monkeypatch):
+    """Keys that only the real-backbone stand-in (a probe head) uses do not enter the
+    from-scratch stand-in's cache key, so a stand-in cached before they existed stays
+    cached; the key still holds what its pre-training depends on."""
+    from unittest import mock
+
+    from hydra import compose, initialize_config_module
+
+    from robustft.cli import demo
+
+    keys = []
+    with initialize_config_module("robustft.configs", version_base="1.3"):
+        cfgs = [compose("demo", overrides=extra) for extra in (
+            [], ["pretrain.head_per_class=7", "pretrain.head_data=scenes"], ["pretrain.lr=0.01"])]
+    for cfg in cfgs:
+        with mock.patch.object(demo, "pretrain_cached",
+                               lambda *a, settings, **k: keys.append(settings)), \
+                mock.patch.object(demo, "build_datamodule", lambda *a, **k: None):
+            demo.pretrain_stand_in(cfg)
+    assert keys[0] == keys[1] and keys[0] != keys[2]
+    assert "probe_head" not in keys[0]["model"]
+    assert not any(key.startswith("head_") for key in keys[0]["pretrain"])
