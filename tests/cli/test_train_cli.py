@@ -85,6 +85,9 @@ def test_every_experiment_fast_dev_run(experiment, tmp_path):
         overrides += [f"data.root={generic_root}", "model.zero_shot.class_names=[a,b,c,d]"]
     else:
         overrides += [f"data.root={generic_root}", "model.num_classes=4"]
+    if cfg.data.get("holdout_per_class"):
+        # three pairs a class here: one held out, two trained on
+        overrides += ["data.holdout_per_class=1"]
     if cfg.model.get("probe_head"):
         # a pretrained backbone with a probe head (experiment=demo_real): a probe of the tiny
         # tower's 32 features for the 4 classes, in place of the one the demo fits
