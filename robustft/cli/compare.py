@@ -46,7 +46,7 @@ from robustft.evaluation.compare_plot import plot_comparison
 from robustft.evaluation.marked_block import replace_marked_block_in_file
 from robustft.evaluation.split_measures import SplitMeasures, measure_generated_splits
 from robustft.resources import usable_cpus
-from robustft.training.run import TrainResult, build_model, train
+from robustft.training.run import TrainResult, build_model, check_training_config, train
 
 log = logging.getLogger(__name__)
 README_BLOCK = "compare"
@@ -244,10 +244,9 @@ def write_report(cfg: DictConfig, rows: list[ResultRow], output_dir: Path,
 @hydra.main(version_base="1.3", config_path="pkg://robustft.configs", config_name="compare")
 def main(cfg: DictConfig) -> None:
     prepare_environment()
+    check_training_config(cfg)  # compare.jobs=0 too; each run's composition is checked again
     torch.set_num_threads(max(1, torch.get_num_threads()))
     settings = cfg.compare
-    if settings.jobs is not None and settings.jobs < 1:
-        raise ValueError(f"compare.jobs must be >= 1 or null (one per CPU core), got {settings.jobs}")
     if not settings.objectives or not settings.draws or not settings.benchmarks:
         raise ValueError("compare.objectives, compare.draws and compare.benchmarks must each "
                          "name at least one entry")

@@ -32,7 +32,7 @@ from robustft.evaluation.split_measures import (
     split_pairs,
 )
 from robustft.training.pretrain import pretrain_cached
-from robustft.training.run import build_datamodule, build_model, train
+from robustft.training.run import build_datamodule, build_model, check_training_config, train
 
 log = logging.getLogger(__name__)
 BEFORE, AFTER = "original", "relevance-finetuned"
@@ -122,6 +122,7 @@ def chosen_checkpoint(which: str, best: Path | None, last: Path | None) -> Path:
 @hydra.main(version_base="1.3", config_path="pkg://robustft.configs", config_name="demo")
 def main(cfg: DictConfig) -> None:
     prepare_environment()
+    check_training_config(cfg)  # a bad value: one line, before the benchmark and the stand-in
     torch.set_num_threads(max(1, torch.get_num_threads()))
     output_dir = Path(cfg.paths.output_dir)
     phases: dict[str, float] = {}

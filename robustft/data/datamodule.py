@@ -27,6 +27,7 @@ from robustft.data.generic import (
     read_selection,
     scan_generic_layout,
     select_records,
+    short_classes_warning,
     write_selection,
 )
 from robustft.data.mask_manifest import kept_mask_pairs
@@ -198,6 +199,11 @@ class ImageMaskDataModule(pl.LightningDataModule):
         warning = empty_mask_warning(checked, self.empty_masks, empty_list)
         if warning:
             log.warning(warning)
+        if not self.manifest:  # a reused manifest is taken as it is
+            warning = short_classes_warning(drawn, train_per_class=self.train_per_class,
+                                            val_per_class=self.val_per_class)
+            if warning:
+                log.warning(warning)
         if self.unmasked:
             log.info("images without masks: %d from %s (classification term only)",
                      len(self.unmasked), self.unmasked_root)
