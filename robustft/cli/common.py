@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from robustft.resources import usable_cpus
-from robustft.training.resume import run_dir_to_resume
+from robustft.training.resume import CHECKPOINT_DIR, LAST_CHECKPOINT, run_dir_to_resume
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,21 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+
+
+def continue_requeued_job(cfg: DictConfig) -> None:
+    """A ``-m`` sweep job that finds ``checkpoints/last.ckpt`` in its own directory continues
+    from it (``ckpt_path``): submitit requeues a job that got its scheduler's pre-timeout or
+    preemption signal as it was, and the job runs again in its directory, where
+    ``robustft.training.preemption`` has just written that checkpoint (a job SLURM requeued
+    after a node failure finds the last epoch's). A new sweep's job directories are new, so
+    only a job run again finds one; a job given its own ``ckpt_path`` keeps it."""
+    if cfg.get("ckpt_path") is not None or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    last = Path(cfg.paths.output_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
+    if last.is_file():
+        log.warning("this job ran before and left %s: continuing from it (ckpt_path)", last)
+        cfg.ckpt_path = str(last)
 
 
 def prepare_environment() -> None:

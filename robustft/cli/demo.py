@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from robustft.backbones import preprocessing_config
 from robustft.benchmark.write import read_benchmark
 from robustft.checkpoints import load_finetuned_weights
-from robustft.cli.common import prepare_environment, prepare_generated_data
+from robustft.cli.common import continue_requeued_job, prepare_environment, prepare_generated_data
 from robustft.cli.errors import one_line_errors
 from robustft.evaluation.before_after import write_before_after
 from robustft.evaluation.relevance_stats import load_pairs, relevance_overlay_grid
@@ -142,6 +142,7 @@ def main(cfg: DictConfig) -> None:
     log.info("[3/4] relevance fine-tuning")
     with open_dict(cfg):
         cfg.validate_best = False
+    continue_requeued_job(cfg)
     result = train(cfg)
     checkpoint = chosen_checkpoint(cfg.evaluation.checkpoint, result.best_checkpoint,
                                    result.last_checkpoint)

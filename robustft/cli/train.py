@@ -9,7 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from robustft.cli.common import prepare_environment, prepare_generated_data
+from robustft.cli.common import continue_requeued_job, prepare_environment, prepare_generated_data
 from robustft.cli.errors import one_line_errors
 from robustft.training.run import check_training_config, train
 
@@ -26,6 +26,7 @@ def main(cfg: DictConfig) -> float | None:
         # a sweep job runs in <sweep>/<n>, not in the run it would resume
         raise ValueError("ckpt_path=last resumes a single run, not a -m sweep job: give each job "
                          "its file, ckpt_path=<run>/checkpoints/last.ckpt")
+    continue_requeued_job(cfg)
     result = train(cfg)
     log.info("best checkpoint: %s", result.best_checkpoint)
     log.info("last checkpoint: %s", result.last_checkpoint)
