@@ -84,7 +84,7 @@ TRAINER_SCHEMA = schema_from_signature(
              "max_steps": at_least(1, also=(-1,), note=f"-1: no limit; {_NOTHING_TRAINED}"),
              "min_epochs": at_least(0), "min_steps": at_least(0),
              "accumulate_grad_batches": at_least(1), "check_val_every_n_epoch": at_least(1),
-             "log_every_n_steps": at_least(1), "num_nodes": at_least(1),
+             "log_every_n_steps": at_least(0), "num_nodes": at_least(1),
              "gradient_clip_val": at_least(0), "num_sanity_val_steps": at_least(0, also=(-1,))})
 # a seed numpy, torch and random all take
 SEED = between(0, 2**32 - 1)
