@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo compare test test-all lint clean
+.PHONY: install demo compare compare-tuned test test-all lint clean
 
 # torch/torchvision are pinned and installed first: they come from this machine's disk,
 # and an unpinned resolve would pull a multi-GB CUDA build.
@@ -25,6 +25,11 @@ demo: $(STAMP)
 # the demo's images, with the shortcut-free reference; rewrites the README's compare block.
 compare: $(STAMP)
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/robustft-compare compare.readme=README.md $(ARGS)
+
+# The recipe chosen by robustft-tune on each draw's own held-out masks, against the fixed
+# demo recipe and plain fine-tuning, on the three generated benchmarks (docs/demo_measurements.md).
+compare-tuned: $(STAMP)
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/robustft-compare --config-name compare_tuned $(ARGS)
 
 # The default suite (CI runs exactly this); `make test-all` adds the slow tests.
 test: $(STAMP)

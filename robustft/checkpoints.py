@@ -29,6 +29,8 @@ from robustft.state_dict_fit import compare_state_dicts
 
 __all__ = [
     "FINETUNED_PREFIX",
+    "PREPROCESSING_KEY",
+    "training_preprocessing_of",
     "LIGHTNING_SAFE_GLOBALS",
     "finetuned_state_dict",
     "lightning_load_context",
@@ -38,6 +40,8 @@ __all__ = [
 ]
 
 FINETUNED_PREFIX = "model."  # the LightningModules keep the timm model as `self.model`
+#: how the training run prepared its validation images (timm data-config keys), in a checkpoint
+PREPROCESSING_KEY = "robustft_preprocessing"
 
 # Types beyond torch's weights-only defaults (tensors, storages, OrderedDict, dict, list,
 # tuple, set, str, int, float, bool, None) that Lightning 2.6 writes into a robustft
@@ -170,3 +174,10 @@ def plain_data(value: Any, name: str) -> Any:
         return [plain_data(item, f"{name}[{index}]") for index, item in enumerate(value)]
     raise TypeError(f"{name} is a {type(value).__module__}.{type(value).__qualname__}; a "
                     "checkpoint stores only dict/list/str/int/float/bool/None")
+
+
+def training_preprocessing_of(path: str | os.PathLike[str], *, key: str = "checkpoint"
+                              ) -> dict[str, Any] | None:
+    """The validation preprocessing a robustft checkpoint recorded (``PREPROCESSING_KEY``:
+    timm data-config keys), or None for a checkpoint written before it was recorded."""
+    return load_checkpoint(path, key=key, mmap=True).get(PREPROCESSING_KEY)

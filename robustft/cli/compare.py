@@ -21,19 +21,24 @@ import shutil
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 import torch
-from hydra import initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from robustft.checkpoints import load_finetuned_weights
-from robustft.cli.common import prepare_environment, prepare_generated_data
+from robustft.cli.common import (
+    compose_run,
+    prepare_environment,
+    prepare_generated_data,
+    typed_overrides,
+)
 from robustft.cli.demo import chosen_checkpoint, pretrain_stand_in
 from robustft.cli.errors import one_line_errors
+from robustft.config.schemas import TuneSettings
 from robustft.evaluation.compare import (
     ORIGINAL,
     REFERENCE,
@@ -42,37 +47,34 @@ from robustft.evaluation.compare import (
     summarize,
     write_results,
 )
+from robustft.evaluation.compare_bars import bars_markdown, draw_bars
 from robustft.evaluation.compare_plot import plot_comparison
 from robustft.evaluation.marked_block import replace_marked_block_in_file
 from robustft.evaluation.split_measures import SplitMeasures, measure_generated_splits
 from robustft.resources import usable_cpus
 from robustft.training.run import TrainResult, build_model, check_training_config, train
+from robustft.training.tune import (
+    TuneResult,
+    prune_search,
+    prune_trial,
+    run_search,
+    searched_keys,
+    trials_markdown,
+    write_search,
+)
 
 log = logging.getLogger(__name__)
-README_BLOCK = "compare"
 
 
-def compose_run(config_name: str, overrides: Sequence[str]) -> DictConfig:
-    """robustft's config ``config_name`` with ``overrides``, typed by its schemas; inside a
-    Hydra app (this command) through its config search path, elsewhere (a worker process)
-    through robustft's config package."""
-    if GlobalHydra.instance().is_initialized():
-        return hydra.compose(config_name=config_name, overrides=list(overrides))
-    with initialize_config_module("robustft.configs", version_base="1.3"):
-        return hydra.compose(config_name=config_name, overrides=list(overrides))
+def _config_name() -> str:
+    """The primary config this command runs (compare, or compare_tuned with --config-name):
+    every run of the comparison is composed from it."""
+    return HydraConfig.get().job.config_name
 
 
 def _compose(task_overrides: Sequence[str], overrides: Sequence[str]) -> DictConfig:
-    """The compare config with the command line's overrides, then ``overrides``."""
-    return compose_run("compare", [*task_overrides, *overrides])
-
-
-def typed_overrides(hydra_cfg: DictConfig) -> list[str]:
-    """The command line's overrides as typed. Hydra keeps them in its own config, where an
-    interpolation in a value (``data.unmasked_root=${data.benchmark}/...``) resolves when
-    read, against the first composition (the default benchmark); read unresolved, it
-    resolves in each benchmark's own composition."""
-    return [str(item) for item in OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)]
+    """The command's config with the command line's overrides, then ``overrides``."""
+    return compose_run(_config_name(), [*task_overrides, *overrides])
 
 
 def _stand_in_file(cfg: DictConfig, benchmark: str, claimed: dict[str, str]) -> str:
@@ -109,33 +111,65 @@ def _rows(benchmark: str, measures: SplitMeasures, labels: dict[str, tuple[str, 
     return rows
 
 
-def _train_in_worker(config_name: str, overrides: Sequence[str], threads: int) -> TrainResult:
-    """One fine-tuning run in a worker process, on ``threads`` intra-op threads. The run's
-    config is composed here again from its overrides: the typed config (signature-derived
-    schemas) does not pickle, and composing gives exactly the parent's."""
+@dataclass(frozen=True)
+class RunSpec:
+    """One fine-tuning job of the comparison: a training run of ``config_name`` with
+    ``overrides``, or, with ``tune`` set, robustft-tune's search from them (its trials
+    under the run's ``paths.output_dir``)."""
+
+    config_name: str
+    overrides: tuple[str, ...]
+    tune: TuneSettings | None = None
+
+
+def run_one(spec: RunSpec) -> TrainResult | TuneResult:
+    """Train ``spec``'s run, or search its recipe (the chosen trial's weights stay on disk
+    as its ``selected.ckpt``; the others' are deleted)."""
+    if spec.tune is None:
+        return train(compose_run(spec.config_name, spec.overrides))
+    output_dir = Path(compose_run(spec.config_name, spec.overrides).paths.output_dir)
+
+    def train_trial(overrides: list[str], trial_dir: Path) -> TrainResult:
+        result = train(compose_run(spec.config_name, [*spec.overrides, *overrides,
+                                                      f"paths.output_dir={trial_dir}"]))
+        prune_trial(result, keep=False)
+        return result
+
+    base = compose_run(spec.config_name, spec.overrides)
+    base_values = {key: OmegaConf.select(base, key) for key in searched_keys(spec.tune.search)}
+    result = run_search(train_trial, spec.tune, output_dir, base_values)
+    prune_search(result)
+    write_search(result, output_dir, None, [])
+    (output_dir / "trials.md").write_text(trials_markdown(result))
+    return result
+
+
+def _run_in_worker(spec: RunSpec, threads: int) -> TrainResult | TuneResult:
+    """One job in a worker process, on ``threads`` intra-op threads. The run's config is
+    composed here again from its overrides: the typed config (signature-derived schemas)
+    does not pickle, and composing gives exactly the parent's."""
     torch.set_num_threads(threads)
-    return train(compose_run(config_name, overrides))
+    return run_one(spec)
 
 
-def fine_tune_runs(runs: Sequence[tuple[str, Sequence[str]]], jobs: int) -> list[TrainResult]:
-    """``train`` every run (config name, overrides), in the order given; with ``jobs > 1``,
-    that many at a time, each in a process of its own on an equal share of the cores
-    (``compare.jobs``). The demo's tiny ViT cannot keep two threads busy (one run on 2
-    cores: an epoch in 2.9 s on two threads, 3.9 s on one), so two runs side by side finish
-    sooner than one after the other. A run's error is raised here, as in this process."""
+def fine_tune_runs(runs: Sequence[RunSpec], jobs: int) -> list[TrainResult | TuneResult]:
+    """Every job, in the order given; with ``jobs > 1``, that many at a time, each in a
+    process of its own on an equal share of the cores (``compare.jobs``). The demo's tiny
+    ViT cannot keep two threads busy (one run on 2 cores: an epoch in 2.9 s on two threads,
+    3.9 s on one), so two runs side by side finish sooner than one after the other. A
+    run's error is raised here, as in this process."""
     if jobs <= 1 or len(runs) <= 1:
-        return [train(compose_run(name, overrides)) for name, overrides in runs]
+        return [run_one(spec) for spec in runs]
     threads = max(1, usable_cpus() // jobs)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [pool.submit(_train_in_worker, name, tuple(overrides), threads)
-                   for name, overrides in runs]
+        futures = [pool.submit(_run_in_worker, spec, threads) for spec in runs]
         return [future.result() for future in futures]
 
 
 def compare_benchmark(cfg: DictConfig, benchmark: str, task_overrides: Sequence[str],
-                      output_dir: Path, claimed: dict[str, str],
-                      timings: dict[str, float]) -> list[ResultRow]:
+                      output_dir: Path, claimed: dict[str, str], timings: dict[str, float],
+                      searches: dict[tuple[str, str, int], TuneResult]) -> list[ResultRow]:
     """Every model of one benchmark, trained (or read from the cache) and measured."""
     settings = cfg.compare
     start = time.perf_counter()
@@ -165,9 +199,13 @@ def compare_benchmark(cfg: DictConfig, benchmark: str, task_overrides: Sequence[
         labels[REFERENCE] = (REFERENCE, None)
     timings[f"{benchmark}: stand-ins"] = time.perf_counter() - start
 
-    jobs = min(settings.jobs or usable_cpus(), len(settings.objectives) * len(settings.draws))
+    # the searches first: the longest jobs start first, the short runs fill in beside them
+    objectives = {**settings.tune_objectives, **settings.objectives}
+    search = OmegaConf.to_object(settings.tune) if settings.tune_objectives else None
+    jobs = min(settings.jobs or usable_cpus(), len(objectives) * len(settings.draws))
     runs, run_labels = [], []
-    for objective, overrides in settings.objectives.items():
+    for objective, overrides in objectives.items():
+        tuned = objective in settings.tune_objectives
         for draw in settings.draws:
             run_dir = output_dir / objective / f"draw{draw}"
             run = [*task_overrides, f"data={benchmark}", f"data.seed={draw}",
@@ -175,20 +213,28 @@ def compare_benchmark(cfg: DictConfig, benchmark: str, task_overrides: Sequence[
                    "validate_best=false"]
             if jobs > 1:  # the runs' progress bars would interleave
                 run += ["~callbacks.progress_bar", "trainer.enable_progress_bar=false"]
-            runs.append(("compare", run))
+            runs.append(RunSpec(_config_name(), tuple(run), search if tuned else None))
             # composed here too: a bad override fails before any run trains, and an
             # objective may choose its own evaluation.checkpoint
-            run_labels.append((objective, draw, compose_run("compare", run).evaluation.checkpoint))
+            run_labels.append((objective, draw, _compose([], run).evaluation.checkpoint))
     start = time.perf_counter()
     log.info("[%s] fine-tuning: %d runs (%s x data.seed %s), %d at a time", benchmark, len(runs),
-             ", ".join(settings.objectives), list(settings.draws), jobs)
+             ", ".join(objectives), list(settings.draws), jobs)
     results = fine_tune_runs(runs, jobs)
     timings[f"{benchmark}: fine-tuning"] = time.perf_counter() - start
     for (objective, draw, choice), result in zip(run_labels, results, strict=True):
-        checkpoint = chosen_checkpoint(choice, result.best_checkpoint, result.last_checkpoint)
         label = f"{objective}@{draw}"
-        models[label] = load_finetuned_weights(build_model(base.model), checkpoint)
         labels[label] = (objective, draw)
+        if isinstance(result, TuneResult):
+            searches[(benchmark, objective, draw)] = result
+            if result.chosen is None:  # the search kept no fine-tuned weights
+                models[label] = build_model(base.model)
+                continue
+            checkpoint = Path(result.chosen.checkpoint)
+        else:
+            checkpoint = chosen_checkpoint(choice, result.best_checkpoint, result.last_checkpoint,
+                                           result.selected_checkpoint)
+        models[label] = load_finetuned_weights(build_model(base.model), checkpoint)
         if not settings.keep_checkpoints:
             shutil.rmtree(checkpoint.parent)
 
@@ -203,15 +249,38 @@ def compare_benchmark(cfg: DictConfig, benchmark: str, task_overrides: Sequence[
     return _rows(benchmark, measures, labels)
 
 
-def write_report(cfg: DictConfig, rows: list[ResultRow], output_dir: Path,
-                 wall_seconds: float) -> str:
+def tuned_markdown(searches: dict[tuple[str, str, int], TuneResult], heading_level: int = 4) -> str:
+    """What each draw's search chose: its settings, the epoch its selection kept, the
+    held-out share against the original's, the trials and the search's wall time."""
+    if not searches:
+        return ""
+    hashes = "#" * heading_level
+    lines = [f"{hashes} The tuned recipes, draw by draw", "",
+             "Each chosen by robustft-tune's search on the draw's own training pool (held-out "
+             "pairs of the training classes, never the evaluation splits).", "",
+             "| benchmark | objective | draw | chosen settings | epoch | held-out share (original) "
+             "| trials | search |", "|---|---|---:|---|---:|---:|---:|---:|"]
+    for (benchmark, objective, draw), result in sorted(searches.items()):
+        chosen = result.chosen
+        settings = "none kept" if chosen is None else ", ".join(
+            f"`{key}={value:.3g}`" if isinstance(value, float) else f"`{key}={value}`"
+            for key, value in chosen.params.items())
+        share = "-" if chosen is None else f"{100 * chosen.value:.1f} ({100 * chosen.share_original:.1f})"
+        lines.append(f"| {benchmark} | {objective} | {draw} | {settings} | "
+                     f"{'-' if chosen is None else chosen.epoch} | {share} | {len(result.trials)} "
+                     f"| {result.seconds / 60:.1f} min |")
+    return "\n".join([*lines, ""])
+
+
+def write_report(cfg: DictConfig, rows: list[ResultRow], output_dir: Path, wall_seconds: float,
+                 searches: dict[tuple[str, str, int], TuneResult] | None = None) -> str:
     """``compare_results.csv``, ``compare.md``, a PNG per benchmark and, with
     ``compare.readme``, its generated block; returns the Markdown."""
     settings = cfg.compare
     summaries = summarize(rows)
     write_results(rows, output_dir / "compare_results.csv")
-    objectives = [ORIGINAL, *([REFERENCE] if settings.reference_overrides else []),
-                  *settings.objectives]
+    fine_tuned = [*settings.tune_objectives, *settings.objectives]
+    objectives = [ORIGINAL, *([REFERENCE] if settings.reference_overrides else []), *fine_tuned]
     splits = list(settings.splits or cfg.evaluation.splits)
     readme = Path(settings.readme) if settings.readme else None
     sections = []
@@ -229,14 +298,19 @@ def write_report(cfg: DictConfig, rows: list[ResultRow], output_dir: Path,
             shutil.copyfile(figure, copy)
             sections.append(f"![{benchmark}: top-1 and share per objective]"
                             f"(docs/{figure.name})\n")
-    footer = (f"Generated by `make compare` (`robustft-compare`): {len(settings.draws)} draws x "
-              f"{len(settings.objectives)} objectives on {', '.join(settings.benchmarks)}, "
+    if settings.bars_control:
+        sections.append(bars_markdown(draw_bars(rows, settings.bars_control), objectives=fine_tuned,
+                                      control=settings.bars_control))
+    if searches:
+        sections.append(tuned_markdown(searches))
+    footer = (f"Generated by `robustft-compare` ({cfg.task_name}): {len(settings.draws)} draws x "
+              f"{len(fine_tuned)} objectives on {', '.join(settings.benchmarks)}, "
               f"{wall_seconds / 60:.1f} min on {usable_cpus()} CPU cores.")
     text = "\n".join([*sections, footer, ""])
     (output_dir / "compare.md").write_text(text)
     if readme is not None:
-        replace_marked_block_in_file(readme, text, name=README_BLOCK)
-        log.info("rewrote the %s block of %s", README_BLOCK, readme)
+        replace_marked_block_in_file(readme, text, name=settings.readme_block)
+        log.info("rewrote the %s block of %s", settings.readme_block, readme)
     return text
 
 
@@ -247,7 +321,10 @@ def main(cfg: DictConfig) -> None:
     check_training_config(cfg)  # compare.jobs=0 too; each run's composition is checked again
     torch.set_num_threads(max(1, torch.get_num_threads()))
     settings = cfg.compare
-    if not settings.objectives or not settings.draws or not settings.benchmarks:
+    if settings.tune_objectives and settings.tune is None:
+        raise ValueError("compare.tune_objectives needs compare.tune (the search's settings)")
+    if not (settings.objectives or settings.tune_objectives) or not settings.draws \
+            or not settings.benchmarks:
         raise ValueError("compare.objectives, compare.draws and compare.benchmarks must each "
                          "name at least one entry")
     output_dir = Path(cfg.paths.output_dir)
@@ -256,11 +333,12 @@ def main(cfg: DictConfig) -> None:
     timings: dict[str, float] = {}
     claimed: dict[str, str] = {}
     rows: list[ResultRow] = []
+    searches: dict[tuple[str, str, int], TuneResult] = {}
     for benchmark in settings.benchmarks:
         rows += compare_benchmark(cfg, benchmark, task_overrides, output_dir / benchmark,
-                                  claimed, timings)
+                                  claimed, timings, searches)
     wall = time.perf_counter() - started
-    text = write_report(cfg, rows, output_dir, wall)
+    text = write_report(cfg, rows, output_dir, wall, searches)
     print("\n" + text)
     print(f"run directory: {output_dir}  ({wall:.0f} s: "
           + ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in timings.items()) + ")")

@@ -106,15 +106,19 @@ def evaluate_before_after(cfg: DictConfig, checkpoint: Path, output_dir: Path) -
     return text
 
 
-def chosen_checkpoint(which: str, best: Path | None, last: Path | None) -> Path:
-    """``evaluation.checkpoint``: ``last`` (the end of the fixed-length recipe) or ``best``
-    (lowest validation loss)."""
-    if which not in ("last", "best"):
-        raise ValueError(f"evaluation.checkpoint must be 'last' or 'best', got {which!r}")
-    chosen = last if which == "last" else best
+def chosen_checkpoint(which: str, best: Path | None, last: Path | None,
+                      selected: Path | None = None) -> Path:
+    """``evaluation.checkpoint``: ``last`` (the end of the fixed-length recipe), ``best``
+    (lowest validation loss) or ``selected`` (the held-out selection's weights,
+    callbacks.heldout_selection)."""
+    if which not in ("last", "best", "selected"):
+        raise ValueError(f"evaluation.checkpoint must be 'last', 'best' or 'selected', got {which!r}")
+    chosen = {"last": last, "best": best, "selected": selected}[which]
     if chosen is None:
         raise FileNotFoundError(f"the fine-tuning run wrote no {which!r} checkpoint "
-                                "(callbacks.model_checkpoint disabled?)")
+                                "(callbacks.model_checkpoint disabled, or for 'selected': no "
+                                "held-out pairs, data.holdout_per_class, or the selection kept "
+                                "the original model)")
     return chosen
 
 
@@ -145,7 +149,7 @@ def main(cfg: DictConfig) -> None:
     continue_requeued_job(cfg)
     result = train(cfg)
     checkpoint = chosen_checkpoint(cfg.evaluation.checkpoint, result.best_checkpoint,
-                                   result.last_checkpoint)
+                                   result.last_checkpoint, result.selected_checkpoint)
     finished("fine-tuning")
     log.info("[4/4] evaluation of %s", checkpoint)
     text = evaluate_before_after(cfg, checkpoint, output_dir)

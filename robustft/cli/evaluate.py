@@ -38,6 +38,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from robustft.checkpoints import training_preprocessing_of
 from robustft.cli.errors import one_line_errors
 from robustft.config.checks import check_config
 from robustft.data.eval.registry import build_eval_dataset, dataset_folder, has_labels, has_masks
@@ -84,8 +85,27 @@ PRECISIONS: dict[str, torch.dtype | None] = {
 }
 
 
+def folder_datasets(folders: list[str]) -> dict[str, dict[str, Any]]:
+    """``eval.folders``: each folder of the user's own labelled images as a dataset named by
+    the folder: the generic images+masks layout (``images/``, ``masks/``: top-1 and the
+    metrics that need masks) or class folders (``<folder>/<class>/<image>``: top-1)."""
+    datasets: dict[str, dict[str, Any]] = {}
+    for folder in folders:
+        path = Path(folder)
+        if not path.is_dir():
+            raise FileNotFoundError(f"eval.folders: {path} is not a folder")
+        name = path.name
+        while name in datasets:  # two folders of one name (a/test, b/test)
+            name = f"{path.parent.name}_{name}"
+            path = path.parent
+        generic = (Path(folder) / "images").is_dir() and (Path(folder) / "masks").is_dir()
+        datasets[name] = {"type": "generic" if generic else "imagefolder", "root": str(folder)}
+    return datasets
+
+
 def _selected_datasets(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     suite = OmegaConf.to_container(cfg.eval.datasets, resolve=True) or {}
+    suite.update(folder_datasets(list(cfg.eval.get("folders") or [])))
     only = cfg.get("only")
     if only is None:
         return suite  # type: ignore[return-value]
@@ -118,6 +138,45 @@ def _dataset_spec(name: str, spec: Mapping[str, Any]) -> tuple[str, str, dict[st
     return kind, str(root), rest
 
 
+PREPROCESSING_SOURCES = ("model", "training")
+
+
+def preprocessing_overrides(cfg: DictConfig, entries: Mapping[str, Any]) -> dict[str, Any]:
+    """The preprocessing keys that replace each model's own: ``preprocessing.source=model``
+    (the standard suites' default) keeps each model's timm config; ``training`` (the default
+    of the suites of the user's own data, ``eval=folders`` and ``eval=generated``) prepares
+    every model's images as the fine-tuning run validated them, read from the first robustft
+    checkpoint among the models, so that the original and the fine-tuned model see the same
+    pixels as in training. ``preprocessing.crop_pct`` and the other keys still override."""
+    settings = OmegaConf.to_container(cfg.preprocessing, resolve=True) or {}
+    source = settings.pop("source", None) or cfg.eval.get("preprocessing_source") or "model"
+    if source not in PREPROCESSING_SOURCES:
+        raise ValueError(f"preprocessing.source must be one of {list(PREPROCESSING_SOURCES)}, "
+                         f"got {source!r}")
+    explicit = {key: value for key, value in settings.items() if value is not None}
+    if source == "model":
+        return explicit
+    recorded = {label: training_preprocessing_of(entry["checkpoint"],
+                                                 key=f"models.{label}.checkpoint")
+                for label, entry in entries.items() if entry.get("checkpoint")}
+    found = {label: value for label, value in recorded.items() if value is not None}
+    if not found:
+        log.info("preprocessing.source=training: no model's checkpoint records its training "
+                 "preprocessing; each model's own is used")
+        return explicit
+    first_label, first = next(iter(found.items()))
+    for label, value in found.items():
+        if value != first:
+            raise ValueError(f"preprocessing.source=training: models.{label} and models."
+                             f"{first_label} were trained with different preprocessing ({value} "
+                             f"vs {first}); set preprocessing.source=model or evaluate them apart")
+    chosen = {key: first[key] for key in ("input_size", "crop_pct", "interpolation", "mean", "std")
+              if key in first}
+    log.info("preprocessing.source=training: every model's images as models.%s's run validated "
+             "them: %s", first_label, chosen)
+    return {**chosen, **explicit}
+
+
 def explanation_settings(cfg: DictConfig) -> ExplanationSettings:
     """The ``metrics``, ``relevance_method``, ``perturbation.*`` and ``share.*`` keys."""
     return ExplanationSettings(
@@ -147,7 +206,7 @@ def _notes(settings: ExplanationSettings) -> list[str]:
 
 def _plan(
     cfg: DictConfig, protocol: str, entries: Mapping[str, Any], out_dir: Path,
-    settings: ExplanationSettings,
+    settings: ExplanationSettings, overrides: Mapping[str, Any],
 ) -> tuple[list[_DatasetJob], dict[str, dict[str, Any]]]:
     """The datasets to evaluate and, per dataset, the models whose recorded rows are
     missing or carry another fingerprint (each such stale pair logged in one line).
@@ -167,8 +226,7 @@ def _plan(
     else:
         explain_stale = True
     known = load_fingerprints(out_dir / FINGERPRINTS_NAME)
-    overrides = OmegaConf.to_container(cfg.preprocessing, resolve=True) or {}
-    preprocessing = preprocessing_inputs(protocol, overrides)  # type: ignore[arg-type]
+    preprocessing = preprocessing_inputs(protocol, overrides)
     hasher = FileHasher()
     model_parts = {label: model_inputs(label, entry, hasher) for label, entry in entries.items()}
     jobs: list[_DatasetJob] = []
@@ -232,7 +290,8 @@ def run_evaluation(cfg: DictConfig) -> Path:
     if not entries:
         raise ValueError("no models: set models.<label>.name=<timm name> (and .checkpoint=...)")
     settings = explanation_settings(cfg)
-    jobs, records = _plan(cfg, protocol, entries, out_dir, settings)
+    overrides = preprocessing_overrides(cfg, entries)
+    jobs, records = _plan(cfg, protocol, entries, out_dir, settings, overrides)
     # Every dataset to evaluate is listed, and checked against the metrics (masks,
     # labels), before any model is built.
     datasets = {}
@@ -248,7 +307,6 @@ def run_evaluation(cfg: DictConfig) -> Path:
         # Only the models with a pair to (re)compute are built, in config order.
         needed = [label for label in entries if any(label in job.todo for job in jobs)]
         models = {label: build_model_from_entry(label, entries[label]) for label in needed}
-        overrides = OmegaConf.to_container(cfg.preprocessing, resolve=True) or {}
         transforms = build_eval_transforms(models, protocol=protocol, **overrides)
         unreadable: list[UnreadableImage] = []
         unreadable_csv, evaluated = out_dir / UNREADABLE_NAME, []

@@ -30,6 +30,9 @@ def main(cfg: DictConfig) -> float | None:
     result = train(cfg)
     log.info("best checkpoint: %s", result.best_checkpoint)
     log.info("last checkpoint: %s", result.last_checkpoint)
+    if result.selection is not None:
+        log.info("selected checkpoint: %s", result.selected_checkpoint or "none: the original model")
+        log.info(result.selection["verdict"])
     # Returned for Hydra sweepers (e.g. Optuna) that minimise the validation loss.
     return result.metrics.get("best/val/loss", result.metrics.get("val/loss"))
 

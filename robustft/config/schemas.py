@@ -29,7 +29,7 @@ from robustft.relevance import ExplainedClass, RelevanceBackend
 
 __all__ = [
     "CompareSettings", "DemoConfig", "EvalConfig", "ExplainConfig", "MasksConfig", "OptimConfig",
-    "PathsConfig", "TrainConfig",
+    "PathsConfig", "SAMPLERS", "TrainConfig", "TuneConfig", "TuneSettings",
     "TRAINER_SCHEMA", "GENERIC_DATA_SCHEMA", "IMAGENET_S_DATA_SCHEMA", "SUITE_SCHEMA",
 ]
 
@@ -96,7 +96,9 @@ _DATA_ALLOWED = {
     "class_fraction": between(0, 1, low_open=True),
     "hflip": between(0, 1, note="the probability of a horizontal flip"),
     "resize_ratio": at_least(1, note="the images are resized to resize_ratio x crop_size, then cropped"),
-    "crop_size": at_least(1), "std": above(0), "unmasked_per_class": at_least(1, null="all")}
+    "crop_size": at_least(1), "std": above(0), "unmasked_per_class": at_least(1, null="all"),
+    "holdout_per_class": at_least(0, null="none"),
+    "unmasked_holdout_per_class": at_least(0, null="none")}
 _SYNTH_SCHEMA = schema_from_signature(SynthConfig, "SynthSettings", with_target=False)
 # the generated benchmark's settings ride on the data config that reads it (data=synth)
 _SYNTH_FIELD = ("synth", _SYNTH_SCHEMA | None, field(default=None))
@@ -115,11 +117,16 @@ IMAGENET_S_DATA_SCHEMA = schema_from_signature(
 @dataclass
 class SuiteConfig:
     """An evaluation suite: its name and its datasets (``{type, root, ...}`` each; the keys
-    beyond type and root depend on the type, see ``robustft.data.eval.registry``)."""
+    beyond type and root depend on the type, see ``robustft.data.eval.registry``), the user's
+    own folders (``folders``), and how its images are prepared by default."""
 
     name: str = MISSING
     datasets: dict[str, Any] = field(default_factory=dict)
     benchmark_root: str | None = None
+    # the user's own labelled folders, each one dataset (robustft.cli.evaluate.folder_datasets)
+    folders: list[str] = field(default_factory=list)
+    # the default of preprocessing.source for this suite (null: model)
+    preprocessing_source: str | None = None
 
 
 SUITE_SCHEMA = SuiteConfig
@@ -163,6 +170,7 @@ class PretrainConfig:
 class CheckpointChoice(StrEnum):
     last = "last"
     best = "best"
+    selected = "selected"
 
 
 @dataclass
@@ -175,13 +183,57 @@ class DemoEvaluationConfig:
     background_fill: float = field(default=0.28, metadata=allowed(between(0, 1)))
 
 
+SAMPLERS = ("tpe", "random", "grid")
+#: robustft-tune's default search space (docs/method.md §10 says why these keys and ranges)
+DEFAULT_SEARCH = (
+    "optim.optimizer.lr=tag(log, interval(3e-5, 1e-3))",
+    "loss.lambda_fg=tag(log, interval(0.1, 1.0))",
+    "loss.lambda_l2sp=choice(0.0, 10.0, 100.0)",
+)
+
+
+@dataclass
+class TuneSettings:
+    """The ``tune`` node of ``robustft-tune`` (``configs/tune.yaml``).
+
+    ``search``: Hydra sweep overrides, as a ``-m`` command line takes them
+    (``optim.optimizer.lr=tag(log, interval(3e-5, 1e-3))``; a plain ``key=value`` is fixed
+    for every trial); ``sampler``:
+    ``tpe`` | ``random`` | ``grid`` (``choice`` / ``range`` only); ``max_trials`` (null:
+    the grid's size, or 20); ``time_budget_min``: no trial starts when the mean trial time
+    so far would carry the search past it (null: no limit); ``seed``: the sampler's;
+    ``startup_trials``: random trials before TPE models the results; ``include_base``: the
+    base config's own values of the searched keys are the first trial (so the search never
+    ends below the recipe it started from); ``keep_checkpoints``: keep every trial's
+    ``selected.ckpt`` (default: only the chosen trial's)."""
+
+    search: list[str] = field(default_factory=lambda: list(DEFAULT_SEARCH))
+    sampler: str = "tpe"
+    max_trials: int | None = 12
+    time_budget_min: float | None = 25.0
+    seed: int = 0
+    startup_trials: int = 4
+    include_base: bool = True
+    keep_checkpoints: bool = False
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"tune.sampler must be one of {list(SAMPLERS)}, got {self.sampler!r}")
+        if self.max_trials is not None and self.max_trials < 1:
+            raise ValueError(f"tune.max_trials must be >= 1 or null, got {self.max_trials}")
+        if self.time_budget_min is not None and self.time_budget_min <= 0:
+            raise ValueError(f"tune.time_budget_min must be > 0 or null, got {self.time_budget_min}")
+
+
 @dataclass
 class CompareSettings:
     """``robustft-compare``: which benchmarks (data config names), draws (``data.seed``) and
     objectives (name -> overrides of the demo's recipe) it runs, the overrides that make the
     shortcut-free reference's benchmark (empty: no reference), the splits of its tables
-    (null: ``evaluation.splits``), the README whose ``compare`` block it rewrites, and how
-    many fine-tuning runs go at a time (``jobs``; null: one per CPU core)."""
+    (null: ``evaluation.splits``), the README whose ``compare`` block it rewrites, how
+    many fine-tuning runs go at a time (``jobs``; null: one per CPU core), the objectives
+    tuned per draw on held-out masks (``tune_objectives`` with ``tune``) and the control of
+    the bars table (``bars_control``)."""
 
     benchmarks: list[str] = field(default_factory=lambda: ["synth"])
     draws: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -189,8 +241,15 @@ class CompareSettings:
     reference_overrides: list[str] = field(default_factory=list)
     splits: list[str] | None = None
     readme: str | None = None
+    readme_block: str = "compare"  # the <!-- <name>:begin/end --> block of readme
     keep_checkpoints: bool = False
     jobs: int | None = field(default=None, metadata=allowed(at_least(1, null="one per CPU core")))
+    # objectives whose recipe robustft-tune's search (``tune``) chooses on each draw's own
+    # training pool (name -> the overrides it starts from), and the objective the bars
+    # table compares every objective with (null: no bars table)
+    tune_objectives: dict[str, list[str]] = field(default_factory=dict)
+    tune: TuneSettings | None = None
+    bars_control: str | None = None
 
 
 @dataclass
@@ -203,6 +262,17 @@ class DemoConfig(TrainConfig):
     evaluation: DemoEvaluationConfig = field(default_factory=DemoEvaluationConfig)
     # robustft-compare's settings (compare.yaml = demo.yaml + these); None for the demo
     compare: CompareSettings | None = None
+
+
+@dataclass
+class TuneConfig(TrainConfig):
+    """``robustft-tune``'s top level: ``robustft-train``'s, and the search (``tune``)."""
+
+    # MISSING, not TrainConfig's None: as for DemoConfig, tune.yaml merges this schema after
+    # train.yaml, and a None would erase the loggers and callbacks train composed
+    logger: Any = MISSING
+    callbacks: Any = MISSING
+    tune: TuneSettings = field(default_factory=TuneSettings)
 
 
 class Protocol(StrEnum):
@@ -218,6 +288,9 @@ class Precision(StrEnum):
 
 @dataclass
 class PreprocessingOverrides:
+    # model | training (robustft.cli.evaluate.preprocessing_overrides); null: the suite's
+    # preprocessing_source, else model
+    source: str | None = None
     crop_pct: float | None = None
     interpolation: str | None = None
     crop_mode: str | None = None  # timm's: center | squash (Resize((h, w)), no crop) | border

@@ -24,6 +24,7 @@ from robustft.config.schemas import (
     OptimConfig,
     PathsConfig,
     TrainConfig,
+    TuneConfig,
 )
 from robustft.losses import LossConfig
 from robustft.relevance import RelevanceConfig
@@ -37,6 +38,7 @@ GROUP_SCHEMAS: tuple[tuple[str | None, str, type], ...] = (
     (None, "base_eval", EvalConfig),
     (None, "base_masks", MasksConfig),
     (None, "base_explain", ExplainConfig),
+    (None, "base_tune", TuneConfig),
     ("data", "base_generic", GENERIC_DATA_SCHEMA),
     ("data", "base_imagenet_s", IMAGENET_S_DATA_SCHEMA),
     ("model", "base_model", ModelSpec),

@@ -47,7 +47,8 @@ from robustft.data.unmasked import (
     select_unmasked_images,
 )
 
-__all__ = ["ImageMaskDataModule", "ImageNetSDataModule", "pairs_and_unmasked"]
+__all__ = ["ImageMaskDataModule", "ImageNetSDataModule", "pairs_and_unmasked",
+           "training_preprocessing"]
 log = logging.getLogger(__name__)
 
 
@@ -61,6 +62,19 @@ def pairs_and_unmasked(batch: Any) -> tuple[dict, dict | None]:
     if "pairs" in batch:
         return batch["pairs"], batch["unmasked"]
     return batch, None
+
+
+def training_preprocessing(datamodule: Any) -> dict[str, Any] | None:
+    """The data module's validation transform in the terms of a timm data config
+    (``input_size``, ``crop_pct``, ``crop_mode``, ``interpolation``, ``mean``, ``std``):
+    ``Resize(crop * resize_ratio)`` then ``CenterCrop(crop)`` is timm's centre crop at
+    ``crop_pct = 1 / resize_ratio``; None for a data module without these settings."""
+    if not all(hasattr(datamodule, key) for key in ("crop_size", "resize_ratio", "mean", "std")):
+        return None
+    height, width = crop_height_width(datamodule.crop_size)
+    return {"input_size": [3, height, width], "crop_pct": 1.0 / float(datamodule.resize_ratio),
+            "crop_mode": "center", "interpolation": "bilinear",
+            "mean": [float(v) for v in datamodule.mean], "std": [float(v) for v in datamodule.std]}
 
 
 def kept_mask_pairs_under(mask_manifest: str) -> list[tuple[str, str]]:
@@ -106,6 +120,14 @@ class ImageMaskDataModule(pl.LightningDataModule):
             unmasked image once per epoch, spread over the pairs' steps. None = off.
         unmasked_per_class: images drawn from each class folder of ``unmasked_root`` with
             ``seed`` (None = all); images of the masked selection are never drawn.
+        holdout_per_class: pairs of every training class held out for validation, never
+            trained on (``generic.select_records``): the held-out measures of
+            ``robustft.training.heldout`` and the checkpoint selection read them. None / 0 =
+            none (validation is then the held-out classes' pairs alone).
+        unmasked_holdout_per_class: images of each class of ``unmasked_root`` held out
+            (never trained on, drawn after the training draw) for the held-out agreement
+            with the original model; they are a second validation loader of image batches
+            without masks. None / 0 = none.
     """
 
     def __init__(
@@ -132,14 +154,24 @@ class ImageMaskDataModule(pl.LightningDataModule):
         empty_masks: EmptyMaskPolicy = "exclude",
         unmasked_root: str | None = None,
         unmasked_per_class: int | None = None,
+        holdout_per_class: int | None = None,
+        unmasked_holdout_per_class: int | None = None,
     ) -> None:
         super().__init__()
         if unmasked_per_class is not None and unmasked_per_class < 1:
             raise ValueError(f"data.unmasked_per_class must be >= 1 or null (all), got "
                              f"{unmasked_per_class}; set data.unmasked_root=null to use no "
                              "images without masks")
+        if unmasked_holdout_per_class and not unmasked_root:
+            log.warning("data.unmasked_holdout_per_class=%s draws from data.unmasked_root, which "
+                        "is null: no held-out images without masks (the decisions' agreement is "
+                        "measured on the held-out pairs' images alone)", unmasked_holdout_per_class)
+            unmasked_holdout_per_class = None
         self.unmasked_root, self.unmasked_per_class = unmasked_root, unmasked_per_class
+        self.holdout_per_class = holdout_per_class
+        self.unmasked_holdout_per_class = unmasked_holdout_per_class
         self.unmasked: list[UnmaskedRecord] = []
+        self.unmasked_heldout: list[UnmaskedRecord] = []
         self.empty_masks = check_empty_mask_policy(empty_masks)
         self.cache_decoded = cache_decoded
         self.class_index = read_class_index(class_index) if class_index else None
@@ -187,7 +219,8 @@ class ImageMaskDataModule(pl.LightningDataModule):
         else:
             selection = select_records(records, train_per_class=self.train_per_class,
                                        val_per_class=self.val_per_class,
-                                       class_fraction=self.class_fraction, seed=self.seed)
+                                       class_fraction=self.class_fraction, seed=self.seed,
+                                       holdout_per_class=self.holdout_per_class)
         return selection
 
     def write_selection(self, path: str) -> Path:
@@ -203,6 +236,14 @@ class ImageMaskDataModule(pl.LightningDataModule):
         self.drawn_selection, self.selection = drawn, checked.selection
         if self.unmasked_root:
             self.unmasked = self._select_unmasked(drawn)
+        if self.unmasked_holdout_per_class:
+            if not self.selection.val:
+                raise ValueError("data.unmasked_holdout_per_class needs validation pairs too "
+                                 "(data.holdout_per_class, or data.class_fraction < 1)")
+            self.unmasked_heldout = self._select_unmasked(
+                drawn, per_class=self.unmasked_holdout_per_class, stream="unmasked_holdout",
+                also_exclude=[record.image_path for record in self.unmasked],
+                key="data.unmasked_holdout_per_class")
         is_rank_zero = self.trainer is None or self.trainer.is_global_zero
         if not is_rank_zero:
             return
@@ -225,14 +266,22 @@ class ImageMaskDataModule(pl.LightningDataModule):
         if self.unmasked:
             log.info("images without masks: %d from %s (classification term only)",
                      len(self.unmasked), self.unmasked_root)
+        if self.unmasked_heldout:
+            log.info("held-out images without masks: %d from %s (validation only)",
+                     len(self.unmasked_heldout), self.unmasked_root)
 
-    def _select_unmasked(self, drawn: Selection) -> list[UnmaskedRecord]:
-        """The unmasked images, labelled as the masked layout labels its class folders."""
+    def _select_unmasked(self, drawn: Selection, *, per_class: int | None | str = "training",
+                         stream: str = "unmasked", also_exclude: Sequence[Path] = (),
+                         key: str = "data.unmasked_root") -> list[UnmaskedRecord]:
+        """Images without masks (the training draw by default), labelled as the masked layout
+        labels its class folders; never one of the selected pairs' images."""
         names = self.class_index if self.class_index is not None else drawn.class_names
         labels = {name: position for position, name in enumerate(names)}
         return select_unmasked_images(
-            self.unmasked_root, labels, per_class=self.unmasked_per_class, seed=self.seed,
-            exclude=[record.image_path for record in (*drawn.train, *drawn.val)])
+            self.unmasked_root, labels, seed=self.seed, stream=stream, key=key,
+            per_class=self.unmasked_per_class if per_class == "training" else per_class,
+            exclude=[record.image_path for record in (*drawn.train, *drawn.val)]
+            + list(also_exclude))
 
     @property
     def num_classes(self) -> int:
@@ -290,12 +339,19 @@ class ImageMaskDataModule(pl.LightningDataModule):
         return CombinedLoader({"pairs": pairs, "unmasked": unmasked}, mode="max_size")
 
     def val_dataloader(self) -> DataLoader | list:
+        """The validation pairs; with held-out images without masks, ``[pairs, images]``
+        (a batch of the second has no ``mask``)."""
         assert self.selection is not None
         if not self.selection.val:
             return []
         transform = joint_eval_transform(self.crop_size, self.mean, self.std,
                                          resize_ratio=self.resize_ratio)
-        return self._loader(self.selection.val, transform, shuffle=False)
+        pairs = self._loader(self.selection.val, transform, shuffle=False)
+        if not self.unmasked_heldout:
+            return pairs
+        images = UnmaskedImageDataset(self.unmasked_heldout, transform,
+                                      cache_decoded=self.cache_decoded)
+        return [pairs, self._loader_of(images, shuffle=False, batch_size=self.batch_size)]
 
 
 class ImageNetSDataModule(ImageMaskDataModule):

@@ -211,11 +211,20 @@ def select_records(
     val_per_class: int | None,
     class_fraction: float,
     seed: int,
+    holdout_per_class: int | None = None,
 ) -> Selection:
     """Seeded selection: ``round(class_fraction * C)`` classes (at least 1) for training,
-    the rest for validation; ``None`` per class means all images. Seed 0 is a seed."""
+    the rest for validation; ``None`` per class means all images. Seed 0 is a seed.
+
+    ``holdout_per_class`` (``data.holdout_per_class``; None or 0 = none) also holds out that
+    many pairs of every training class for validation, never trained on: drawn from the
+    class's images left after the training draw, which is then exactly the draw without a
+    holdout; with ``train_per_class`` None (all) the held-out pairs are drawn first and the
+    class's other images train."""
     if not 0.0 < class_fraction <= 1.0:
         raise ValueError(f"data.class_fraction must be in (0, 1], got {class_fraction}")
+    if holdout_per_class is not None and holdout_per_class < 0:
+        raise ValueError(f"data.holdout_per_class must be >= 0 or null, got {holdout_per_class}")
     class_names = sorted(records)
     rng = np.random.default_rng(seed)
     num_train = max(1, round(class_fraction * len(class_names)))
@@ -224,22 +233,59 @@ def select_records(
     for class_name in class_names:
         # One generator per class, derived from the seed and the class position, so a
         # class's draw does not depend on how many files other classes have.
-        class_rng = np.random.default_rng([seed, class_names.index(class_name)])
-        if class_name in train_classes:
+        position = class_names.index(class_name)
+        class_rng = np.random.default_rng([seed, position])
+        if class_name not in train_classes:
+            val += _take(records[class_name], val_per_class, class_rng)
+        elif not holdout_per_class:
             train += _take(records[class_name], train_per_class, class_rng)
         else:
-            val += _take(records[class_name], val_per_class, class_rng)
+            trained, held_out = _split_holdout(records[class_name], train_per_class,
+                                               holdout_per_class, class_rng,
+                                               np.random.default_rng([seed, position, 1]))
+            train += trained
+            val += held_out
     return Selection(train=train, val=val, class_names=class_names)
+
+
+def _split_holdout(items: Sequence[ImageMaskRecord], train_per_class: int | None, holdout: int,
+                   train_rng: np.random.Generator, holdout_rng: np.random.Generator
+                   ) -> tuple[list[ImageMaskRecord], list[ImageMaskRecord]]:
+    """(training pairs, held-out pairs) of one class; see :func:`select_records`."""
+    class_folder = items[0].image_path.parent
+    if train_per_class is None:
+        if holdout >= len(items):
+            raise ValueError(f"data.holdout_per_class={holdout} leaves no training pair in "
+                             f"{class_folder} ({len(items)} images)")
+        held_out = _take(items, holdout, holdout_rng)
+        kept_out = frozenset(held_out)
+        return [r for r in items if r not in kept_out], held_out
+    trained = _take(items, train_per_class, train_rng)
+    drawn = frozenset(trained)
+    rest = [r for r in items if r not in drawn]
+    if not rest:
+        raise ValueError(f"data.holdout_per_class={holdout}: every image of {class_folder} "
+                         f"({len(items)}) is drawn for training (data.train_per_class="
+                         f"{train_per_class}); lower data.train_per_class, or set it to null to "
+                         "hold out first and train on the rest")
+    if len(rest) < holdout:
+        log.warning("data.holdout_per_class=%d: %s has only %d image(s) beyond its %d training "
+                    "pairs; holding out %d", holdout, class_folder, len(rest), len(trained),
+                    len(rest))
+    return trained, _take(rest, holdout, holdout_rng)
 
 
 def short_classes_warning(selection: Selection, *, train_per_class: int | None,
                           val_per_class: int | None) -> str | None:
     """One line naming the classes that had fewer images than ``data.train_per_class`` /
     ``data.val_per_class`` asked for (all of theirs were taken), with their counts; None
-    when every class had enough."""
+    when every class had enough. (A training class's held-out pairs, among the validation
+    records with ``data.holdout_per_class``, are not a validation class's draw.)"""
     parts = []
+    training_classes = {record.class_name for record in selection.train}
+    validation = [r for r in selection.val if r.class_name not in training_classes]
     for split, records, wanted in (("train", selection.train, train_per_class),
-                                   ("val", selection.val, val_per_class)):
+                                   ("val", validation, val_per_class)):
         if wanted is None:
             continue
         counts: dict[str, int] = {}

@@ -37,6 +37,7 @@ __all__ = [
     "EmptyMaskPolicy",
     "PairInspection",
     "PairProblem",
+    "check_disjoint",
     "check_empty_mask_policy",
     "check_selection",
     "empty_mask_warning",
@@ -143,6 +144,7 @@ def check_selection(selection: Selection, mask_decoder: Callable[[Path], np.ndar
     counted per split and handled per ``empty_masks``. A split that had pairs and would
     lose all of them to ``exclude`` is an error."""
     check_empty_mask_policy(empty_masks)
+    check_disjoint(selection)
     splits = {"train": selection.train, "val": selection.val}
     inspections = {split: inspect_pairs(records, mask_decoder, num_threads=num_threads)
                    for split, records in splits.items()}
@@ -166,6 +168,18 @@ def check_selection(selection: Selection, mask_decoder: Callable[[Path], np.ndar
     return CheckedSelection(
         Selection(train=kept["train"], val=kept["val"], class_names=selection.class_names),
         empty, {split: len(records) for split, records in splits.items()})
+
+
+def check_disjoint(selection: Selection) -> None:
+    """A validation pair is never trained on: an image in both splits (a hand-edited or
+    merged selection manifest) is a ``DatasetLayoutError`` naming it."""
+    trained = {Path(record.image_path).resolve() for record in selection.train}
+    both = [record.image_path for record in selection.val
+            if Path(record.image_path).resolve() in trained]
+    if both:
+        more = f" and {len(both) - 1} more" if len(both) > 1 else ""
+        raise DatasetLayoutError(f"{both[0]}{more} is both a training and a validation pair; a "
+                                 "validation pair must never be trained on (check data.manifest)")
 
 
 def empty_mask_warning(checked: CheckedSelection, policy: EmptyMaskPolicy,

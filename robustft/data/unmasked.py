@@ -38,32 +38,34 @@ class UnmaskedRecord:
 
 
 def select_unmasked_images(root: str | Path, labels: dict[str, int], *, per_class: int | None,
-                           seed: int, exclude: Sequence[Path] = ()) -> list[UnmaskedRecord]:
+                           seed: int, exclude: Sequence[Path] = (), stream: str = "unmasked",
+                           key: str = "data.unmasked_root") -> list[UnmaskedRecord]:
     """``per_class`` images (None = all) of each class folder of ``root``, drawn with a
-    generator per class derived from ``seed``; ``labels`` maps the masked layout's class
-    folder names to their labels, and every folder of ``root`` must be one of them (a
-    folder the model has no label for would be dropped silently otherwise). Images in
-    ``exclude`` (the masked selection, when ``root`` is the masked layout's own image
-    folder) are never drawn."""
+    generator per class derived from ``seed`` and ``stream`` (the held-out draw has its
+    own); ``labels`` maps the masked layout's class folder names to their labels, and
+    every folder of ``root`` must be one of them (a folder the model has no label for
+    would be dropped silently otherwise). Images in ``exclude`` (the masked selection,
+    when ``root`` is the masked layout's own image folder; the training draw, for the
+    held-out one) are never drawn. ``key`` names the setting in errors."""
     root = Path(root)
     folders = list_class_folders(root)
     if not folders:
-        raise DatasetLayoutError(f"data.unmasked_root: {root} has no class folders "
+        raise DatasetLayoutError(f"{key}: {root} has no class folders "
                                  "(expected <root>/<class>/<image>)")
     unknown = [name for name in folders if name not in labels]
     if unknown:
         raise DatasetLayoutError(
-            f"data.unmasked_root: class folder {root / unknown[0]} is not a class of the masked "
+            f"{key}: class folder {root / unknown[0]} is not a class of the masked "
             f"images ({len(unknown)} unknown: {unknown[:5]}; known e.g. {sorted(labels)[:5]})")
     excluded = {Path(path).resolve() for path in exclude}
     records: list[UnmaskedRecord] = []
     for name in folders:
         images = [path for path in list_images(root / name) if path.resolve() not in excluded]
         if not images:
-            raise DatasetLayoutError(f"data.unmasked_root: class folder {root / name} has no "
-                                     "images (besides the masked selection's)")
+            raise DatasetLayoutError(f"{key}: class folder {root / name} has no images (besides "
+                                     "the masked selection's and those drawn before)")
         if per_class is not None and per_class < len(images):
-            generator = np.random.default_rng(derived_seed("unmasked", seed, labels[name]))
+            generator = np.random.default_rng(derived_seed(stream, seed, labels[name]))
             chosen = sorted(generator.choice(len(images), size=per_class, replace=False))
             images = [images[i] for i in chosen]
         records.extend(UnmaskedRecord(path, labels[name], name) for path in images)

@@ -20,8 +20,8 @@ from torch import Tensor, nn
 from robustft.backbones import backbone_of, frozen_copy
 from robustft.backbones.zero_shot import ZeroShotClassifier
 from robustft.baselines import Objective, baseline_loss
-from robustft.checkpoints import plain_data
-from robustft.data.datamodule import pairs_and_unmasked
+from robustft.checkpoints import PREPROCESSING_KEY, plain_data
+from robustft.data.datamodule import pairs_and_unmasked, training_preprocessing
 from robustft.losses import (
     ClassificationTerm,
     LossConfig,
@@ -30,7 +30,13 @@ from robustft.losses import (
     l2_sp_penalty,
     relevance_loss,
 )
-from robustft.relevance import RelevanceConfig, check_trainable_method, upsample_and_normalize
+from robustft.relevance import (
+    RelevanceConfig,
+    RelevanceOutput,
+    check_trainable_method,
+    upsample_and_normalize,
+)
+from robustft.training.heldout import decision_measures, map_measures, summarize_heldout
 
 __all__ = ["RelevanceFinetuner", "adamw", "step_decay", "step_decay_scheduler"]
 log = logging.getLogger(__name__)
@@ -98,6 +104,10 @@ class RelevanceFinetuner(pl.LightningModule):
             evaluation can rebuild the architecture.
         optimizer_config: plain description of ``optimizer``/``scheduler`` (the ``optim``
             config), stored beside it for the record.
+        measure_heldout: measure every validation pass against the original model
+            (``robustft.training.heldout``: the share of relevance on the object, the map's
+            AP / IoU, top-1 agreement and KL with the original), logged as ``heldout/*``
+            for the checkpoint selection; it keeps a frozen copy of the original model.
     """
 
     def __init__(
@@ -111,6 +121,7 @@ class RelevanceFinetuner(pl.LightningModule):
         frozen: Sequence[str] = (),
         model_spec: Mapping[str, Any] | None = None,
         optimizer_config: Mapping[str, Any] | None = None,
+        measure_heldout: bool = False,
     ) -> None:
         super().__init__()
         loss = loss if loss is not None else LossConfig()
@@ -125,15 +136,29 @@ class RelevanceFinetuner(pl.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.model = model
         _freeze(model, frozen)
-        # The frozen original model, for the KL term and as the L2-SP starting point; it is
-        # part of the state dict, so resume restores it exactly.
-        needs_original = loss.classification == "kl_to_teacher" or loss.lambda_l2sp > 0
+        # The frozen original model, for the KL term, as the L2-SP starting point and for the
+        # held-out measures; it is part of the state dict, so resume restores it exactly.
+        needs_original = (loss.classification == "kl_to_teacher" or loss.lambda_l2sp > 0
+                          or measure_heldout)
         self.teacher = frozen_copy(model) if needs_original else None
+        self.measure_heldout = measure_heldout
+        self._heldout: dict[str, dict[str, list[Tensor]]] = {"pairs": {}, "original": {},
+                                                             "decisions": {}}
+        # the original model's held-out maps, per validation batch: computed once (its
+        # weights never change), so every epoch pays for the fine-tuned model's maps alone
+        self._original_maps: dict[tuple[int, tuple[int, ...]], dict[str, Tensor]] = {}
         self._l2sp_names = _l2_sp_names(model, loss.l2sp_exclude)
         if loss.lambda_l2sp > 0 and not self._l2sp_names:
             raise ValueError(f"loss.l2sp_exclude {list(loss.l2sp_exclude)} leaves no trained "
                              "parameter for L2-SP; set loss.lambda_l2sp=0 to turn it off")
         self.weights = loss.weights
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # how the run's own validation images were prepared, so that robustft-eval can prepare
+        # the user's images the same way (preprocessing.source=training)
+        preprocessing = training_preprocessing(getattr(self.trainer, "datamodule", None))
+        if preprocessing is not None:
+            checkpoint[PREPROCESSING_KEY] = preprocessing
 
     def forward(self, images: Tensor) -> Tensor:
         return backbone_of(self.model).class_scores(images)
@@ -205,11 +230,13 @@ class RelevanceFinetuner(pl.LightningModule):
         return self
 
     def _step(self, batch: dict[str, Tensor], stage: str,
-              unmasked: dict[str, Tensor] | None = None) -> Tensor:
+              unmasked: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor | None, Tensor]:
+        """(total loss, the normalised relevance map when the objective made one, logits)."""
         images, labels = batch["image"], batch["label"]
         loss = self.loss_config
+        relevance = None
         if loss.objective is Objective.relevance:
-            total, logits, values = self._relevance_terms(batch, stage)
+            total, logits, values, relevance = self._relevance_terms(batch, stage)
         else:
             total, logits, values = self._baseline_terms(batch, stage)
         if unmasked is not None:
@@ -232,20 +259,28 @@ class RelevanceFinetuner(pl.LightningModule):
             self.log_dict({f"{name}_step": value for name, value in values.items()},
                           on_step=True, on_epoch=False, batch_size=batch_size)
         # Per epoch: the mean over every process's batches (sync_dist), as the validation
-        # metrics; unsynced it would be rank 0's share of the data alone.
+        # metrics; unsynced it would be rank 0's share of the data alone. The pairs are the
+        # first of the validation loaders: their metrics keep their names (val/loss).
         self.log_dict(values, prog_bar=stage == "val", on_step=False, on_epoch=True,
-                      batch_size=batch_size, sync_dist=True)
-        return total
+                      batch_size=batch_size, sync_dist=True, add_dataloader_idx=False)
+        return total, relevance, logits
+
+    def _explain(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[RelevanceOutput, Tensor]:
+        """The fine-tuning's own map of ``model`` on a pair batch: (raw output, the map
+        upsampled to the masks and normalised)."""
+        rel = self.relevance_config
+        target = batch["label"] if rel.target == "label" else None
+        method = check_trainable_method(rel.method)
+        out = method.compute(model, batch["image"], target, rel.gradient_mode, backend=rel.backend)
+        return out, upsample_and_normalize(out.relevance, batch["mask"].shape[-2:])
 
     def _relevance_terms(self, batch: dict[str, Tensor],
-                         stage: str) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """The method's loss: relevance map, ``relevance_loss``; (total, logits, logged)."""
+                         stage: str) -> tuple[Tensor, Tensor, dict[str, Tensor], Tensor]:
+        """The method's loss: relevance map, ``relevance_loss``; (total, logits, logged,
+        the normalised map)."""
         images, masks, ignore, labels = batch["image"], batch["mask"], batch["ignore"], batch["label"]
-        loss, rel = self.loss_config, self.relevance_config
-        target = labels if rel.target == "label" else None
-        method = check_trainable_method(rel.method)
-        out = method.compute(self.model, images, target, rel.gradient_mode, backend=rel.backend)
-        relevance = upsample_and_normalize(out.relevance, masks.shape[-2:])
+        loss = self.loss_config
+        out, relevance = self._explain(self.model, batch)
         teacher_logits = None
         if loss.classification == "kl_to_teacher":  # the copy may exist for L2-SP alone
             with torch.no_grad():
@@ -258,7 +293,7 @@ class RelevanceFinetuner(pl.LightningModule):
         values = {f"{stage}/seg": terms.segmentation, f"{stage}/bg": terms.background,
                   f"{stage}/fg": terms.foreground, f"{stage}/cls": terms.classification,
                   f"{stage}/fg_share": share}
-        return terms.total, out.logits, values
+        return terms.total, out.logits, values, relevance
 
     def _baseline_terms(self, batch: dict[str, Tensor],
                         stage: str) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
@@ -309,12 +344,72 @@ class RelevanceFinetuner(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         pairs, unmasked = pairs_and_unmasked(batch)  # unmasked: data.unmasked_root's images
-        return self._step(pairs, "train", unmasked=unmasked)
+        return self._step(pairs, "train", unmasked=unmasked)[0]
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int,
+                        dataloader_idx: int = 0) -> Tensor | None:
         # Relevance needs gradients: the Trainer runs with inference_mode=False, and
         # the relevance method enables grad itself; .detach() keeps validation from holding graphs.
-        return self._step(batch, "val").detach()
+        if "mask" not in batch:  # held-out images without masks: decisions only
+            if self.measure_heldout:
+                self._record_decisions(backbone_of(self.model).class_scores(batch["image"]), batch)
+            return None
+        total, relevance, logits = self._step(batch, "val")
+        if self.measure_heldout:
+            self._record_pairs(batch, batch_idx, relevance, logits)
+        return total.detach()
+
+    # ------------------------------------------------------------------ held-out measures
+
+    def on_validation_epoch_start(self) -> None:
+        self._heldout = {"pairs": {}, "original": {}, "decisions": {}}
+
+    def _record_pairs(self, batch: dict[str, Tensor], batch_idx: int, relevance: Tensor | None,
+                      logits: Tensor) -> None:
+        """The held-out measures of a pair batch, the model's and the original's."""
+        if relevance is None:  # a baseline objective made no map
+            out, relevance = self._explain(self.model, batch)
+            logits = out.logits
+        # a validation batch is the same images every epoch (no shuffling); its labels make
+        # sure of it should another validation set come through the same module
+        key = (batch_idx, tuple(batch["label"].tolist()))
+        if key not in self._original_maps:
+            out, original = self._explain(self.teacher, batch)
+            self._original_maps[key] = {
+                **map_measures(original, batch["mask"], batch["ignore"]),
+                "logits": out.logits.detach()}
+        original = self._original_maps[key]
+        for name, value in map_measures(relevance, batch["mask"], batch["ignore"]).items():
+            self._heldout["pairs"].setdefault(name, []).append(value)
+        for name in ("share", "ap", "iou"):
+            self._heldout["original"].setdefault(name, []).append(original[name])
+        self._record_decisions(logits, batch, original["logits"])
+
+    def _record_decisions(self, logits: Tensor, batch: dict[str, Tensor],
+                          original_logits: Tensor | None = None) -> None:
+        if original_logits is None:
+            with torch.no_grad():
+                original_logits = backbone_of(self.teacher).class_scores(batch["image"])
+        for name, value in decision_measures(logits, original_logits, batch["label"]).items():
+            self._heldout["decisions"].setdefault(name, []).append(value)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.measure_heldout or not self._heldout.get("pairs"):
+            return
+        gathered = {group: {name: [self._gather(torch.cat(values))] for name, values in found.items()}
+                    for group, found in self._heldout.items()}
+        summary = summarize_heldout(gathered["pairs"], gathered["original"], gathered["decisions"])
+        # every process computed the same values from the gathered images; syncing them
+        # (a mean of equal values) is what Lightning expects of an epoch-level metric
+        self.log_dict(summary.as_metrics(), on_step=False, on_epoch=True, sync_dist=True,
+                      add_dataloader_idx=False)
+
+    def _gather(self, values: Tensor) -> Tensor:
+        """Every process's per-image values (each process validates its share of the
+        held-out set; the distributed sampler pads the shares to equal sizes)."""
+        if self.trainer is None or self.trainer.world_size == 1:
+            return values
+        return self.all_gather(values.to(self.device)).flatten().cpu()
 
     def configure_optimizers(self):
         trainable = [p for p in self.model.parameters() if p.requires_grad]

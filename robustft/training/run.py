@@ -26,6 +26,7 @@ from robustft.training.loggers import build_loggers
 from robustft.training.module import RelevanceFinetuner
 from robustft.training.resume import checkpoint_to_resume
 from robustft.training.seeding import SeedEveryTrainingBatch
+from robustft.training.selection import HeldOutSelection
 
 __all__ = [
     "TrainResult", "model_spec", "build_model", "build_datamodule", "build_finetuner",
@@ -38,10 +39,17 @@ LIGHTNING_CKPT_KEYWORDS = frozenset({"last", "best", "hpc"})
 
 @dataclass
 class TrainResult:
+    """What a run wrote: the best (lowest val/loss) and last checkpoints, the epoch-end
+    metrics, the run directory, and the held-out selection (``selection``: what
+    ``selection.json`` holds, None without held-out pairs; ``selected_checkpoint``: its
+    weights, None when the selection is the original model)."""
+
     best_checkpoint: Path | None
     last_checkpoint: Path | None
     metrics: dict[str, float]
     output_dir: Path
+    selected_checkpoint: Path | None = None
+    selection: dict[str, Any] | None = None
 
 
 def model_spec(model_cfg: DictConfig | ModelSpec) -> ModelSpec:
@@ -91,11 +99,14 @@ def build_finetuner(cfg: DictConfig, model: nn.Module) -> RelevanceFinetuner:
     """The LightningModule from the ``loss``, ``relevance`` and ``optim`` groups."""
     optim = cfg.optim
     scheduler = hydra.utils.instantiate(optim.scheduler) if optim.scheduler is not None else None
+    callbacks = cfg.get("callbacks") or {}
     return RelevanceFinetuner(
         model, loss=typed_group(cfg, "loss"), relevance=typed_group(cfg, "relevance"),
         optimizer=hydra.utils.instantiate(optim.optimizer), scheduler=scheduler,
         frozen=list(optim.frozen), model_spec=model_spec(cfg.model).to_dict(),
-        optimizer_config=OmegaConf.to_container(optim, resolve=True))
+        optimizer_config=OmegaConf.to_container(optim, resolve=True),
+        # the held-out measures feed the held-out selection; without it nobody reads them
+        measure_heldout=callbacks.get("heldout_selection") is not None)
 
 
 def _instantiate_dict(cfg: DictConfig | None) -> list[Any]:
@@ -193,6 +204,8 @@ def train(cfg: DictConfig) -> TrainResult:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     best, last = checkpoint_paths(trainer)
+    selection = next((c for c in trainer.callbacks if isinstance(c, HeldOutSelection)), None)
+    summary = selection.summary() if selection is not None else None
     if cfg.get("validate_best") and best is not None and not trainer.fast_dev_run:
         with lightning_load_context():
             rows = trainer.validate(module, datamodule=datamodule, ckpt_path=str(best),
@@ -200,8 +213,10 @@ def train(cfg: DictConfig) -> TrainResult:
         for row in rows:
             metrics.update({f"best/{k}": float(v) for k, v in row.items()})
     _leave_process_group()
+    selected = Path(summary["checkpoint"]) if summary and summary["checkpoint"] else None
     return TrainResult(best_checkpoint=best, last_checkpoint=last, metrics=metrics,
-                       output_dir=Path(cfg.paths.output_dir))
+                       output_dir=Path(cfg.paths.output_dir), selected_checkpoint=selected,
+                       selection=summary)
 
 
 def _leave_process_group() -> None:

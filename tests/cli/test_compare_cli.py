@@ -105,19 +105,19 @@ def test_runs_in_worker_processes_give_the_weights_of_runs_in_this_process(tmp_p
     import torch
     from fixtures.generic_layout import make_generic_layout
 
-    from robustft.cli.compare import fine_tune_runs
+    from robustft.cli.compare import RunSpec, fine_tune_runs
 
     root = make_generic_layout(tmp_path / "pairs", num_classes=2, per_class=3, size=(32, 32))
 
     def runs(name: str) -> list:
-        return [("train", [
+        return [RunSpec("train", (
                 f"data.root={root}", "data.num_workers=0", "data.class_fraction=1.0",
                 f"data.seed={seed}", f"paths.output_dir={tmp_path / name / str(seed)}",
                 "trainer=cpu", "trainer.max_epochs=2",
                 "logger=csv", "validate_best=false", "model.name=vit_tiny_patch16_224",
                 "model.pretrained=false", "model.num_classes=2", "++model.kwargs.img_size=32",
                 "++model.kwargs.patch_size=8", "++model.kwargs.depth=1",
-                "++model.kwargs.embed_dim=32", "++model.kwargs.num_heads=2"]) for seed in (0, 1)]
+                "++model.kwargs.embed_dim=32", "++model.kwargs.num_heads=2")) for seed in (0, 1)]
 
     monkeypatch.setattr("robustft.cli.compare.usable_cpus", lambda: 2)  # one thread per worker
     threads = torch.get_num_threads()
@@ -142,3 +142,35 @@ def test_jobs_below_one_is_one_line(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
         "robustft-compare: error: compare.jobs must be >= 1 or null (one per CPU core), got 0")
+
+
+@pytest.mark.slow
+def test_compare_tuned_searches_each_draw_and_writes_the_bars(tmp_path):
+    """compare_tuned on a miniature benchmark: the tuned objective's recipe is searched on
+    the draw's own held-out pairs (2 trials), beside the fixed recipe and plain fine-tuning;
+    compare.md carries the bars table and the tuned recipes' table."""
+    script = Path(sys.executable).parent / "robustft-compare"
+    overrides = [o for o in MINIATURE if not o.startswith(("~compare.objectives", "compare.draws"))]
+    done = subprocess.run(
+        [str(script), "--config-name", "compare_tuned", *overrides, "compare.draws=[0]",
+         "compare.tune.max_trials=2", "compare.tune.startup_trials=1",
+         "data.holdout_per_class=1", "data.unmasked_holdout_per_class=1",
+         "data.unmasked_per_class=2", "++data.synth.pretrain_per_class=8",
+         "callbacks.heldout_selection.agreement_tolerance=1.0", "trainer.max_epochs=2"],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+        env={**os.environ, "ROBUSTFT_ROOT": str(tmp_path), "HF_HUB_OFFLINE": "1",
+             "WANDB_MODE": "disabled"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = sorted((tmp_path / "logs" / "compare_tuned" / "runs").iterdir())[-1]
+    rows = read_results(run / "compare_results.csv")
+    assert {r.objective for r in rows} == {"original", "shortcut-free", "tuned", "demo_recipe",
+                                           "plain"}
+    search = run / "synth" / "tuned" / "draw0"
+    assert (search / "trials.csv").read_text().count("\n") == 3  # header and two trials
+    # the same training pairs for every objective of the draw
+    manifests = {objective: (run / "synth" / objective / "draw0" / "selection_manifest.csv")
+                 for objective in ("demo_recipe", "plain")}
+    trial_manifest = next(search.glob("trials/*/selection_manifest.csv"))
+    assert len({path.read_text() for path in [*manifests.values(), trial_manifest]}) == 1
+    text = (run / "compare.md").read_text()
+    assert "the bars, draw by draw" in text and "The tuned recipes, draw by draw" in text

@@ -21,6 +21,7 @@ generated                        the generated benchmark's root; needs ``split=.
                                  ``<split>_masks/`` (when present) gives the masks
 generic                          an images+masks folder (``images/``, ``masks/``;
                                  ``class_index=imagenet|<file>``, ``num_classes``)
+imagefolder                      class folders ``<class>/<image>`` (top-1 only)
 imagenet-s                       the ImageNet-S919 folder holding
                                  ``train-semi-segmentation/``; needs ``imagenet_root=``
                                  (the folder holding ImageNet's ``train/``)
@@ -51,6 +52,7 @@ from robustft.data.eval.imagenet_segmentation import imagenet_segmentation
 from robustft.data.eval.masked import generic_pairs, imagenet_s_pairs
 from robustft.data.eval.objectnet import objectnet
 from robustft.data.eval.si_score import si_score
+from robustft.data.layout import list_class_folders
 
 __all__ = ["EVAL_DATASETS", "build_eval_dataset", "dataset_folder", "has_labels", "has_masks"]
 
@@ -70,6 +72,25 @@ def _generated(
     return ImageFolderSplit(
         root, split, class_names=class_names, num_classes=num_classes, name=name, factors=factors
     )
+
+
+def _image_folder(
+    root: str | os.PathLike[str],
+    *,
+    protocol: str = "standard",
+    name: str | None = None,
+    class_names: list[str] | None = None,
+    num_classes: int | None = None,
+) -> EvalImageDataset:
+    """Class folders ``<root>/<class>/<image>`` (a user's own labelled images): labels are
+    the sorted folder positions, as in fine-tuning, unless ``class_names`` gives the order."""
+    del protocol  # the folders' own classes
+    root = Path(root)
+    # given explicitly, so that a classes.txt beside the folder (the generated benchmark's
+    # convention) cannot reorder a user's classes
+    classes = class_names if class_names is not None else list_class_folders(root)
+    return ImageFolderSplit(root.parent, root.name, class_names=classes,
+                            num_classes=num_classes, name=name or root.name)
 
 
 # The SI-Score types read one sub-folder of the SI-Score root.
@@ -94,6 +115,7 @@ EVAL_DATASETS: dict[str, Callable[..., EvalImageDataset]] = {
     },
     "generated": _generated,
     "generic": generic_pairs,
+    "imagefolder": _image_folder,
     "imagenet-s": imagenet_s_pairs,
     "imagenet-segmentation": imagenet_segmentation,
 }
