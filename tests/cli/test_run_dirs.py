@@ -86,7 +86,7 @@ def _hydra_dirs(config: str, overrides: list[str]) -> tuple[str, str]:
     return cfg.hydra.run.dir, cfg.hydra.sweep.dir
 
 
-@pytest.mark.parametrize("config", ["train", "demo", "compare", "explain", "masks"])
+@pytest.mark.parametrize("config", ["train", "demo", "compare", "tune", "explain", "masks"])
 def test_every_entry_point_named_by_the_second_claims_its_directory(config, tmp_path,
                                                                      monkeypatch, frozen_clock):
     monkeypatch.chdir(tmp_path)  # masks: Hydra's outputs/ and multirun/ under the cwd
