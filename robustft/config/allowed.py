@@ -30,7 +30,10 @@ class Allowed:
     (a special value such as -1 = no limit); for a list, every item. ``null``: what null
     means, for a key that may be null (said in the error line; whether null is accepted is
     the field type's business, checked by OmegaConf). ``note`` ends the error line (what
-    the value means, or what a refused value would do)."""
+    the value means, or what a refused value would do). ``numbers_only``: a key that also
+    takes other kinds of value (Lightning's ``devices="auto"`` or a list of GPU indices, a
+    time interval) is checked only when it is one number; the rest is the target's to
+    check."""
 
     low: float | None = None
     high: float | None = None
@@ -38,6 +41,7 @@ class Allowed:
     also: tuple[Any, ...] = ()
     null: str | None = None
     note: str = ""
+    numbers_only: bool = False
 
     def describe(self) -> str:
         """The rule in words: ``>= 1``, ``> 0``, ``in [0, 1]``, ``>= 1 or -1``."""
@@ -54,10 +58,12 @@ class Allowed:
 
     def admits(self, value: Any) -> bool:
         if isinstance(value, (list, tuple)):
-            return all(self.admits(item) for item in value)
+            return self.numbers_only or all(self.admits(item) for item in value)
         if value in self.also and not isinstance(value, bool):
             return True
-        if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(value):
+        if isinstance(value, bool) or not isinstance(value, Real):
+            return self.numbers_only and not isinstance(value, bool)
+        if math.isnan(value):
             return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
@@ -77,12 +83,12 @@ def _number(value: float) -> str:
 
 
 def at_least(low: float, *, also: tuple[Any, ...] = (), null: str | None = None,
-             note: str = "") -> Allowed:
-    return Allowed(low=low, also=also, null=null, note=note)
+             note: str = "", numbers_only: bool = False) -> Allowed:
+    return Allowed(low=low, also=also, null=null, note=note, numbers_only=numbers_only)
 
 
-def above(low: float, *, note: str = "") -> Allowed:
-    return Allowed(low=low, low_open=True, note=note)
+def above(low: float, *, note: str = "", numbers_only: bool = False) -> Allowed:
+    return Allowed(low=low, low_open=True, note=note, numbers_only=numbers_only)
 
 
 def between(low: float, high: float, *, low_open: bool = False, note: str = "") -> Allowed:

@@ -85,7 +85,10 @@ TRAINER_SCHEMA = schema_from_signature(
              "min_epochs": at_least(0), "min_steps": at_least(0),
              "accumulate_grad_batches": at_least(1), "check_val_every_n_epoch": at_least(1),
              "log_every_n_steps": at_least(0), "num_nodes": at_least(1),
-             "gradient_clip_val": at_least(0), "num_sanity_val_steps": at_least(0, also=(-1,))})
+             "gradient_clip_val": at_least(0), "num_sanity_val_steps": at_least(0, also=(-1,)),
+             "limit_train_batches": above(0, note=f"a share of the batches or a count; {_NOTHING_TRAINED}"),
+             "val_check_interval": above(0, numbers_only=True),
+             "devices": at_least(1, also=(-1,), numbers_only=True, note="-1: every device")})
 # a seed numpy, torch and random all take
 SEED = between(0, 2**32 - 1)
 ALL_CPUS = at_least(0, null="the CPUs this process may use")  # DataLoader workers

@@ -79,6 +79,10 @@ def build_datamodule(data_cfg: DictConfig, model: nn.Module) -> pl.LightningData
     for key in ("mean", "std"):
         if cfg.get(key) is None:
             cfg[key] = list(preprocessing[key])
+        elif len(cfg[key]) != len(preprocessing[key]):
+            # torchvision's Normalize would fail on the first batch, naming no key
+            raise ValueError(f"data.{key} must have one value per channel of the model's input "
+                             f"({len(preprocessing[key])}), got {cfg[key]}")
     return hydra.utils.instantiate(cfg)
 
 

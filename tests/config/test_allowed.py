@@ -36,6 +36,8 @@ def test_the_rule_in_words(rule, words):
     (between(0, 1, low_open=True), [1e-9, 1], [0, 0.0]),
     (at_least(1, also=(-1,)), [-1, -1.0, 1, 7], [0, -2]),
     (at_least(1), [[1, 2], (3, 4), []], [[1, 0], [2, math.nan]]),
+    # a key that also takes words (devices="auto"): only its numbers are checked
+    (at_least(1, also=(-1,), numbers_only=True), ["auto", "0,1", [0, 1], -1, 2], [0, -2, True]),
 ])
 def test_what_a_rule_admits(rule, admitted, refused):
     assert all(rule.admits(value) for value in admitted)

@@ -57,6 +57,11 @@ def nothing_built(monkeypatch):
     ("data.train_per_class=0", "data.train_per_class must be >= 1 or null (all), got 0"),
     ("optim.scheduler.every=0", "optim.scheduler.every must be >= 1, got 0"),
     ("loss.lambda_bg=-1", "loss.lambda_bg must be >= 0, got -1.0"),
+    ("trainer.limit_train_batches=0", "trainer.limit_train_batches must be > 0 (a share of the "
+                                      "batches or a count; 0 trains nothing and writes no "
+                                      "checkpoint), got 0"),
+    ("trainer.val_check_interval=0", "trainer.val_check_interval must be > 0, got 0"),
+    ("trainer.devices=0", "trainer.devices must be >= 1 or -1 (-1: every device), got 0"),
 ])
 def test_a_bad_value_is_one_line_naming_its_key_before_anything_is_built(
         tmp_path, nothing_built, override, line):
@@ -94,6 +99,16 @@ def test_a_crop_the_model_cannot_take_is_named_before_any_image_is_read(
     monkeypatch.setattr(ImageMaskDataModule, "setup", refuse)
     with pytest.raises(ValueError, match=expected):
         train(_config(tmp_path, f"data.crop_size={crop_size}", *kwargs))
+
+
+def test_a_normalisation_of_the_wrong_length_is_named_before_any_image_is_read(tmp_path,
+                                                                              monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("images read although data.mean is bad")
+    monkeypatch.setattr(ImageMaskDataModule, "setup", refuse)
+    with pytest.raises(ValueError, match=r"^data\.mean must have one value per channel of the "
+                                         r"model's input \(3\), got \[0\.5, 0\.5\]$"):
+        train(_config(tmp_path, "data.mean=[0.5,0.5]"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
