@@ -60,10 +60,10 @@ def test_a_submitit_job_requeued_on_the_signal_ends_with_the_uninterrupted_weigh
                                "data.num_workers=0", *SIGNAL)
     assert completed.returncode == 0, completed.stderr[-3000:]
     (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
-    (log,) = (sweep / "submitit").glob("*_0_log.err")
-    assert "Requeued job" in log.read_text()
-    assert "continuing from it (ckpt_path)" in log.read_text() + (sweep / "submitit").joinpath(
-        log.name.replace(".err", ".out")).read_text()
+    logs = "".join(path.read_text() for path in sorted((sweep / "submitit").glob("*_0_log.*")))
+    for line in ("SIGUSR2: checkpoint after batch 2 of epoch 3", "Caught signal SIGUSR2",
+                 "Requeued job", "continuing from it (ckpt_path)"):
+        assert line in logs
     _assert_exact(load_checkpoint(sweep / "0" / "checkpoints" / "last.ckpt"), uninterrupted)
 
 
