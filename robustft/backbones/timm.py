@@ -76,6 +76,11 @@ def token_layout(model: nn.Module, image_size: tuple[int, int]) -> TokenLayout:
                 f"input size {(height, width)} does not match the model's img_size {expected}; "
                 "create the model with img_size=... or dynamic_img_size=True"
             )
+    elif height % ph or width % pw:
+        # timm's patch embedding refuses it in the forward (or, with dynamic_img_pad, pads
+        # it, and the map would not cover the image it is compared with)
+        raise ValueError(f"input size {(height, width)} is not a multiple of the model's patch "
+                         f"size {(ph, pw)}")
     return TokenLayout(
         num_prefix_tokens=int(model.num_prefix_tokens), grid_size=(height // ph, width // pw)
     )

@@ -52,7 +52,7 @@ from robustft.evaluation.compare_plot import plot_comparison
 from robustft.evaluation.marked_block import replace_marked_block_in_file
 from robustft.evaluation.split_measures import SplitMeasures, measure_generated_splits
 from robustft.resources import usable_cpus
-from robustft.training.run import TrainResult, build_model, train
+from robustft.training.run import TrainResult, build_model, check_training_config, train
 from robustft.training.tune import (
     TuneResult,
     prune_search,
@@ -318,10 +318,9 @@ def write_report(cfg: DictConfig, rows: list[ResultRow], output_dir: Path, wall_
 @hydra.main(version_base="1.3", config_path="pkg://robustft.configs", config_name="compare")
 def main(cfg: DictConfig) -> None:
     prepare_environment()
+    check_training_config(cfg)  # compare.jobs=0 too; each run's composition is checked again
     torch.set_num_threads(max(1, torch.get_num_threads()))
     settings = cfg.compare
-    if settings.jobs is not None and settings.jobs < 1:
-        raise ValueError(f"compare.jobs must be >= 1 or null (one per CPU core), got {settings.jobs}")
     if settings.tune_objectives and settings.tune is None:
         raise ValueError("compare.tune_objectives needs compare.tune (the search's settings)")
     if not (settings.objectives or settings.tune_objectives) or not settings.draws \

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from robustft.backbones import preprocessing_config
 from robustft.benchmark.write import read_benchmark
 from robustft.checkpoints import load_finetuned_weights
-from robustft.cli.common import prepare_environment, prepare_generated_data
+from robustft.cli.common import continue_requeued_job, prepare_environment, prepare_generated_data
 from robustft.cli.errors import one_line_errors
 from robustft.evaluation.before_after import write_before_after
 from robustft.evaluation.relevance_stats import load_pairs, relevance_overlay_grid
@@ -32,7 +32,7 @@ from robustft.evaluation.split_measures import (
     split_pairs,
 )
 from robustft.training.pretrain import pretrain_cached
-from robustft.training.run import build_datamodule, build_model, train
+from robustft.training.run import build_datamodule, build_model, check_training_config, train
 
 log = logging.getLogger(__name__)
 BEFORE, AFTER = "original", "relevance-finetuned"
@@ -208,6 +208,7 @@ def chosen_checkpoint(which: str, best: Path | None, last: Path | None,
 @hydra.main(version_base="1.3", config_path="pkg://robustft.configs", config_name="demo")
 def main(cfg: DictConfig) -> None:
     prepare_environment()
+    check_training_config(cfg)  # a bad value: one line, before the benchmark and the stand-in
     torch.set_num_threads(max(1, torch.get_num_threads()))
     output_dir = Path(cfg.paths.output_dir)
     phases: dict[str, float] = {}
@@ -227,6 +228,7 @@ def main(cfg: DictConfig) -> None:
     log.info("[3/4] relevance fine-tuning")
     with open_dict(cfg):
         cfg.validate_best = False
+    continue_requeued_job(cfg)
     result = train(cfg)
     checkpoint = chosen_checkpoint(cfg.evaluation.checkpoint, result.best_checkpoint,
                                    result.last_checkpoint, result.selected_checkpoint)

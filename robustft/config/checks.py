@@ -1,11 +1,13 @@
 """Checks that complete Hydra's composition-time validation.
 
 Hydra and OmegaConf already refuse a wrong type (``trainer.max_epochs=abc``) and an unknown
-key set without ``+``. Two things get through: keys added with ``+`` (Hydra force-adds them,
-and ``OmegaConf.to_object`` then drops them silently) and keys of a node built by
-``_target_`` that its target does not take. :func:`check_config` finds both, and turns the
-method's own value checks (``LossConfig.__post_init__``...) into errors naming the key;
-each entry point calls it before building anything.
+key set without ``+``. Three things get through: keys added with ``+`` (Hydra force-adds them,
+and ``OmegaConf.to_object`` then drops them silently), keys of a node built by ``_target_``
+that its target does not take, and numbers of the right type outside what their key allows
+(``data.batch_size=0``: the rules on the schemas' fields, :mod:`robustft.config.allowed`).
+:func:`check_config` finds all three; :func:`typed_group` turns the method's own value checks
+(``LossConfig.__post_init__``...) into errors naming the key. Each entry point calls them
+before building anything.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from typing import Any
 
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from robustft.config.allowed import rule_of
 
 __all__ = ["check_config", "typed_group"]
 
@@ -61,35 +66,59 @@ def _unknown_keys(node: DictConfig, path: str) -> Iterable[str]:
                    f"{key!r} (it takes: {', '.join(sorted(takes))})")
 
 
-def _walk(node: Any, path: str, errors: list[str]) -> None:
+def _refused_values(node: DictConfig, path: str) -> Iterable[str]:
+    """``<key> must be ..., got ...`` for each value outside its schema field's rule."""
+    schema = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(schema):
+        return
+    for schema_field in dataclasses.fields(schema):
+        rule = rule_of(schema_field.metadata)
+        if rule is None or schema_field.name not in node or OmegaConf.is_missing(node, schema_field.name):
+            continue
+        try:  # an interpolation is checked as what it resolves to
+            value = node[schema_field.name]
+        except OmegaConfBaseException:
+            continue  # resolvable only while Hydra runs the job (${hydra:...}): not a number
+        if isinstance(value, ListConfig):
+            value = OmegaConf.to_container(value, resolve=True)
+        problem = rule.problem(_path(path, schema_field.name), value)
+        if problem:
+            yield problem
+
+
+def _walk(node: Any, path: str, errors: list[str], refused: list[str]) -> None:
     if isinstance(node, (DictConfig, ListConfig)) and node._is_none():
         return
     if isinstance(node, DictConfig):
         errors.extend(_unknown_keys(node, path))
+        refused.extend(_refused_values(node, path))
         for key in node.keys():
             if not OmegaConf.is_missing(node, key) and not OmegaConf.is_interpolation(node, key):
-                _walk(node._get_node(key), _path(path, key), errors)
+                _walk(node._get_node(key), _path(path, key), errors, refused)
     elif isinstance(node, ListConfig):
         for index, item in enumerate(node._iter_ex(resolve=False)):
-            _walk(item, f"{path}[{index}]", errors)
+            _walk(item, f"{path}[{index}]", errors, refused)
 
 
 def check_config(cfg: DictConfig, *, skip: Iterable[str] = ("hydra",)) -> None:
-    """Raise ``KeyError`` (one line, first problem, with a count of the others) for keys
-    that no schema or ``_target_`` takes; ``skip`` names top-level keys left alone."""
+    """Raise ``KeyError`` for keys that no schema or ``_target_`` takes, then ``ValueError``
+    for values outside what their key allows (one line: the first problem, with a count of
+    the others); ``skip`` names top-level keys left alone."""
     errors: list[str] = []
+    refused: list[str] = list(_refused_values(cfg, ""))
     for key in cfg.keys():
         if str(key) in skip or OmegaConf.is_missing(cfg, key):
             continue
-        _walk(cfg._get_node(key), str(key), errors)
+        _walk(cfg._get_node(key), str(key), errors, refused)
     schema = OmegaConf.get_type(cfg)
     if dataclasses.is_dataclass(schema):
         known = {f.name for f in dataclasses.fields(schema)}
         errors = [f"unknown config key {key}; the top level takes: {', '.join(sorted(known))}"
                   for key in map(str, cfg.keys()) if key not in known and key not in skip] + errors
-    if errors:
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise KeyError(errors[0] + more)
+    for problems, error_type in ((errors, KeyError), (refused, ValueError)):
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise error_type(problems[0] + more)
 
 
 def typed_group(cfg: DictConfig, key: str) -> Any:

@@ -7,6 +7,8 @@ The method's own settings are the method's dataclasses (``robustft.losses.LossCo
 ``robustft.relevance.RelevanceConfig``, ``robustft.backbones.ModelSpec``); the Lightning
 Trainer's and the DataModules' schemas are read from their signatures
 (:mod:`robustft.config.signature`); the entry points' top-level keys are declared here.
+The values a numeric key may take are declared here too, on its field (``allowed=`` of a
+signature's schema, ``metadata=allowed(...)`` of a written one; :mod:`robustft.config.allowed`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pytorch_lightning as pl
 from omegaconf import MISSING
 
 from robustft.benchmark.config import SynthConfig
+from robustft.config.allowed import above, allowed, at_least, between
 from robustft.config.signature import schema_from_signature
 from robustft.data.datamodule import ImageMaskDataModule, ImageNetSDataModule
 from robustft.relevance import ExplainedClass, RelevanceBackend
@@ -40,8 +43,8 @@ class OptimizerConfig:
 
     _target_: str = "torch.optim.AdamW"
     _partial_: bool = True
-    lr: float = 3e-6
-    weight_decay: float = 1e-4
+    lr: float = field(default=3e-6, metadata=allowed(at_least(0)))
+    weight_decay: float = field(default=1e-4, metadata=allowed(at_least(0)))
 
 
 @dataclass
@@ -50,8 +53,8 @@ class SchedulerConfig:
 
     _target_: str = "robustft.training.module.step_decay_scheduler"
     _partial_: bool = True
-    gamma: float = 0.85
-    every: int = 2
+    gamma: float = field(default=0.85, metadata=allowed(above(0)))
+    every: int = field(default=2, metadata=allowed(at_least(1)))
 
 
 @dataclass
@@ -72,20 +75,46 @@ class PathsConfig:
 
 # ------------------------------------------------------- groups read from their signatures
 
-TRAINER_SCHEMA = schema_from_signature(pl.Trainer, "TrainerConfig",
-                                       exclude=("logger", "callbacks", "plugins"))
+# the Trainer's counts that it takes without complaint and then trains nothing with, or
+# divides by (accumulate_grad_batches=0: ZeroDivisionError after training starts)
+_NOTHING_TRAINED = "0 trains nothing and writes no checkpoint"
+TRAINER_SCHEMA = schema_from_signature(
+    pl.Trainer, "TrainerConfig", exclude=("logger", "callbacks", "plugins"),
+    allowed={"max_epochs": at_least(1, also=(-1,), note=f"-1: no limit; {_NOTHING_TRAINED}"),
+             "max_steps": at_least(1, also=(-1,), note=f"-1: no limit; {_NOTHING_TRAINED}"),
+             "min_epochs": at_least(0), "min_steps": at_least(0),
+             "accumulate_grad_batches": at_least(1), "check_val_every_n_epoch": at_least(1),
+             "log_every_n_steps": at_least(0), "num_nodes": at_least(1),
+             "gradient_clip_val": at_least(0), "num_sanity_val_steps": at_least(0, also=(-1,)),
+             "limit_train_batches": above(0, note=f"a share of the batches or a count; {_NOTHING_TRAINED}"),
+             "val_check_interval": above(0, numbers_only=True),
+             "devices": at_least(1, also=(-1,), numbers_only=True, note="-1: every device")})
+# a seed numpy, torch and random all take
+SEED = between(0, 2**32 - 1)
+ALL_CPUS = at_least(0, null="the CPUs this process may use")  # DataLoader workers
+# the DataModules' values that torch / torchvision refuse only once the model is built
+_DATA_ALLOWED = {
+    "batch_size": at_least(1), "num_workers": at_least(0), "seed": SEED,
+    "train_per_class": at_least(1, null="all"), "val_per_class": at_least(0, null="all"),
+    "class_fraction": between(0, 1, low_open=True),
+    "hflip": between(0, 1, note="the probability of a horizontal flip"),
+    "resize_ratio": at_least(1, note="the images are resized to resize_ratio x crop_size, then cropped"),
+    "crop_size": at_least(1), "std": above(0), "unmasked_per_class": at_least(1, null="all"),
+    "holdout_per_class": at_least(0, null="none"),
+    "unmasked_holdout_per_class": at_least(0, null="none")}
 _SYNTH_SCHEMA = schema_from_signature(SynthConfig, "SynthSettings", with_target=False)
 # the generated benchmark's settings ride on the data config that reads it (data=synth)
 _SYNTH_FIELD = ("synth", _SYNTH_SCHEMA | None, field(default=None))
 # and its name (its folder under paths.data_dir), which keys the demo's cached stand-in
 _BENCHMARK_FIELD = ("benchmark", str | None, field(default=None))
-GENERIC_DATA_SCHEMA = schema_from_signature(ImageMaskDataModule, "GenericDataConfig",
-                                            exclude=("mask_decoder",),
-                                            extra=[_SYNTH_FIELD, _BENCHMARK_FIELD])
+GENERIC_DATA_SCHEMA = schema_from_signature(
+    ImageMaskDataModule, "GenericDataConfig", exclude=("mask_decoder",),
+    extra=[_SYNTH_FIELD, _BENCHMARK_FIELD], allowed=_DATA_ALLOWED)
 IMAGENET_S_DATA_SCHEMA = schema_from_signature(
     ImageNetSDataModule, "ImageNetSDataConfig", inherit=ImageMaskDataModule,
     # the paper split has its own class choice, masks and label order: these would do nothing
-    exclude=("root", "mask_decoder", "class_fraction", "mask_manifest", "class_index"))
+    exclude=("root", "mask_decoder", "class_fraction", "mask_manifest", "class_index"),
+    allowed={**_DATA_ALLOWED, "num_train_classes": at_least(1)})
 
 
 @dataclass
@@ -113,7 +142,7 @@ class TrainConfig:
     """``robustft-train``'s top level; the groups carry their own schemas."""
 
     task_name: str = "train"
-    seed: int = 0
+    seed: int = field(default=0, metadata=allowed(SEED))
     ckpt_path: str | None = None  # a Lightning checkpoint to resume from
     validate_best: bool = True  # validate the best checkpoint again after fitting
     data: Any = MISSING
@@ -132,17 +161,17 @@ class PretrainConfig:
     """The demo's stand-in for ImageNet pre-training (plain cross-entropy from scratch)."""
 
     data_root: str = MISSING
-    max_epochs: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_epochs: int = 1
-    batch_size: int = 64
-    num_workers: int = 0
-    resize_ratio: float = 1.0
+    max_epochs: int = field(default=16, metadata=allowed(at_least(1)))
+    lr: float = field(default=1e-3, metadata=allowed(above(0)))
+    weight_decay: float = field(default=0.05, metadata=allowed(at_least(0)))
+    warmup_epochs: int = field(default=1, metadata=allowed(at_least(0)))
+    batch_size: int = field(default=64, metadata=allowed(at_least(1)))
+    num_workers: int = field(default=0, metadata=allowed(at_least(0)))
+    resize_ratio: float = field(default=1.0, metadata=allowed(at_least(1)))
     # experiment=demo_real: the stand-in is a pretrained backbone with a linear probe fitted
     # on this many pretrain images of each class (null = all), with this L2 penalty
-    head_per_class: int | None = None
-    head_weight_decay: float = 1e-3
+    head_per_class: int | None = field(default=None, metadata=allowed(at_least(1)))
+    head_weight_decay: float = field(default=1e-3, metadata=allowed(at_least(0)))
     head_data: str = "backgrounds"  # scenes | backgrounds | backgrounds_only (cli/demo.py)
 
 
@@ -156,10 +185,10 @@ class CheckpointChoice(StrEnum):
 class DemoEvaluationConfig:
     checkpoint: CheckpointChoice = CheckpointChoice.last
     splits: list[str] = field(default_factory=list)
-    batch_size: int = 128
-    relevance_images_per_split: int = 256
-    overlay_images: int = 8
-    background_fill: float = 0.28
+    batch_size: int = field(default=128, metadata=allowed(at_least(1)))
+    relevance_images_per_split: int = field(default=256, metadata=allowed(at_least(1)))
+    overlay_images: int = field(default=8, metadata=allowed(at_least(0)))
+    background_fill: float = field(default=0.28, metadata=allowed(between(0, 1)))
 
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -222,7 +251,7 @@ class CompareSettings:
     readme: str | None = None
     readme_block: str = "compare"  # the <!-- <name>:begin/end --> block of readme
     keep_checkpoints: bool = False
-    jobs: int | None = None
+    jobs: int | None = field(default=None, metadata=allowed(at_least(1, null="one per CPU core")))
     # objectives whose recipe robustft-tune's search (``tune``) chooses on each draw's own
     # training pool (name -> the overrides it starts from), and the objective the bars
     # table compares every objective with (null: no bars table)
@@ -315,8 +344,8 @@ class EvalConfig:
     preprocessing: PreprocessingOverrides = field(default_factory=PreprocessingOverrides)
     only: Any = None  # a dataset name or a list of names
     skip_missing: bool = False
-    batch_size: int = 64
-    num_workers: int | None = None  # None = the CPUs this process may use
+    batch_size: int = field(default=64, metadata=allowed(at_least(1)))
+    num_workers: int | None = field(default=None, metadata=allowed(ALL_CPUS))
     device: str = "auto"
     precision: Precision = Precision.fp32
     progress: bool = True
@@ -362,9 +391,9 @@ class MasksConfig:
     compare_to: str | None = None
     refine: bool = False
     refine_low_iou: str = "invert"
-    min_foreground_fraction: float = 0.010364
-    batch_size: int = 32
-    num_workers: int | None = None
+    min_foreground_fraction: float = field(default=0.010364, metadata=allowed(between(0, 1)))
+    batch_size: int = field(default=32, metadata=allowed(at_least(1)))
+    num_workers: int | None = field(default=None, metadata=allowed(ALL_CPUS))
     device: str = "auto"
     overwrite: bool = False
     progress: bool = True

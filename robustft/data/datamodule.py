@@ -27,6 +27,7 @@ from robustft.data.generic import (
     read_selection,
     scan_generic_layout,
     select_records,
+    short_classes_warning,
     write_selection,
 )
 from robustft.data.mask_manifest import kept_mask_pairs
@@ -187,6 +188,24 @@ class ImageMaskDataModule(pl.LightningDataModule):
         self.mask_decoder = mask_decoder
         self.drawn_selection: Selection | None = None  # what select() drew (the manifest)
         self.selection: Selection | None = None  # what is trained and validated on
+        # (epoch, training batches done) where this run stops within an epoch, saved in the
+        # checkpoint written next; and where the run it resumes stopped (state_dict)
+        self._stops_at: tuple[int, int] | None = None
+        self._resumes_at: tuple[int, int] | None = None
+
+    def stop_within_epoch(self, epoch: int, batches_done: int) -> None:
+        """The run stops after ``batches_done`` training batches of ``epoch`` (on a
+        scheduler's signal, ``robustft.training.preemption``): the checkpoint written next
+        records it, and a run resumed from that checkpoint skips those batches of the
+        epoch, in the same order, so it continues exactly where this one stopped."""
+        self._stops_at = (int(epoch), int(batches_done))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self._stops_at is None else {"stopped_within_epoch": list(self._stops_at)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        stopped = state_dict.get("stopped_within_epoch")
+        self._resumes_at = None if stopped is None else (int(stopped[0]), int(stopped[1]))
 
     def select(self) -> Selection:
         """Scan the layout and select (or read the given manifest); deterministic, so every
@@ -239,6 +258,11 @@ class ImageMaskDataModule(pl.LightningDataModule):
         warning = empty_mask_warning(checked, self.empty_masks, empty_list)
         if warning:
             log.warning(warning)
+        if not self.manifest:  # a reused manifest is taken as it is
+            warning = short_classes_warning(drawn, train_per_class=self.train_per_class,
+                                            val_per_class=self.val_per_class)
+            if warning:
+                log.warning(warning)
         if self.unmasked:
             log.info("images without masks: %d from %s (classification term only)",
                      len(self.unmasked), self.unmasked_root)
@@ -283,10 +307,14 @@ class ImageMaskDataModule(pl.LightningDataModule):
         if shuffle and self.trainer is None:
             sampler = EpochSeededSampler(dataset, seed=seed)
         elif shuffle:
+            # the samples of this rank the run that stopped within an epoch trained on
+            resume_at = (None if self._resumes_at is None
+                         else (self._resumes_at[0], self._resumes_at[1] * batch_size))
             # the epoch Lightning's fit loop will pass to set_epoch (restored on resume)
             sampler = EpochSeededSampler(
                 dataset, seed=seed, epoch=self.trainer.fit_loop.epoch_progress.current.processed,
-                num_replicas=self.trainer.world_size, rank=self.trainer.global_rank)
+                num_replicas=self.trainer.world_size, rank=self.trainer.global_rank,
+                resume_at=resume_at)
         return DataLoader(
             dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0, drop_last=False,

@@ -275,6 +275,31 @@ def _split_holdout(items: Sequence[ImageMaskRecord], train_per_class: int | None
     return trained, _take(rest, holdout, holdout_rng)
 
 
+def short_classes_warning(selection: Selection, *, train_per_class: int | None,
+                          val_per_class: int | None) -> str | None:
+    """One line naming the classes that had fewer images than ``data.train_per_class`` /
+    ``data.val_per_class`` asked for (all of theirs were taken), with their counts; None
+    when every class had enough. (A training class's held-out pairs, among the validation
+    records with ``data.holdout_per_class``, are not a validation class's draw.)"""
+    parts = []
+    training_classes = {record.class_name for record in selection.train}
+    validation = [r for r in selection.val if r.class_name not in training_classes]
+    for split, records, wanted in (("train", selection.train, train_per_class),
+                                   ("val", validation, val_per_class)):
+        if wanted is None:
+            continue
+        counts: dict[str, int] = {}
+        for record in records:
+            counts[record.class_name] = counts.get(record.class_name, 0) + 1
+        short = {name: count for name, count in counts.items() if count < wanted}
+        if short:
+            named = ", ".join(f"{name} ({count})" for name, count in sorted(short.items()))
+            parts.append(f"data.{split}_per_class={wanted}: {len(short)} of {len(counts)} "
+                         f"{'training' if split == 'train' else 'validation'} classes have fewer "
+                         f"images, all of them taken: {named}")
+    return "; ".join(parts) or None
+
+
 SELECTION_COLUMNS = ("split", "label", "class_name", "image", "mask")
 
 

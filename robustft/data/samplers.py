@@ -1,6 +1,6 @@
 """The training order and every augmentation draw as pure functions of (seed, epoch, sample),
-so that a run resumed at an epoch boundary sees exactly the batches and crops/flips of the
-run it continues.
+so that a run resumed at an epoch boundary, or within an epoch (``resume_at``), sees exactly
+the batches and crops/flips of the run it continues.
 
 torch's global RNG, which a plain ``shuffle=True`` DataLoader and torchvision's random
 transforms draw from, is neither saved in Lightning checkpoints nor shared with DataLoader
@@ -59,7 +59,7 @@ class EpochSeededSampler(DistributedSampler):
     """
 
     def __init__(self, data_source: Sized, *, seed: int, epoch: int = 0, num_replicas: int = 1,
-                 rank: int = 0) -> None:
+                 rank: int = 0, resume_at: tuple[int, int] | None = None) -> None:
         if len(data_source) == 0:
             raise ValueError("EpochSeededSampler needs at least one sample")
         if seed < 0:
@@ -67,11 +67,17 @@ class EpochSeededSampler(DistributedSampler):
         super().__init__(data_source, num_replicas=num_replicas, rank=rank, shuffle=True,
                          seed=seed, drop_last=False)
         self.set_epoch(epoch)
+        # (epoch, n): that epoch's first n samples of this rank were trained on before the
+        # run stopped within it; they are left out when the resumed run iterates it.
+        # __len__ stays the epoch's length: Lightning counts the resumed epoch's batches
+        # from where it stopped, so the loader must end where the full epoch would.
+        self.resume_at = resume_at
 
     def __iter__(self) -> Iterator[SampleKey]:
         size = len(self.dataset)
         generator = torch.Generator().manual_seed(derived_seed("order", self.seed, self.epoch))
         order = torch.randperm(size, generator=generator).tolist()
         order = (order * math.ceil(self.total_size / size))[:self.total_size]
-        for index in order[self.rank:self.total_size:self.num_replicas]:
+        done = self.resume_at[1] if self.resume_at and self.resume_at[0] == self.epoch else 0
+        for index in order[self.rank:self.total_size:self.num_replicas][done:]:
             yield SampleKey(index, derived_seed("augmentation", self.seed, self.epoch, index))

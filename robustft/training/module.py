@@ -7,6 +7,7 @@ wires it to Lightning."""
 from __future__ import annotations
 
 import fnmatch
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -38,6 +39,7 @@ from robustft.relevance import (
 from robustft.training.heldout import decision_measures, map_measures, summarize_heldout
 
 __all__ = ["RelevanceFinetuner", "adamw", "step_decay", "step_decay_scheduler"]
+log = logging.getLogger(__name__)
 
 
 def _freeze(model: nn.Module, prefixes: Sequence[str]) -> None:
@@ -186,6 +188,17 @@ class RelevanceFinetuner(pl.LightningModule):
                 f"the data has {data_classes} classes but the model has {outputs} outputs: set "
                 "model.num_classes to the number of class folders, or data.class_index to map "
                 "the folders onto the model's classes (e.g. data.class_index=imagenet)")
+        if (data_classes is not None and outputs is not None and data_classes < outputs
+                and self.trainer.is_global_zero):
+            source = ("data.class_index lists" if getattr(datamodule, "class_index", None) is not None
+                      else f"data.root {getattr(datamodule, 'root', '?')} has")
+            log.warning(
+                "%s %d classes but the model has %d outputs: labels 0..%d train the first %d "
+                "outputs and the other %d stay as they were, which evaluation on these classes "
+                "will not expect; set model.num_classes=%d for a head of these classes, or "
+                "data.class_index to map them onto the model's own (e.g. data.class_index=imagenet)",
+                source, data_classes, outputs, data_classes - 1, data_classes,
+                outputs - data_classes, data_classes)
         self._check_selection_labels(datamodule, outputs)
         if getattr(datamodule, "unmasked", None) and self.loss_config.lambda_unmasked == 0:
             raise ValueError(

@@ -12,14 +12,16 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
-from robustft.backbones import ModelSpec, preprocessing_config
+from robustft.backbones import ModelSpec, backbone_of, preprocessing_config
 from robustft.checkpoints import lightning_load_context, load_checkpoint
 from robustft.config.checks import check_config, typed_group
+from robustft.data.transforms import crop_height_width
 from robustft.training.loggers import build_loggers
 from robustft.training.module import RelevanceFinetuner
 from robustft.training.resume import checkpoint_to_resume
@@ -28,7 +30,7 @@ from robustft.training.selection import HeldOutSelection
 
 __all__ = [
     "TrainResult", "model_spec", "build_model", "build_datamodule", "build_finetuner",
-    "checkpoint_paths", "train",
+    "check_training_config", "checkpoint_paths", "train",
 ]
 log = logging.getLogger(__name__)
 # ckpt_path values that Lightning resolves itself rather than reading a file of that name
@@ -72,10 +74,29 @@ def build_datamodule(data_cfg: DictConfig, model: nn.Module) -> pl.LightningData
     if cfg.get("crop_size") is None:
         height, width = preprocessing["input_size"][-2:]
         cfg["crop_size"] = height if height == width else [height, width]
+    else:
+        check_input_size(model, cfg["crop_size"])
     for key in ("mean", "std"):
         if cfg.get(key) is None:
             cfg[key] = list(preprocessing[key])
+        elif len(cfg[key]) != len(preprocessing[key]):
+            # torchvision's Normalize would fail on the first batch, naming no key
+            raise ValueError(f"data.{key} must have one value per channel of the model's input "
+                             f"({len(preprocessing[key])}), got {cfg[key]}")
     return hydra.utils.instantiate(cfg)
+
+
+def check_input_size(model: nn.Module, crop_size: int | list[int]) -> None:
+    """``data.crop_size`` must be an input the model takes (its ``img_size``, or a multiple
+    of its patch size for a model of dynamic size): one line naming the key now, before the
+    images are read, rather than an assertion inside the first forward."""
+    if not isinstance(crop_size, int) and len(crop_size) != 2:
+        raise ValueError(f"data.crop_size must be one size or [height, width], got {crop_size}")
+    size = crop_height_width(crop_size)
+    try:
+        backbone_of(model).token_layout(size)
+    except ValueError as error:
+        raise ValueError(f"data.crop_size={crop_size}: {error}") from None
 
 
 def build_finetuner(cfg: DictConfig, model: nn.Module) -> RelevanceFinetuner:
@@ -126,6 +147,31 @@ def _data_config_to_resume(data_cfg: DictConfig) -> DictConfig:
     return OmegaConf.merge(data_cfg, {"manifest": manifest})
 
 
+def check_training_config(cfg: DictConfig) -> None:
+    """Everything about ``cfg`` that can be checked without building anything: unknown keys,
+    values outside their key's range, missing values, and the loss, relevance and model
+    groups' own checks (``LossConfig``, ``RelevanceConfig``, ``ModelSpec``), so that a bad
+    value is one line naming its key before a model is built or an image read."""
+    check_config(cfg)
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ValueError(f"missing config value(s) {', '.join(missing)}: set them on the command "
+                         f"line, e.g. {missing[0]}=...")
+    typed_group(cfg, "loss")
+    typed_group(cfg, "relevance")
+    model_spec(cfg.model)
+    _check_accelerator(cfg.trainer.get("accelerator"))
+
+
+def _check_accelerator(accelerator: Any) -> None:
+    """``trainer=gpu`` (or ``ddp``) on a machine without a GPU: Lightning says only "No
+    supported gpu backend found!", once the model is built."""
+    wants_gpu = str(accelerator) in ("gpu", "cuda")
+    if wants_gpu and not torch.cuda.is_available() and not torch.backends.mps.is_available():
+        raise ValueError(f"trainer.accelerator={accelerator}: this machine has no GPU that torch "
+                         "can use (torch.cuda.is_available() is False); use trainer=cpu")
+
+
 def train(cfg: DictConfig) -> TrainResult:
     """Fit the relevance fine-tuner described by ``cfg``; returns checkpoints and metrics.
 
@@ -133,11 +179,7 @@ def train(cfg: DictConfig) -> TrainResult:
     the uninterrupted run exactly: the batch order and augmentation are functions of (seed,
     epoch, sample) (``robustft.data.samplers``) and module randomness of (seed, epoch,
     batch) (``SeedEveryTrainingBatch``)."""
-    check_config(cfg)
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ValueError(f"missing config value(s) {', '.join(missing)}: set them on the command "
-                         f"line, e.g. {missing[0]}=...")
+    check_training_config(cfg)
     ckpt_path = checkpoint_to_resume(cfg.get("ckpt_path"), cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     model = build_model(cfg.model)

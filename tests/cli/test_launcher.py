@@ -46,17 +46,21 @@ def test_local_launcher_runs_a_two_job_sweep(tmp_path):
         job_dir = sweep / str(job)
         assert (job_dir / "checkpoints" / "last.ckpt").is_file()
         assert f"seed={seed}" in (job_dir / ".hydra" / "overrides.yaml").read_text()
-    # submitit's own folder: <sweep dir>/submitit/<job id>/<job id>_<task>_log.out|err and
-    # the pickled result of each job
-    logs = sorted((sweep / "submitit").glob("*/*_0_log.out"))
+    # submitit's own folder: <sweep dir>/submitit/<job id>_<task>_log.out|err and the
+    # pickled result of each job, and nothing else (no empty folder named "%j")
+    logs = sorted((sweep / "submitit").glob("*_0_log.out"))
     assert len(logs) == 2
     assert all(log.with_name(log.name.replace("log.out", "result.pkl")).is_file() for log in logs)
-    assert sorted((sweep / "submitit").glob("*/*_0_log.err"))
+    assert len(sorted((sweep / "submitit").glob("*_0_log.err"))) == 2
+    assert [path for path in (sweep / "submitit").iterdir() if path.is_dir()] == []
+    # the sweep claimed one directory, which every job (in its own process) wrote into
+    assert sorted(path.name for path in (tmp_path / "logs" / "train").iterdir()) == ["multiruns"]
 
 
-def test_slurm_launcher_takes_tasks_and_gpus_from_the_trainer():
+def test_slurm_launcher_takes_tasks_and_gpus_from_the_trainer(tmp_path):
     cfg = _compose("train", ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=2",
-                             "hydra.launcher.nodes=3", "hydra.launcher.partition=gpu"])
+                             "hydra.launcher.nodes=3", "hydra.launcher.partition=gpu",
+                             f"paths.root_dir={tmp_path}"])
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"].endswith("SlurmLauncher")
     assert (launcher["tasks_per_node"], launcher["gpus_per_node"], launcher["nodes"]) == (2, 2, 3)
@@ -112,8 +116,8 @@ def test_eval_sweep_over_checkpoints_and_datasets_composes_for_slurm(tmp_path):
 
 
 @pytest.mark.parametrize("config", ["train", "eval"])
-def test_local_launcher_composes(config):
-    cfg = _compose(config, ["hydra/launcher=local"])
+def test_local_launcher_composes(config, tmp_path):
+    cfg = _compose(config, ["hydra/launcher=local", f"paths.root_dir={tmp_path}"])
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"].endswith("LocalLauncher")
     assert (launcher["tasks_per_node"], launcher["nodes"]) == (1, 1)

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import torch
+from fixtures.exact_resume import (
+    MAX_EPOCHS,
+    RUN,
+    TINY_VIT,
+    load_checkpoint,
+    robustft_train,
+    run_dirs,
+    weight_differences,
+)
 from fixtures.generic_layout import make_generic_layout
 from hydra import compose, initialize_config_module
 
@@ -21,64 +27,10 @@ from robustft.data.datamodule import ImageMaskDataModule
 from robustft.training.resume import checkpoint_to_resume, run_dir_to_resume
 from robustft.training.run import train
 
-TESTS_DIR = Path(__file__).parents[1]
-MAX_EPOCHS, KILL_EPOCH, KILL_BATCH = 5, 3, 2  # killed after 2 of the 4 steps of epoch 3
-TINY_VIT = ["model.name=vit_tiny_patch16_224", "model.pretrained=false", "model.num_classes=4",
-            "++model.kwargs.img_size=32", "++model.kwargs.patch_size=8", "++model.kwargs.depth=2",
-            "++model.kwargs.embed_dim=32", "++model.kwargs.num_heads=2",
-            # module randomness drawn from torch's global RNG during training
-            "++model.kwargs.drop_rate=0.1", "++model.kwargs.drop_path_rate=0.1"]
-# 8 training images in batches of 2, each randomly cropped (40 -> 32 px) and flipped.
-RUN = ["trainer=cpu", f"trainer.max_epochs={MAX_EPOCHS}", "validate_best=false", "logger=csv",
-       "data.train_per_class=null", "data.batch_size=2", "data.hflip=0.5", "data.resize_ratio=1.25"]
+KILL_EPOCH, KILL_BATCH = 3, 2  # killed after 2 of the 4 steps of epoch 3
 KILLER = ["+callbacks.killer._target_=fixtures.sigkill.SigkillAt",
           f"+callbacks.killer.epoch={KILL_EPOCH}", f"+callbacks.killer.batch_idx={KILL_BATCH}"]
-
-
-def robustft_train(root_dir: Path, data_root: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """``robustft-train`` in a subprocess with ``paths.root_dir=root_dir`` (its runs land in
-    ``root_dir/logs/train/runs/``)."""
-    root_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "robustft.cli.train", f"data.root={data_root}",
-               f"paths.root_dir={root_dir}", *RUN, *TINY_VIT, *overrides]
-    python_path = os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=root_dir,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled",
-                               "PYTHONPATH": python_path})
-
-
-def run_dirs(root_dir: Path) -> list[Path]:
-    return sorted((root_dir / "logs" / "train" / "runs").iterdir())
-
-
-def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def weight_differences(reference: dict, other: dict) -> tuple[list[str], float]:
-    """Names of the state-dict tensors that differ, and the largest absolute difference."""
-    differing, largest = [], 0.0
-    for name, tensor in reference["state_dict"].items():
-        if not torch.equal(tensor, other["state_dict"][name]):
-            differing.append(name)
-            largest = max(largest, (tensor.double() - other["state_dict"][name].double()).abs().max().item())
-    return differing, largest
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    return make_generic_layout(tmp_path_factory.mktemp("pairs"), num_classes=4, per_class=4,
-                               size=(36, 36))
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, data_root) -> dict:
-    """The reference: the same run, never interrupted, with ``num_workers=0``."""
-    root_dir = tmp_path_factory.mktemp("uninterrupted")
-    completed = robustft_train(root_dir, data_root, "data.num_workers=0")
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    (run,) = run_dirs(root_dir)
-    return load_checkpoint(run / "checkpoints" / "last.ckpt")
+# data_root and uninterrupted (the reference run's last.ckpt): tests/training/conftest.py
 
 
 # Each case runs robustft-train twice (~15 s each on 2 busy cores); one is in the default
