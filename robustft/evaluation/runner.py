@@ -113,7 +113,7 @@ class _DecodeOnceDataset(Dataset):
             mask = self.dataset.load_mask(index) if self.mask_views else None  # type: ignore[attr-defined]
         except CorruptImageError as error:
             cause = error.__cause__
-            reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(error)
+            reason = f"{type(cause).__name__}: {cause}" if cause is not None else error.reason
             return _Unreadable(str(error.path), " ".join(reason.split()))
         if mask is not None and mask.shape != (image.height, image.width):
             raise ValueError(f"dataset {getattr(self.dataset, 'name', '?')!r}: image {index} is "
