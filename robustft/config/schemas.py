@@ -307,6 +307,7 @@ class ExplainConfig:
     max_images: int | None = None
     backend: RelevanceBackend = RelevanceBackend.eager
     scale: int | None = None
+    max_image_pixels: int | None = 50_000_000  # larger images refused before decoding
     device: str = "auto"
     progress: bool = True
     output_dir: str = MISSING
