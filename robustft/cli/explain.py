@@ -74,6 +74,7 @@ def run_explain(cfg: DictConfig) -> ExplainResult:
         raise ValueError("image: missing; set image=<file>, image=[a.jpg,b.jpg] or image=<folder>")
     settings = ExplainSettings(
         methods=list(cfg.methods), target=str(cfg.target), k=int(cfg.k),
+        method_options=OmegaConf.to_container(cfg.method_options, resolve=True),  # type: ignore[arg-type]
         classes=list(OmegaConf.to_container(cfg.classes, resolve=True) or []),
         class_names=cfg.class_names, backend=str(cfg.backend), scale=cfg.scale,
         max_image_pixels=cfg.max_image_pixels)

@@ -49,7 +49,13 @@ from robustft.evaluation.overlay_grid import (
     percent,
 )
 from robustft.evaluation.runner import model_eval_transform
-from robustft.relevance import RELEVANCE_METHODS, RelevanceBackend, upsample_and_normalize
+from robustft.relevance import (
+    RELEVANCE_METHODS,
+    RelevanceBackend,
+    method_label,
+    method_options,
+    upsample_and_normalize,
+)
 
 __all__ = ["ExplainResult", "ExplainSettings", "MapRecord", "check_methods", "explain"]
 
@@ -76,7 +82,9 @@ def check_methods(methods: Sequence[str], key: str = "methods") -> list[str]:
 
 @dataclass
 class ExplainSettings:
-    """What to explain: ``methods`` (names in ``robustft.relevance.RELEVANCE_METHODS``),
+    """What to explain: ``methods`` (names in ``robustft.relevance.RELEVANCE_METHODS``)
+    with ``method_options`` (method -> its own options, e.g. ``{"rollout": {"start_layer":
+    1}}``; a method run with non-default options is labelled ``rollout(start_layer=1)``),
     ``target`` (``predicted`` | ``label`` | ``topk`` with ``k``) or named ``classes``
     (which then replace ``target``), ``class_names`` (a file of the models' class names),
     the relevance ``backend``, the PNG's ``scale`` (None: enlarge small inputs to
@@ -84,6 +92,7 @@ class ExplainSettings:
     one line before it is decoded; None: only PIL's own limit)."""
 
     methods: Sequence[str] = ("grad_rollout",)
+    method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     target: ExplainTarget | str = ExplainTarget.predicted
     k: int = 3
     classes: Sequence[str | int] = ()
@@ -94,6 +103,10 @@ class ExplainSettings:
 
     def __post_init__(self) -> None:
         self.methods = check_methods(self.methods)
+        given = dict(self.method_options or {})
+        # each method's non-default options, what its compute is called with
+        self.method_options = {method: method_options(method, given.get(method))
+                               for method in self.methods}
         if self.target not in tuple(ExplainTarget):
             raise ValueError(f"target must be one of {[t.value for t in ExplainTarget]}, "
                              f"got {self.target!r}")
@@ -213,10 +226,12 @@ def _explain_one(image: ExplainImage, views: Sequence[_ModelView], settings: Exp
                                     classes=view.classes, label=label, image=str(image.path))
         picture = denormalize(inputs[0], view.mean, view.std)
         for method in settings.methods:
+            options = settings.method_options[method]
             batch = inputs.repeat(len(targets), 1, 1, 1)
             out = RELEVANCE_METHODS[method].compute(
                 view.model, batch, torch.tensor(targets, device=device), "detached",
-                backend=settings.backend)
+                backend=settings.backend, **options)
+            method = method_label(method, options)
             raw = out.relevance.detach().float().cpu()
             npy = Path("maps") / image.name / f"{_safe(view.label)}__{_safe(method)}.npy"
             (out_dir / npy).parent.mkdir(parents=True, exist_ok=True)
@@ -251,7 +266,8 @@ def _write_index(path: Path, images: Sequence[ExplainImage], pngs: Sequence[Path
     what = (f"classes {list(settings.classes)}" if settings.classes else
             f"target={settings.target}" + (f", k={settings.k}" if settings.target == "topk" else ""))
     lines = ["# robustft-explain", "",
-             f"{len(images)} image(s); methods {', '.join(settings.methods)}; {what}; "
+             f"{len(images)} image(s); methods "
+             f"{', '.join(method_label(m, settings.method_options[m]) for m in settings.methods)}; {what}; "
              f"relevance backend {settings.backend}.", "", "| model | built from |", "|---|---|"]
     lines += [f"| {label} | {text} |" for label, text in describe_models.items()]
     lines += ["", "Maps: `maps/<image>/<model>__<method>.npy`, float32 of shape (T, h, w): the "

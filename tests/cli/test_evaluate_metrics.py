@@ -123,5 +123,8 @@ def test_segmentation_on_the_gtsegs_file(workspace, tmp_path: Path) -> None:
     rows = read_results_csv(out / "results.csv")
     assert {r["metric"] for r in rows} == {"grad_rollout:segmentation_pixel_accuracy",
                                            "grad_rollout:segmentation_miou",
-                                           "grad_rollout:segmentation_map"}
+                                           "grad_rollout:segmentation_map",
+                                           "grad_rollout:segmentation_constant_maps"}
     assert {r["num_images"] for r in rows} == {3}
+    (constant,) = [r for r in rows if r["metric"] == "grad_rollout:segmentation_constant_maps"]
+    assert float(constant["accuracy"]) == 0.0  # grad_rollout's maps vary
