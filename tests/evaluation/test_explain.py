@@ -228,3 +228,23 @@ def test_repeated_class_names_are_refused_naming_file_lines_and_classes(tmp_path
     assert str(caught.value) == ("classes: 'Cat' and 0 both name class 0 (cat); name each class "
                                  "once")
     assert not list((tmp_path / "o").glob("*.png"))
+
+
+def test_rollout_from_a_later_block_is_explained_and_named_with_its_option(tmp_path):
+    from robustft.relevance import attention_rollout
+
+    pixels = _write_image(tmp_path / "photo.png", seed=4)
+    model = _tiny_model()  # 2 blocks
+    settings = ExplainSettings(methods=["rollout"], method_options={"rollout": {"start_layer": 1}})
+    result = explain({"tiny": model}, collect_images(str(tmp_path / "photo.png")), tmp_path / "out",
+                     settings, progress=False)
+    (record,) = result.maps
+    assert record.method == "rollout(start_layer=1)"
+    inputs = ((torch.from_numpy(pixels).permute(2, 0, 1).float() / 255 - 0.5) / 0.5)[None]
+    with torch.no_grad():
+        expected = attention_rollout(model, inputs, start_layer=1).relevance[0].numpy()
+        every_block = attention_rollout(model, inputs).relevance[0].numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "out" / record.npy)[0], expected,
+                               rtol=1e-5, atol=1e-7)
+    assert not np.allclose(expected, every_block)
+    assert "methods rollout(start_layer=1);" in (tmp_path / "out" / "index.md").read_text()
