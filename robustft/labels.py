@@ -31,6 +31,7 @@ __all__ = [
     "LabelProtocol",
     "ProtocolKind",
     "check_protocol_kind",
+    "check_unique_class_names",
     "class_subset_protocol",
     "imagenet_class_names",
     "identity_protocol",
@@ -143,6 +144,29 @@ def identity_protocol(
         groups=tuple((index,) for index in range(num_classes)),
         class_names=tuple(class_names),
     )
+
+
+def check_unique_class_names(names: Sequence[str], source: str, *,
+                             line_numbers: Sequence[int] | None = None) -> None:
+    """A ``ValueError`` naming ``source`` (a config key or file) and every repeated name when
+    two of ``names`` are the same class name: equal up to case and runs of spaces, as a
+    CLIP tokenizer and ``robustft-explain``'s class lookup see them. Two classes with one
+    name get identical zero-shot head rows (they can never be told apart) and cannot be
+    named apart. Entries are named by their list position (0-based), or by
+    ``line_numbers`` (the file line of each name)."""
+    positions: dict[str, list[int]] = {}
+    for index, name in enumerate(names):
+        positions.setdefault(" ".join(str(name).lower().split()), []).append(index)
+    repeated = [indices for indices in positions.values() if len(indices) > 1]
+    if not repeated:
+        return
+    where, number = ("lines", list(line_numbers)) if line_numbers is not None else (
+        "positions", list(range(len(names))))
+    listed = "; ".join(
+        " and ".join(repr(spelling) for spelling in dict.fromkeys(names[i] for i in indices))
+        + f" ({where} {', '.join(str(number[i]) for i in indices)})" for indices in repeated)
+    raise ValueError(f"{source}: {len(repeated)} class name(s) repeated: {listed}; each class "
+                     "needs a name of its own (names compare ignoring case and spaces)")
 
 
 def _read_timm_info(file_name: str) -> list[str]:

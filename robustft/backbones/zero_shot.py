@@ -19,6 +19,7 @@ file written by :func:`save_zero_shot_head` (e.g. from an OpenCLIP model's text 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -30,12 +31,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustft.backbones.base import Backbone, BlockAttention, TokenLayout, backbone_of, register_backbone
+from robustft.labels import check_unique_class_names
 
 __all__ = ["ZeroShotBackbone", "ZeroShotClassifier", "ZeroShotHead", "ZeroShotSpec",
            "read_zero_shot_head", "resolve_class_names", "resolve_templates", "timm_zero_shot_classifier",
            "save_zero_shot_head", "zero_shot_head_from_checkpoint"]
 
 HEAD_KEYS = ("class_embeddings", "logit_scale", "logit_bias")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -183,11 +186,17 @@ register_backbone(ZeroShotClassifier, ZeroShotBackbone)
 # ----------------------------------------------------------------- class names, templates
 
 
+def _numbered_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of the file's non-blank lines, stripped."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [(number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()]
+
+
 def _lines(path: Path, key: str) -> list[str]:
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not names:
+    numbered = _numbered_lines(path)
+    if not numbered:
         raise ValueError(f"{key}: {path} lists no names")
-    return names
+    return [text for _, text in numbered]
 
 
 def _folder_names(folder: Path, key: str) -> list[str]:
@@ -200,25 +209,48 @@ def _folder_names(folder: Path, key: str) -> list[str]:
     if all(name in synsets for name in names):
         from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
-        return [IMAGENET_CLASSNAMES[synsets[name]] for name in names]
+        named = [IMAGENET_CLASSNAMES[synsets[name]] for name in names]
+        check_unique_class_names(named, f"{key}: the ImageNet names OpenCLIP gives the wnid "
+                                        f"folders of {folder} (give a file of names instead)")
+        return named
+    check_unique_class_names(names, f"{key}: the class folders of {folder}")
+    return names
+
+
+def _imagenet_names(key: str) -> list[str]:
+    """OpenCLIP's 1000 ImageNet names, as its published zero-shot numbers use them: they
+    repeat two names (``missile`` and ``sunglasses``), so two pairs of classes get identical
+    head rows. Kept for comparability, and said in one warning line."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    names = list(IMAGENET_CLASSNAMES)
+    try:
+        check_unique_class_names(names, f"{key}=imagenet (OpenCLIP's names)")
+    except ValueError as repeated:
+        log.warning("%s: those classes get identical head rows, as in OpenCLIP's own zero-shot "
+                    "evaluation; give a file of 1000 distinct names to tell them apart", repeated)
     return names
 
 
 def resolve_class_names(value: Any, key: str = "model.zero_shot.class_names") -> list[str]:
-    """The class names ``value`` describes (see :class:`ZeroShotSpec`)."""
+    """The class names ``value`` describes (see :class:`ZeroShotSpec`). Two names that are
+    the same up to case and spaces are a ``ValueError`` naming ``key`` and the repeated
+    names (their head rows would be identical), except in OpenCLIP's own ImageNet list."""
     if value is None or value == "imagenet":
-        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-
-        return list(IMAGENET_CLASSNAMES)
+        return _imagenet_names(key)
     if isinstance(value, (str, os.PathLike)):
         path = Path(value)
         if path.is_dir():
             return _folder_names(path, key)
         if path.is_file():
-            return _lines(path, key)
+            names = _lines(path, key)
+            check_unique_class_names(names, f"{key}: {path}",
+                                     line_numbers=[n for n, _ in _numbered_lines(path)])
+            return names
         raise FileNotFoundError(f"{key}: {value!r} is neither 'imagenet' nor an existing file or "
                                 "folder of class names")
     if isinstance(value, Sequence) and value and all(isinstance(n, str) and n for n in value):
+        check_unique_class_names(list(value), key)
         return list(value)
     raise TypeError(f"{key}: expected 'imagenet', a non-empty list of names, a file or a folder, "
                     f"got {value!r}")

@@ -70,6 +70,11 @@ class ImageFolderSplit(EvalImageDataset):
             ]
         else:
             classes = folders
+        repeated = sorted({name for name in classes if classes.count(name) > 1})
+        if repeated:
+            source = "class_names" if class_names is not None else str(classes_file)
+            raise DatasetLayoutError(f"{source}: class name(s) {repeated} listed more than once; "
+                                     "each class needs one name (one per line, label order)")
         index_of = {class_name: index for index, class_name in enumerate(classes)}
         unknown = [folder for folder in folders if folder not in index_of]
         if unknown:
@@ -88,6 +93,9 @@ class ImageFolderSplit(EvalImageDataset):
                 for folder in folders
                 for path in list_images(split_dir / folder)
             ]
+        if not samples:
+            raise DatasetLayoutError(f"split {split_dir}: no images found (expected "
+                                     f"{split_dir}/<class>/<image>)")
         protocol = identity_protocol(
             num_classes or len(classes),
             name=f"{num_classes or len(classes)}-way",

@@ -6,7 +6,7 @@ Examples::
     robustft-explain image=cat.jpg model.name=vit_base_patch16_224.augreg_in21k_ft_in1k
     robustft-explain image=cat.jpg model.name=... 'classes=[tabby,"Egyptian cat"]'
     robustft-explain image=data/synth/shuffled max_images=8 target=topk k=2 \\
-        models.before.checkpoint=a.ckpt +models.after.checkpoint=b.ckpt
+        +models.before.checkpoint=a.ckpt +models.after.checkpoint=b.ckpt
 
 Config: ``configs/explain.yaml``; the work: :func:`robustft.evaluation.explain.explain`
 (which documents the files). Everything goes to the Hydra run directory
@@ -54,8 +54,8 @@ def model_specs(cfg: DictConfig) -> dict[str, tuple[str, ModelSpec]]:
             raise ValueError(f"models.{label}: the label is already taken by model.name={label}")
         specs[label] = (f"models.{label}", entry_spec(label, entry))
     if not specs:
-        raise ValueError("no model: set model.name=<timm name> (or models.<label>.name=..., "
-                         "models.<label>.checkpoint=...)")
+        raise ValueError("no model: set model.name=<timm name> (or +models.<label>.name=..., "
+                         "+models.<label>.checkpoint=...)")
     return specs
 
 
@@ -74,8 +74,10 @@ def run_explain(cfg: DictConfig) -> ExplainResult:
         raise ValueError("image: missing; set image=<file>, image=[a.jpg,b.jpg] or image=<folder>")
     settings = ExplainSettings(
         methods=list(cfg.methods), target=str(cfg.target), k=int(cfg.k),
+        method_options=OmegaConf.to_container(cfg.method_options, resolve=True),  # type: ignore[arg-type]
         classes=list(OmegaConf.to_container(cfg.classes, resolve=True) or []),
-        class_names=cfg.class_names, backend=str(cfg.backend), scale=cfg.scale)
+        class_names=cfg.class_names, backend=str(cfg.backend), scale=cfg.scale,
+        max_image_pixels=cfg.max_image_pixels)
     image = OmegaConf.to_container(cfg.image, resolve=True) if OmegaConf.is_config(cfg.image) else cfg.image
     images = collect_images(image, max_images=cfg.max_images)  # type: ignore[arg-type]
     device = resolve_device(cfg.device)

@@ -333,6 +333,22 @@ class ShareSettings:
 
 
 @dataclass
+class RolloutOptions:
+    """``rollout``'s options: the first block of the product (0-based; the public
+    segmentation and perturbation scripts use 1)."""
+
+    start_layer: int = 0
+
+
+@dataclass
+class MethodOptions:
+    """``method_options.<method>.*``: a relevance method's own options, used whenever that
+    method runs (``robustft.relevance.RELEVANCE_METHODS[...].options``)."""
+
+    rollout: RolloutOptions = field(default_factory=RolloutOptions)
+
+
+@dataclass
 class EvalConfig:
     """``robustft-eval``'s top level. ``models`` maps labels to model specs (checked as
     ``ModelSpec`` when the run starts, so that ``+models.<label>.name=...`` can add one)."""
@@ -352,6 +368,7 @@ class EvalConfig:
     plots: bool = True
     metrics: list[EvalMetric] = field(default_factory=lambda: [EvalMetric.top1])
     relevance_method: str = "grad_rollout"  # a name in robustft.relevance.RELEVANCE_METHODS
+    method_options: MethodOptions = field(default_factory=MethodOptions)
     perturbation: PerturbationSettings = field(default_factory=PerturbationSettings)
     share: ShareSettings = field(default_factory=ShareSettings)
     run_name: str = MISSING
@@ -439,6 +456,7 @@ class ExplainConfig:
     model: Any = MISSING  # a ModelSpec (the model group's schema); its name ??? = unused
     models: dict[str, Any] = field(default_factory=dict)
     methods: list[str] = field(default_factory=lambda: ["grad_rollout"])
+    method_options: MethodOptions = field(default_factory=MethodOptions)
     target: ExplainTargetChoice = ExplainTargetChoice.predicted
     k: int = 3
     classes: list[Any] = field(default_factory=list)  # class names (or indices) to explain
@@ -446,6 +464,7 @@ class ExplainConfig:
     max_images: int | None = None
     backend: RelevanceBackend = RelevanceBackend.eager
     scale: int | None = None
+    max_image_pixels: int | None = 50_000_000  # larger images refused before decoding
     device: str = "auto"
     progress: bool = True
     output_dir: str = MISSING

@@ -6,6 +6,9 @@ Layout::
     <root>/images/<class>/<name>.<jpg|jpeg|png|...>   any of layout.IMAGE_EXTENSIONS
     <root>/masks/<class>/<name>.png        single-channel; 0 = background, nonzero = foreground
 
+Masks are read by :func:`robustft.data.image_files.decode_binary_mask` (re-exported here;
+a palette mask by index; docs/image_modes.md).
+
 Class labels are the positions of the class folders in sorted order, or, with a class
 index (the model's class names in head order, e.g. the ImageNet wnids), the position of
 each folder's name in it. Selection takes
@@ -27,11 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from robustft.data.image_files import decode_binary_mask
 from robustft.data.layout import (
     IMAGE_EXTENSIONS,
-    CorruptImageError,
     DatasetLayoutError,
     check_known_folders,
     first_stem_clash,
@@ -348,24 +350,3 @@ def read_selection(path: str | os.PathLike[str], root: str | os.PathLike[str],
                 _inside(root, row["image"], path), _inside(root, row["mask"], path),
                 int(row["label"]), row["class_name"]))
     return Selection(train=splits["train"], val=splits["val"], class_names=list(class_names))
-
-
-def decode_binary_mask(path: str | os.PathLike[str]) -> np.ndarray:
-    """Generic mask -> uint8 (H, W) with 1 = foreground, 0 = background, decoded fully.
-
-    A multi-channel mask is a ``ValueError``; a file that cannot be decoded (corrupt,
-    truncated) a :class:`~robustft.data.layout.CorruptImageError`; both name the file."""
-    path = Path(path)
-    try:
-        with Image.open(path) as mask:
-            if mask.mode not in ("1", "L", "P", "I", "I;16"):
-                raise ValueError(
-                    f"{path}: the mask has mode {mask.mode}; expected a single-channel PNG "
-                    "(0 = background, nonzero = foreground)"
-                )
-            mask.load()  # Image.open is lazy: a truncated file only fails here
-            return (np.asarray(mask) != 0).astype(np.uint8)
-    except FileNotFoundError:
-        raise
-    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
-        raise CorruptImageError(path, f"{type(error).__name__}: {error}") from error

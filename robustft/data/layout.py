@@ -1,5 +1,7 @@
 """File-layout primitives shared by every dataset reader: class folders, image files,
-paths named by manifests and metadata files, and the two errors that bad input raises.
+paths named by manifests and metadata files, and the two errors that bad input raises
+(the image reader itself, ``load_rgb``, lives in ``robustft.data.image_files`` and is
+re-exported here).
 
 Nothing here knows a label protocol, so the training-side readers (``robustft.data.generic``)
 and the evaluation datasets (``robustft.data.eval`` and ``robustft.benchmark.read``) both build
@@ -12,7 +14,7 @@ import os
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from PIL import Image
+from robustft.data.image_files import CorruptImageError, load_rgb
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -35,29 +37,6 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 
 class DatasetLayoutError(ValueError):
     """A dataset copy does not have the expected layout (message names the path/key)."""
-
-
-class CorruptImageError(OSError):
-    """An image file exists but cannot be decoded."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"cannot decode image {path}: {reason}")
-        self.path = path
-        self.reason = reason  # what the decoder said, without the path
-
-
-def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
-    """Decode ``path`` fully into an RGB PIL image; :class:`CorruptImageError` if it
-    cannot be decoded (truncated, not an image, ...)."""
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise CorruptImageError(path, f"{type(error).__name__}: {error}") from error
 
 
 def list_class_folders(root: Path) -> list[str]:

@@ -28,7 +28,8 @@ from typing import Literal
 import numpy as np
 
 from robustft.data.generic import ImageMaskRecord, Selection
-from robustft.data.layout import CorruptImageError, DatasetLayoutError, load_rgb
+from robustft.data.image_files import CorruptImageError, ImageModeError, load_rgb
+from robustft.data.layout import DatasetLayoutError
 from robustft.resources import usable_cpus
 
 __all__ = [
@@ -54,7 +55,8 @@ SPLIT_NAMES = {"train": "training", "val": "validation"}
 
 @dataclass(frozen=True)
 class PairProblem:
-    """One thing wrong with a pair: ``kind`` (``unreadable_image``, ``unreadable_mask``,
+    """One thing wrong with a pair: ``kind`` (``unreadable_image``, ``image_mode`` — the
+    image decodes in a mode that is not read, e.g. 32-bit float grey — ``unreadable_mask``,
     ``mask_mode`` — the decoder refused the mask, e.g. a multi-channel generic mask —
     or ``size_mismatch``), the file it concerns, a short ``detail`` (what the decoder
     said, the two sizes) and a one-line ``message`` naming the file and what to do."""
@@ -83,6 +85,8 @@ def inspect_pair(record: ImageMaskRecord,
     image_size = mask = None
     try:
         image_size = load_rgb(record.image_path).size
+    except ImageModeError as error:  # decodes, in a mode that is not read (one line already)
+        problems.append(PairProblem("image_mode", record.image_path, error.reason, str(error)))
     except (CorruptImageError, FileNotFoundError) as error:
         problems.append(PairProblem(
             "unreadable_image", record.image_path, _reason(error),

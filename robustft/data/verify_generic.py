@@ -8,8 +8,9 @@ one, by kind:
 - errors (exit code 1): a missing ``images/`` or ``masks/`` folder, a class folder
   without images, a ``masks/<class>/`` folder without ``images/<class>/``, an image
   without its mask, two images of a class sharing a stem (and so a mask), an image or
-  mask that cannot be decoded in full (corrupt, truncated), a multi-channel mask, a mask
-  of another size than its image;
+  mask that cannot be decoded in full (corrupt, truncated), an image in a mode that is
+  not read (32-bit grey, ``docs/image_modes.md``), a multi-channel mask, a mask of
+  another size than its image;
 - warnings: a mask without any foreground pixel (fine-tuning excludes it by default, see
   ``data.empty_masks``), a mask file without an image (never read);
 - skipped: hidden files.
@@ -55,6 +56,7 @@ ERROR_KINDS: dict[str, tuple[str, str]] = {
     "stem_clash": ("image sharing its mask with another image",
                    "images sharing their mask with another image"),
     "unreadable_image": ("unreadable image", "unreadable images"),
+    "image_mode": ("image in a mode that is not read", "images in a mode that is not read"),
     "unreadable_mask": ("unreadable mask", "unreadable masks"),
     "mask_mode": ("mask with a wrong mode", "masks with a wrong mode"),
     "size_mismatch": ("mask of another size", "masks of another size"),

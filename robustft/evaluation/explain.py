@@ -33,7 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustft.backbones import backbone_of, preprocessing_config
-from robustft.data.layout import load_rgb
+from robustft.data.image_files import load_rgb
 from robustft.evaluation.explain_inputs import ExplainImage, ImageSet
 from robustft.evaluation.explain_targets import (
     ClassNames,
@@ -41,15 +41,31 @@ from robustft.evaluation.explain_targets import (
     explained_classes,
     model_class_names,
 )
-from robustft.evaluation.overlay_grid import denormalize, draw_grid, heat_overlay, percent
+from robustft.evaluation.overlay_grid import (
+    add_legend,
+    denormalize,
+    draw_grid,
+    heat_overlay,
+    percent,
+)
 from robustft.evaluation.runner import model_eval_transform
-from robustft.relevance import RELEVANCE_METHODS, RelevanceBackend, upsample_and_normalize
+from robustft.relevance import (
+    RELEVANCE_METHODS,
+    RelevanceBackend,
+    method_label,
+    method_options,
+    upsample_and_normalize,
+)
 
 __all__ = ["ExplainResult", "ExplainSettings", "MapRecord", "check_methods", "explain"]
 
 MAPS_CSV = "maps.csv"
 INDEX_NAME = "index.md"
 MIN_CELL_WIDTH = 160  # pixels: the automatic scale enlarges smaller inputs to fit the titles
+# Above this many pixels an image is refused before it is decoded: decoding takes about 3
+# bytes a pixel several times over (95 megapixels took 1.6 GB), and the model sees it at
+# 224 px anyway. 50 MP keeps every phone and most camera photos.
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 
 
 def check_methods(methods: Sequence[str], key: str = "methods") -> list[str]:
@@ -66,22 +82,31 @@ def check_methods(methods: Sequence[str], key: str = "methods") -> list[str]:
 
 @dataclass
 class ExplainSettings:
-    """What to explain: ``methods`` (names in ``robustft.relevance.RELEVANCE_METHODS``),
+    """What to explain: ``methods`` (names in ``robustft.relevance.RELEVANCE_METHODS``)
+    with ``method_options`` (method -> its own options, e.g. ``{"rollout": {"start_layer":
+    1}}``; a method run with non-default options is labelled ``rollout(start_layer=1)``),
     ``target`` (``predicted`` | ``label`` | ``topk`` with ``k``) or named ``classes``
     (which then replace ``target``), ``class_names`` (a file of the models' class names),
-    the relevance ``backend`` and the PNG's ``scale`` (None: enlarge small inputs to
-    :data:`MIN_CELL_WIDTH` pixels)."""
+    the relevance ``backend``, the PNG's ``scale`` (None: enlarge small inputs to
+    :data:`MIN_CELL_WIDTH` pixels) and ``max_image_pixels`` (a larger image is refused in
+    one line before it is decoded; None: only PIL's own limit)."""
 
     methods: Sequence[str] = ("grad_rollout",)
+    method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     target: ExplainTarget | str = ExplainTarget.predicted
     k: int = 3
     classes: Sequence[str | int] = ()
     class_names: str | None = None
     backend: RelevanceBackend | str = RelevanceBackend.eager
     scale: int | None = None
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:
         self.methods = check_methods(self.methods)
+        given = dict(self.method_options or {})
+        # each method's non-default options, what its compute is called with
+        self.method_options = {method: method_options(method, given.get(method))
+                               for method in self.methods}
         if self.target not in tuple(ExplainTarget):
             raise ValueError(f"target must be one of {[t.value for t in ExplainTarget]}, "
                              f"got {self.target!r}")
@@ -94,6 +119,22 @@ class ExplainSettings:
             raise ValueError(f"k must be >= 1 for target=topk, got {self.k}")
         if self.scale is not None and self.scale < 1:
             raise ValueError(f"scale must be >= 1 or null (automatic), got {self.scale}")
+        if self.max_image_pixels is not None and self.max_image_pixels < 1:
+            raise ValueError("max_image_pixels must be >= 1 or null (only PIL's own limit), "
+                             f"got {self.max_image_pixels}")
+
+    def legend(self) -> list[str]:
+        """The lines under every PNG: which classes were explained, what the colours are."""
+        if self.classes:
+            what = f"the named classes (classes={list(self.classes)})"
+        elif self.target == ExplainTarget.label:
+            what = "the class of the image's folder (target=label)"
+        elif self.target == ExplainTarget.topk:
+            what = f"the top {self.k} classes of each model (target=topk, k={self.k})"
+        else:
+            what = "each model's predicted class (target=predicted)"
+        return [f"explained: {what}",
+                "colour: relevance for that class, each map scaled to its own min-max"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +178,20 @@ def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
 
 
+def _refuse_repeated_classes(given: Sequence[str | int], classes: Sequence[int],
+                             names: ClassNames, key: str) -> None:
+    """Two entries of ``classes=`` that name one class would draw the same overlay twice."""
+    named: dict[int, list[str | int]] = {}
+    for name, index in zip(given, classes):
+        named.setdefault(index, []).append(name)
+    repeated = {index: spellings for index, spellings in named.items() if len(spellings) > 1}
+    if repeated:
+        listed = "; ".join(
+            f"{' and '.join(repr(s) for s in spellings)} {'both' if len(spellings) == 2 else 'all'}"
+            f" name class {index} ({names.names[index]})" for index, spellings in repeated.items())
+        raise ValueError(f"{key}: {listed}; name each class once")
+
+
 def _prepare(models: Mapping[str, nn.Module], images: ImageSet, settings: ExplainSettings,
              device: torch.device) -> list[_ModelView]:
     views = []
@@ -148,6 +203,7 @@ def _prepare(models: Mapping[str, nn.Module], images: ImageSet, settings: Explai
                                   dataset_classes=images.class_names)
         key = "classes" if len(models) == 1 else f"classes (model {label})"
         classes = [names.index_of(name, key=key) for name in settings.classes]
+        _refuse_repeated_classes(settings.classes, classes, names, key)
         views.append(_ModelView(label, model.eval().to(device), model_eval_transform(config),
                                 tuple(config["mean"]), tuple(config["std"]), names, classes))
     return views
@@ -155,7 +211,8 @@ def _prepare(models: Mapping[str, nn.Module], images: ImageSet, settings: Explai
 
 def _explain_one(image: ExplainImage, views: Sequence[_ModelView], settings: ExplainSettings,
                  out_dir: Path, device: torch.device) -> tuple[Path, list[MapRecord]]:
-    picture_rgb = load_rgb(image.path)
+    picture_rgb = load_rgb(image.path, max_pixels=settings.max_image_pixels,
+                           limit_key="max_image_pixels")
     rows, titles, records = [], [], []
     for view in views:
         inputs = view.transform(picture_rgb)[None].to(device)
@@ -169,10 +226,12 @@ def _explain_one(image: ExplainImage, views: Sequence[_ModelView], settings: Exp
                                     classes=view.classes, label=label, image=str(image.path))
         picture = denormalize(inputs[0], view.mean, view.std)
         for method in settings.methods:
+            options = settings.method_options[method]
             batch = inputs.repeat(len(targets), 1, 1, 1)
             out = RELEVANCE_METHODS[method].compute(
                 view.model, batch, torch.tensor(targets, device=device), "detached",
-                backend=settings.backend)
+                backend=settings.backend, **options)
+            method = method_label(method, options)
             raw = out.relevance.detach().float().cpu()
             npy = Path("maps") / image.name / f"{_safe(view.label)}__{_safe(method)}.npy"
             (out_dir / npy).parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +247,7 @@ def _explain_one(image: ExplainImage, views: Sequence[_ModelView], settings: Exp
             titles.append(row_titles)
     scale = settings.scale or max(1, math.ceil(MIN_CELL_WIDTH / max(r[0].shape[1] for r in rows)))
     png = out_dir / f"{image.name}.png"
-    draw_grid(rows, cell_titles=titles, scale=scale).save(png)
+    add_legend(draw_grid(rows, cell_titles=titles, scale=scale), settings.legend()).save(png)
     return png, records
 
 
@@ -207,7 +266,8 @@ def _write_index(path: Path, images: Sequence[ExplainImage], pngs: Sequence[Path
     what = (f"classes {list(settings.classes)}" if settings.classes else
             f"target={settings.target}" + (f", k={settings.k}" if settings.target == "topk" else ""))
     lines = ["# robustft-explain", "",
-             f"{len(images)} image(s); methods {', '.join(settings.methods)}; {what}; "
+             f"{len(images)} image(s); methods "
+             f"{', '.join(method_label(m, settings.method_options[m]) for m in settings.methods)}; {what}; "
              f"relevance backend {settings.backend}.", "", "| model | built from |", "|---|---|"]
     lines += [f"| {label} | {text} |" for label, text in describe_models.items()]
     lines += ["", "Maps: `maps/<image>/<model>__<method>.npy`, float32 of shape (T, h, w): the "

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from robustft.benchmark.read import ImageFolderSplit
-from robustft.data.layout import list_images
+from robustft.data.layout import IMAGE_EXTENSIONS, list_class_folders, list_images
 
 __all__ = ["ExplainImage", "ImageSet", "collect_images"]
 
@@ -46,17 +46,30 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "image"
 
 
+LAYOUTS = "image files, class folders <class>/<name>, or images/<class>/<name>"
+
+
+def _no_images(folder: Path, key: str, looked_in: str) -> FileNotFoundError:
+    return FileNotFoundError(f"{key}: no images found under {folder} ({looked_in}); expected "
+                             f"{LAYOUTS}, with extensions {', '.join(sorted(IMAGE_EXTENSIONS))}")
+
+
+def _class_folder_images(split_dir: Path) -> int:
+    return sum(len(list_images(split_dir / name)) for name in list_class_folders(split_dir))
+
+
 def _from_folder(folder: Path, key: str) -> tuple[list[tuple[Path, str, str | None]], list[str] | None]:
     """(path, name, label) of every image the folder holds, and its class names."""
     if (folder / "images").is_dir():
+        if not _class_folder_images(folder / "images"):
+            raise _no_images(folder, key, "its images/ folder holds no class folder with images")
         split = ImageFolderSplit(folder, "images", name=str(folder))
     else:
         loose = list_images(folder)
         if loose:
             return [(path, path.stem, None) for path in loose], None
-        if not any(entry.is_dir() for entry in folder.iterdir()):
-            raise FileNotFoundError(f"{key}: no images in folder {folder} (expected image files, "
-                                    "class folders <class>/<name>, or images/<class>/<name>)")
+        if not _class_folder_images(folder):
+            raise _no_images(folder, key, "no image files in it or in its sub-folders")
         split = ImageFolderSplit(folder.parent, folder.name, name=str(folder))
     classes = list(split.class_names)
     return [(path, f"{classes[target]}_{path.stem}", classes[target])

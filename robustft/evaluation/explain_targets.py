@@ -20,7 +20,12 @@ from pathlib import Path
 
 from torch import Tensor
 
-from robustft.labels import IMAGENET_NUM_CLASSES, imagenet_class_names, imagenet_synsets
+from robustft.labels import (
+    IMAGENET_NUM_CLASSES,
+    check_unique_class_names,
+    imagenet_class_names,
+    imagenet_synsets,
+)
 
 __all__ = ["ClassNames", "ExplainTarget", "explained_classes", "model_class_names"]
 
@@ -88,7 +93,11 @@ def _read_names_file(path: str, num_classes: int | None) -> list[str]:
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(f"class_names: file not found: {file}")
-    names = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    numbered = [(number, line.strip())
+                for number, line in enumerate(file.read_text().splitlines(), 1) if line.strip()]
+    names = [text for _, text in numbered]
+    check_unique_class_names(names, f"class_names: {file}",
+                             line_numbers=[number for number, _ in numbered])
     if num_classes is not None and len(names) != num_classes:
         raise ValueError(f"class_names: {file} lists {len(names)} names but the model has "
                          f"{num_classes} outputs (one name per line, in head order)")

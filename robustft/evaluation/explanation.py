@@ -11,18 +11,29 @@ does), ``label`` = the ground-truth class. Under a protocol that scores a class 
 over several logits (ObjectNet), the explained logit is the one that gives the class its
 score.
 
+Maps without information (one value at every pixel, e.g. ``attn_gradcam`` when the clamp
+leaves zeros) are scored as chance where a metric has one: the segmentation AP as 0.5
+(:mod:`~robustft.evaluation.segmentation`), the foreground share as the share of a
+uniform map, i.e. the object's area (the share of the labelled pixels on the mask; a zero
+map would otherwise score 0 %). The perturbation test has no chance order: it removes such
+a map's pixels in pixel order, as a stable sort of equal values does. Every metric counts
+them: ``<quantity>_constant_maps`` rows, in percent of the images.
+
 Rows (``robustft.evaluation.runner.RESULT_COLUMNS``), metric ``<method>:<quantity>``,
 values in percent in the ``accuracy`` column: ``perturbation_positive|negative`` per
 ``removed_fraction`` factor value, their ``_auc`` (trapezoid over the fractions, see
 ``perturbation_auc``), ``segmentation_pixel_accuracy``, ``segmentation_miou``,
-``segmentation_map``, ``foreground_share``.
+``segmentation_map``, ``foreground_share``, and ``perturbation_constant_maps``,
+``segmentation_constant_maps``, ``foreground_share_constant_maps``. ``<method>`` is the
+method's name, with its options when they are not the defaults
+(``rollout(start_layer=1)``, :func:`robustft.relevance.method_label`).
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -38,7 +49,7 @@ from robustft.evaluation.perturbation import (
     check_fractions,
     normalized_fill,
 )
-from robustft.evaluation.segmentation import IGNORE_VALUE, SegmentationScores
+from robustft.evaluation.segmentation import IGNORE_VALUE, SegmentationScores, constant_maps
 from robustft.labels import LabelProtocol
 from robustft.losses import foreground_share
 from robustft.relevance import (
@@ -46,6 +57,8 @@ from robustft.relevance import (
     ExplainedClass,
     GradientMode,
     RelevanceBackend,
+    method_label,
+    method_options,
     upsample_and_normalize,
 )
 
@@ -63,16 +76,22 @@ class Metric(StrEnum):
 
 
 NEEDS_MASKS = frozenset({Metric.segmentation, Metric.share})
+# the rows' quantity prefix of each metric (``<prefix>_constant_maps``)
+CONSTANT_MAP_QUANTITY = {Metric.perturbation: "perturbation", Metric.segmentation: "segmentation",
+                         Metric.share: "foreground_share"}
 FRACTION_FACTOR = "removed_fraction"
 
 
 @dataclass(frozen=True)
 class ExplanationSettings:
     """What the explanation metrics compute (robustft-eval's ``metrics``,
-    ``relevance_method``, ``perturbation.*`` and ``share.*`` keys)."""
+    ``relevance_method``, ``method_options.<method>.*``, ``perturbation.*`` and ``share.*``
+    keys). ``relevance_options``: the method's own options (``{"start_layer": 1}`` for
+    ``rollout``); only those that differ from the method's defaults are kept."""
 
     metrics: tuple[Metric, ...] = (Metric.top1,)
     relevance_method: str = "grad_rollout"
+    relevance_options: Mapping[str, Any] = field(default_factory=dict)
     fractions: tuple[float, ...] = DEFAULT_FRACTIONS
     removal_value: float = 0.0  # a removed pixel's value in [0, 1], before normalisation
     perturbation_target: ExplainedClass = ExplainedClass.predicted
@@ -92,6 +111,8 @@ class ExplanationSettings:
         if self.explains and self.relevance_method not in RELEVANCE_METHODS:
             raise ValueError(f"relevance_method: {self.relevance_method!r} is not a relevance "
                              f"method; known: {sorted(RELEVANCE_METHODS)}")
+        object.__setattr__(self, "relevance_options", method_options(
+            self.relevance_method, self.relevance_options) if self.explains else {})
         for key in ("perturbation_target", "share_target"):
             object.__setattr__(self, key, ExplainedClass(getattr(self, key)))
 
@@ -99,6 +120,11 @@ class ExplanationSettings:
     def explains(self) -> tuple[Metric, ...]:
         """The requested metrics that need relevance maps."""
         return tuple(m for m in self.metrics if m is not Metric.top1)
+
+    @property
+    def method_label(self) -> str:
+        """The method's name in result rows, with its non-default options."""
+        return method_label(self.relevance_method, self.relevance_options)
 
     @property
     def needs_masks(self) -> bool:
@@ -129,6 +155,8 @@ class ExplanationSettings:
             return None
         inputs: dict[str, Any] = {"metrics": sorted(m.value for m in self.metrics),
                                   "relevance_method": self.relevance_method}
+        if self.relevance_options:  # absent at the defaults: earlier rows stay valid
+            inputs["relevance_options"] = dict(sorted(self.relevance_options.items()))
         if Metric.perturbation in self.metrics:
             inputs["perturbation"] = {"fractions": list(self.fractions),
                                       "removal_value": self.removal_value,
@@ -179,6 +207,7 @@ class ExplanationScorer:
                        if Metric.perturbation in wanted else None)
         self.segmentation = SegmentationScores() if Metric.segmentation in wanted else None
         self.shares: list[Tensor] | None = [] if Metric.share in wanted else None
+        self.constant = {metric: 0 for metric in settings.explains}  # maps without information
         self.count = 0
         self.timer = _Timer()
 
@@ -186,7 +215,8 @@ class ExplanationScorer:
         """(B, H, W) min-max normalised map at the input resolution."""
         with torch.enable_grad():
             out = self.method.compute(model, images, columns, GradientMode.detached,
-                                      backend=self.settings.backend)
+                                      backend=self.settings.backend,
+                                      **self.settings.relevance_options)
         return upsample_and_normalize(out.relevance.detach(), images.shape[-2:])
 
     def update(self, model: nn.Module, images: Tensor, labels: Tensor,
@@ -218,20 +248,33 @@ class ExplanationScorer:
             relevance = relevance_of(self.settings.perturbation_target)
             started = time.perf_counter()
             self.curves.update(images, relevance, labels, classify)
+            self.constant[Metric.perturbation] += int(constant_maps(relevance).sum())
             self.timer.add(Metric.perturbation.value, started)
         if self.segmentation is not None and masks is not None:
             relevance = relevance_of(ExplainedClass.predicted)
             started = time.perf_counter()
+            before = self.segmentation.constant_maps
             self.segmentation.update(relevance.cpu(), masks.cpu())
+            self.constant[Metric.segmentation] += self.segmentation.constant_maps - before
             self.timer.add(Metric.segmentation.value, started)
         if self.shares is not None and masks is not None:
             relevance = relevance_of(self.settings.share_target)
             started = time.perf_counter()
-            masks = masks.to(relevance.device)
-            self.shares.append(foreground_share(relevance, masks == 1, ignore=masks == IGNORE_VALUE
-                                                ).cpu())
+            self.shares.append(self._share(relevance, masks.to(relevance.device)).cpu())
             self.timer.add(Metric.share.value, started)
         self.count += len(images)
+
+    def _share(self, relevance: Tensor, masks: Tensor) -> Tensor:
+        """(B,) foreground share; a constant map scores a uniform map's share (chance: the
+        object's share of the labelled pixels), not the 0 a zero map's mass gives."""
+        ignore = masks == IGNORE_VALUE
+        shares = foreground_share(relevance, masks == 1, ignore=ignore)
+        constant = constant_maps(relevance)
+        self.constant[Metric.share] += int(constant.sum())
+        if constant.any():
+            uniform = foreground_share(torch.ones_like(relevance), masks == 1, ignore=ignore)
+            shares = torch.where(constant, uniform, shares)
+        return shares
 
     def seconds_per_image(self) -> dict[str, float]:
         """Wall time per image of each part (the shared relevance maps on their own)."""
@@ -239,7 +282,7 @@ class ExplanationScorer:
 
     def results(self) -> list[tuple[str, str, str, float]]:
         """``(metric, factor, factor_value, value)`` of every requested metric."""
-        method = self.settings.relevance_method
+        method = self.settings.method_label
         results: list[tuple[str, str, str, float]] = []
         if self.curves is not None:
             for direction in PerturbationDirection:
@@ -259,4 +302,12 @@ class ExplanationScorer:
         if self.shares is not None:
             share = 100.0 * float(torch.cat(self.shares).mean()) if self.shares else 0.0
             results.append((metric_name(method, "foreground_share"), "", "", share))
+        for metric, count in self.constant.items():
+            results.append((metric_name(method, f"{CONSTANT_MAP_QUANTITY[metric]}_constant_maps"),
+                            "", "", 100.0 * count / max(self.count, 1)))
         return results
+
+    def constant_map_counts(self) -> dict[str, int]:
+        """Per metric (``perturbation``, ``segmentation``, ``share``), how many of the
+        scored maps had one value at every pixel."""
+        return {metric.value: count for metric, count in self.constant.items()}

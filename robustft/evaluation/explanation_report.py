@@ -28,6 +28,12 @@ QUANTITY_TITLES: dict[str, str] = {
                          "dataset-summed intersection / union",
     "segmentation_map": "segmentation test: mAP (%), mean over images of the AP of [1-S, S]",
     "foreground_share": "foreground share of relevance (%), mean over images of sum(S*M)/sum(S)",
+    "perturbation_constant_maps": "perturbation test: maps with one value at every pixel "
+                                  "(no information; removed in pixel order), % of images",
+    "segmentation_constant_maps": "segmentation test: maps with one value at every pixel "
+                                  "(no information; AP scored as chance, 50 %), % of images",
+    "foreground_share_constant_maps": "foreground share: maps with one value at every pixel "
+                                      "(no information; scored as the object's area), % of images",
 }
 CURVE_QUANTITIES = ("perturbation_positive", "perturbation_negative")
 

@@ -12,10 +12,17 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-__all__ = ["denormalize", "draw_grid", "heat_overlay", "mask_picture", "percent"]
+__all__ = ["add_legend", "colorbar_box", "denormalize", "draw_grid", "heat_overlay", "legend_height",
+           "mask_picture", "percent"]
 
 HEADER_HEIGHT = 14  # the band of column titles above the grid
 LINE_HEIGHT = 12  # one line of a cell title (PIL's default font)
+COLORMAP = "jet"  # of every relevance overlay: blue = least relevant, red = most
+LEGEND_GAP = 4  # white pixels between the grid and its legend
+LEGEND_MARGIN = 2  # left and right of the legend's text and colour bar
+COLORBAR_HEIGHT = 10
+COLORBAR_MAX_WIDTH = 256
+COLORBAR_ENDS = ("0 = least relevant", "most relevant = 1")
 
 
 def denormalize(image: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -32,7 +39,7 @@ def mask_picture(mask: Tensor | np.ndarray) -> np.ndarray:
 
 
 def heat_overlay(picture: np.ndarray, relevance: Tensor | np.ndarray, *,
-                 alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
+                 alpha: float = 0.5, colormap: str = COLORMAP) -> np.ndarray:
     """``relevance`` (H, W) in [0, 1], coloured with ``colormap`` and blended over
     ``picture`` (H, W, 3) uint8 with weight ``alpha``."""
     from matplotlib import colormaps
@@ -98,4 +105,61 @@ def draw_grid(rows: Sequence[Sequence[np.ndarray]], *, column_titles: Sequence[s
                               _fit(draw, line, cell_width - 2, font), fill="black", font=font)
             canvas.paste(Image.fromarray(cell), (left, top + bands[r]))
         top += bands[r] + cell_height + spacing
+    return canvas
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, width: int, font: ImageFont.ImageFont) -> list[str]:
+    """``text`` broken at spaces into lines of at most ``width`` pixels (a single word
+    longer than that is cut with "...")."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(_fit(draw, word, width, font))
+    return lines
+
+
+def _legend_lines(lines: Sequence[str], width: int) -> list[str]:
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    font = ImageFont.load_default()
+    return [part for line in lines for part in _wrap(draw, line, width - 2 * LEGEND_MARGIN, font)]
+
+
+def legend_height(lines: Sequence[str], width: int) -> int:
+    """The height :func:`add_legend` adds below a grid ``width`` pixels wide."""
+    return (LEGEND_GAP + len(_legend_lines(lines, width)) * LINE_HEIGHT + COLORBAR_HEIGHT
+            + LINE_HEIGHT)
+
+
+def colorbar_box(grid_size: tuple[int, int], lines: Sequence[str]) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the colour bar :func:`add_legend` draws below a grid of
+    ``grid_size`` (width, height)."""
+    width, height = grid_size
+    top = height + LEGEND_GAP + len(_legend_lines(lines, width)) * LINE_HEIGHT
+    bar_width = min(COLORBAR_MAX_WIDTH, width - 2 * LEGEND_MARGIN)
+    return LEGEND_MARGIN, top, LEGEND_MARGIN + bar_width, top + COLORBAR_HEIGHT
+
+
+def add_legend(grid: Image.Image, lines: Sequence[str], *, colormap: str = COLORMAP) -> Image.Image:
+    """``grid`` with a legend below it: ``lines`` of text (what was explained, what the
+    colours are; wrapped to the grid's width), then a colour bar of ``colormap`` from 0
+    (least relevant) to 1 (most relevant), the scale of every normalised overlay."""
+    from matplotlib import colormaps
+
+    text = _legend_lines(lines, grid.width)
+    canvas = Image.new("RGB", (grid.width, grid.height + legend_height(lines, grid.width)), "white")
+    canvas.paste(grid, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    top = grid.height + LEGEND_GAP
+    for number, line in enumerate(text):
+        draw.text((LEGEND_MARGIN, top + number * LINE_HEIGHT), line, fill="black", font=font)
+    left, bar_top, right, bar_bottom = colorbar_box(grid.size, lines)
+    ramp = colormaps[colormap](np.linspace(0.0, 1.0, right - left))[:, :3]
+    bar = np.repeat((ramp * 255).astype(np.uint8)[None], COLORBAR_HEIGHT, axis=0)
+    canvas.paste(Image.fromarray(bar), (left, bar_top))
+    low, high = (_fit(draw, end, (right - left) // 2 - 2, font) for end in COLORBAR_ENDS)
+    draw.text((left, bar_bottom), low, fill="black", font=font)
+    draw.text((right - draw.textlength(high, font=font), bar_bottom), high, fill="black", font=font)
     return canvas

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from robustft.data.image_files import decode_binary_mask, load_rgb
 from robustft.evaluation.overlay_grid import denormalize, draw_grid, heat_overlay, mask_picture
 from robustft.losses import foreground_share
 from robustft.relevance import relevance_map, upsample_and_normalize
@@ -31,13 +32,13 @@ ImageTransform = Callable[[Image.Image], Tensor]
 
 def load_pairs(pairs: Sequence[tuple[Path, Path]], transform: ImageTransform
                ) -> tuple[Tensor, Tensor]:
-    """Images (transformed, stacked) and their binary masks (resized to the input)."""
+    """Images (transformed, stacked) and their binary masks (resized to the input), read by
+    the one image and mask reader (``robustft.data.image_files``)."""
     images, masks = [], []
     for image_path, mask_path in pairs:
-        with Image.open(image_path) as image:
-            tensor = transform(image.convert("RGB"))
-        with Image.open(mask_path) as mask:
-            mask = mask.convert("L").resize(tensor.shape[-1:-3:-1], Image.NEAREST)
+        tensor = transform(load_rgb(image_path))
+        mask = Image.fromarray(decode_binary_mask(mask_path)).resize(tensor.shape[-1:-3:-1],
+                                                                     Image.NEAREST)
         images.append(tensor)
         masks.append(torch.from_numpy(np.array(mask) > 0).float())
     return torch.stack(images), torch.stack(masks)

@@ -113,7 +113,7 @@ class _DecodeOnceDataset(Dataset):
             mask = self.dataset.load_mask(index) if self.mask_views else None  # type: ignore[attr-defined]
         except CorruptImageError as error:
             cause = error.__cause__
-            reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(error)
+            reason = f"{type(cause).__name__}: {cause}" if cause is not None else error.reason
             return _Unreadable(str(error.path), " ".join(reason.split()))
         if mask is not None and mask.shape != (image.height, image.width):
             raise ValueError(f"dataset {getattr(self.dataset, 'name', '?')!r}: image {index} is "
@@ -346,6 +346,7 @@ def evaluate_models(
             for metric, factor, value, number in explainer.results():
                 rows.append(_row(model_name, dataset_name, protocol, metric, factor, value, number,
                                  explainer.count))
+            _report_constant_maps(model_name, dataset_name, explainer)
             parts.update(explainer.seconds_per_image())
         if explainers:
             timing = ", ".join(f"{part} {1000 * seconds:.1f} ms" for part, seconds in parts.items())
@@ -353,6 +354,17 @@ def evaluate_models(
         if timings is not None:
             timings[model_name] = parts
     return rows
+
+
+def _report_constant_maps(model: str, dataset: str, explainer: ExplanationScorer) -> None:
+    """One warning line when some maps had one value everywhere (scored as chance)."""
+    counts = {metric: count for metric, count in explainer.constant_map_counts().items() if count}
+    if counts:
+        log.warning("%s on %s: %s of %d %s map(s) had one value at every pixel (no information): "
+                    "segmentation AP scored as chance (50 %%), foreground share as the object's "
+                    "area; counted in the *_constant_maps rows", model, dataset,
+                    ", ".join(f"{count} {metric}" for metric, count in counts.items()),
+                    explainer.count, explainer.settings.method_label)
 
 
 def _row(

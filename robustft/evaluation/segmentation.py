@@ -13,6 +13,17 @@ ground-truth mask (uint8: 0 background, 1 foreground, ``IGNORE_VALUE`` = not lab
   the one-hot mask ``[1 - M, M]`` (both channels flattened together, ignored pixels left
   out), computed by torchmetrics' exact ``binary_average_precision`` (sum over the
   score thresholds of recall increase x precision, as the field's scikit-learn call).
+
+A map without information — the same value at every pixel, e.g. ``attn_gradcam`` when
+every head weight is negative and the clamp leaves zeros — scores the AP of chance, 0.5:
+exactly half of the two-channel targets are positive, and a constant score ranks none
+above another. This is what the public segmentation script gives such a map (its min-max
+normalisation divides 0 by 0, and the NaNs it sets to 0 make both channels 0). Scored as
+``[1 - S, S]`` with ``S = 0`` it would instead get ``(1 - f)^2 + f / 2`` for an object
+covering ``f`` of the labelled pixels (0.64 at f = 30 %, better the smaller the object),
+an AP earned by saying nothing. Pixel accuracy and IoU need no such rule: a constant map
+is all background under its own mean, as in the public script. The constant maps are
+counted (:attr:`SegmentationScores.constant_maps`).
 """
 
 from __future__ import annotations
@@ -21,9 +32,18 @@ import torch
 from torch import Tensor
 from torchmetrics.functional.classification import binary_average_precision
 
-__all__ = ["IGNORE_VALUE", "SegmentationScores", "average_precision", "threshold_at_mean"]
+__all__ = ["CHANCE_AVERAGE_PRECISION", "IGNORE_VALUE", "SegmentationScores", "average_precision",
+           "constant_maps", "threshold_at_mean"]
 
 IGNORE_VALUE = 255  # the mask value of unlabelled pixels (robustft.data.generic.IGNORE_VALUE)
+CHANCE_AVERAGE_PRECISION = 0.5  # half the two-channel targets are positive
+
+
+def constant_maps(relevance: Tensor) -> Tensor:
+    """(B,) bool: the maps of ``relevance`` (B, H, W) with one value at every pixel (no
+    information about where the object is)."""
+    flat = relevance.flatten(1)
+    return flat.amax(1) == flat.amin(1)
 
 
 def threshold_at_mean(relevance: Tensor) -> Tensor:
@@ -34,12 +54,15 @@ def threshold_at_mean(relevance: Tensor) -> Tensor:
 
 def average_precision(relevance: Tensor, mask: Tensor) -> float:
     """AP of the two-channel scores ``[1 - S, S]`` against ``[1 - M, M]`` for ONE image
-    (``relevance`` (H, W) in [0, 1], ``mask`` (H, W) uint8), labelled pixels only."""
+    (``relevance`` (H, W) in [0, 1], ``mask`` (H, W) uint8), labelled pixels only; a
+    constant map scores :data:`CHANCE_AVERAGE_PRECISION` (module docstring)."""
     labelled = mask != IGNORE_VALUE
     scores = relevance[labelled].double()
     foreground = (mask[labelled] == 1).long()
     if scores.numel() == 0:
         return 0.0
+    if bool(constant_maps(relevance[None])[0]):
+        return CHANCE_AVERAGE_PRECISION
     value = binary_average_precision(torch.cat([1 - scores, scores]),
                                      torch.cat([1 - foreground, foreground]))
     return float(torch.nan_to_num(value, nan=0.0))
@@ -54,6 +77,7 @@ class SegmentationScores:
         self.intersection = [0, 0]  # background, foreground
         self.union = [0, 0]
         self.precisions: list[float] = []
+        self.constant_maps = 0  # maps with one value everywhere, scored AP = chance
 
     def update(self, relevance: Tensor, masks: Tensor) -> None:
         """``relevance`` (B, H, W) min-max normalised maps, ``masks`` (B, H, W) uint8."""
@@ -70,6 +94,7 @@ class SegmentationScores:
             self.intersection[index] += int((pred & true & labelled).sum())
             self.union[index] += int(((pred | true) & labelled).sum())
         self.precisions += [average_precision(s, m) for s, m in zip(relevance, masks)]
+        self.constant_maps += int(constant_maps(relevance).sum())
 
     def pixel_accuracy(self) -> float:
         """Percent of labelled pixels classified right, over the dataset."""

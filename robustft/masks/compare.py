@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from robustft.data.image_files import decode_binary_mask
 from robustft.data.mask_manifest import TOKENCUT_MANIFEST_NAME, read_tokencut_manifest
 
 __all__ = ["IOU_TABLE_NAME", "compare_with_true_masks", "write_iou_table"]
@@ -30,10 +31,11 @@ def compare_with_true_masks(
             continue
         with Image.open(Path(output_dir) / row.mask) as image:
             predicted = np.asarray(image.convert("L")) > 127
-        with Image.open(truth_path) as image:
-            if image.size != (predicted.shape[1], predicted.shape[0]):
-                image = image.resize((predicted.shape[1], predicted.shape[0]), Image.NEAREST)
-            truth = np.asarray(image.convert("L")) > 0
+        truth = decode_binary_mask(truth_path)  # a palette mask by index, as training reads it
+        if truth.shape != predicted.shape:
+            truth = np.asarray(Image.fromarray(truth).resize(
+                (predicted.shape[1], predicted.shape[0]), Image.NEAREST))
+        truth = truth > 0
         union = np.logical_or(predicted, truth).sum()
         scores[row.image] = 1.0 if union == 0 else float((predicted & truth).sum() / union)
     return scores

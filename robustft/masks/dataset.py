@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from timm.data.transforms import str_to_pil_interp
 from torch.utils.data import Dataset
 
+from robustft.data.image_files import CorruptImageError, load_rgb
 from robustft.masks.inputs import ImageEntry
 
 __all__ = ["ResizedImageDataset", "collate_as_list"]
@@ -47,9 +47,11 @@ class ResizedImageDataset(Dataset):
         entry = self.entries[index]
         item: dict[str, Any] = {"index": index, "pixels": None, "rgb": None, "size": None}
         try:
-            with Image.open(entry.path) as image:
-                image = image.convert("RGB")  # also forces the full decode
-        # PIL raises many exception types for corrupt/truncated files; all mean a skip.
+            image = load_rgb(entry.path)  # the one image reader: each mode as training reads it
+        except CorruptImageError as error:
+            item["error"] = f"unreadable image: {error.reason}"
+            return item
+        # anything else PIL raises for a corrupt file also means a skip
         except Exception as error:  # noqa: BLE001
             item["error"] = f"unreadable image: {type(error).__name__}: {error}"
             return item

@@ -12,6 +12,8 @@ from robustft.relevance.methods import (
     RelevanceMethod,
     check_trainable_method,
     get_method,
+    method_label,
+    method_options,
     register_method,
     trainable_methods,
 )
@@ -30,6 +32,7 @@ from robustft.relevance.settings import (
 __all__ = ["GRADIENT_MODES", "PHASES", "RELEVANCE_METHODS", "ExplainedClass", "GradientMode",
            "RelevanceBackend", "RelevanceConfig", "RelevanceMethod", "RelevanceOutput",
            "attention_gradcam", "attention_rollout", "check_trainable_method", "get_method",
-           "head_weighted_attention", "input_x_gradient", "raw_attention", "register_method",
+           "head_weighted_attention", "input_x_gradient", "method_label", "method_options",
+           "raw_attention", "register_method",
            "relevance_map", "rollout_cls_row", "rollout_cls_row_of_attention",
            "trainable_methods", "upsample_and_normalize"]

@@ -5,6 +5,11 @@ Per block, the heads' mean attention is mixed with the identity for the residual
 ``Ã_l = 0.5 I + 0.5 mean_heads(A_l)``, and row-normalised; the rollout is the product
 ``R = Ã_L ... Ã_1`` and the map is the CLS row of ``R`` over the patch tokens. It uses no
 gradient, so it is not class-specific: every ``target`` gives the same map.
+
+``start_layer`` (default 0, every block) starts the product at that block (0-based):
+``R = Ã_L ... Ã_{start_layer + 1}``. The public Transformer-Explainability / RobustViT
+segmentation and perturbation scripts call their rollout with ``start_layer=1`` (block 0
+left out), so ``start_layer=1`` reproduces those tables.
 """
 
 from __future__ import annotations
@@ -18,14 +23,28 @@ from robustft.backbones import Backbone, backbone_of
 from robustft.relevance.capture import explained_classes, forward_with_attention, read_out
 from robustft.relevance.settings import GradientMode, RelevanceBackend, RelevanceOutput, widen
 
-__all__ = ["attention_rollout", "rollout_cls_row_of_attention"]
+__all__ = ["attention_rollout", "check_start_layer", "rollout_cls_row_of_attention"]
 
 
-def rollout_cls_row_of_attention(attentions: Sequence[Tensor], cls_index: int = 0) -> Tensor:
-    """The ``cls_index`` row of ``R = Ã_L ... Ã_1`` for per-block attention (B, heads, N, N),
-    first block first. Returns (B, N).
+def check_start_layer(start_layer: int, num_blocks: int | None = None) -> int:
+    """``start_layer`` as an int; a ``ValueError`` naming it unless it is a block index
+    (0 <= start_layer < num_blocks; only the lower bound when ``num_blocks`` is None)."""
+    if isinstance(start_layer, bool) or not isinstance(start_layer, int) or start_layer < 0 or (
+            num_blocks is not None and start_layer >= num_blocks):
+        blocks = f" of a model with {num_blocks} blocks (0..{num_blocks - 1})" if num_blocks else ""
+        raise ValueError(f"rollout: start_layer (method_options.rollout.start_layer) must be "
+                         f"a block index >= 0{blocks}, got {start_layer!r}")
+    return start_layer
+
+
+def rollout_cls_row_of_attention(attentions: Sequence[Tensor], cls_index: int = 0, *,
+                                 start_layer: int = 0) -> Tensor:
+    """The ``cls_index`` row of ``R = Ã_L ... Ã_{start_layer + 1}`` for per-block attention
+    (B, heads, N, N), first block first (``start_layer`` 0-based: blocks before it are left
+    out). Returns (B, N).
 
     Evaluated as a row vector from the last block down, ``r <- r Ã_l``: O(L N^2)."""
+    attentions = list(attentions)[check_start_layer(start_layer, len(attentions)):]
     first = widen(attentions[0])
     batch, _, num_tokens, _ = first.shape
     identity = torch.eye(num_tokens, dtype=first.dtype, device=first.device)
@@ -46,16 +65,19 @@ def attention_rollout(
     gradient_mode: GradientMode | str = GradientMode.detached,
     *,
     backend: RelevanceBackend | str = RelevanceBackend.eager,
+    start_layer: int = 0,
 ) -> RelevanceOutput:
     """Attention rollout of ``images`` (B, 3, H, W) -> :class:`RelevanceOutput` with the
-    (B, h, w) patch map. ``target`` is only passed through (``None`` = the argmax class);
+    (B, h, w) patch map, the product from block ``start_layer`` (0-based) to the last.
+    ``target`` is only passed through (``None`` = the argmax class);
     ``gradient_mode`` and ``backend`` are ignored (no gradient; the attention must be
     materialised). Runs under the caller's grad mode: inside ``torch.no_grad()`` nothing is
     kept for a backward, with grad enabled the map is differentiable in the weights."""
     del gradient_mode, backend
+    check_start_layer(start_layer)
     backbone = backbone_of(model)
     layout = backbone.token_layout((images.shape[-2], images.shape[-1]))
     attentions, logits = forward_with_attention(backbone, images, layout)
     with torch.autocast(device_type=images.device.type, enabled=False):
-        cls_row = rollout_cls_row_of_attention(attentions, cls_index=0)
+        cls_row = rollout_cls_row_of_attention(attentions, cls_index=0, start_layer=start_layer)
     return read_out(cls_row, layout, logits, explained_classes(logits, target))

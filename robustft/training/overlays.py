@@ -1,17 +1,23 @@
 """Watch relevance move during fine-tuning: a Lightning callback that, every N epochs,
-draws the same validation images with their relevance overlays and logs the grid.
+draws the same validation images with their relevance overlays and logs the grid, and
+draws them once more in a ``trainer.validate`` run (robustft-train's validation of the best
+checkpoint after fitting, ``validate_best``).
 
 The images are chosen once (evenly spaced over the validation set, so every class of a
 class-sorted set shows), read with the validation transform (no random crop or flip, the
 same pixels every time), and explained with the fine-tuning's own relevance method and
 target (``relevance.method``, ``relevance.target``). One row per image: the image (titled
 with its class), its mask, and the overlay (titled with the explained class and the
-model's probability for it). The grid goes to every active logger that takes images
-(TensorBoard ``add_image``, wandb ``wandb.Image``) under ``key`` at the trainer's global
-step, and always to ``<dirpath>/epoch_<NNN>.png``; ``<dirpath>/images.csv`` lists the
-chosen files. Drawn on the global-zero process only, never in a sanity check or
-``fast_dev_run``, and from the validation loop's eval-mode model without touching the
-global RNG, so a run's weights are the same with and without it.
+model's probability for it); a legend below says which class was explained and has the
+colour bar. The grid goes to every active logger that takes images (TensorBoard
+``add_image``, wandb ``wandb.Image``) under ``key`` at the trainer's global step, and always
+to a PNG in ``dirpath``: ``epoch_<NNN>.png`` while fitting (NNN = Lightning's 0-based epoch,
+as in ``best-<NNN>.ckpt``), ``validate_<checkpoint stem>.png`` in a ``trainer.validate``
+run (``validate_best-007.png``: the weights of ``best-007.ckpt``; ``validate.png`` without
+a checkpoint). ``<dirpath>/images.csv`` lists the chosen files. Drawn on the global-zero
+process only, never in a sanity check or ``fast_dev_run``, and from the validation loop's
+eval-mode model without touching the global RNG, so a run's weights are the same with and
+without it.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from pytorch_lightning.trainer.states import TrainerFn
 
 from robustft.backbones import backbone_of, preprocessing_config
 from robustft.evaluation.explain_targets import ClassNames, model_class_names
 from robustft.evaluation.overlay_grid import (
+    add_legend,
     denormalize,
     draw_grid,
     heat_overlay,
@@ -70,7 +78,10 @@ class RelevanceOverlays(pl.Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.fast_dev_run or not trainer.is_global_zero:
             return
-        if (trainer.current_epoch + 1) % self.every_n_epochs:
+        # a validate run draws the weights it validates, whatever the epoch counter says
+        # (after fit it still holds the fit's last epoch, not the checkpoint's)
+        validating = trainer.state.fn == TrainerFn.VALIDATING
+        if not validating and (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         dataset = _validation_dataset(trainer)
         if dataset is None:
@@ -83,14 +94,17 @@ class RelevanceOverlays(pl.Callback):
             _write_image_list(folder / "images.csv", dataset, self.indices)
         # the validation loop's eval-mode model; grad on (inference mode off) for the map,
         # and the global RNG left as it was (resume must give the uninterrupted weights)
+        stage = _stage_name(trainer, validating)
         with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
-            picture = self.draw(pl_module, dataset, trainer)
-        self.written.append(self._save(picture, folder, trainer.current_epoch))
+            picture = self.draw(pl_module, dataset, trainer, title=stage.replace("_", " "))
+        self.written.append(self._save(picture, folder, stage))
         for logger in trainer.loggers:
-            _log_image(logger, self.key, picture, trainer.global_step, trainer.current_epoch)
+            _log_image(logger, self.key, picture, trainer.global_step, stage.replace("_", " "))
 
-    def draw(self, pl_module: pl.LightningModule, dataset: Any, trainer: pl.Trainer) -> Image.Image:
-        """The grid of the chosen images for the module's model now."""
+    def draw(self, pl_module: pl.LightningModule, dataset: Any, trainer: pl.Trainer, *,
+             title: str | None = None) -> Image.Image:
+        """The grid of the chosen images for the module's model now; ``title`` heads the
+        first column (default: the epoch)."""
         samples = [dataset[i] for i in self.indices or ()]
         images = torch.stack([s["image"] for s in samples]).to(pl_module.device)
         masks = torch.stack([s["mask"] for s in samples]).float()
@@ -112,14 +126,28 @@ class RelevanceOverlays(pl.Callback):
             rows.append([picture, mask_picture(masks[i]), heat_overlay(picture, maps[i])])
             titles.append([names.short(int(sample["label"])), "",
                            f"{names.short(explained)} {percent(float(probabilities[i, explained]))}"])
-        header = [f"epoch {trainer.current_epoch}", "mask", relevance.method]
-        return draw_grid(rows, column_titles=header, cell_titles=titles, scale=self.scale)
+        header = [title or f"epoch {trainer.current_epoch}", "mask", relevance.method]
+        explained = ("each image's label" if relevance.target == "label"
+                     else "the predicted class")
+        legend = [f"explained: {explained} (relevance.target={relevance.target})",
+                  "colour: relevance for that class, each map scaled to its own min-max"]
+        return add_legend(draw_grid(rows, column_titles=header, cell_titles=titles,
+                                    scale=self.scale), legend)
 
-    def _save(self, picture: Image.Image, folder: Path, epoch: int) -> Path:
+    def _save(self, picture: Image.Image, folder: Path, stage: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"epoch_{epoch:03d}.png"
+        path = folder / f"{stage}.png"
         picture.save(path)
         return path
+
+
+def _stage_name(trainer: pl.Trainer, validating: bool) -> str:
+    """What the drawn weights are: ``epoch_<NNN>`` while fitting, ``validate_<checkpoint
+    stem>`` (or ``validate``) in a ``trainer.validate`` run."""
+    if not validating:
+        return f"epoch_{trainer.current_epoch:03d}"
+    checkpoint = trainer.ckpt_path
+    return f"validate_{Path(checkpoint).stem}" if checkpoint else "validate"
 
 
 def _validation_dataset(trainer: pl.Trainer) -> Any | None:
@@ -165,8 +193,8 @@ def _class_names(trainer: pl.Trainer, model: torch.nn.Module) -> ClassNames:
     return model_class_names(backbone_of(model).num_classes, dataset_classes=dataset_classes)
 
 
-def _log_image(logger: Any, key: str, picture: Image.Image, step: int, epoch: int) -> None:
+def _log_image(logger: Any, key: str, picture: Image.Image, step: int, caption: str) -> None:
     if isinstance(logger, TensorBoardLogger):
         logger.experiment.add_image(key, np.asarray(picture), global_step=step, dataformats="HWC")
     elif isinstance(logger, WandbLogger):
-        logger.log_image(key=key, images=[picture], step=step, caption=[f"epoch {epoch}"])
+        logger.log_image(key=key, images=[picture], step=step, caption=[caption])

@@ -99,3 +99,41 @@ def test_class_names_from_a_list_a_file_and_a_folder(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match=r"model.zero_shot.class_names: 'imagenett' is "
                                                 r"neither 'imagenet' nor"):
         resolve_class_names("imagenett")
+
+
+def test_repeated_class_names_are_refused_naming_the_key_and_the_repeats(tmp_path) -> None:
+    # what a repeat costs: case and spaces do not reach the text tower, so "Cat " and "cat"
+    # get the same head row, and the two classes can never be told apart
+    tokenizer, clip = tiny_clip_tokenizer(), tiny_clip()
+    lower = zero_shot_classifier(clip, ["cat", "dog"], ["a photo of a {}"], tokenizer=tokenizer)
+    upper = zero_shot_classifier(clip, ["Cat  ", "dog"], ["a photo of a {}"], tokenizer=tokenizer)
+    torch.testing.assert_close(lower.class_embeddings, upper.class_embeddings, rtol=0, atol=0)
+    with pytest.raises(ValueError) as caught:
+        zero_shot_classifier(clip, ["cat", "dog", "Cat "], ["a {}"], tokenizer=tokenizer)
+    assert str(caught.value) == (
+        "model.zero_shot.class_names: 1 class name(s) repeated: 'cat' and 'Cat ' (positions 0, 2); "
+        "each class needs a name of its own (names compare ignoring case and spaces)")
+    names = tmp_path / "classes.txt"
+    names.write_text("zebra\nant\n\nzebra\nowl\nANT\n")
+    with pytest.raises(ValueError, match=rf"^model.zero_shot.class_names: {names}: 2 class "
+                                         r"name\(s\) repeated: 'zebra' \(lines 1, 4\); 'ant' and "
+                                         r"'ANT' \(lines 2, 6\); each class"):
+        resolve_class_names(str(names))
+    wnids = tmp_path / "wnids"
+    for wnid in ("n03773504", "n04008634", "n01440764"):  # missile, projectile (missile), tench
+        (wnids / wnid).mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"^model.zero_shot.class_names: the ImageNet names "
+                                         r"OpenCLIP gives the wnid folders of .*wnids \(give a "
+                                         r"file of names instead\): 1 class name\(s\) repeated: "
+                                         r"'missile' \(positions 1, 2\)"):
+        resolve_class_names(str(wnids))
+
+
+def test_openclips_own_imagenet_names_are_kept_with_one_warning(caplog) -> None:
+    with caplog.at_level("WARNING", logger="robustft.backbones.zero_shot"):
+        names = resolve_class_names("imagenet")
+    assert len(names) == 1000 and names[657] == names[744] == "missile"
+    (record,) = caplog.records
+    assert record.getMessage().startswith(
+        "model.zero_shot.class_names=imagenet (OpenCLIP's names): 2 class name(s) repeated: "
+        "'missile' (positions 657, 744); 'sunglasses' (positions 836, 837)")

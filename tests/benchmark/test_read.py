@@ -52,3 +52,19 @@ def test_generated_label_disagreeing_with_class_order_is_named(tmp_path: Path) -
     # without it: the sorted class folders of the split
     (bench.root / "classes.txt").unlink()
     assert ImageFolderSplit(bench.root, "val").class_names == ["square", "triangle"]
+
+
+def test_an_empty_split_and_a_repeated_class_name_are_named(tmp_path: Path) -> None:
+    bench = miniature.make_generated_benchmark(tmp_path / "bench")
+    (bench.root / "empty" / bench.class_names[0]).mkdir(parents=True)
+    with pytest.raises(DatasetLayoutError, match=rf"^split {bench.root / 'empty'}: no images "
+                                                 r"found \(expected .*/empty/<class>/<image>\)$"):
+        ImageFolderSplit(bench.root, "empty")
+    # a class listed twice would send both folders to one label
+    classes = bench.root / "classes.txt"
+    classes.write_text(classes.read_text() + bench.class_names[0] + "\n")
+    with pytest.raises(DatasetLayoutError, match=rf"^{classes}: class name\(s\) "
+                                                 rf"\['{bench.class_names[0]}'\] listed more than once"):
+        ImageFolderSplit(bench.root, "val")
+    with pytest.raises(DatasetLayoutError, match=r"^class_names: class name\(s\) \['a'\] listed"):
+        ImageFolderSplit(bench.root, "val", class_names=["a", "b", "a"])

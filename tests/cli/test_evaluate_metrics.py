@@ -123,5 +123,42 @@ def test_segmentation_on_the_gtsegs_file(workspace, tmp_path: Path) -> None:
     rows = read_results_csv(out / "results.csv")
     assert {r["metric"] for r in rows} == {"grad_rollout:segmentation_pixel_accuracy",
                                            "grad_rollout:segmentation_miou",
-                                           "grad_rollout:segmentation_map"}
+                                           "grad_rollout:segmentation_map",
+                                           "grad_rollout:segmentation_constant_maps"}
     assert {r["num_images"] for r in rows} == {3}
+    (constant,) = [r for r in rows if r["metric"] == "grad_rollout:segmentation_constant_maps"]
+    assert float(constant["accuracy"]) == 0.0  # grad_rollout's maps vary
+
+
+def test_rollout_from_block_1_is_named_and_recomputed(workspace, tmp_path: Path) -> None:
+    """``method_options.rollout.start_layer=1`` (the public scripts' rollout) gives rows
+    named ``rollout(start_layer=1)``; back at the default the rows are ``rollout``'s and are
+    computed again (the option is in the fingerprint)."""
+    from safetensors.torch import save_file
+    from tiny_models import tiny_vit
+
+    weights = tmp_path / "two_blocks.safetensors"  # 1000 classes, attention that varies
+    save_file(tiny_vit(depth=2, num_classes=1000).state_dict(), str(weights))
+    models = {"baseline": {"weights_file": str(weights),
+                           "kwargs": "{img_size:32,patch_size:8,embed_dim:32,depth:2,num_heads:2}"}}
+    common = ("eval=segmentation", "only=imagenet-segmentation", "metrics=[segmentation]",
+              "relevance_method=rollout", "preprocessing.crop_mode=squash",
+              "preprocessing.crop_pct=1.0")
+    out = evaluate_cli.run_evaluation(models_cfg(
+        workspace, tmp_path / "run", models, *common, "method_options.rollout.start_layer=1",
+        data_root=workspace["seg_root"]))
+    rows = read_results_csv(out / "results.csv")
+    assert {r["metric"].partition(":")[0] for r in rows} == {"rollout(start_layer=1)"}
+    later = {r["metric"].partition(":")[2]: float(r["accuracy"]) for r in rows}
+    out = evaluate_cli.run_evaluation(models_cfg(
+        workspace, tmp_path / "run", models, *common, data_root=workspace["seg_root"]))
+    rows = read_results_csv(out / "results.csv")
+    assert {r["metric"].partition(":")[0] for r in rows} == {"rollout"}
+    every = {r["metric"].partition(":")[2]: float(r["accuracy"]) for r in rows}
+    assert later.keys() == every.keys() and later != every
+    with pytest.raises(ValueError, match=r"^rollout: start_layer \(method_options.rollout."
+                                         r"start_layer\) must be a block index >= 0 of a model "
+                                         r"with 2 blocks \(0..1\), got 2$"):
+        evaluate_cli.run_evaluation(models_cfg(
+            workspace, tmp_path / "run2", models, *common, "method_options.rollout.start_layer=2",
+            data_root=workspace["seg_root"]))

@@ -20,7 +20,8 @@ from safetensors.torch import save_file
 
 from robustft.backbones import create_model
 from robustft.cli.explain import run_explain
-from robustft.evaluation.overlay_grid import LINE_HEIGHT
+from robustft.evaluation.explain import ExplainSettings
+from robustft.evaluation.overlay_grid import LINE_HEIGHT, legend_height
 
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 TINY_OVERRIDE = "{img_size:32,patch_size:8,embed_dim:32,depth:2,num_heads:2}"
@@ -62,8 +63,11 @@ def test_folder_x_two_models_writes_png_npy_csv_and_index(workspace, tmp_path):
     for name in names:
         with Image.open(out / f"{name}.png") as png:
             # 2 rows (models x 1 method) of 3 cells (image + 2 classes), each 32 px x 5
-            # (the automatic scale to >= 160 px), 10 px gaps, two title lines per row
-            assert png.size == (3 * 160 + 2 * 10, 2 * (2 * LINE_HEIGHT + 2 + 160) + 10)
+            # (the automatic scale to >= 160 px), 10 px gaps, two title lines per row, and
+            # the legend (what was explained, the colour bar) below
+            width = 3 * 160 + 2 * 10
+            legend = legend_height(ExplainSettings(target="topk", k=2).legend(), width)
+            assert png.size == (width, 2 * (2 * LINE_HEIGHT + 2 + 160) + 10 + legend)
         assert f"![{name}]({name}.png)" in index
         for model in ("vit_tiny_patch16_224", "finetuned"):
             npy = f"maps/{name}/{model}__grad_rollout.npy"
@@ -136,3 +140,25 @@ def test_wrong_values_are_refused_at_composition_naming_the_key(override, key):
     with pytest.raises(ConfigCompositionException) as caught:
         _cfg("image=x.jpg", override)
     assert f"full_key: {key}" in f"{caught.value} {caught.value.__cause__}"
+
+
+def test_an_empty_generic_layout_and_a_huge_image_say_what_is_wrong(workspace, tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "images" / "c0").mkdir(parents=True)
+    (empty / "masks" / "c0").mkdir(parents=True)
+    model = [f"model.checkpoint={workspace['checkpoint']}", "device=cpu", "progress=false",
+             f"output_dir={tmp_path / 'out'}"]
+    with pytest.raises(FileNotFoundError) as caught:
+        run_explain(_cfg(f"image={empty}", *model))
+    assert str(caught.value).startswith(
+        f"image: no images found under {empty} (its images/ folder holds no class folder with "
+        "images); expected image files, class folders <class>/<name>, or images/<class>/<name>")
+    image = workspace["pairs"] / "images" / "c0" / "img0.png"  # 32 x 32 = 1,024 pixels
+    with pytest.raises(OSError) as caught:
+        run_explain(_cfg(f"image={image}", "max_image_pixels=1000", *model))
+    assert str(caught.value) == (f"image {image}: 32x32 = 1,024 pixels is above "
+                                 "max_image_pixels=1000; downscale it or raise max_image_pixels")
+    assert run_explain(_cfg(f"image={image}", "max_image_pixels=1024", *model)).pngs
+    assert run_explain(_cfg(f"image={image}", "max_image_pixels=null", *model)).pngs
+    with pytest.raises(ValueError, match=r"^max_image_pixels must be >= 1 or null"):
+        run_explain(_cfg(f"image={image}", "max_image_pixels=0", *model))

@@ -173,3 +173,78 @@ def test_bad_input_is_one_line_naming_it(tmp_path):
                 progress=False)
     _one_line(error)
     assert not list((tmp_path / "o").glob("*.png"))  # refused before any image was explained
+
+
+@pytest.mark.parametrize("settings, explained", [
+    (ExplainSettings(), "explained: each model's predicted class (target=predicted)"),
+    (ExplainSettings(target="label"), "explained: the class of the image's folder (target=label)"),
+    (ExplainSettings(target="topk", k=2),
+     "explained: the top 2 classes of each model (target=topk, k=2)"),
+    (ExplainSettings(classes=["c1", 0]), "explained: the named classes (classes=['c1', 0])"),
+])
+def test_the_png_says_what_was_explained_and_has_a_colour_bar(tmp_path, settings, explained):
+    from matplotlib import colormaps
+
+    from robustft.evaluation.overlay_grid import colorbar_box, draw_grid, legend_height
+
+    root = make_generic_layout(tmp_path / "pairs", num_classes=2, per_class=1, size=(32, 32))
+    images = collect_images(str(root))
+    result = explain({"m": _tiny_model(num_classes=2)}, images, tmp_path / "out", settings,
+                     progress=False)
+    lines = settings.legend()
+    assert lines == [explained,
+                     "colour: relevance for that class, each map scaled to its own min-max"]
+    with Image.open(result.pngs[0]) as png:
+        picture = np.asarray(png.convert("RGB"))
+    # the grid alone, as explain draws it: one row of the image and its overlays at scale 5
+    cells = 1 + (2 if settings.target == "topk" or settings.classes else 1)
+    grid = draw_grid([[np.zeros((32, 32, 3), np.uint8)] * cells], cell_titles=[["a\nb"] * cells],
+                     scale=5)
+    assert picture.shape[:2] == (grid.height + legend_height(lines, grid.width), grid.width)
+    left, top, right, bottom = colorbar_box(grid.size, lines)
+    assert right - left == 256 and bottom - top == 10
+    # the bar is the overlays' colour map from 0 (least relevant) to 1 (most), every row
+    expected = (colormaps["jet"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+    for row in range(top, bottom):
+        np.testing.assert_array_equal(picture[row, left:right], expected)
+    assert tuple(expected[0]) == (0, 0, 127) and tuple(expected[-1]) == (127, 0, 0)  # blue, red
+
+
+def test_repeated_class_names_are_refused_naming_file_lines_and_classes(tmp_path):
+    _write_image(tmp_path / "a.png")
+    images = collect_images(str(tmp_path / "a.png"))
+    names = tmp_path / "names.txt"
+    names.write_text("cat\ndog\n\nowl\nCat\n")
+    with pytest.raises(ValueError) as caught:
+        explain({"m": _tiny_model(num_classes=4)}, images, tmp_path / "o",
+                ExplainSettings(class_names=str(names)), progress=False)
+    assert str(caught.value) == (
+        f"class_names: {names}: 1 class name(s) repeated: 'cat' and 'Cat' (lines 1, 5); each "
+        "class needs a name of its own (names compare ignoring case and spaces)")
+    names.write_text("cat\ndog\nowl\nemu\n")
+    with pytest.raises(ValueError) as caught:
+        explain({"m": _tiny_model(num_classes=4)}, images, tmp_path / "o",
+                ExplainSettings(class_names=str(names), classes=["Cat", "dog", 0]), progress=False)
+    assert str(caught.value) == ("classes: 'Cat' and 0 both name class 0 (cat); name each class "
+                                 "once")
+    assert not list((tmp_path / "o").glob("*.png"))
+
+
+def test_rollout_from_a_later_block_is_explained_and_named_with_its_option(tmp_path):
+    from robustft.relevance import attention_rollout
+
+    pixels = _write_image(tmp_path / "photo.png", seed=4)
+    model = _tiny_model()  # 2 blocks
+    settings = ExplainSettings(methods=["rollout"], method_options={"rollout": {"start_layer": 1}})
+    result = explain({"tiny": model}, collect_images(str(tmp_path / "photo.png")), tmp_path / "out",
+                     settings, progress=False)
+    (record,) = result.maps
+    assert record.method == "rollout(start_layer=1)"
+    inputs = ((torch.from_numpy(pixels).permute(2, 0, 1).float() / 255 - 0.5) / 0.5)[None]
+    with torch.no_grad():
+        expected = attention_rollout(model, inputs, start_layer=1).relevance[0].numpy()
+        every_block = attention_rollout(model, inputs).relevance[0].numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "out" / record.npy)[0], expected,
+                               rtol=1e-5, atol=1e-7)
+    assert not np.allclose(expected, every_block)
+    assert "methods rollout(start_layer=1);" in (tmp_path / "out" / "index.md").read_text()

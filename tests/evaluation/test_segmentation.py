@@ -86,3 +86,51 @@ def test_a_transform_that_moves_pixels_otherwise_is_refused() -> None:
     with pytest.raises(TypeError, match="RandomCrop") as error:
         mask_geometry(T.Compose([T.RandomCrop(4), T.ToTensor()]))
     assert "\n" not in str(error.value)
+
+
+def _average_precision_by_hand(scores: list[float], positive: list[int]) -> float:
+    """scikit-learn's ``average_precision_score`` written out: over the distinct scores from
+    the highest, sum of (recall gained) x (precision) of predicting every score >= it."""
+    total, precision_sum, recalled = sum(positive), 0.0, 0.0
+    for threshold in sorted(set(scores), reverse=True):
+        predicted = [score >= threshold for score in scores]
+        hits = sum(1 for p, y in zip(predicted, positive) if p and y)
+        recall = hits / total
+        precision_sum += (recall - recalled) * hits / sum(predicted)
+        recalled = recall
+    return precision_sum
+
+
+# a 4 x 4 mask whose object covers f = 4 / 16 of the pixels
+MASK_F = torch.zeros(4, 4, dtype=torch.uint8)
+MASK_F[1:3, 1:3] = 1
+
+
+def test_a_map_without_information_scores_the_ap_of_chance() -> None:
+    """The public script's min-max of a constant map is 0 / 0; its NaNs become 0 in both
+    channels, and equal scores give AP = the share of positives, exactly half of the
+    one-hot [1 - M, M]. Scored as [1 - S, S] with S = 0 the same map would get
+    (1 - f)^2 + f / 2 = 0.6875 at f = 1/4: better than chance for saying nothing."""
+    truth = torch.cat([1 - MASK_F.flatten(), MASK_F.flatten()]).tolist()
+    public = _average_precision_by_hand([0.0] * 32, truth)  # both channels zeroed
+    assert public == 0.5
+    as_scores = _average_precision_by_hand([1.0] * 16 + [0.0] * 16, truth)  # [1 - 0, 0]
+    assert as_scores == pytest.approx((1 - 0.25) ** 2 + 0.25 / 2) == 0.6875
+    for value in (0.0, 0.3, 1.0):
+        assert average_precision(torch.full((4, 4), value), MASK_F) == public
+    # one pixel apart is information: scored as [1 - S, S]
+    nearly = torch.zeros(4, 4)
+    nearly[1, 1] = 1.0
+    scores = torch.cat([1 - nearly.flatten(), nearly.flatten()]).tolist()
+    assert average_precision(nearly, MASK_F) == pytest.approx(
+        _average_precision_by_hand(scores, truth))
+
+
+def test_constant_maps_are_counted_and_averaged_as_chance() -> None:
+    scores = SegmentationScores()
+    scores.update(torch.stack([torch.zeros(4, 4), MAP_B[0]]), torch.stack([MASK_F, MASK_B[0]]))
+    scores.update(torch.full((1, 4, 4), 0.5), MASK_F[None])
+    assert scores.constant_maps == 2
+    assert scores.mean_average_precision() == pytest.approx(100 * (0.5 + 1.0 + 0.5) / 3)
+    # a constant map is all background under its own mean: 12 of 16 pixels right, twice
+    assert scores.pixel_accuracy() == pytest.approx(100 * (12 + 16 + 12) / 48)

@@ -269,3 +269,54 @@ def test_input_x_gradient_explains_a_classifier_without_tokens():
     assert out.relevance.shape == (2, 32, 32) and out.relevance.abs().sum() > 0
     with pytest.raises(TypeError, match="is not a model robustft can explain"):
         _compute("rollout", model, images)
+
+
+def public_rollout(attentions, start_layer):
+    """The public scripts' ``compute_rollout_attention`` (Transformer-Explainability,
+    RobustViT), written out: per block the head mean plus the identity, each row divided by
+    its sum; the joint attention starts at block ``start_layer`` and every later block
+    multiplies it from the left; the map is the CLS row over the patches."""
+    tokens = attentions[0].shape[-1]
+    augmented = []
+    for attention in attentions:
+        heads = attention.shape[1]
+        matrix = sum(attention[0, h] for h in range(heads)) / heads + torch.eye(
+            tokens, dtype=attention.dtype)
+        augmented.append(torch.stack([matrix[row] / matrix[row].sum() for row in range(tokens)]))
+    joint = augmented[start_layer]
+    for block in range(start_layer + 1, len(augmented)):
+        joint = augmented[block] @ joint
+    return joint[0]
+
+
+@pytest.mark.parametrize("start_layer", [0, 1, 3])
+def test_rollout_from_a_later_block_is_the_public_scripts_product(start_layer):
+    model = tiny_vit("plain", depth=4, num_heads=4, dtype=torch.float64)
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4),
+                         dtype=torch.float64)
+    out = get_method("rollout").compute(model, images, None, "detached", backend="eager",
+                                        start_layer=start_layer)
+    for index in range(len(images)):
+        _, attentions = explicit_forward(model, images[index:index + 1])
+        expected = public_rollout(attentions, start_layer)[1:].reshape(4, 4)
+        torch.testing.assert_close(out.relevance[index], expected, rtol=1e-10, atol=1e-12)
+    if start_layer:  # leaving blocks out changes the map
+        full = get_method("rollout").compute(model, images, None, "detached", backend="eager")
+        assert not torch.allclose(full.relevance, out.relevance, rtol=1e-3, atol=0)
+
+
+def test_rollout_start_layer_outside_the_model_is_one_line():
+    model = tiny_vit("plain", depth=2)
+    with pytest.raises(ValueError) as caught:
+        get_method("rollout").compute(model, torch.zeros(1, 3, 32, 32), None, "detached",
+                                      backend="eager", start_layer=2)
+    assert str(caught.value) == ("rollout: start_layer (method_options.rollout.start_layer) must "
+                                 "be a block index >= 0 of a model with 2 blocks (0..1), got 2")
+    from robustft.relevance import method_label, method_options
+
+    assert method_options("rollout", {"start_layer": 0}) == {}
+    assert method_options("rollout", {"start_layer": 1}) == {"start_layer": 1}
+    assert method_label("rollout", {"start_layer": 1}) == "rollout(start_layer=1)"
+    with pytest.raises(ValueError, match=r"^method_options.rollout: unknown option\(s\) "
+                                         r"\['start'\]; rollout takes \['start_layer'\]$"):
+        method_options("rollout", {"start": 1})

@@ -26,13 +26,13 @@ TINY_MODEL = ["model.name=vit_tiny_patch16_224", "model.pretrained=false", "mode
 KEY = "val/relevance_overlays"
 
 
-def _run(tmp_path, *overrides: str):
+def _run(tmp_path, *overrides: str, validate_best: bool = False):
     root = make_generic_layout(tmp_path / "pairs", num_classes=4, per_class=3, size=(36, 36))
     with initialize_config_module("robustft.configs", version_base="1.3"):
         cfg = compose("train", overrides=[
             f"data.root={root}", "data.num_workers=0", "data.val_per_class=3",
             f"paths.output_dir={tmp_path / 'run'}", "model.num_classes=4", "trainer=cpu",
-            "validate_best=false", *TINY_MODEL, *overrides])
+            f"validate_best={str(validate_best).lower()}", *TINY_MODEL, *overrides])
     return train(cfg)
 
 
@@ -98,7 +98,7 @@ def test_wandb_gets_a_wandb_image(tmp_path, monkeypatch):
         logger = WandbLogger(project="robustft-test", save_dir=str(tmp_path), offline=True)
         picture = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
                                   .repeat(4, 0).repeat(4, 1))
-        _log_image(logger, KEY, picture, step=7, epoch=0)
+        _log_image(logger, KEY, picture, step=7, caption="epoch 0")
         logger.experiment.finish()
     finally:
         wandb.teardown()
@@ -110,3 +110,43 @@ def test_wandb_gets_a_wandb_image(tmp_path, monkeypatch):
 def test_bad_settings_name_their_key(key):
     with pytest.raises(ValueError, match=f"^callbacks.relevance_overlays.{key} must be >= 1, got 0$"):
         RelevanceOverlays(**{key: 0})
+
+
+def test_the_validation_after_fit_is_named_for_the_checkpoint_it_draws(tmp_path):
+    """A one-epoch run drew ``epoch_001.png`` after fitting: the validation of the best
+    checkpoint, which Lightning runs with the epoch counter past the last epoch."""
+    result = _run(tmp_path / "a", "trainer.max_epochs=1", "callbacks.relevance_overlays.every_n_epochs=1",
+                  "callbacks.relevance_overlays.num_images=4", validate_best=True)
+    assert result.best_checkpoint.name == "best-000.ckpt"
+    folder = tmp_path / "a" / "run" / "relevance_overlays"
+    assert sorted(p.name for p in folder.glob("*.png")) == ["epoch_000.png", "validate_best-000.png"]
+    during, after = (np.asarray(Image.open(folder / name).convert("RGB"))
+                     for name in ("epoch_000.png", "validate_best-000.png"))
+    # one epoch: the best checkpoint holds the weights drawn after it, the same overlays
+    for column in (0, 1, 2):
+        np.testing.assert_array_equal(_cells(Image.fromarray(during), column),
+                                      _cells(Image.fromarray(after), column))
+    assert not np.array_equal(during[:HEADER_HEIGHT], after[:HEADER_HEIGHT])  # the titles differ
+    # drawn whatever every_n_epochs says: the picture of the weights the run keeps
+    _run(tmp_path / "b", "trainer.max_epochs=1", validate_best=True)
+    assert [p.name for p in (tmp_path / "b" / "run" / "relevance_overlays").glob("*.png")] == [
+        "validate_best-000.png"]
+
+
+def test_the_grid_has_a_legend_with_the_colour_bar(tmp_path):
+    from matplotlib import colormaps
+
+    from robustft.evaluation.overlay_grid import colorbar_box, legend_height
+
+    _run(tmp_path, "trainer.max_epochs=1", "callbacks.relevance_overlays.every_n_epochs=1",
+         "callbacks.relevance_overlays.num_images=2")
+    picture = np.asarray(Image.open(tmp_path / "run" / "relevance_overlays" / "epoch_000.png")
+                         .convert("RGB"))
+    lines = ["explained: each image's label (relevance.target=label)",
+             "colour: relevance for that class, each map scaled to its own min-max"]
+    width = 3 * 64 + 2 * 4
+    grid_height = picture.shape[0] - legend_height(lines, width)
+    left, top, right, bottom = colorbar_box((width, grid_height), lines)
+    expected = (colormaps["jet"](np.linspace(0, 1, right - left))[:, :3] * 255).astype(np.uint8)
+    np.testing.assert_array_equal(picture[top:bottom, left:right],
+                                  np.repeat(expected[None], bottom - top, axis=0))
