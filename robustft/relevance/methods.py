@@ -1,23 +1,24 @@
-"""Relevance methods by name (docs/method.md §1.1).
+"""Relevance methods by name (docs/method.md §1.1), and the relevance config group.
 
 Each method is one function ``(model, images, target, gradient_mode, *, backend) ->
-RelevanceOutput`` registered here; ``target`` is a (B,) tensor of classes or ``None`` (the
-argmax class), and a method that has no use for ``gradient_mode`` or ``backend`` accepts and
+RelevanceOutput``, registered in its own file with ``@register_method(name,
+differentiable=...)``; ``target`` is a (B,) tensor of classes or ``None`` (the argmax
+class), and a method that has no use for ``gradient_mode`` or ``backend`` accepts and
 ignores them. ``differentiable`` says whether a loss on its map can train the model
 (fine-tuning refuses the others). Gradient-weighted attention rollout, the method of the
 paper, is the default.
+
+``robustft.relevance`` imports every method module when it is imported (before anything
+can read this module), so :data:`RELEVANCE_METHODS` is complete whenever it is read; a
+method defined elsewhere (a user's, a test's) is registered when its module is imported.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from robustft.relevance.attn_gradcam import attention_gradcam
-from robustft.relevance.grad_rollout import relevance_map
-from robustft.relevance.input_gradient import input_x_gradient
-from robustft.relevance.raw_attention import raw_attention
-from robustft.relevance.rollout import attention_rollout
 from robustft.relevance.settings import (
     ExplainedClass,
     GradientMode,
@@ -37,10 +38,23 @@ class RelevanceMethod:
 
 RELEVANCE_METHODS: dict[str, RelevanceMethod] = {}
 
+Compute = TypeVar("Compute", bound=Callable[..., RelevanceOutput])
 
-def register_method(name: str, compute: Callable[..., RelevanceOutput], *,
-                    differentiable: bool) -> None:
-    RELEVANCE_METHODS[name] = RelevanceMethod(compute, differentiable)
+
+def register_method(name: str, compute: Compute | None = None, *,
+                    differentiable: bool) -> Compute | Callable[[Compute], Compute]:
+    """Register ``compute`` as the relevance method ``name`` (a later registration of the
+    same name replaces it). Without ``compute``, a decorator::
+
+        @register_method("rollout", differentiable=True)
+        def attention_rollout(model, images, target=None, gradient_mode="detached", *,
+                              backend="eager") -> RelevanceOutput: ...
+    """
+    def register(function: Compute) -> Compute:
+        RELEVANCE_METHODS[name] = RelevanceMethod(function, differentiable)
+        return function
+
+    return register if compute is None else register(compute)
 
 
 def get_method(name: str, *, key: str = "relevance.method") -> RelevanceMethod:
@@ -64,16 +78,6 @@ def check_trainable_method(name: str, *, key: str = "relevance.method") -> Relev
         raise ValueError(f"{key}={name} is not differentiable: a loss on its map cannot train "
                          f"the model; use one of {trainable_methods()} for training")
     return method
-
-
-register_method("grad_rollout", relevance_map, differentiable=True)
-# the maps below are functions of the attention in the autograd graph (a loss on them
-# reaches the weights), like grad_rollout's
-register_method("rollout", attention_rollout, differentiable=True)
-register_method("raw_attention", raw_attention, differentiable=True)
-register_method("attn_gradcam", attention_gradcam, differentiable=True)
-# a first-order input gradient: no graph to the weights (robustft.relevance.input_gradient)
-register_method("input_x_gradient", input_x_gradient, differentiable=False)
 
 
 @dataclass
