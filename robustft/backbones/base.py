@@ -4,29 +4,32 @@ Relevance fine-tuning, evaluation and TokenCut use a model only through a
 :class:`Backbone`: its token layout (prefix tokens, patch grid), its preprocessing, the class
 scores to explain, each block's post-softmax attention kept in the autograd graph (or, for
 the fused relevance step, each block's queries, keys, values and attention output), and the
-last block's keys. A model family (timm today) implements these once in ``backbones/``;
-nothing outside this package reads ``model.blocks``, ``patch_embed`` or attention internals.
+last block's keys. A model family (timm, Hugging Face, OpenCLIP) implements these once in
+its subpackage of ``backbones/``; nothing outside this package reads ``model.blocks``,
+``patch_embed`` or attention internals.
 
 The adapter is a light view of an ``nn.Module``, not a wrapper module: the trained object,
 its ``state_dict`` and so its checkpoints stay the family's own (a timm model's keys), and
-:func:`backbone_of` finds the adapter for any model of a registered family.
+:func:`robustft.backbones.registry.backbone_of` finds the adapter for any model of a
+registered family (:class:`robustft.backbones.registry.Family`).
 """
 
 from __future__ import annotations
 
 import copy
-import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["TOKEN_FEATURES", "Backbone", "BlockAttention", "TokenLayout", "backbone_of", "frozen_copy",
-           "preprocessing_config", "register_backbone"]
+__all__ = ["READOUTS", "TOKEN_FEATURES", "Backbone", "BlockAttention", "TokenLayout", "frozen_copy"]
 
+# How a classifier reads its token sequence, as TokenLayout.readout names it: "cls" = the
+# head reads the class token (the first prefix token). A family that pools otherwise adds
+# its name here and its read-out row in robustft.relevance.readout.
+READOUTS = ("cls",)
 
 # what Backbone.token_features can return for a block (TokenCut's choice of features)
 TOKEN_FEATURES = ("keys", "queries", "values", "output")
@@ -36,10 +39,17 @@ TOKEN_FEATURES = ("keys", "queries", "values", "output")
 class TokenLayout:
     """Where things sit in a ViT's token sequence: ``num_prefix_tokens`` tokens (CLS first,
     then a distillation token or register tokens) followed by the patch tokens of a
-    ``grid_size = (h, w)`` patch grid in row-major order."""
+    ``grid_size = (h, w)`` patch grid in row-major order. ``readout`` (one of
+    :data:`READOUTS`) says which tokens the classifier reads: the relevance maps read the
+    same row of the rollout (:mod:`robustft.relevance.readout`)."""
 
     num_prefix_tokens: int
     grid_size: tuple[int, int]
+    readout: str = "cls"
+
+    def __post_init__(self) -> None:
+        if self.readout not in READOUTS:
+            raise ValueError(f"TokenLayout.readout must be one of {READOUTS}, got {self.readout!r}")
 
     @property
     def num_patches(self) -> int:
@@ -138,58 +148,11 @@ class Backbone(ABC):
         families override it with what they know (e.g. patch dropout)."""
         return ""
 
-
-_FAMILIES: list[tuple[type[nn.Module], Callable[[nn.Module], Backbone]]] = []
-
-
-def register_backbone(model_type: type[nn.Module],
-                      adapter: Callable[[nn.Module], Backbone]) -> None:
-    """Make :func:`backbone_of` wrap models of ``model_type`` (and subclasses) in
-    ``adapter``. A more specific type wins over a more general one (a family refines
-    ``nn.Module``'s fallback); for the same type, the later registration wins."""
-    _FAMILIES.insert(0, (model_type, adapter))
-
-
-def _families() -> Iterator[tuple[type[nn.Module], Callable[[nn.Module], Backbone]]]:
-    from robustft.backbones import timm as _timm  # noqa: F401 - registers the timm family
-    from robustft.backbones import zero_shot as _zero_shot  # noqa: F401 - the zero-shot head
-
-    if "open_clip" in sys.modules:  # an OpenCLIP model can only exist once open_clip is imported
-        from robustft.backbones import open_clip as _open_clip  # noqa: F401
-    if "transformers" in sys.modules:  # a Hugging Face model can exist only then
-        from robustft.backbones import hf as _hf  # noqa: F401 - registers the HF family
-    yield from _FAMILIES
-
-
-def backbone_of(model: nn.Module | Backbone) -> Backbone:
-    """The backbone adapter of ``model``: the registered family of its most specific type
-    (the latest registration among equals). Any ``nn.Module`` has one (``ImageClassifier``:
-    class scores and preprocessing, for evaluation); only a ViT family's explains it. A
-    non-module is a ``TypeError``."""
-    if isinstance(model, Backbone):
-        return model
-    # The most specific registered type wins (the nearest in the model's MRO), whatever the
-    # order the families were imported in; among equals, the latest registration.
-    mro = type(model).__mro__
-    matches = [(mro.index(model_type), order, adapter)
-               for order, (model_type, adapter) in enumerate(_families()) if model_type in mro]
-    if matches:
-        return min(matches, key=lambda match: match[:2])[2](model)
-    raise TypeError(f"{type(model).__module__}.{type(model).__qualname__} is not a model robustft "
-                    "can explain: it needs a ViT with one token sequence (CLS + patches) through "
-                    "every block, such as a timm VisionTransformer")
-
-
-def preprocessing_config(model: nn.Module | Backbone, **overrides: Any) -> dict[str, Any]:
-    """The model's own preprocessing (:meth:`Backbone.preprocessing`); keys given in
-    ``overrides`` with a value other than None replace the model's."""
-    config = dict(backbone_of(model).preprocessing())
-    for key, value in overrides.items():
-        if value is not None:
-            if key not in config:
-                raise KeyError(f"unknown preprocessing key {key!r}; known: {sorted(config)}")
-            config[key] = tuple(value) if isinstance(value, (list, tuple)) else value
-    return config
+    def describe(self) -> str:
+        """What the model is, in a few words, for records such as the TokenCut settings
+        file: the class name here; a family that knows its weights' name says it (timm:
+        ``architecture.tag`` from the ``pretrained_cfg``)."""
+        return type(self.model).__name__
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

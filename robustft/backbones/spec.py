@@ -1,125 +1,61 @@
 """One typed description of a model, and the one way to build it.
 
 A :class:`ModelSpec` is what training, evaluation, the TokenCut masks and the demo are told
-about a model: a timm name (tag included), where its weights come from, and constructor
-arguments. It is the schema of the ``model`` config group and of each ``models.<label>``
-entry of ``robustft-eval``, and it is stored in a robustft checkpoint as a plain dict
+about a model: its ``family`` (a :class:`~robustft.backbones.registry.Family` by name, timm
+by default), its ``name``, where its weights come from, and constructor arguments. It is
+the schema of the ``model`` config group and of each ``models.<label>`` entry of
+``robustft-eval``, and it is stored in a robustft checkpoint as a plain dict
 (:meth:`ModelSpec.to_dict`), so that evaluation can rebuild the architecture without
 unpickling anything.
 
 Weights, in order of precedence: ``checkpoint`` (a robustft Lightning ``.ckpt``: the
-entries of its ``model.`` submodule, loaded strictly), ``weights_file`` (a local
-``.safetensors`` / ``.pth`` through timm's own loader), ``pretrained`` (the
-tag's weights from the Hugging Face hub; ``false`` = random initialisation).
+entries of its ``model.`` submodule, loaded strictly), ``weights_file`` (a local file the
+family's loader reads), ``pretrained`` (the family's published weights, e.g. a timm tag's
+from the Hugging Face hub; ``false`` = random initialisation).
 
-``family="open_clip"`` (:mod:`robustft.backbones.open_clip`): ``name`` is an OpenCLIP model
-name (``ViT-B-16``), ``tag`` its pretrained tag (``laion2b_s34b_b88k``), ``weights_file`` a
-local OpenCLIP checkpoint, and ``zero_shot`` (:class:`ZeroShotSpec`) the class names and
-prompt templates of the zero-shot head that makes the image tower a classifier. A timm model
-takes a zero-shot head too, when ``zero_shot.embeddings_file`` is given (the Hydra schema
-always holds a ``zero_shot`` node with its defaults; without that file it does nothing).
+Some fields belong to one family or two (``tag`` and ``zero_shot``: OpenCLIP's pretrained
+tag and the zero-shot head; ``hf_id`` / ``hf_path``: a Hugging Face model's source): the
+family's record declares them (``Family.fields``), and a spec of another family that sets
+one is refused in one line. Each family's subpackage documents what its fields mean
+(``robustft.backbones.timm``, ``.open_clip``, ``.hf``).
 
-``probe_head`` (:mod:`robustft.backbones.probe_head`): a linear probe file fitted on the
+``probe_head`` (:mod:`robustft.backbones.heads.probe_head`): a linear probe file fitted on the
 backbone's frozen features (``robustft-head``), the classifier of a backbone that has none
-(a DINOv2); a timm model is then built with ``num_classes=0`` unless it is given.
-
-``family="hf"`` builds a Hugging Face transformers classifier instead
-(:mod:`robustft.backbones.hf_load`): from ``hf_id`` (a hub id) or ``hf_path`` (a local
-``from_pretrained`` folder), exactly one; ``name`` is not needed there, ``weights_file`` is
-refused, ``kwargs`` replace config values.
+(a DINOv2); the family then builds the model without a classifier of its own (timm) or with
+one of the probe's width (Hugging Face), and the probe is attached after.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from typing import Any
 
 from torch import nn
 
-from robustft.backbones.zero_shot import ZeroShotSpec
+from robustft.backbones.heads.zero_shot import ZeroShotSpec
+from robustft.backbones.registry import DEFAULT_FAMILY, FAMILIES, Family, get_family
 from robustft.checkpoints import load_finetuned_weights
 
-__all__ = ["ModelSpec", "register_family"]
+__all__ = ["ModelSpec", "architecture_fields", "names_a_model"]
 
-# (spec, config key of the spec) -> model with its family's weights; the key names errors
-ModelBuilder = Callable[["ModelSpec", str], nn.Module]
-_BUILDERS: dict[str, ModelBuilder] = {}
-
-
-def register_family(name: str, builder: ModelBuilder) -> None:
-    """Let ``ModelSpec(family=name)`` build its model (random or hub/file weights; a
-    ``checkpoint`` is loaded on top by :meth:`ModelSpec.build`) with ``builder``."""
-    _BUILDERS[name] = builder
-
-
-def _build_timm(spec: ModelSpec, key: str) -> nn.Module:
-    from robustft.backbones.timm import create_model
-
-    for field_name in ("hf_id", "hf_path"):
-        if getattr(spec, field_name):
-            raise ValueError(f"{key}.{field_name} is for family=hf (model=hf); this spec's family "
-                             f"is timm (set {key}.family=hf)")
-    if spec.tag:
-        raise ValueError(f"{key}.tag: a timm model's tag is part of its name "
-                         f"({spec.name}.<tag>); tag is for family=open_clip")
-    # a probe head reads the pooled feature: no classifier of the model's own by default
-    num_classes = 0 if spec.probe_head and spec.num_classes is None else spec.num_classes
-    model = create_model(spec.name, pretrained=spec.pretrained and not spec.weights_file
-                         and not spec.checkpoint, weights_file=None if spec.checkpoint
-                         else spec.weights_file, num_classes=num_classes,
-                         weights_key=f"{key}.weights_file", **spec.kwargs)
-    zero_shot = spec.zero_shot
-    if zero_shot is None or not zero_shot.embeddings_file:
-        if zero_shot is not None and zero_shot.class_names is not None:
-            raise ValueError(f"{key}.zero_shot.class_names is set, but a timm model takes a "
-                             f"zero-shot head only from {key}.zero_shot.embeddings_file")
-        return model
-    from robustft.backbones.zero_shot import timm_zero_shot_classifier
-
-    return timm_zero_shot_classifier(model, spec.zero_shot, checkpoint=spec.checkpoint, key=key)
-
-
-def _build_open_clip(spec: ModelSpec, key: str) -> nn.Module:
-    from robustft.backbones.open_clip import build_open_clip
-
-    return build_open_clip(spec, key)
-
-
-def _build_hf(spec: ModelSpec, key: str) -> nn.Module:
-    from robustft.backbones.hf_load import create_hf_model
-
-    if spec.weights_file:
-        raise ValueError(f"{key}.weights_file is timm's; a Hugging Face model (family=hf) reads "
-                         f"its weights from {key}.hf_path or {key}.hf_id")
-    num_classes = spec.num_classes
-    if spec.probe_head and num_classes is None:  # the classifier the probe is written into
-        from robustft.backbones.probe_head import read_probe_head
-
-        num_classes = read_probe_head(spec.probe_head, f"{key}.probe_head").num_classes
-    return create_hf_model(hf_id=spec.hf_id, hf_path=spec.hf_path, key=key,
-                           pretrained=spec.pretrained and not spec.checkpoint,
-                           num_classes=num_classes, **spec.kwargs)
-
-
-register_family("timm", _build_timm)
-register_family("open_clip", _build_open_clip)
-register_family("hf", _build_hf)
+# the fields that say where the weights come from; every other field describes the
+# architecture (a checkpoint's saved config supplies those)
+WEIGHTS_FIELDS = ("pretrained", "weights_file", "checkpoint")
 
 
 @dataclass
 class ModelSpec:
-    """A model: ``name`` (timm, e.g. ``vit_base_patch16_224.orig_in21k_ft_in1k``),
-    ``pretrained`` (hub weights of the tag when no file is given), ``weights_file`` (local
-    weights for timm's loader), ``checkpoint`` (a robustft ``.ckpt`` whose fine-tuned
-    weights replace them), ``num_classes`` (None = the tag's) and ``kwargs`` (passed to
-    ``timm.create_model``, e.g. ``img_size``); ``family`` picks the builder. ``tag``
-    (OpenCLIP's pretrained tag), ``zero_shot`` (the zero-shot head) and ``hf_id`` /
-    ``hf_path`` (the source of a ``family="hf"`` model) are described in the module
-    docstring."""
+    """A model: ``name`` (e.g. timm's ``vit_base_patch16_224.orig_in21k_ft_in1k``),
+    ``family`` (which :class:`~robustft.backbones.registry.Family` builds it),
+    ``pretrained`` (the family's published weights when no file is given),
+    ``weights_file`` (local weights for the family's loader), ``checkpoint`` (a robustft
+    ``.ckpt`` whose fine-tuned weights replace them), ``num_classes`` (None = the
+    model's own) and ``kwargs`` (constructor arguments, e.g. ``img_size``). ``tag``,
+    ``zero_shot``, ``hf_id`` and ``hf_path`` belong to families (module docstring)."""
 
-    name: str = ""  # required by the timm family (from_mapping checks it)
-    family: str = "timm"  # which builder (register_family); the timm family by default
+    name: str = ""  # required by a family without source_fields (from_mapping checks it)
+    family: str = DEFAULT_FAMILY  # which Family builds it (robustft.backbones.registry)
     pretrained: bool = True
     weights_file: str | None = None
     checkpoint: str | None = None
@@ -130,7 +66,7 @@ class ModelSpec:
     zero_shot: ZeroShotSpec | None = None  # a zero-shot head (class names x templates)
     hf_id: str | None = None  # a Hugging Face hub id (family=hf)
     hf_path: str | None = None  # a local from_pretrained folder (family=hf)
-    probe_head: str | None = None  # a linear probe file (robustft.backbones.probe_head)
+    probe_head: str | None = None  # a linear probe file (robustft.backbones.heads.probe_head)
 
     def __post_init__(self) -> None:
         self.kwargs = dict(self.kwargs or {})
@@ -139,13 +75,14 @@ class ModelSpec:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, key: str = "model") -> ModelSpec:
         """A spec from a plain mapping (a config node, a checkpoint's saved dict); an
-        unknown key is an error naming ``key``."""
+        unknown key, or no name for a family that needs one, is an error naming ``key``."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise KeyError(f"{key}: unknown key(s) {unknown}; a model takes {sorted(known)}")
-        if not values.get("name") and values.get("family", "timm") == "timm":
-            raise KeyError(f"{key}.name: a timm model name is required")
+        family = FAMILIES.get(values.get("family") or DEFAULT_FAMILY)
+        if family is not None and not family.source_fields and not values.get("name"):
+            raise KeyError(f"{key}.name: a {family.name} model name is required")
         values = dict(values)
         values["zero_shot"] = ZeroShotSpec.from_value(values.get("zero_shot"), f"{key}.zero_shot")
         return cls(**values)
@@ -157,17 +94,47 @@ class ModelSpec:
     def build(self, *, key: str = "model") -> nn.Module:
         """The model, with its weights as described in the module docstring; ``key`` (the
         config key of this spec) names it in errors."""
-        if self.family not in _BUILDERS:
-            raise ValueError(f"{key}.family: unknown model family {self.family!r}; known: "
-                             f"{sorted(_BUILDERS)}")
-        model = _BUILDERS[self.family](self, key)
+        family = get_family(self.family, key=f"{key}.family")
+        family.check(self, key)
+        _check_family_fields(self, family, key)
+        model = family.build(self, key)
         if self.probe_head:
-            from robustft.backbones.probe_head import attach_probe_head
+            from robustft.backbones.heads.probe_head import attach_probe_head
 
             model = attach_probe_head(model, self.probe_head, key=key)
         if self.checkpoint:
-            described = (self.name or self.hf_path or self.hf_id or "") + (
-                f" (kwargs {self.kwargs})" if self.kwargs else "")
+            described = family.describe(self) + (f" (kwargs {self.kwargs})" if self.kwargs else "")
             load_finetuned_weights(model, self.checkpoint, key=f"{key}.checkpoint",
                                    model_description=described)
         return model
+
+
+def _is_set(value: Any) -> bool:
+    """Whether a spec field holds more than its empty default (a ``zero_shot`` node with
+    only its defaults, as the Hydra schema always has one, is not set)."""
+    if value in (None, "", {}, []):
+        return False
+    return not (is_dataclass(value) and value == type(value)())
+
+
+def _check_family_fields(spec: ModelSpec, family: Family, key: str) -> None:
+    """A field another family owns and ``family`` does not is refused when it is set."""
+    for name in (f.name for f in fields(ModelSpec)):
+        owners = sorted(other.name for other in FAMILIES.values() if name in other.fields)
+        if owners and name not in family.fields and _is_set(getattr(spec, name)):
+            raise ValueError(f"{key}.{name} is for family={' or family='.join(owners)}; this "
+                             f"spec's family is {family.name} (set {key}.family={owners[0]})")
+
+
+def architecture_fields() -> tuple[str, ...]:
+    """The spec fields that describe the architecture (all but where the weights come
+    from): what a robustft checkpoint's saved ``model_config`` supplies."""
+    return tuple(f.name for f in fields(ModelSpec) if f.name not in WEIGHTS_FIELDS)
+
+
+def names_a_model(values: Mapping[str, Any]) -> bool:
+    """Whether a model config entry says which model to build: its ``name``, or one of
+    its family's ``source_fields`` (an unknown family: its name; building it says more)."""
+    family = FAMILIES.get(values.get("family") or DEFAULT_FAMILY)
+    sources = family.source_fields if family is not None else ()
+    return any(values.get(name) for name in ("name", *sources))

@@ -8,7 +8,7 @@ The labels are the sorted class-folder positions (the class names go into the fi
 every image is preprocessed with the model's eval transform. ``kind=linear`` writes a
 linear probe (``model.probe_head=<file>``), ``kind=prototypes`` class-mean prototypes as a
 zero-shot head (``model.zero_shot.embeddings_file=<file>``);
-:mod:`robustft.backbones.probe_head` documents both.
+:mod:`robustft.backbones.heads.probe_head` documents both.
 """
 
 from __future__ import annotations

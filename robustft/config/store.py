@@ -11,7 +11,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from robustft.backbones import ModelSpec
-from robustft.backbones.zero_shot import ZeroShotSpec
+from robustft.backbones.heads import ZeroShotSpec
 from robustft.config.schemas import (
     GENERIC_DATA_SCHEMA,
     IMAGENET_S_DATA_SCHEMA,

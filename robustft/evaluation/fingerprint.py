@@ -7,10 +7,11 @@ inputs, all known BEFORE any model is built or any image decoded:
 - ``model``: the config entry (``name``, ``num_classes``, ``kwargs``, ``pretrained`` as it
   acts: true only when the hub weights are loaded), the sha256 of the ``weights_file`` or
   of the ``checkpoint`` (whichever is loaded: a checkpoint wins, as in
-  ``robustft.evaluation.model_loading``) and the timm version; when set, ``tag``,
-  ``zero_shot`` (a file it names by its sha256) and, for ``family=open_clip``, the
-  OpenCLIP version; for ``family: hf`` the ``hf_id``, the sha256 of the ``hf_path``
-  folder's model files and the transformers version. The file paths are not
+  ``robustft.evaluation.model_loading``) and the timm version; when set, ``tag`` and
+  ``zero_shot`` (a file it names by its sha256); and what the model's family says
+  identifies its weights (``Family.weights_identity``: the OpenCLIP version; a Hugging
+  Face entry's ``hf_id``, the sha256 of its ``hf_path`` folder's model files and the
+  transformers version). The file paths are not
   part of it (a moved file with the same bytes is the same model); the sidecar records
   them.
 - ``protocol``; ``preprocessing``: under the standard protocol the overrides that are set
@@ -46,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from robustft.backbones import DEFAULT_FAMILY, FAMILIES
 from robustft.evaluation.model_loading import MODEL_ENTRY_KEYS
 
 __all__ = [
@@ -132,21 +134,17 @@ def model_inputs(
             sources[key] = str(Path(path).resolve())
     inputs = {
         "name": entry.get("name"),
-        "family": entry.get("family") or "timm",
+        "family": entry.get("family") or DEFAULT_FAMILY,
         "num_classes": entry.get("num_classes"),
         "kwargs": _plain(entry.get("kwargs") or {}),
         # null = ModelSpec's default (true), as the model is built
         "pretrained": (entry.get("pretrained") is not False) and not (checkpoint or weights_file),
         **files,
-        "timm": timm.__version__,
+        "timm": timm.__version__,  # timm builds every model's evaluation transform
     }
     # Only when set, so that the fingerprints of plain timm entries stay what they were.
     if entry.get("tag"):
         inputs["tag"] = entry["tag"]
-    if inputs["family"] == "open_clip":
-        import open_clip
-
-        inputs["open_clip"] = open_clip.__version__
     zero_shot = entry.get("zero_shot")
     if zero_shot:
         inputs["zero_shot"] = _plain(zero_shot)
@@ -160,33 +158,14 @@ def model_inputs(
         key = f"models.{label}.probe_head"
         inputs["probe_head"] = "sha256:" + hasher.sha256(entry["probe_head"], key=key)
         sources["probe_head"] = str(Path(entry["probe_head"]).resolve())
-    if inputs["family"] == "hf":
-        inputs.update(_hf_inputs(label, entry, hasher, sources))
+    family = FAMILIES.get(inputs["family"])  # an unknown one fails when it is built
+    if family is not None:
+        # only what the family adds, so that the digests of plain timm entries stay as they were
+        identity, family_sources = family.weights_identity(
+            entry, f"models.{label}", lambda path, key: hasher.sha256(path, key=key))
+        inputs.update(identity)
+        sources.update(family_sources)
     return inputs, sources
-
-
-# the files of a save_pretrained folder that decide the model and its preprocessing
-_HF_FOLDER_FILES = ("config.json", "preprocessor_config.json", "model.safetensors",
-                    "model.safetensors.index.json", "pytorch_model.bin")
-
-
-def _hf_inputs(label: str, entry: Mapping[str, Any], hasher: FileHasher,
-               sources: dict[str, str]) -> dict[str, Any]:
-    """A Hugging Face entry's source (only for family=hf, so that timm digests stay as they
-    were): the hub id, or the sha256 of each model file of the ``hf_path`` folder (sharded
-    weights: their index; the shards it names are not hashed), and the transformers
-    version (which resolves the config and the processor)."""
-    import transformers
-
-    folder = entry.get("hf_path") or None
-    digests = None
-    if folder is not None:
-        sources["hf_path"] = str(Path(folder).resolve())
-        digests = {name: "sha256:" + hasher.sha256(Path(folder) / name,
-                                                   key=f"models.{label}.hf_path")
-                   for name in _HF_FOLDER_FILES if (Path(folder) / name).is_file()}
-    return {"hf_id": entry.get("hf_id") or None, "hf_path": digests,
-            "transformers": transformers.__version__}
 
 
 def preprocessing_inputs(protocol: str, overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from typing import Any
 
 from torch import nn
 
-from robustft.backbones import ModelSpec
+from robustft.backbones import ModelSpec, architecture_fields, names_a_model
 from robustft.checkpoints import load_checkpoint
 
 __all__ = ["MODEL_ENTRY_KEYS", "build_model_from_entry", "entry_spec"]
@@ -60,18 +60,15 @@ def entry_spec(label: str, entry: Mapping[str, Any], *, key: str | None = None) 
                                                     key=f"{key}.checkpoint", mmap=True))
         # the architecture and, for a zero-shot model, the head's description (its tensors
         # are in the checkpoint)
-        for name in ("name", "family", "num_classes", "kwargs", "tag", "zero_shot", "hf_id",
-                     "hf_path"):
+        for name in architecture_fields():
             if name not in values and saved.get(name) not in (None, {}):
                 values[name] = saved[name]
-        if not (values.get("name") or values.get("hf_id") or values.get("hf_path")):
+        if not names_a_model(values):
             raise KeyError(f"{key}: checkpoint {values['checkpoint']} saved no model_config; "
                            f"set {key}.name to its architecture")
         values["pretrained"] = False
         values.pop("weights_file", None)  # the checkpoint's weights replace any file
-    if not values.get("name") and values.get("family", "timm") == "timm":
-        raise KeyError(f"{key}.name: a model name (timm, with or without a tag) is required")
-    return ModelSpec.from_mapping(values, key=key)
+    return ModelSpec.from_mapping(values, key=key)  # a family that needs a name: required
 
 
 def build_model_from_entry(label: str, entry: Mapping[str, Any]) -> nn.Module:

@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from robustft.backbones import backbone_of
 from robustft.masks.bilateral import BilateralSolverParams
 from robustft.masks.tokencut import (
     DEFAULT_EPS,
@@ -68,12 +69,9 @@ DEFAULT_SETTINGS = TokenCutSettings()
 
 
 def model_identity(model: nn.Module) -> str:
-    """The model's timm ``pretrained_cfg`` name, else its class name."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    arch, tag = cfg.get("architecture"), cfg.get("tag")
-    if arch:
-        return f"{arch}.{tag}" if tag else str(arch)
-    return type(model).__name__
+    """What the model is, as its family names it (``Backbone.describe``: a timm model's
+    ``pretrained_cfg`` name), else its class name."""
+    return backbone_of(model).describe()
 
 
 def write_settings(

@@ -1,10 +1,22 @@
 """Relevance maps of ViTs (docs/method.md §1): the rule of the paper (gradient-weighted
 attention rollout, :mod:`robustft.relevance.grad_rollout`), the other methods (attention
-rollout, raw attention, attention Grad-CAM, input x gradient), the registry of methods by
-name, and the post-processing every map shares."""
+rollout, raw attention, attention Grad-CAM, input x gradient), each in its own file and
+registered there by name (:mod:`robustft.relevance.methods`), the setup they share
+(:mod:`robustft.relevance.capture`), the read-out (:mod:`robustft.relevance.readout`) and
+the post-processing every map shares.
 
+Importing this package imports every method module, so ``RELEVANCE_METHODS`` is complete
+whenever it is read. A new method: one file with ``@register_method(name,
+differentiable=...)``, imported below (docs/extending.md)."""
+
+# the method modules register themselves (robustft.relevance.methods) when imported
 from robustft.relevance.attn_gradcam import attention_gradcam
-from robustft.relevance.grad_rollout import head_weighted_attention, relevance_map, rollout_cls_row
+from robustft.relevance.grad_rollout import (
+    head_weighted_attention,
+    relevance_map,
+    rollout_cls_row,
+    rollout_row,
+)
 from robustft.relevance.input_gradient import input_x_gradient
 from robustft.relevance.methods import (
     RELEVANCE_METHODS,
@@ -18,7 +30,11 @@ from robustft.relevance.methods import (
     trainable_methods,
 )
 from robustft.relevance.raw_attention import raw_attention
-from robustft.relevance.rollout import attention_rollout, rollout_cls_row_of_attention
+from robustft.relevance.rollout import (
+    attention_rollout,
+    rollout_cls_row_of_attention,
+    rollout_row_of_attention,
+)
 from robustft.relevance.settings import (
     GRADIENT_MODES,
     PHASES,
@@ -33,6 +49,6 @@ __all__ = ["GRADIENT_MODES", "PHASES", "RELEVANCE_METHODS", "ExplainedClass", "G
            "RelevanceBackend", "RelevanceConfig", "RelevanceMethod", "RelevanceOutput",
            "attention_gradcam", "attention_rollout", "check_trainable_method", "get_method",
            "head_weighted_attention", "input_x_gradient", "method_label", "method_options",
-           "raw_attention", "register_method",
-           "relevance_map", "rollout_cls_row", "rollout_cls_row_of_attention",
+           "raw_attention", "register_method", "relevance_map", "rollout_cls_row",
+           "rollout_cls_row_of_attention", "rollout_row", "rollout_row_of_attention",
            "trainable_methods", "upsample_and_normalize"]

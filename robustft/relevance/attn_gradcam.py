@@ -13,23 +13,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from robustft.backbones import Backbone, backbone_of
-from robustft.relevance.capture import (
-    explained_classes,
-    forward_with_attention,
-    require_autograd,
-)
-from robustft.relevance.settings import (
-    GRADIENT_MODES,
-    GradientMode,
-    RelevanceBackend,
-    RelevanceOutput,
-    widen,
-)
+from robustft.backbones import Backbone
+from robustft.relevance.capture import capture, score_gradients, subject_of
+from robustft.relevance.methods import register_method
+from robustft.relevance.readout import patch_columns, read_row
+from robustft.relevance.settings import GradientMode, RelevanceBackend, RelevanceOutput, widen
 
 __all__ = ["attention_gradcam"]
 
 
+# differentiable as the rule is: the map is a function of the captured A_L (and of its
+# gradient in second-order mode)
+@register_method("attn_gradcam", differentiable=True)
 def attention_gradcam(
     model: nn.Module | Backbone,
     images: Tensor,
@@ -43,22 +38,18 @@ def attention_gradcam(
     ``grad_rollout``: ``detached`` treats the head weights as constants (the map reaches the
     weights through ``A_L``), ``second_order`` builds them with ``create_graph=True``.
     ``backend`` is ignored (the last block's attention is materialised)."""
-    if gradient_mode not in GRADIENT_MODES:
-        raise ValueError(f"gradient_mode must be one of {GRADIENT_MODES}, got {gradient_mode!r}")
     del backend
-    require_autograd("attn_gradcam")
-    backbone = backbone_of(model)
-    layout = backbone.token_layout((images.shape[-2], images.shape[-1]))
+    subject = subject_of("attn_gradcam", model, images, gradient_mode, autograd=True)
+    layout = subject.layout
     with torch.enable_grad():
-        attentions, logits = forward_with_attention(backbone, images, layout)
-        target = explained_classes(logits, target)
-        score = logits.gather(1, target[:, None]).sum()
-        (gradient,) = torch.autograd.grad(score, attentions[-1], retain_graph=True,
-                                          create_graph=gradient_mode == GradientMode.second_order)
+        captured = capture(subject, images, target)
+        (gradient,) = score_gradients(captured.logits, captured.target, captured.attentions[-1:],
+                                      subject.gradient_mode)
         with torch.autocast(device_type=images.device.type, enabled=False):
-            prefix = layout.num_prefix_tokens
-            cls_attention = widen(attentions[-1])[:, :, 0, prefix:]       # (B, heads, patches)
-            head_weights = widen(gradient)[:, :, 0, prefix:].mean(dim=-1, keepdim=True)
+            # the read-out row of each head, over the patch columns: (B, heads, patches)
+            cls_attention = patch_columns(read_row(widen(captured.attentions[-1]), layout), layout)
+            head_weights = patch_columns(read_row(widen(gradient), layout), layout).mean(
+                dim=-1, keepdim=True)
             patches = (head_weights * cls_attention).mean(dim=1).clamp(min=0)
     relevance = patches.reshape(patches.shape[0], *layout.grid_size)
-    return RelevanceOutput(relevance=relevance, logits=logits, target=target)
+    return RelevanceOutput(relevance=relevance, logits=captured.logits, target=captured.target)

@@ -1,16 +1,24 @@
-"""What every relevance method shares: the forward that records each block's attention,
-the explained classes, and the read-out of a token row as the patch grid."""
+"""What every relevance method shares, done once: checking what it was asked
+(:func:`subject_of`: the gradient mode, autograd, the backbone and its token layout), the
+forward that records each block's attention and picks the explained classes
+(:func:`capture`: docs/method.md §1, step 1), and the gradient of the explained classes'
+score (:func:`score_gradients`: steps 2-3). A method is then its own rule on top.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.profiler import record_function
 
-from robustft.backbones import Backbone, TokenLayout
-from robustft.relevance.settings import RelevanceOutput
+from robustft.backbones import Backbone, TokenLayout, backbone_of
+from robustft.relevance.settings import GRADIENT_MODES, GradientMode
 
-__all__ = ["check_token_count", "explained_classes", "forward_with_attention", "patch_grid",
-           "read_out", "require_autograd"]
+__all__ = ["Captured", "Subject", "capture", "check_gradient_mode", "check_token_count",
+           "explained_classes", "require_autograd", "score_gradients", "subject_of"]
 
 
 def require_autograd(method: str) -> None:
@@ -20,6 +28,39 @@ def require_autograd(method: str) -> None:
                            "(torch.inference_mode(); in Lightning set trainer.inference_mode=false)")
 
 
+def check_gradient_mode(gradient_mode: GradientMode | str) -> GradientMode:
+    """``gradient_mode`` as a :class:`GradientMode`; a ``ValueError`` naming the modes."""
+    if gradient_mode not in GRADIENT_MODES:
+        raise ValueError(f"gradient_mode must be one of {GRADIENT_MODES}, got {gradient_mode!r}")
+    return GradientMode(gradient_mode)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The model a relevance method explains, as it sees it: the ``backbone`` adapter, the
+    token ``layout`` of the images (None for a pixel-level method, which needs no tokens)
+    and the checked ``gradient_mode``."""
+
+    backbone: Backbone
+    layout: TokenLayout | None
+    gradient_mode: GradientMode
+
+
+def subject_of(method: str, model: nn.Module | Backbone, images: Tensor,
+               gradient_mode: GradientMode | str = GradientMode.detached, *,
+               autograd: bool, tokens: bool = True) -> Subject:
+    """Check and resolve what every method starts with: the gradient mode, autograd when
+    the method takes a gradient (``autograd``; a ``RuntimeError`` naming ``method`` under
+    inference mode), the model's backbone and, for a token-level method (``tokens``), the
+    token layout of ``images`` (B, 3, H, W) (its ``ValueError`` names the size)."""
+    mode = check_gradient_mode(gradient_mode)
+    if autograd:
+        require_autograd(method)
+    backbone = backbone_of(model)
+    layout = backbone.token_layout((images.shape[-2], images.shape[-1])) if tokens else None
+    return Subject(backbone, layout, mode)
+
+
 def explained_classes(logits: Tensor, target: Tensor | None) -> Tensor:
     """``target`` as a (B,) long tensor on the logits' device; ``None`` = the argmax class."""
     if target is None:
@@ -27,28 +68,41 @@ def explained_classes(logits: Tensor, target: Tensor | None) -> Tensor:
     return target.to(device=logits.device, dtype=torch.long)
 
 
-def forward_with_attention(backbone: Backbone, images: Tensor,
-                           layout: TokenLayout) -> tuple[list[Tensor], Tensor]:
-    """One forward of the class scores recording every block's (B, heads, N, N) attention,
-    first block first (in the autograd graph when grad is enabled), and the scores."""
-    with backbone.capture_attention() as attentions:
-        logits = backbone.class_scores(images)
+@dataclass
+class Captured:
+    """One forward of the class scores with every block's attention recorded:
+    ``attentions`` (B, heads, N, N) per block, first block first (in the autograd graph
+    when grad is enabled), the ``logits`` and the explained classes ``target`` (B,)."""
+
+    attentions: list[Tensor]
+    logits: Tensor
+    target: Tensor
+
+
+def capture(subject: Subject, images: Tensor, target: Tensor | None) -> Captured:
+    """Step 1: one forward recording every block's attention (the token count checked
+    against the layout), and the explained classes (``None`` = the argmax class)."""
+    backbone = subject.backbone
+    with record_function("robustft.relevance.forward"):
+        with backbone.capture_attention() as attentions:
+            logits = backbone.class_scores(images)
     if len(attentions) == 0:
         raise RuntimeError(f"no attention was captured from {type(backbone.model).__name__}")
-    check_token_count(attentions[0].shape[-1], layout, backbone)
-    return list(attentions), logits
+    check_token_count(attentions[0].shape[-1], subject.layout, backbone)
+    return Captured(list(attentions), logits, explained_classes(logits, target))
 
 
-def patch_grid(token_row: Tensor, layout: TokenLayout) -> Tensor:
-    """A (B, N) row over the tokens, restricted to the patch tokens, as the (B, h, w) grid."""
-    patches = token_row[:, layout.num_prefix_tokens:]
-    return patches.reshape(token_row.shape[0], *layout.grid_size)
-
-
-def read_out(token_row: Tensor, layout: TokenLayout, logits: Tensor,
-             target: Tensor) -> RelevanceOutput:
-    """The :class:`RelevanceOutput` of a map given as a (B, N) row over the tokens."""
-    return RelevanceOutput(relevance=patch_grid(token_row, layout), logits=logits, target=target)
+def score_gradients(logits: Tensor, target: Tensor, inputs: Sequence[Tensor],
+                    gradient_mode: GradientMode | str = GradientMode.detached, *,
+                    retain_graph: bool = True) -> tuple[Tensor, ...]:
+    """Steps 2-3: the score ``s = sum_b logits[b, target[b]]`` and ``ds/dx`` for every
+    tensor of ``inputs`` in ONE autograd call (images are independent in a ViT, so the
+    batched sum gives each its own gradient); ``second_order`` keeps the graph of the
+    gradients (``create_graph``), so that a loss on the map also flows through them."""
+    with record_function("robustft.relevance.score_backward"):
+        score = logits.gather(1, target[:, None]).sum()
+        return torch.autograd.grad(score, list(inputs), retain_graph=retain_graph,
+                                   create_graph=gradient_mode == GradientMode.second_order)
 
 
 def check_token_count(num_tokens: int, layout: TokenLayout, backbone: Backbone) -> None:

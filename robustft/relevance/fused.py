@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.profiler import record_function
 
 from robustft.backbones import Backbone
+from robustft.relevance.capture import explained_classes, score_gradients
 from robustft.relevance.settings import widen
 
 __all__ = ["HeadWeightedAttention", "fused_block_relevance"]
@@ -94,15 +95,10 @@ def fused_block_relevance(backbone: Backbone, images: Tensor,
         logits = backbone.class_scores(images)
     if len(blocks) == 0:
         raise RuntimeError(f"no attention was captured from {type(backbone.model).__name__}")
-    if target is None:
-        target = logits.argmax(dim=-1)
-    target = target.to(device=logits.device, dtype=torch.long)
-    with record_function("robustft.relevance.score_backward"):
-        score = logits.gather(1, target[:, None]).sum()
-        # activations only (no parameter is an input), down to the first block's O; the
-        # graph is kept for the training loss's backward, which needs the same saved tensors
-        output_grads = torch.autograd.grad(score, [block.output for block in blocks],
-                                           retain_graph=True)
+    target = explained_classes(logits, target)
+    # activations only (no parameter is an input), down to the first block's O; the graph
+    # is kept for the training loss's backward, which needs the same saved tensors
+    output_grads = score_gradients(logits, target, [block.output for block in blocks])
     block_relevance = []
     # float32 even under fp16/bf16 autocast, as on the eager path
     with record_function("robustft.relevance.block_maps"), \

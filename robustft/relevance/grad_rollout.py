@@ -9,13 +9,19 @@ Read against docs/method.md §1:
    ViT, so the batched sum gives every sample its own gradient);
 4. ``Abar_l = mean_heads(clamp(G_l * A_l, min=0))`` (B, N, N);
 5. rollout ``R = I; R = R + Abar_l @ R`` for l = 1..L, no row normalisation;
-6. read-out: the CLS row of ``R`` over the patch-token columns -> (B, h, w);
+6. read-out: the CLS row of ``R`` over the patch-token columns -> (B, h, w) (the row the
+   classifier reads, :mod:`robustft.relevance.readout`);
 7. :func:`upsample_and_normalize`: bilinear upsampling to the mask size and per-image
    min-max normalisation (with an epsilon: a constant map gives 0, not NaN).
 
 Only the CLS row of ``R`` is needed, and ``R = (I + Abar_L) ... (I + Abar_1)``, so the
-rollout is evaluated as a row vector from the last block down, ``r <- r + r @ Abar_l``:
-O(L N^2) instead of the O(L N^3) of the full matrix product, with identical values.
+rollout is evaluated as a row vector from the last block down, ``r <- r + r @ Abar_l``,
+starting from the read-out row ``r = e_cls``: O(L N^2) instead of the O(L N^3) of the full
+matrix product, with identical values.
+
+Steps 1-3 are what every relevance method starts with (:mod:`robustft.relevance.capture`:
+``capture`` records the attention and picks the explained classes, ``score_gradients``
+takes the score's gradient); steps 4-6 are this method's own.
 
 Gradient modes:
 - ``"detached"`` (the public code): ``G_l`` is a constant; a loss on the map reaches the
@@ -43,24 +49,24 @@ import torch
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from robustft.backbones import Backbone, backbone_of
+from robustft.backbones import Backbone
 from robustft.relevance.capture import (
+    capture,
     check_token_count,
-    explained_classes,
-    forward_with_attention,
-    read_out,
-    require_autograd,
+    score_gradients,
+    subject_of,
 )
 from robustft.relevance.fused import fused_block_relevance
+from robustft.relevance.methods import register_method
+from robustft.relevance.readout import read_out, readout_row
 from robustft.relevance.settings import (
-    GRADIENT_MODES,
     GradientMode,
     RelevanceBackend,
     RelevanceOutput,
     widen,
 )
 
-__all__ = ["head_weighted_attention", "relevance_map", "rollout_cls_row"]
+__all__ = ["head_weighted_attention", "relevance_map", "rollout_cls_row", "rollout_row"]
 
 log = logging.getLogger(__name__)
 
@@ -70,19 +76,27 @@ def head_weighted_attention(attention: Tensor, gradient: Tensor) -> Tensor:
     return (gradient * attention).clamp(min=0).mean(dim=1)
 
 
-def rollout_cls_row(block_relevance: Sequence[Tensor], cls_index: int = 0) -> Tensor:
-    """Steps 5-6 without the column selection: the ``cls_index`` row of
+def rollout_row(block_relevance: Sequence[Tensor], start: Tensor) -> Tensor:
+    """Steps 5-6 without the column selection: the row ``e R`` of
     ``R = (I + Abar_L) ... (I + Abar_1)`` for per-block maps ``Abar_l`` (B, N, N), first
-    block first. Returns (B, N)."""
-    batch, num_tokens, _ = block_relevance[0].shape
-    row = torch.zeros(batch, 1, num_tokens, dtype=block_relevance[0].dtype,
-                      device=block_relevance[0].device)
-    row[:, 0, cls_index] = 1.0
+    block first, and the (B, 1, N) read-out row ``e`` (:func:`robustft.relevance.readout.
+    readout_row`). Returns (B, N)."""
+    row = start
     for abar in reversed(block_relevance):
         row = row + row @ abar
     return row[:, 0]
 
 
+def rollout_cls_row(block_relevance: Sequence[Tensor], cls_index: int = 0) -> Tensor:
+    """:func:`rollout_row` read at the token ``cls_index``. Returns (B, N)."""
+    batch, num_tokens, _ = block_relevance[0].shape
+    start = torch.zeros(batch, 1, num_tokens, dtype=block_relevance[0].dtype,
+                        device=block_relevance[0].device)
+    start[:, 0, cls_index] = 1.0
+    return rollout_row(block_relevance, start)
+
+
+@register_method("grad_rollout", differentiable=True)
 def relevance_map(
     model: nn.Module | Backbone,
     images: Tensor,
@@ -108,44 +122,43 @@ def relevance_map(
         The map is differentiable w.r.t. the model's parameters (through ``A_l``, and in
         second-order mode through ``G_l`` too).
     """
-    if gradient_mode not in GRADIENT_MODES:
-        raise ValueError(f"gradient_mode must be one of {GRADIENT_MODES}, got {gradient_mode!r}")
-    require_autograd("grad_rollout")
     if backend not in tuple(RelevanceBackend):
         raise ValueError(f"relevance.backend must be one of {[b.value for b in RelevanceBackend]}, "
                          f"got {backend!r}")
-    backbone = backbone_of(model)
-    layout = backbone.token_layout((images.shape[-2], images.shape[-1]))
-    if _runs_fused(backbone, gradient_mode, RelevanceBackend(backend)):
+    subject = subject_of("grad_rollout", model, images, gradient_mode, autograd=True)
+    layout = subject.layout
+    if _runs_fused(subject.backbone, subject.gradient_mode, RelevanceBackend(backend)):
         with torch.enable_grad():
+            # steps 1-4 on the fused path (robustft.relevance.fused)
             block_relevance, logits, target, num_tokens = fused_block_relevance(
-                backbone, images, target)
-            check_token_count(num_tokens, layout, backbone)
+                subject.backbone, images, target)
+            check_token_count(num_tokens, layout, subject.backbone)
             with record_function("robustft.relevance.rollout"), \
                     torch.autocast(device_type=images.device.type, enabled=False):
-                cls_row = rollout_cls_row(block_relevance, cls_index=0)
-        return read_out(cls_row, layout, logits, target)
+                start = readout_row(layout, len(images), dtype=block_relevance[0].dtype,
+                                    device=block_relevance[0].device)
+                row = rollout_row(block_relevance, start)
+        return read_out(row, layout, logits, target)
     with torch.enable_grad():
-        with record_function("robustft.relevance.forward"):
-            attentions, logits = forward_with_attention(backbone, images, layout)
-        target = explained_classes(logits, target)
-        with record_function("robustft.relevance.score_backward"):
-            score = logits.gather(1, target[:, None]).sum()
-            gradients = torch.autograd.grad(
-                score,
-                list(attentions),
-                retain_graph=True,
-                create_graph=gradient_mode == "second_order",
-            )
+        # 1. one forward keeping every A_l (and the explained classes)
+        captured = capture(subject, images, target)
+        # 2-3. the score of the explained classes, G_l = ds/dA_l in one autograd call
+        gradients = score_gradients(captured.logits, captured.target, captured.attentions,
+                                    subject.gradient_mode)
         # float32 rollout even under fp16/bf16 autocast: the per-block maps are small next to
         # the identity, and half precision would round them away (and underflow eps).
         with torch.autocast(device_type=images.device.type, enabled=False):
             with record_function("robustft.relevance.block_maps"):
+                # 4. Abar_l = mean_heads(clamp(G_l * A_l, min=0))
                 block_relevance = [head_weighted_attention(widen(a), widen(g))
-                                   for a, g in zip(attentions, gradients)]
+                                   for a, g in zip(captured.attentions, gradients)]
             with record_function("robustft.relevance.rollout"):
-                cls_row = rollout_cls_row(block_relevance, cls_index=0)
-    return read_out(cls_row, layout, logits, target)
+                # 5. R = (I + Abar_L) ... (I + Abar_1), read from the read-out row (6.)
+                start = readout_row(layout, len(images), dtype=block_relevance[0].dtype,
+                                    device=block_relevance[0].device)
+                row = rollout_row(block_relevance, start)
+    # 6. the read-out row's patch columns as the (h, w) grid (7. is upsample_and_normalize)
+    return read_out(row, layout, captured.logits, captured.target)
 
 
 def _runs_fused(backbone: Backbone, gradient_mode: str, backend: RelevanceBackend) -> bool:

@@ -17,13 +17,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from robustft.backbones import Backbone, backbone_of
-from robustft.relevance.capture import explained_classes, require_autograd
+from robustft.backbones import Backbone
+from robustft.relevance.capture import explained_classes, score_gradients, subject_of
+from robustft.relevance.methods import register_method
 from robustft.relevance.settings import GradientMode, RelevanceBackend, RelevanceOutput, widen
 
 __all__ = ["input_x_gradient"]
 
 
+@register_method("input_x_gradient", differentiable=False)  # a first-order gradient only
 def input_x_gradient(
     model: nn.Module | Backbone,
     images: Tensor,
@@ -36,14 +38,13 @@ def input_x_gradient(
     classes (``None`` = the argmax class); ``gradient_mode`` and ``backend`` are ignored.
     Works for any classifier the backbones know (no token sequence needed). The map and the
     logits are detached; the model's parameters get no ``.grad``."""
-    del gradient_mode, backend
-    require_autograd("input_x_gradient")
-    backbone = backbone_of(model)
+    del backend
+    subject = subject_of("input_x_gradient", model, images, gradient_mode, autograd=True,
+                         tokens=False)
     with torch.enable_grad():
         inputs = images.detach().requires_grad_()
-        logits = backbone.class_scores(inputs)
+        logits = subject.backbone.class_scores(inputs)
         target = explained_classes(logits, target)
-        score = logits.gather(1, target[:, None]).sum()
-        (gradient,) = torch.autograd.grad(score, inputs)
+        (gradient,) = score_gradients(logits, target, [inputs], retain_graph=False)
     relevance = (widen(inputs.detach()) * widen(gradient)).abs().sum(dim=1)
     return RelevanceOutput(relevance=relevance, logits=logits.detach(), target=target)

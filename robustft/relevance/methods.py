@@ -1,27 +1,27 @@
-"""Relevance methods by name (docs/method.md §1.1).
+"""Relevance methods by name (docs/method.md §1.1), and the relevance config group.
 
 Each method is one function ``(model, images, target, gradient_mode, *, backend) ->
-RelevanceOutput`` registered here; ``target`` is a (B,) tensor of classes or ``None`` (the
-argmax class), and a method that has no use for ``gradient_mode`` or ``backend`` accepts and
+RelevanceOutput``, registered in its own file with ``@register_method(name,
+differentiable=...)``; ``target`` is a (B,) tensor of classes or ``None`` (the argmax
+class), and a method that has no use for ``gradient_mode`` or ``backend`` accepts and
 ignores them. ``differentiable`` says whether a loss on its map can train the model
 (fine-tuning refuses the others). ``options`` are the method's own keyword arguments with
 their defaults (``rollout``'s ``start_layer``); :func:`method_options` checks given ones,
 and :func:`method_label` names a method run with non-default options (``rollout(start_layer=1)``)
 wherever its results are written. Gradient-weighted attention rollout, the method of the
 paper, is the default.
+
+``robustft.relevance`` imports every method module when it is imported (before anything
+can read this module), so :data:`RELEVANCE_METHODS` is complete whenever it is read; a
+method defined elsewhere (a user's, a test's) is registered when its module is imported.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from robustft.relevance.attn_gradcam import attention_gradcam
-from robustft.relevance.grad_rollout import relevance_map
-from robustft.relevance.input_gradient import input_x_gradient
-from robustft.relevance.raw_attention import raw_attention
-from robustft.relevance.rollout import attention_rollout, check_start_layer
 from robustft.relevance.settings import (
     ExplainedClass,
     GradientMode,
@@ -44,12 +44,27 @@ class RelevanceMethod:
 
 RELEVANCE_METHODS: dict[str, RelevanceMethod] = {}
 
+Compute = TypeVar("Compute", bound=Callable[..., RelevanceOutput])
 
-def register_method(name: str, compute: Callable[..., RelevanceOutput], *,
-                    differentiable: bool, options: Mapping[str, Any] | None = None,
-                    check_options: Callable[[Mapping[str, Any]], None] | None = None) -> None:
-    RELEVANCE_METHODS[name] = RelevanceMethod(compute, differentiable, dict(options or {}),
-                                              check_options)
+
+def register_method(name: str, compute: Compute | None = None, *, differentiable: bool,
+                    options: Mapping[str, Any] | None = None,
+                    check_options: Callable[[Mapping[str, Any]], None] | None = None
+                    ) -> Compute | Callable[[Compute], Compute]:
+    """Register ``compute`` as the relevance method ``name`` (a later registration of the
+    same name replaces it), with its own keyword ``options`` and their defaults, and
+    ``check_options`` to refuse bad values of them. Without ``compute``, a decorator::
+
+        @register_method("rollout", differentiable=True, options={"start_layer": 0})
+        def attention_rollout(model, images, target=None, gradient_mode="detached", *,
+                              backend="eager", start_layer=0) -> RelevanceOutput: ...
+    """
+    def register(function: Compute) -> Compute:
+        RELEVANCE_METHODS[name] = RelevanceMethod(function, differentiable, dict(options or {}),
+                                                  check_options)
+        return function
+
+    return register if compute is None else register(compute)
 
 
 def method_options(name: str, given: Mapping[str, Any] | None, *,
@@ -95,17 +110,6 @@ def check_trainable_method(name: str, *, key: str = "relevance.method") -> Relev
         raise ValueError(f"{key}={name} is not differentiable: a loss on its map cannot train "
                          f"the model; use one of {trainable_methods()} for training")
     return method
-
-
-register_method("grad_rollout", relevance_map, differentiable=True)
-# the maps below are functions of the attention in the autograd graph (a loss on them
-# reaches the weights), like grad_rollout's
-register_method("rollout", attention_rollout, differentiable=True, options={"start_layer": 0},
-                check_options=lambda options: check_start_layer(options["start_layer"]))
-register_method("raw_attention", raw_attention, differentiable=True)
-register_method("attn_gradcam", attention_gradcam, differentiable=True)
-# a first-order input gradient: no graph to the weights (robustft.relevance.input_gradient)
-register_method("input_x_gradient", input_x_gradient, differentiable=False)
 
 
 @dataclass

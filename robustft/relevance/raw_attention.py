@@ -7,13 +7,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from robustft.backbones import Backbone, backbone_of
-from robustft.relevance.capture import explained_classes, forward_with_attention, read_out
+from robustft.backbones import Backbone
+from robustft.relevance.capture import capture, subject_of
+from robustft.relevance.methods import register_method
+from robustft.relevance.readout import read_out, read_row
 from robustft.relevance.settings import GradientMode, RelevanceBackend, RelevanceOutput, widen
 
 __all__ = ["raw_attention"]
 
 
+@register_method("raw_attention", differentiable=True)  # a function of the captured A_L
 def raw_attention(
     model: nn.Module | Backbone,
     images: Tensor,
@@ -26,10 +29,9 @@ def raw_attention(
     ``target`` is only passed through (``None`` = the argmax class); ``gradient_mode`` and
     ``backend`` are ignored. Runs under the caller's grad mode (differentiable in the
     weights with grad enabled, nothing kept under ``torch.no_grad()``)."""
-    del gradient_mode, backend
-    backbone = backbone_of(model)
-    layout = backbone.token_layout((images.shape[-2], images.shape[-1]))
-    attentions, logits = forward_with_attention(backbone, images, layout)
+    del backend
+    subject = subject_of("raw_attention", model, images, gradient_mode, autograd=False)
+    captured = capture(subject, images, target)
     with torch.autocast(device_type=images.device.type, enabled=False):
-        cls_row = widen(attentions[-1]).mean(dim=1)[:, 0]
-    return read_out(cls_row, layout, logits, explained_classes(logits, target))
+        row = read_row(widen(captured.attentions[-1]).mean(dim=1), subject.layout)
+    return read_out(row, subject.layout, captured.logits, captured.target)

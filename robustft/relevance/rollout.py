@@ -19,11 +19,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from robustft.backbones import Backbone, backbone_of
-from robustft.relevance.capture import explained_classes, forward_with_attention, read_out
+from robustft.backbones import Backbone
+from robustft.relevance.capture import capture, subject_of
+from robustft.relevance.methods import register_method
+from robustft.relevance.readout import read_out, readout_row
 from robustft.relevance.settings import GradientMode, RelevanceBackend, RelevanceOutput, widen
 
-__all__ = ["attention_rollout", "check_start_layer", "rollout_cls_row_of_attention"]
+__all__ = ["attention_rollout", "check_start_layer", "rollout_cls_row_of_attention",
+           "rollout_row_of_attention"]
 
 
 def check_start_layer(start_layer: int, num_blocks: int | None = None) -> int:
@@ -37,19 +40,17 @@ def check_start_layer(start_layer: int, num_blocks: int | None = None) -> int:
     return start_layer
 
 
-def rollout_cls_row_of_attention(attentions: Sequence[Tensor], cls_index: int = 0, *,
-                                 start_layer: int = 0) -> Tensor:
-    """The ``cls_index`` row of ``R = Ã_L ... Ã_{start_layer + 1}`` for per-block attention
+def rollout_row_of_attention(attentions: Sequence[Tensor], start: Tensor, *,
+                             start_layer: int = 0) -> Tensor:
+    """The row ``e R`` of ``R = Ã_L ... Ã_{start_layer + 1}`` for per-block attention
     (B, heads, N, N), first block first (``start_layer`` 0-based: blocks before it are left
-    out). Returns (B, N).
+    out), and the (B, 1, N) read-out row ``e``. Returns (B, N).
 
     Evaluated as a row vector from the last block down, ``r <- r Ã_l``: O(L N^2)."""
     attentions = list(attentions)[check_start_layer(start_layer, len(attentions)):]
     first = widen(attentions[0])
-    batch, _, num_tokens, _ = first.shape
-    identity = torch.eye(num_tokens, dtype=first.dtype, device=first.device)
-    row = torch.zeros(batch, 1, num_tokens, dtype=first.dtype, device=first.device)
-    row[:, 0, cls_index] = 1.0
+    identity = torch.eye(first.shape[-1], dtype=first.dtype, device=first.device)
+    row = start
     for attention in reversed(attentions):
         mixed = 0.5 * identity + 0.5 * widen(attention).mean(dim=1)
         # attention rows sum to 1 already; dividing keeps the rule exact for any input
@@ -58,6 +59,19 @@ def rollout_cls_row_of_attention(attentions: Sequence[Tensor], cls_index: int = 
     return row[:, 0]
 
 
+def rollout_cls_row_of_attention(attentions: Sequence[Tensor], cls_index: int = 0, *,
+                                 start_layer: int = 0) -> Tensor:
+    """:func:`rollout_row_of_attention` read at the token ``cls_index``. Returns (B, N)."""
+    first = widen(attentions[0])
+    batch, _, num_tokens, _ = first.shape
+    start = torch.zeros(batch, 1, num_tokens, dtype=first.dtype, device=first.device)
+    start[:, 0, cls_index] = 1.0
+    return rollout_row_of_attention(attentions, start, start_layer=start_layer)
+
+
+# a smooth function of the captured A_l
+@register_method("rollout", differentiable=True, options={"start_layer": 0},
+                 check_options=lambda options: check_start_layer(options["start_layer"]))
 def attention_rollout(
     model: nn.Module | Backbone,
     images: Tensor,
@@ -73,11 +87,13 @@ def attention_rollout(
     ``gradient_mode`` and ``backend`` are ignored (no gradient; the attention must be
     materialised). Runs under the caller's grad mode: inside ``torch.no_grad()`` nothing is
     kept for a backward, with grad enabled the map is differentiable in the weights."""
-    del gradient_mode, backend
+    del backend
     check_start_layer(start_layer)
-    backbone = backbone_of(model)
-    layout = backbone.token_layout((images.shape[-2], images.shape[-1]))
-    attentions, logits = forward_with_attention(backbone, images, layout)
+    subject = subject_of("rollout", model, images, gradient_mode, autograd=False)
+    captured = capture(subject, images, target)
     with torch.autocast(device_type=images.device.type, enabled=False):
-        cls_row = rollout_cls_row_of_attention(attentions, cls_index=0, start_layer=start_layer)
-    return read_out(cls_row, layout, logits, explained_classes(logits, target))
+        first = widen(captured.attentions[0])
+        start = readout_row(subject.layout, first.shape[0], dtype=first.dtype,
+                            device=first.device)
+        row = rollout_row_of_attention(captured.attentions, start, start_layer=start_layer)
+    return read_out(row, subject.layout, captured.logits, captured.target)

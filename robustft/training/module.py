@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from robustft.backbones import backbone_of, frozen_copy
-from robustft.backbones.zero_shot import ZeroShotClassifier
+from robustft.backbones.heads import ZeroShotClassifier
 from robustft.baselines import Objective, baseline_loss
 from robustft.checkpoints import PREPROCESSING_KEY, plain_data
 from robustft.data.datamodule import pairs_and_unmasked, training_preprocessing

@@ -1,4 +1,4 @@
-"""Fitting a head (:mod:`robustft.backbones.probe_head`) on the frozen features of a folder
+"""Fitting a head (:mod:`robustft.backbones.heads.probe_head`) on the frozen features of a folder
 of labelled images: ``robustft-head`` and the real-backbone demo's stand-in use it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from robustft.backbones import preprocessing_config
-from robustft.backbones.probe_head import (
+from robustft.backbones.heads.probe_head import (
     class_mean_prototypes,
     fit_linear_probe,
     pooled_features,

@@ -14,7 +14,7 @@ from fixtures.real import real_assets
 
 from robustft.backbones import ModelSpec, preprocessing_config
 from robustft.backbones.dinov2_onnx import timm_state_dict_from_hf
-from robustft.backbones.probe_head import ProbeHead, save_probe_head
+from robustft.backbones.heads.probe_head import ProbeHead, save_probe_head
 from robustft.evaluation.eval_transforms import model_eval_transform
 from robustft.relevance import relevance_map
 

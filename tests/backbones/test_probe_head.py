@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_module
 from PIL import Image
 
 from robustft.backbones import ModelSpec, backbone_of
-from robustft.backbones.probe_head import (
+from robustft.backbones.heads.probe_head import (
     ProbeBackbone,
     ProbeClassifier,
     ProbeHead,

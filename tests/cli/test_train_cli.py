@@ -91,7 +91,7 @@ def test_every_experiment_fast_dev_run(experiment, tmp_path):
     if cfg.model.get("probe_head"):
         # a pretrained backbone with a probe head (experiment=demo_real): a probe of the tiny
         # tower's 32 features for the 4 classes, in place of the one the demo fits
-        from robustft.backbones.probe_head import ProbeHead, save_probe_head
+        from robustft.backbones.heads.probe_head import ProbeHead, save_probe_head
 
         probe = save_probe_head(ProbeHead(torch.randn(4, 32), torch.zeros(4)),
                                 tmp_path / "probe.safetensors")

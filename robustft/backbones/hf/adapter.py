@@ -1,6 +1,6 @@
-"""The Hugging Face transformers family: ``AutoModelForImageClassification`` ViTs with one
-CLS(+prefix)+patch token sequence through every block, and their
-:class:`~robustft.backbones.base.Backbone` adapter.
+"""The Hugging Face transformers family's :class:`~robustft.backbones.base.Backbone`
+adapter: ``AutoModelForImageClassification`` ViTs with one CLS(+prefix)+patch token sequence
+through every block.
 
 Supported (``config.model_type``): ``vit`` (``ViTForImageClassification``), ``deit``
 (``DeiTForImageClassification``, and ``DeiTForImageClassificationWithTeacher``: CLS +
@@ -14,10 +14,10 @@ Any input size whose sides are multiples of the patch size works, non-square one
 ViT and DeiT get ``interpolate_pos_encoding=True`` whenever the size differs from the
 config's ``image_size`` (HF refuses other sizes otherwise); DINOv2 always interpolates.
 Attention is captured by an attention function registered with transformers
-(:mod:`robustft.backbones.hf_attention`); outside a capture the model runs the
+(:mod:`robustft.backbones.hf.attention`); outside a capture the model runs the
 implementation it was loaded with (SDPA by default). Building from a hub id or a local
 ``from_pretrained`` folder, and the preprocessing read from the checkpoint's image processor
-config: :mod:`robustft.backbones.hf_load`.
+config: :mod:`robustft.backbones.hf.load`.
 """
 
 from __future__ import annotations
@@ -42,21 +42,15 @@ from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers im
 )
 from transformers.models.vit.modeling_vit import ViTAttention, ViTForImageClassification
 
-from robustft.backbones.base import (
-    TOKEN_FEATURES,
-    Backbone,
-    BlockAttention,
-    TokenLayout,
-    register_backbone,
-)
-from robustft.backbones.hf_attention import attention_dropout_active, recording
-from robustft.backbones.hf_load import PREPROCESSING_ATTRIBUTE, default_data_config
+from robustft.backbones.base import TOKEN_FEATURES, Backbone, BlockAttention, TokenLayout
+from robustft.backbones.hf.attention import attention_dropout_active, recording
+from robustft.backbones.hf.load import PREPROCESSING_ATTRIBUTE, default_data_config
 
-__all__ = ["HF_FAMILIES", "HFFamily", "HuggingFaceViT", "family_of"]
+__all__ = ["ADAPTERS", "HF_MODEL_TYPES", "HFModelType", "HuggingFaceViT", "model_type_of"]
 
 
 @dataclass(frozen=True)
-class HFFamily:
+class HFModelType:
     """What differs between the supported model types: their attention module class, how
     many prefix tokens precede the patches, and whether ``forward`` needs
     ``interpolate_pos_encoding=True`` for a size other than the config's."""
@@ -68,27 +62,27 @@ class HFFamily:
     needs_interpolate_flag: bool
 
 
-HF_FAMILIES: dict[str, HFFamily] = {
-    family.model_type: family for family in (
-        HFFamily("vit", ViTAttention, (ViTForImageClassification,), lambda _c: 1, True),
-        HFFamily("deit", DeiTAttention,
-                 (DeiTForImageClassification, DeiTForImageClassificationWithTeacher),
-                 lambda _c: 2, True),
-        HFFamily("dinov2", Dinov2Attention, (Dinov2ForImageClassification,), lambda _c: 1, False),
-        HFFamily("dinov2_with_registers", Dinov2WithRegistersAttention,
-                 (Dinov2WithRegistersForImageClassification,),
-                 lambda config: 1 + int(config.num_register_tokens), False),
+HF_MODEL_TYPES: dict[str, HFModelType] = {
+    model_type.model_type: model_type for model_type in (
+        HFModelType("vit", ViTAttention, (ViTForImageClassification,), lambda _c: 1, True),
+        HFModelType("deit", DeiTAttention,
+                    (DeiTForImageClassification, DeiTForImageClassificationWithTeacher),
+                    lambda _c: 2, True),
+        HFModelType("dinov2", Dinov2Attention, (Dinov2ForImageClassification,), lambda _c: 1, False),
+        HFModelType("dinov2_with_registers", Dinov2WithRegistersAttention,
+                    (Dinov2WithRegistersForImageClassification,),
+                    lambda config: 1 + int(config.num_register_tokens), False),
     )
 }
 
 
-def family_of(model: nn.Module) -> HFFamily:
-    """The :class:`HFFamily` of a supported HF classifier (by its config's model type)."""
+def model_type_of(model: nn.Module) -> HFModelType:
+    """The :class:`HFModelType` of a supported HF classifier (by its config's model type)."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in HF_FAMILIES:
+    if model_type not in HF_MODEL_TYPES:
         raise TypeError(f"{type(model).__name__} (model_type {model_type!r}) is not a supported "
-                        f"Hugging Face ViT; supported: {sorted(HF_FAMILIES)}")
-    return HF_FAMILIES[model_type]
+                        f"Hugging Face ViT; supported: {sorted(HF_MODEL_TYPES)}")
+    return HF_MODEL_TYPES[model_type]
 
 
 def _pair(value: Any) -> tuple[int, int]:
@@ -102,7 +96,7 @@ class HuggingFaceViT(Backbone):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
-        self.family = family_of(model)
+        self.model_type = model_type_of(model)
 
     @property
     def config(self) -> PretrainedConfig:
@@ -123,7 +117,7 @@ class HuggingFaceViT(Backbone):
             # the image it is compared with
             raise ValueError(f"input size {(height, width)} is not a multiple of the patch size "
                              f"{(ph, pw)} of {type(self.model).__name__}")
-        return TokenLayout(num_prefix_tokens=self.family.num_prefix_tokens(self.config),
+        return TokenLayout(num_prefix_tokens=self.model_type.num_prefix_tokens(self.config),
                            grid_size=(height // ph, width // pw))
 
     def preprocessing(self) -> dict[str, Any]:
@@ -132,7 +126,7 @@ class HuggingFaceViT(Backbone):
 
     def _forward_kwargs(self, images: Tensor) -> dict[str, Any]:
         size = (images.shape[-2], images.shape[-1])
-        if self.family.needs_interpolate_flag and size != _pair(self.config.image_size):
+        if self.model_type.needs_interpolate_flag and size != _pair(self.config.image_size):
             return {"interpolate_pos_encoding": True}
         return {}
 
@@ -143,10 +137,10 @@ class HuggingFaceViT(Backbone):
     def attention_modules(self) -> list[nn.Module]:
         """The blocks' self-attention modules, first block first."""
         modules = [module for module in self.model.modules()
-                   if isinstance(module, self.family.attention)]
+                   if isinstance(module, self.model_type.attention)]
         if len(modules) != int(self.config.num_hidden_layers):
             raise TypeError(f"{type(self.model).__name__} has {len(modules)} "
-                            f"{self.family.attention.__name__} modules, but its config says "
+                            f"{self.model_type.attention.__name__} modules, but its config says "
                             f"{self.config.num_hidden_layers} layers")
         return modules
 
@@ -194,6 +188,6 @@ class HuggingFaceViT(Backbone):
         return captured[0]
 
 
-for _family in HF_FAMILIES.values():
-    for _classifier in _family.classifiers:
-        register_backbone(_classifier, HuggingFaceViT)
+ADAPTERS: tuple[tuple[type[nn.Module], type[Backbone]], ...] = tuple(
+    (classifier, HuggingFaceViT) for model_type in HF_MODEL_TYPES.values()
+    for classifier in model_type.classifiers)

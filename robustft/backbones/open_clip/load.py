@@ -1,12 +1,12 @@
-"""The OpenCLIP family: the image tower of an OpenCLIP ViT as a
-:class:`~robustft.backbones.base.Backbone`, and an OpenCLIP model (name, tag or local weights
-file) built into a :class:`~robustft.backbones.zero_shot.ZeroShotClassifier`.
+"""Building an OpenCLIP model (``ModelSpec(family="open_clip")``: name, tag or local
+weights file) into a :class:`~robustft.backbones.heads.zero_shot.ZeroShotClassifier`: its
+image tower scored against the class embeddings of its text tower, or of a head file.
 
-Attention is captured by recomputing OpenCLIP's ``nn.MultiheadAttention`` explicitly from
-its ``in_proj`` weights (:mod:`robustft.backbones.open_clip_attention`).
-
-Only plain ``ResidualAttentionBlock`` self-attention is explained; ResNet and timm image
-towers are evaluated (class scores, OpenCLIP preprocessing) but not explained.
+The spec's fields for open_clip: ``name`` (an OpenCLIP model name, ``ViT-B-16``), ``tag``
+(its pretrained tag, ``laion2b_s34b_b88k``), ``weights_file`` (a local OpenCLIP checkpoint,
+or a saved zero-shot classifier), ``pretrained``, ``kwargs`` (``open_clip.create_model``'s)
+and ``zero_shot`` (the class names and prompt templates of the head, or its
+``embeddings_file``); ``num_classes`` is refused (the head's classes are the model's).
 """
 
 from __future__ import annotations
@@ -14,26 +14,14 @@ from __future__ import annotations
 import difflib
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import open_clip
 import torch
-from open_clip.modified_resnet import ModifiedResNet
-from open_clip.transformer import VisionTransformer
-from torch import Tensor, nn
+from torch import nn
 
-from robustft.backbones.base import Backbone, BlockAttention, TokenLayout, register_backbone
-from robustft.backbones.open_clip_attention import (
-    explicit_attention,
-    leaf_if_frozen,
-    replaced_attention,
-    vision_blocks,
-)
-from robustft.backbones.timm import ImageClassifier
-from robustft.backbones.zero_shot import (
+from robustft.backbones.heads.zero_shot import (
     ZeroShotClassifier,
     ZeroShotHead,
     ZeroShotSpec,
@@ -45,147 +33,9 @@ from robustft.backbones.zero_shot import (
 )
 from robustft.state_dict_fit import compare_state_dicts, mismatch_from_load_error
 
-__all__ = ["OpenClipViT", "build_open_clip", "open_clip_preprocessing", "vision_blocks",
-           "zero_shot_classifier"]
+__all__ = ["build_open_clip", "open_clip_weights_identity", "zero_shot_classifier"]
 
 log = logging.getLogger(__name__)
-
-# OpenCLIP's eval resize modes -> timm's crop_mode at crop_pct 1.0 (the same transforms;
-# for `longest` timm pads with the mean colour where OpenCLIP pads with fill_color)
-_CROP_MODES = {"shortest": "center", "squash": "squash", "longest": "border"}
-
-
-# ------------------------------------------------------------------ the image tower
-
-
-def open_clip_preprocessing(visual: nn.Module) -> dict[str, Any]:
-    """The tower's own eval preprocessing (``visual.preprocess_cfg``, as
-    ``open_clip.create_model`` sets it) as a timm-style data config."""
-    config = dict(getattr(visual, "preprocess_cfg", None) or {})
-    size = config.get("size", getattr(visual, "image_size", 224))
-    height, width = (size, size) if isinstance(size, int) else tuple(size)
-    resize_mode = config.get("resize_mode", "shortest")
-    if resize_mode not in _CROP_MODES:
-        raise ValueError(f"{type(visual).__name__}.preprocess_cfg: unknown resize_mode "
-                         f"{resize_mode!r}; expected one of {sorted(_CROP_MODES)}")
-    mean = config.get("mean", getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN)
-    std = config.get("std", getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD)
-    return {"input_size": (3, int(height), int(width)), "mean": tuple(mean), "std": tuple(std),
-            "interpolation": config.get("interpolation", "bicubic"), "crop_pct": 1.0,
-            "crop_mode": _CROP_MODES[resize_mode]}
-
-
-class OpenClipViT(Backbone):
-    """An OpenCLIP ``VisionTransformer`` image tower; its class scores are its (B, D)
-    image embeddings (a :class:`ZeroShotClassifier` turns them into class logits)."""
-
-    @property
-    def patch_size(self) -> tuple[int, int]:
-        height, width = self.model.patch_size
-        return int(height), int(width)
-
-    @property
-    def num_classes(self) -> int | None:
-        return None
-
-    def token_layout(self, image_size: tuple[int, int]) -> TokenLayout:
-        visual = self.model
-        if getattr(visual, "attn_pool", None) is not None or visual.pool_type != "tok":
-            pooling = ("an attention pooler" if visual.attn_pool is not None
-                       else repr(visual.pool_type))
-            raise ValueError(f"{type(visual).__name__} pools its tokens with {pooling}, not the "
-                             "class token: the relevance read-out is the CLS row")
-        expected = tuple(int(s) for s in visual.image_size)
-        if tuple(image_size) != expected:
-            raise ValueError(f"input size {tuple(image_size)} does not match the OpenCLIP tower's "
-                             f"image_size {expected}; create it with "
-                             "model.kwargs.force_image_size=...")
-        return TokenLayout(num_prefix_tokens=1, grid_size=tuple(int(g) for g in visual.grid_size))
-
-    def preprocessing(self) -> dict[str, Any]:
-        return open_clip_preprocessing(self.model)
-
-    def class_scores(self, images: Tensor) -> Tensor:
-        features = self.model(images)
-        return features[0] if isinstance(features, (tuple, list)) else features
-
-    @contextmanager
-    def capture_attention(self) -> Iterator[list[Tensor]]:
-        captured: list[Tensor] = []
-
-        def record(probabilities: Tensor) -> Tensor:
-            probabilities = leaf_if_frozen(probabilities)
-            captured.append(probabilities)
-            return probabilities
-
-        make = lambda block: explicit_attention(block, fused=False, record=record)  # noqa: E731
-        with replaced_attention(vision_blocks(self.model), make):
-            yield captured
-
-    def fused_capture_refusal(self) -> str:
-        try:
-            blocks = vision_blocks(self.model)
-        except TypeError as error:
-            return str(error)
-        if self.model.training and any(block.attn.dropout > 0 for block in blocks):
-            return "attention dropout is active (nn.MultiheadAttention dropout > 0 in training)"
-        return ""
-
-    @contextmanager
-    def capture_qkv(self) -> Iterator[list[BlockAttention]]:
-        captured: list[BlockAttention] = []
-
-        def record(query: Tensor, key: Tensor, value: Tensor, output: Tensor) -> Tensor:
-            output = leaf_if_frozen(output)
-            captured.append(BlockAttention(query=query, key=key, value=value, output=output,
-                                           scale=query.shape[-1] ** -0.5))
-            return output
-
-        make = lambda block: explicit_attention(block, fused=True, record=record)  # noqa: E731
-        with replaced_attention(vision_blocks(self.model), make):
-            yield captured
-
-    @torch.no_grad()
-    def last_block_keys(self, images: Tensor) -> Tensor:
-        blocks = vision_blocks(self.model)
-        keys: list[Tensor] = []
-
-        def keep_keys(query: Tensor, key: Tensor, value: Tensor, output: Tensor) -> Tensor:
-            batch, heads, tokens, head_dim = key.shape
-            keys.append(key.transpose(1, 2).reshape(batch, tokens, heads * head_dim))
-            return output
-
-        with replaced_attention(blocks[-1:], lambda block: explicit_attention(
-                block, fused=True, record=keep_keys)):
-            self.model(images)
-        return keys[0]
-
-    def explain_token_count_mismatch(self, num_tokens: int, layout: TokenLayout) -> str:
-        if self.model.training and not isinstance(getattr(self.model, "patch_dropout", None),
-                                                  nn.Identity):
-            return (" The tower drops patch tokens in training mode (OpenCLIP patch_dropout > 0):"
-                    " create it with model.kwargs.force_patch_dropout=0.")
-        return ""
-
-
-class OpenClipImageTower(ImageClassifier):
-    """An OpenCLIP ResNet or timm image tower: evaluated with OpenCLIP's preprocessing,
-    refused by every relevance step (no single token sequence)."""
-
-    def class_scores(self, images: Tensor) -> Tensor:
-        features = self.model(images)
-        return features[0] if isinstance(features, (tuple, list)) else features
-
-    def preprocessing(self) -> dict[str, Any]:
-        return open_clip_preprocessing(self.model)
-
-
-register_backbone(ModifiedResNet, OpenClipImageTower)
-register_backbone(open_clip.timm_model.TimmModel, OpenClipImageTower)
-register_backbone(VisionTransformer, OpenClipViT)
-
-
-# ------------------------------------------------------------------ building
 
 
 def _check_name(name: str, key: str) -> None:
@@ -335,3 +185,10 @@ def build_open_clip(spec: Any, key: str = "model") -> ZeroShotClassifier:
     if saved_classifier:
         _load_saved_classifier(model, Path(weights_file), f"{key}.weights_file", spec.name)
     return model
+
+
+def open_clip_weights_identity(entry: Any, key: str, sha256: Any
+                               ) -> tuple[dict[str, Any], dict[str, str]]:
+    """What an OpenCLIP entry adds to a fingerprint: the OpenCLIP version (its model
+    configs, tags and tokenizer decide the model)."""
+    return {"open_clip": open_clip.__version__}, {}

@@ -1,5 +1,6 @@
-"""Building a Hugging Face ViT classifier (``ModelSpec(family="hf")``) and reading its
-preprocessing from the checkpoint's image processor config.
+"""Building a Hugging Face ViT classifier (``ModelSpec(family="hf")``), reading its
+preprocessing from the checkpoint's image processor config, and what identifies its
+weights in an evaluation fingerprint.
 
 Sources: ``hf_id`` (a hub id, needs network or the hub cache) or ``hf_path`` (a local
 folder written by ``save_pretrained``, or a downloaded hub snapshot: ``config.json``, the
@@ -19,6 +20,10 @@ Preprocessing (``preprocessor_config.json``) onto robustft's timm-style dict:
 
 Without a processor config the input size is the config's ``image_size`` and mean, std and
 interpolation are the defaults of the model type's HF image processor (one log line).
+
+The spec's fields for hf: ``hf_id`` / ``hf_path`` (exactly one), ``pretrained``,
+``num_classes``, ``kwargs`` (config overrides) and ``checkpoint``; ``name`` is not needed
+(a label at most), ``weights_file`` is refused.
 """
 
 from __future__ import annotations
@@ -26,13 +31,18 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-__all__ = ["PREPROCESSING_ATTRIBUTE", "SUPPORTED_MODEL_TYPES", "create_hf_model",
-           "data_config_from_processor", "default_data_config"]
+if TYPE_CHECKING:
+    from robustft.backbones.spec import ModelSpec
+
+__all__ = ["PREPROCESSING_ATTRIBUTE", "SUPPORTED_MODEL_TYPES", "build_hf", "check_hf_spec",
+           "create_hf_model", "data_config_from_processor", "default_data_config",
+           "hf_weights_identity"]
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +108,6 @@ def create_hf_model(*, hf_id: str | None = None, hf_path: str | None = None,
     """A supported ``AutoModelForImageClassification`` (module docstring), with its
     preprocessing attached; bad input is one line naming ``key.hf_id`` / ``key.hf_path``."""
     from transformers import AutoModelForImageClassification
-
-    from robustft.backbones import hf as _hf  # noqa: F401 - registers the adapters
 
     source, source_key = _source(hf_id, hf_path, key)
     config = _load_config(source, source_key, num_classes, config_overrides)
@@ -205,3 +213,45 @@ def data_config_from_processor(processor: Any, where: str) -> dict[str, Any]:
     return {"input_size": (3, int(input_hw[0]), int(input_hw[1])), "mean": mean, "std": std,
             "crop_pct": float(crop_pct), "crop_mode": crop_mode,
             "interpolation": _interpolation(getattr(processor, "resample", 3), where)}
+
+
+def check_hf_spec(spec: ModelSpec, key: str) -> None:
+    """The hf family's own rule: its weights come from its source, not a weights file."""
+    if spec.weights_file:
+        raise ValueError(f"{key}.weights_file is timm's; a Hugging Face model (family=hf) reads "
+                         f"its weights from {key}.hf_path or {key}.hf_id")
+
+
+def build_hf(spec: ModelSpec, key: str) -> nn.Module:
+    """The ``ModelSpec(family="hf")`` builder (module docstring)."""
+    num_classes = spec.num_classes
+    if spec.probe_head and num_classes is None:  # the classifier the probe is written into
+        from robustft.backbones.heads.probe_head import read_probe_head
+
+        num_classes = read_probe_head(spec.probe_head, f"{key}.probe_head").num_classes
+    return create_hf_model(hf_id=spec.hf_id, hf_path=spec.hf_path, key=key,
+                           pretrained=spec.pretrained and not spec.checkpoint,
+                           num_classes=num_classes, **spec.kwargs)
+
+
+# the files of a save_pretrained folder that decide the model and its preprocessing
+_HF_FOLDER_FILES = ("config.json", "preprocessor_config.json", "model.safetensors",
+                    "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def hf_weights_identity(entry: Mapping[str, Any], key: str, sha256: Callable[[str, str], str]
+                        ) -> tuple[dict[str, Any], dict[str, str]]:
+    """A Hugging Face entry's source in a fingerprint: the hub id, or the sha256 of each
+    model file of the ``hf_path`` folder (sharded weights: their index; the shards it names
+    are not hashed), and the transformers version (which resolves the config and the
+    processor); and the folder's path as a source."""
+    import transformers
+
+    folder = entry.get("hf_path") or None
+    digests, sources = None, {}
+    if folder is not None:
+        sources["hf_path"] = str(Path(folder).resolve())
+        digests = {name: "sha256:" + sha256(str(Path(folder) / name), f"{key}.hf_path")
+                   for name in _HF_FOLDER_FILES if (Path(folder) / name).is_file()}
+    return ({"hf_id": entry.get("hf_id") or None, "hf_path": digests,
+             "transformers": transformers.__version__}, sources)

@@ -1,5 +1,6 @@
-"""The timm family: creating a timm ViT (by name, tag, local weights file) and its
-:class:`~robustft.backbones.base.Backbone` adapter.
+"""The timm family's :class:`~robustft.backbones.base.Backbone` adapters: a timm
+``VisionTransformer`` (:class:`TimmViT`), and any other ``nn.Module`` (:class:`ImageClassifier`:
+evaluated with timm's preprocessing, never explained).
 
 Any timm ``VisionTransformer`` works: plain, distilled (DeiT), register-token and
 CLIP-tagged models; the prefix tokens never enter a relevance map.
@@ -13,18 +14,14 @@ hooks are removed and each block's ``fused_attn`` flag restored. timm also offer
 ``attn_layer=`` (an attention class passed into every block, as DINOv2 does), but only when
 a model is built: the hooks work on any timm ViT a user already holds, whatever built it,
 with its weights untouched. The fused path (q, k, v and the attention output, for a faster
-relevance step) is captured with hooks too, in :mod:`robustft.backbones.timm_qkv`.
+relevance step) is captured with hooks too, in :mod:`robustft.backbones.timm.attention`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
-import os
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import timm
@@ -32,24 +29,17 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from robustft.backbones.base import (
-    TOKEN_FEATURES,
-    Backbone,
-    BlockAttention,
-    TokenLayout,
-    register_backbone,
-)
-from robustft.backbones.timm_qkv import (
+from robustft.backbones.base import TOKEN_FEATURES, Backbone, BlockAttention, TokenLayout
+from robustft.backbones.timm.attention import (
     attention_blocks,
     capture_hook,
     capture_qkv,
     fused_attention_blocks,
     hooked_attention,
 )
-from robustft.state_dict_fit import mismatch_from_load_error
 
-__all__ = ["ImageClassifier", "TimmViT", "attention_blocks", "create_model", "timm_data_config",
-           "token_layout"]
+__all__ = ["ADAPTERS", "ImageClassifier", "TimmViT", "timm_data_config", "token_layout",
+           "weights_name"]
 
 
 def token_layout(model: nn.Module, image_size: tuple[int, int]) -> TokenLayout:
@@ -86,157 +76,6 @@ def token_layout(model: nn.Module, image_size: tuple[int, int]) -> TokenLayout:
     )
 
 
-def _check_model_name(name: str) -> None:
-    if timm.is_model(name):
-        return
-    arch = name.split(".")[0]
-    close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
-    hint = f"; did you mean one of {close}?" if close else ""
-    raise ValueError(f"unknown timm model name {name!r} (model.name){hint}")
-
-
-def _weights_format(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        return "safetensors"
-    return "numpy .npz" if suffix == ".npz" else "PyTorch (torch.save)"
-
-
-def _check_weights_file_format(path: Path, weights_key: str = "model.weights_file") -> None:
-    """``ValueError`` naming ``weights_key`` and ``path`` when the file is not a complete
-    file of its format, checked cheaply before timm reads it (the readers' own errors,
-    e.g. "[Errno 22] Invalid argument" for a truncated .pth, name no file): a safetensors
-    header must cover the file, a ``.pth``/``.npz`` must be a zip archive with its
-    central directory (torch.save's format since torch 1.6; a legacy pickle is let
-    through)."""
-    kind = _weights_format(path)
-    unreadable = f"{weights_key}: {path} is not a readable {kind} file (truncated?)"
-    if kind == "safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt"):
-                pass
-        except Exception as error:  # noqa: BLE001 - SafetensorError derives from Exception
-            raise ValueError(f"{unreadable}: {error}") from error
-        return
-    if zipfile.is_zipfile(path):
-        return
-    with path.open("rb") as handle:
-        legacy_pickle = handle.read(1) == b"\x80"  # pickle protocol >= 2
-    if kind == "numpy .npz" or not legacy_pickle:
-        raise ValueError(f"{unreadable}: not a zip archive")
-
-
-def _check_npz_head(path: Path, weights_key: str, num_classes: int | None) -> None:
-    """An ``.npz``'s classifier must have ``num_classes`` outputs: timm's npz reader keeps
-    the model's random head, silently, when the sizes differ (its state-dict reader
-    raises). ``num_classes`` None (the tag's default) is checked by the model afterwards."""
-    import numpy as np
-
-    if num_classes is None:
-        return
-    with np.load(path) as archive:
-        heads = [key for key in archive.files if key.endswith("head/bias")]
-        if heads and archive[heads[0]].shape[-1] != num_classes:
-            raise ValueError(f"{weights_key}: {path} has a {archive[heads[0]].shape[-1]}-class "
-                             f"head ({heads[0]}) but model.num_classes is {num_classes}: set "
-                             "model.num_classes to the file's, or fine-tune from a file whose "
-                             "head fits")
-
-
-def _raised_while_loading_weights(error: BaseException) -> bool:
-    """Whether ``error`` passed through timm's ``load_pretrained`` (reading the file and
-    loading it into the built model), as opposed to the model's construction."""
-    frame = error.__traceback__
-    while frame is not None:
-        code, module = frame.tb_frame.f_code, frame.tb_frame.f_globals.get("__name__", "")
-        if code.co_name == "load_pretrained" and module.startswith("timm."):
-            return True
-        frame = frame.tb_next
-    return False
-
-
-@contextlib.contextmanager
-def _weights_file_errors(path: Path, weights_key: str, name: str,
-                         model_kwargs: dict[str, Any]) -> Iterator[None]:
-    """timm's errors while it loads ``path`` into ``name``, said in one line naming the key
-    and the file: weights of another architecture (torch lists every differing tensor on a
-    line of its own), or a file that fails to read past :func:`_check_weights_file_format`.
-    Errors of the model's construction pass unchanged."""
-    model = f"model.name={name}" + (f" (kwargs {model_kwargs})" if model_kwargs else "")
-    try:
-        yield
-    except Exception as error:
-        if not _raised_while_loading_weights(error):
-            raise
-        mismatch = mismatch_from_load_error(error)
-        if mismatch:
-            raise ValueError(f"{weights_key}: {path} does not fit {model}: "
-                             f"{mismatch.describe('file')}") from error
-        reason = " ".join(str(error).split()) or "no message"
-        raise ValueError(f"{weights_key}: {path} is not a readable {_weights_format(path)} file "
-                         f"or does not fit {model}: {type(error).__name__}: {reason}") from error
-
-
-def create_model(
-    name: str,
-    *,
-    pretrained: bool = False,
-    weights_file: str | os.PathLike[str] | None = None,
-    num_classes: int | None = None,
-    weights_key: str = "model.weights_file",
-    **model_kwargs: Any,
-) -> nn.Module:
-    """Create a timm model by name, e.g. ``vit_base_patch16_224.orig_in21k_ft_in1k``.
-
-    - ``pretrained=True`` loads the tag's weights from the Hugging Face hub (needs network).
-    - ``weights_file`` loads a local ``.safetensors``/``.pth`` file, or an original JAX/Flax
-      ``.npz`` (Google's ViT/AugReg releases), through timm's own pretrained loader
-      (``pretrained_cfg_overlay=dict(file=...)``, ``custom_load`` for ``.npz``), so timm's
-      checkpoint filters (pos-embed resampling, npz conversion) apply exactly as for hub
-      weights. The file's classifier must have ``num_classes`` outputs (timm's default for
-      the tag when ``num_classes`` is None).
-      A file that is missing, truncated or not of its format, or whose weights do not fit
-      the architecture, is a one-line error naming ``weights_key`` (the config key that
-      gave the file) and the file.
-    - ``model_kwargs`` go to the timm constructor (``img_size``, ``patch_size``, ``depth``...).
-    """
-    _check_model_name(name)
-    kwargs = dict(model_kwargs)
-    if num_classes is not None:
-        kwargs["num_classes"] = num_classes
-    if weights_file is not None:
-        path = Path(weights_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"{weights_key}: model weights file not found: {path}")
-        _check_weights_file_format(path, weights_key)
-        overlay: dict[str, Any] = {"file": str(path)}
-        if _weights_format(path) == "numpy .npz":
-            # the original JAX/Flax checkpoints (Google's ViT and AugReg releases): timm reads
-            # them with the model's own load_pretrained only when told the file is foreign;
-            # otherwise it hands the archive to torch.load
-            overlay["custom_load"] = True
-            _check_npz_head(path, weights_key, num_classes)
-        if num_classes is not None:
-            # Tell timm the file's head has this size, so it keeps the head instead of
-            # dropping it as a mismatched classifier.
-            overlay["num_classes"] = num_classes
-        kwargs["pretrained_cfg_overlay"] = overlay
-        with _weights_file_errors(path, weights_key, name, model_kwargs):
-            return timm.create_model(name, pretrained=True, **kwargs)
-    try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
-    except OSError as error:
-        if not pretrained:
-            raise
-        # huggingface_hub's offline / unreachable-hub errors are OSErrors that name no key
-        raise OSError(f"could not download the pretrained weights of {name!r} from the Hugging "
-                      f"Face hub ({type(error).__name__}). Without network, point "
-                      "model.weights_file at a local .safetensors/.pth file (or set "
-                      "model.pretrained=false for random weights).") from error
-
-
 def timm_data_config(model: nn.Module) -> dict[str, Any]:
     """The model's own preprocessing from its timm ``pretrained_cfg``: ``input_size``,
     ``mean``, ``std``, ``crop_pct``, ``interpolation``."""
@@ -247,6 +86,15 @@ def timm_data_config(model: nn.Module) -> dict[str, Any]:
         # size it was built for is the truth.
         config["input_size"] = (config["input_size"][0], *patch_embed.img_size)
     return config
+
+
+def weights_name(model: nn.Module) -> str:
+    """The model's timm ``pretrained_cfg`` name (``architecture.tag``), else its class name."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    arch, tag = cfg.get("architecture"), cfg.get("tag")
+    if arch:
+        return f"{arch}.{tag}" if tag else str(arch)
+    return type(model).__name__
 
 
 class TimmViT(Backbone):
@@ -344,6 +192,9 @@ class TimmViT(Backbone):
                     " create it with patch_drop_rate=0 for relevance fine-tuning.")
         return ""
 
+    def describe(self) -> str:
+        return weights_name(self.model)
+
 
 class ImageClassifier(Backbone):
     """Any other image classifier (a timm ResNet, a hand-made model): its class scores and
@@ -384,7 +235,10 @@ class ImageClassifier(Backbone):
     def last_block_keys(self, images: Tensor) -> Tensor:
         raise self._refuse()
 
+    def describe(self) -> str:
+        return weights_name(self.model)
+
 
 # The general fallback, and the timm ViT (the more specific type wins: register_backbone).
-register_backbone(nn.Module, ImageClassifier)
-register_backbone(VisionTransformer, TimmViT)
+ADAPTERS: tuple[tuple[type[nn.Module], type[Backbone]], ...] = (
+    (nn.Module, ImageClassifier), (VisionTransformer, TimmViT))

@@ -124,31 +124,6 @@ def test_frozen_model_and_no_grad_context():
     torch.testing.assert_close(frozen.detach(), reference)
 
 
-def test_fused_attention_restored_and_logits_match_fused_path():
-    model = tiny_vit("plain", depth=3)
-    flags = [True, False, True]
-    for block, flag in zip(model.blocks, flags):
-        block.attn.fused_attn = flag
-    images = torch.randn(2, 3, 32, 32)
-    out = relevance_map(model, images)
-    assert [b.attn.fused_attn for b in model.blocks] == flags
-    for block in model.blocks:
-        block.attn.fused_attn = True
-    with torch.no_grad():
-        fused_logits = model(images)
-    torch.testing.assert_close(out.logits.detach(), fused_logits, rtol=0, atol=1e-5)
-
-
-def test_fused_attention_restored_after_error():
-    model = tiny_vit("plain")
-    handle = model.blocks[1].register_forward_hook(lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
-    with pytest.raises(RuntimeError, match="boom"):
-        relevance_map(model, torch.randn(1, 3, 32, 32))
-    handle.remove()
-    assert all(b.attn.fused_attn for b in model.blocks)
-    assert all(len(b.attn.attn_drop._forward_hooks) == 0 for b in model.blocks)
-
-
 def _seg_loss(model, images, mask, target, mode):
     out = relevance_map(model, images, target, gradient_mode=mode)
     relevance = upsample_and_normalize(out.relevance, mask.shape[-2:])
@@ -201,19 +176,6 @@ def test_detached_mode_gives_no_gradient_to_head_last_mlp_and_final_norm():
     _seg_loss(model, images, mask, None, "second_order").backward()
     assert torch.count_nonzero(model.head.weight.grad) > 0
     assert torch.count_nonzero(model.blocks[-1].mlp.fc2.weight.grad) > 0
-
-
-def test_upsample_and_normalize():
-    constant = torch.full((2, 3, 3), 0.7)
-    out = upsample_and_normalize(constant, (6, 6))
-    assert torch.equal(out, torch.zeros(2, 6, 6))
-    ramp = torch.tensor([[[0.0, 1.0], [2.0, 3.0]]])
-    out = upsample_and_normalize(ramp, (4, 4))
-    assert out.shape == (1, 4, 4)
-    assert out.min() == 0 and out.max() == 1
-    # align_corners=False: output column 1 samples source x = 0.25 (0.75*0 + 0.25*1), and
-    # the border pixels clamp to the source corners, so the range stays [0, 3].
-    torch.testing.assert_close(out[0, 0, :2], torch.tensor([0.0, 0.25 / 3.0]))
 
 
 def test_bad_gradient_mode_and_input_size():
