@@ -4,7 +4,6 @@ probe head (a classifier fitted on a backbone's frozen features,
 :mod:`robustft.backbones.heads.probe_head`)."""
 
 from robustft.backbones.heads.probe_head import ProbeBackbone, ProbeClassifier, ProbeHead
-
 from robustft.backbones.heads.zero_shot import (
     ZeroShotBackbone,
     ZeroShotClassifier,
@@ -14,5 +13,6 @@ from robustft.backbones.heads.zero_shot import (
     save_zero_shot_head,
 )
 
-__all__ = ["ProbeBackbone", "ProbeClassifier", "ProbeHead", "ZeroShotBackbone", "ZeroShotClassifier", "ZeroShotHead", "ZeroShotSpec",
-           "read_zero_shot_head", "save_zero_shot_head"]
+__all__ = ["ProbeBackbone", "ProbeClassifier", "ProbeHead", "ZeroShotBackbone",
+           "ZeroShotClassifier", "ZeroShotHead", "ZeroShotSpec", "read_zero_shot_head",
+           "save_zero_shot_head"]

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustft.backbones.registry import register_backbone
 from robustft.backbones.heads.zero_shot import ZeroShotBackbone, ZeroShotHead
+from robustft.backbones.registry import register_backbone
 
 __all__ = ["ProbeClassifier", "ProbeHead", "attach_probe_head", "class_mean_prototypes",
            "fit_linear_probe", "pooled_features", "read_probe_head", "save_probe_head"]
