@@ -125,6 +125,8 @@ def head_images(pretrain_root: Path, folder: Path, head_data: str, per_class: in
     import numpy as np
     from PIL import Image
 
+    from robustft.data.image_files import decode_binary_mask, load_rgb
+
     if head_data not in HEAD_DATA:
         raise ValueError(f"pretrain.head_data: expected one of {list(HEAD_DATA)}, got {head_data!r}")
     shutil.rmtree(folder, ignore_errors=True)
@@ -136,11 +138,10 @@ def head_images(pretrain_root: Path, folder: Path, head_data: str, per_class: in
                     plain and head_data == "backgrounds_only"):
                 continue
             taken[row["class"]] = taken.get(row["class"], 0) + 1
-            with Image.open(pretrain_root / row["path"]) as image:
-                pixels = np.asarray(image.convert("RGB")).copy()
+            pixels = np.asarray(load_rgb(pretrain_root / row["path"])).copy()
             if head_data != "scenes" and not plain:
-                with Image.open(pretrain_root.parent / row["mask_path"]) as mask:
-                    pixels[np.asarray(mask.convert("L")) > 0] = round(255 * fill)
+                mask = decode_binary_mask(pretrain_root.parent / row["mask_path"])
+                pixels[mask > 0] = round(255 * fill)
             target = folder / row["class"] / Path(row["path"]).name
             target.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(pixels).save(target)

@@ -188,8 +188,9 @@ class RelevanceFinetuner(pl.LightningModule):
                 f"the data has {data_classes} classes but the model has {outputs} outputs: set "
                 "model.num_classes to the number of class folders, or data.class_index to map "
                 "the folders onto the model's classes (e.g. data.class_index=imagenet)")
+        # once, from the first process (a trainer stand-in without ranks counts as that)
         if (data_classes is not None and outputs is not None and data_classes < outputs
-                and self.trainer.is_global_zero):
+                and getattr(self.trainer, "is_global_zero", True)):
             source = ("data.class_index lists" if getattr(datamodule, "class_index", None) is not None
                       else f"data.root {getattr(datamodule, 'root', '?')} has")
             log.warning(
