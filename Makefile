@@ -17,19 +17,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The whole method on a generated benchmark, offline (see README "Demo").
+# The whole method on a generated benchmark, offline (docs/demo.md).
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/robustft-demo $(ARGS)
 
 # Every objective (relevance, second-order relevance, plain, RRR, GradMask) on three draws of
-# the demo's images, with the shortcut-free reference; rewrites the README's compare block.
+# the demo's images, with the shortcut-free reference; rewrites the compare block of docs/demo.md.
 compare: $(STAMP)
-	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/robustft-compare compare.readme=README.md $(ARGS)
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/robustft-compare compare.readme=docs/demo.md $(ARGS)
 
 # The recipe chosen by robustft-tune on each draw's own held-out masks, against the fixed
-# demo recipe and plain fine-tuning, on the three generated benchmarks (docs/demo_measurements.md).
+# demo recipe and plain fine-tuning, on the three generated benchmarks (docs/demo_measurements.md);
+# rewrites the compare_tuned block of docs/demo.md.
 compare-tuned: $(STAMP)
-	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/robustft-compare --config-name compare_tuned $(ARGS)
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/robustft-compare --config-name compare_tuned compare.readme=docs/demo.md $(ARGS)
 
 # The default suite (CI runs exactly this); `make test-all` adds the slow tests.
 test: $(STAMP)

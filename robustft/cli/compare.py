@@ -10,7 +10,8 @@ every draw (``data.seed`` in ``compare.draws``); evaluate every model in one pas
 with the demo's measures. Writes ``compare_results.csv`` (one value per benchmark,
 objective, draw, split and metric), ``compare.md`` (mean, min..max over the draws and the
 change from the original) and ``compare_<benchmark>.png`` to the run directory, and with
-``compare.readme=<file>`` rewrites that file's ``<!-- compare:begin/end -->`` block.
+``compare.readme=<page>`` (``make compare``: ``docs/demo.md``) rewrites that page's
+``<!-- <compare.readme_block>:begin/end -->`` block, with the PNGs copied beside the page.
 """
 
 from __future__ import annotations
@@ -275,29 +276,30 @@ def tuned_markdown(searches: dict[tuple[str, str, int], TuneResult], heading_lev
 def write_report(cfg: DictConfig, rows: list[ResultRow], output_dir: Path, wall_seconds: float,
                  searches: dict[tuple[str, str, int], TuneResult] | None = None) -> str:
     """``compare_results.csv``, ``compare.md``, a PNG per benchmark and, with
-    ``compare.readme``, its generated block; returns the Markdown."""
+    ``compare.readme`` (a Markdown page), its generated block with the PNGs copied beside
+    the page; returns the Markdown."""
     settings = cfg.compare
     summaries = summarize(rows)
     write_results(rows, output_dir / "compare_results.csv")
     fine_tuned = [*settings.tune_objectives, *settings.objectives]
     objectives = [ORIGINAL, *([REFERENCE] if settings.reference_overrides else []), *fine_tuned]
     splits = list(settings.splits or cfg.evaluation.splits)
-    readme = Path(settings.readme) if settings.readme else None
+    page = Path(settings.readme) if settings.readme else None
     sections = []
     for benchmark in settings.benchmarks:
-        # level 4: the README's block sits under a level-3 section
+        # level 4: the page's block sits under a level-3 section
         sections.append(compare_markdown(summaries, benchmark=benchmark, objectives=objectives,
                                          splits=splits, draws=list(settings.draws),
                                          heading_level=4))
         figure = plot_comparison(summaries, output_dir / f"compare_{benchmark}.png",
                                  benchmark=benchmark, objectives=objectives, splits=splits)
-        if readme is not None:
-            # the README shows the figure from a committed copy beside it
-            copy = readme.parent / "docs" / figure.name
+        if page is not None:
+            # the page shows the figure from a committed copy beside it, named by the block
+            # so that compare and compare_tuned, written into one page, keep their own
+            copy = page.parent / f"{settings.readme_block}_{benchmark}.png"
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(figure, copy)
-            sections.append(f"![{benchmark}: top-1 and share per objective]"
-                            f"(docs/{figure.name})\n")
+            sections.append(f"![{benchmark}: top-1 and share per objective]({copy.name})\n")
     if settings.bars_control:
         sections.append(bars_markdown(draw_bars(rows, settings.bars_control), objectives=fine_tuned,
                                       control=settings.bars_control))
@@ -308,9 +310,9 @@ def write_report(cfg: DictConfig, rows: list[ResultRow], output_dir: Path, wall_
               f"{wall_seconds / 60:.1f} min on {usable_cpus()} CPU cores.")
     text = "\n".join([*sections, footer, ""])
     (output_dir / "compare.md").write_text(text)
-    if readme is not None:
-        replace_marked_block_in_file(readme, text, name=settings.readme_block)
-        log.info("rewrote the %s block of %s", settings.readme_block, readme)
+    if page is not None:
+        replace_marked_block_in_file(page, text, name=settings.readme_block)
+        log.info("rewrote the %s block of %s", settings.readme_block, page)
     return text
 
 

@@ -238,7 +238,7 @@ class CompareSettings:
     """``robustft-compare``: which benchmarks (data config names), draws (``data.seed``) and
     objectives (name -> overrides of the demo's recipe) it runs, the overrides that make the
     shortcut-free reference's benchmark (empty: no reference), the splits of its tables
-    (null: ``evaluation.splits``), the README whose ``compare`` block it rewrites, how
+    (null: ``evaluation.splits``), the Markdown page whose marked block it rewrites (``docs/demo.md``), how
     many fine-tuning runs go at a time (``jobs``; null: one per CPU core), the objectives
     tuned per draw on held-out masks (``tune_objectives`` with ``tune``) and the control of
     the bars table (``bars_control``)."""
@@ -249,7 +249,7 @@ class CompareSettings:
     reference_overrides: list[str] = field(default_factory=list)
     splits: list[str] | None = None
     readme: str | None = None
-    readme_block: str = "compare"  # the <!-- <name>:begin/end --> block of readme
+    readme_block: str = "compare"  # the <!-- <name>:begin/end --> block of the readme page
     keep_checkpoints: bool = False
     jobs: int | None = field(default=None, metadata=allowed(at_least(1, null="one per CPU core")))
     # objectives whose recipe robustft-tune's search (``tune``) chooses on each draw's own

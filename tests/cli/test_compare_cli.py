@@ -36,9 +36,13 @@ def _run_compare(root: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_compare_runs_every_objective_on_every_draw_and_writes_the_readme_block(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text("# x\n<!-- compare:begin -->\nold\n<!-- compare:end -->\ntail\n")
-    done = _run_compare(tmp_path, f"compare.readme={readme}")
+    # the page make compare writes (docs/demo.md): its own block and compare_tuned's
+    page = tmp_path / "docs" / "demo.md"
+    page.parent.mkdir()
+    tuned_block = "<!-- compare_tuned:begin -->\ntuned\n<!-- compare_tuned:end -->\n"
+    page.write_text("# x\n<!-- compare:begin -->\nold\n<!-- compare:end -->\ntail\n"
+                    + tuned_block)
+    done = _run_compare(tmp_path, f"compare.readme={page}")
     assert done.returncode == 0, done.stderr[-3000:]
     run = sorted((tmp_path / "logs" / "compare" / "runs").iterdir())[-1]
     rows = read_results(run / "compare_results.csv")
@@ -63,10 +67,15 @@ def test_compare_runs_every_objective_on_every_draw_and_writes_the_readme_block(
     text = (run / "compare.md").read_text()
     assert "| relevance |" in text and "| rrr |" in text and "| shortcut-free |" in text
     assert (run / "compare_synth.png").is_file()
+    # the figure is copied beside the page and linked relative to it
     assert (tmp_path / "docs" / "compare_synth.png").is_file()
-    updated = readme.read_text()
+    assert (tmp_path / "docs" / "compare_synth.png").read_bytes() == \
+        (run / "compare_synth.png").read_bytes()
+    updated = page.read_text()
+    assert "](compare_synth.png)" in updated
     assert updated.startswith("# x\n<!-- compare:begin -->\n#### synth: Top-1")
-    assert updated.endswith("<!-- compare:end -->\ntail\n") and "old" not in updated
+    assert updated.endswith("<!-- compare:end -->\ntail\n" + tuned_block)
+    assert "old" not in updated
     # the stand-ins are cached: the demo's file and the reference's beside it
     cache = tmp_path / ".cache" / "demo" / "synth"
     assert (cache / "pretrained.safetensors").is_file()
@@ -148,7 +157,13 @@ def test_jobs_below_one_is_one_line(tmp_path):
 def test_compare_tuned_searches_each_draw_and_writes_the_bars(tmp_path):
     """compare_tuned on a miniature benchmark: the tuned objective's recipe is searched on
     the draw's own held-out pairs (2 trials), beside the fixed recipe and plain fine-tuning;
-    compare.md carries the bars table and the tuned recipes' table."""
+    compare.md carries the bars table and the tuned recipes' table, and its block of the
+    page (make compare-tuned: docs/demo.md) is rewritten, compare's left as it was."""
+    page = tmp_path / "docs" / "demo.md"
+    page.parent.mkdir()
+    compare_block = "<!-- compare:begin -->\nuntouched\n<!-- compare:end -->\n"
+    page.write_text(compare_block + "<!-- compare_tuned:begin -->\nstale table\n"
+                    "<!-- compare_tuned:end -->\n")
     script = Path(sys.executable).parent / "robustft-compare"
     overrides = [o for o in MINIATURE if not o.startswith(("~compare.objectives", "compare.draws"))]
     done = subprocess.run(
@@ -156,7 +171,8 @@ def test_compare_tuned_searches_each_draw_and_writes_the_bars(tmp_path):
          "compare.tune.max_trials=2", "compare.tune.startup_trials=1",
          "data.holdout_per_class=1", "data.unmasked_holdout_per_class=1",
          "data.unmasked_per_class=2", "++data.synth.pretrain_per_class=8",
-         "callbacks.heldout_selection.agreement_tolerance=1.0", "trainer.max_epochs=2"],
+         "callbacks.heldout_selection.agreement_tolerance=1.0", "trainer.max_epochs=2",
+         f"compare.readme={page}"],
         capture_output=True, text=True, timeout=900, cwd=tmp_path,
         env={**os.environ, "ROBUSTFT_ROOT": str(tmp_path), "HF_HUB_OFFLINE": "1",
              "WANDB_MODE": "disabled"})
@@ -174,3 +190,9 @@ def test_compare_tuned_searches_each_draw_and_writes_the_bars(tmp_path):
     assert len({path.read_text() for path in [*manifests.values(), trial_manifest]}) == 1
     text = (run / "compare.md").read_text()
     assert "the bars, draw by draw" in text and "The tuned recipes, draw by draw" in text
+    updated = page.read_text()
+    assert updated.startswith(compare_block + "<!-- compare_tuned:begin -->\n#### synth: Top-1")
+    assert "stale table" not in updated and "](compare_tuned_synth.png)" in updated
+    # its own figure beside the page, not compare's
+    assert (tmp_path / "docs" / "compare_tuned_synth.png").is_file()
+    assert not (tmp_path / "docs" / "compare_synth.png").exists()
