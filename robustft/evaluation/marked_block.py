@@ -1,5 +1,5 @@
 """Generated text inside a hand-written file: the lines between a begin and an end marker
-(e.g. ``<!-- compare:begin -->`` / ``<!-- compare:end -->`` in the README) are replaced,
+(e.g. ``<!-- compare:begin -->`` / ``<!-- compare:end -->`` in docs/demo.md) are replaced,
 everything else is kept byte for byte."""
 
 from __future__ import annotations
