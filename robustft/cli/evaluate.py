@@ -22,8 +22,9 @@ builds no model and reads no image. Images that do not decode are skipped for ev
 and listed in ``unreadable_images.csv`` (dataset, path, error).
 
 ``metrics=[top1,perturbation,segmentation,share]`` adds the explanation-quality metrics of
-``relevance_method``'s maps (``robustft.evaluation.explanation``) in the same pass;
-segmentation and share need a dataset with masks, and the settings enter the fingerprint.
+``relevance_method``'s maps in the same pass (the metrics registered in
+``robustft.evaluation.metrics``, by name); segmentation and share need a dataset with
+masks, and the settings enter the fingerprint.
 """
 
 from __future__ import annotations
@@ -197,17 +198,11 @@ def _notes(settings: ExplanationSettings) -> list[str]:
     """The run's metric settings, for results.md."""
     if not settings.explains:
         return []
-    notes = [f"Explanation metrics: {', '.join(m.value for m in settings.explains)} of the "
-             f"`{settings.method_label}` relevance maps (segmentation: predicted class). Maps "
-             "with one value at every pixel are counted (`*_constant_maps`) and scored as "
-             "chance: segmentation AP 50 %, foreground share the object's area."]
-    if "perturbation" in settings.metrics:
-        notes.append(f"Perturbation: removed pixels set to {settings.removal_value:g} in every "
-                     f"channel before normalisation; pixels ordered by the relevance of the "
-                     f"{settings.perturbation_target.value} class.")
-    if "share" in settings.metrics:
-        notes.append(f"Foreground share: relevance of the {settings.share_target.value} class.")
-    return notes
+    return [f"Explanation metrics: {', '.join(settings.explains)} of the "
+            f"`{settings.method_label}` relevance maps (segmentation: predicted class). Maps "
+            "with one value at every pixel are counted (`*_constant_maps`) and scored as "
+            "chance: segmentation AP 50 %, foreground share the object's area.",
+            *settings.notes()]
 
 
 def _plan(

@@ -304,15 +304,6 @@ class PreprocessingOverrides:
     crop_mode: str | None = None  # timm's: center | squash (Resize((h, w)), no crop) | border
 
 
-class EvalMetric(StrEnum):
-    """robustft-eval's ``metrics`` (robustft.evaluation.explanation.Metric)."""
-
-    top1 = "top1"  # with top-5
-    perturbation = "perturbation"
-    segmentation = "segmentation"
-    share = "share"
-
-
 @dataclass
 class PerturbationSettings:
     """The perturbation test (robustft.evaluation.perturbation): the removed fractions
@@ -366,7 +357,8 @@ class EvalConfig:
     precision: Precision = Precision.fp32
     progress: bool = True
     plots: bool = True
-    metrics: list[EvalMetric] = field(default_factory=lambda: [EvalMetric.top1])
+    # names in robustft.evaluation.metrics.EVAL_METRICS (checked when the run starts)
+    metrics: list[str] = field(default_factory=lambda: ["top1"])
     relevance_method: str = "grad_rollout"  # a name in robustft.relevance.RELEVANCE_METHODS
     method_options: MethodOptions = field(default_factory=MethodOptions)
     perturbation: PerturbationSettings = field(default_factory=PerturbationSettings)

@@ -1,9 +1,8 @@
-"""Explanation-quality metrics of one model on one dataset, batch by batch: the
-perturbation test (:mod:`~robustft.evaluation.perturbation`), the segmentation test
-(:mod:`~robustft.evaluation.segmentation`) and the foreground share of relevance
-(``robustft.losses.foreground_share``), all from the maps of ONE relevance method
-(``robustft.relevance.RELEVANCE_METHODS[name]``), computed once per batch and explained
-class and shared by the metrics that explain the same class.
+"""Explanation-quality metrics of one model on one dataset, batch by batch: the map
+metrics of :mod:`robustft.evaluation.metrics` (the perturbation test, the segmentation
+test, the foreground share of relevance, and any other registered one), all from the maps
+of ONE relevance method (``robustft.relevance.RELEVANCE_METHODS[name]``), computed once
+per batch and explained class and shared by the metrics that explain the same class.
 
 Which class a map explains: ``predicted`` = the class the dataset's label protocol
 predicts (the arg-max of its scores; the segmentation test always uses it, as the field
@@ -35,23 +34,22 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from robustft.backbones import backbone_of
-from robustft.evaluation.perturbation import (
-    DEFAULT_FRACTIONS,
-    PerturbationCurves,
-    PerturbationDirection,
-    check_fractions,
-    normalized_fill,
+from robustft.evaluation.metrics import (
+    EVAL_METRICS,
+    FRACTION_FACTOR,
+    MapBatch,
+    MapMetric,
+    map_metrics,
+    metric_names,
 )
-from robustft.evaluation.segmentation import IGNORE_VALUE, SegmentationScores, constant_maps
+from robustft.evaluation.perturbation import DEFAULT_FRACTIONS, check_fractions
 from robustft.labels import LabelProtocol
-from robustft.losses import foreground_share
 from robustft.relevance import (
     RELEVANCE_METHODS,
     ExplainedClass,
@@ -62,34 +60,23 @@ from robustft.relevance import (
     upsample_and_normalize,
 )
 
-__all__ = ["ExplanationScorer", "ExplanationSettings", "Metric", "explained_logits",
+__all__ = ["FRACTION_FACTOR", "ExplanationScorer", "ExplanationSettings", "explained_logits",
            "metric_name"]
 
-
-class Metric(StrEnum):
-    """The ``metrics`` robustft-eval computes; top-5 rides with ``top1``."""
-
-    top1 = "top1"
-    perturbation = "perturbation"
-    segmentation = "segmentation"
-    share = "share"
-
-
-NEEDS_MASKS = frozenset({Metric.segmentation, Metric.share})
-# the rows' quantity prefix of each metric (``<prefix>_constant_maps``)
-CONSTANT_MAP_QUANTITY = {Metric.perturbation: "perturbation", Metric.segmentation: "segmentation",
-                         Metric.share: "foreground_share"}
-FRACTION_FACTOR = "removed_fraction"
+# the datasets that carry masks, named in the error when a metric needs them
+MASKED_DATASETS = ("generic, imagenet-s, imagenet-segmentation, generated splits with "
+                   "<split>_masks/")
 
 
 @dataclass(frozen=True)
 class ExplanationSettings:
     """What the explanation metrics compute (robustft-eval's ``metrics``,
     ``relevance_method``, ``method_options.<method>.*``, ``perturbation.*`` and ``share.*``
-    keys). ``relevance_options``: the method's own options (``{"start_layer": 1}`` for
+    keys). ``metrics``: names in ``robustft.evaluation.metrics.EVAL_METRICS``.
+    ``relevance_options``: the method's own options (``{"start_layer": 1}`` for
     ``rollout``); only those that differ from the method's defaults are kept."""
 
-    metrics: tuple[Metric, ...] = (Metric.top1,)
+    metrics: tuple[str, ...] = ("top1",)
     relevance_method: str = "grad_rollout"
     relevance_options: Mapping[str, Any] = field(default_factory=dict)
     fractions: tuple[float, ...] = DEFAULT_FRACTIONS
@@ -99,14 +86,13 @@ class ExplanationSettings:
     backend: RelevanceBackend = RelevanceBackend.eager
 
     def __post_init__(self) -> None:
-        try:
-            metrics = tuple(dict.fromkeys(Metric(m) for m in self.metrics))
-        except ValueError:
-            raise ValueError(f"metrics: expected a list of {[m.value for m in Metric]}, "
-                             f"got {list(self.metrics)}") from None
-        if not metrics:
-            raise ValueError(f"metrics: empty; expected some of {[m.value for m in Metric]}")
-        object.__setattr__(self, "metrics", metrics)
+        names = tuple(dict.fromkeys(str(m) for m in self.metrics))
+        if any(name not in EVAL_METRICS for name in names):
+            raise ValueError(f"metrics: expected a list of {metric_names()}, "
+                             f"got {list(self.metrics)}")
+        if not names:
+            raise ValueError(f"metrics: empty; expected some of {metric_names()}")
+        object.__setattr__(self, "metrics", names)
         object.__setattr__(self, "fractions", check_fractions(self.fractions))
         if self.explains and self.relevance_method not in RELEVANCE_METHODS:
             raise ValueError(f"relevance_method: {self.relevance_method!r} is not a relevance "
@@ -117,9 +103,14 @@ class ExplanationSettings:
             object.__setattr__(self, key, ExplainedClass(getattr(self, key)))
 
     @property
-    def explains(self) -> tuple[Metric, ...]:
+    def explains(self) -> tuple[str, ...]:
         """The requested metrics that need relevance maps."""
-        return tuple(m for m in self.metrics if m is not Metric.top1)
+        return tuple(m for m in self.metrics if EVAL_METRICS[m].uses_maps)
+
+    @property
+    def map_metrics(self) -> list[type[MapMetric]]:
+        """The requested map metrics' classes, in registration order."""
+        return [metric for metric in map_metrics() if metric.name in self.metrics]
 
     @property
     def method_label(self) -> str:
@@ -128,22 +119,21 @@ class ExplanationSettings:
 
     @property
     def needs_masks(self) -> bool:
-        return any(m in NEEDS_MASKS for m in self.metrics)
+        return any(EVAL_METRICS[m].needs_masks for m in self.metrics)
 
     def check_dataset(self, name: str, *, has_masks: bool, has_labels: bool) -> None:
         """A ``ValueError`` (one line) when a requested metric cannot run on dataset
-        ``name``: segmentation / share need masks; top1, the perturbation test (accuracy)
-        and an explained ``label`` need ground-truth classes."""
+        ``name``: those that need masks (segmentation, share) on a dataset without; those
+        that need ground-truth classes (top1, the perturbation test, an explained
+        ``label``) on a dataset without."""
         for metric in self.metrics:
-            if metric in NEEDS_MASKS and not has_masks:
+            declared = EVAL_METRICS[metric]
+            if declared.needs_masks and not has_masks:
                 raise ValueError(f"metrics: {metric} needs segmentation masks, and dataset {name!r} "
-                                 "has none (datasets with masks: generic, imagenet-s, "
-                                 "imagenet-segmentation, generated splits with <split>_masks/); "
+                                 f"has none (datasets with masks: {MASKED_DATASETS}); "
                                  "pick datasets with only=[...]")
-            needs_labels = metric in (Metric.top1, Metric.perturbation) or (
-                metric is Metric.share and self.share_target is ExplainedClass.label)
-            if needs_labels and not has_labels:
-                what = "share.target=label" if metric is Metric.share else metric.value
+            what = declared.label_requirement(self)
+            if what is not None and not has_labels:
                 raise ValueError(f"metrics: {what} needs ground-truth classes, and dataset "
                                  f"{name!r} has none; use metrics=[segmentation] (or "
                                  "share.target=predicted) there, or pick datasets with only=[...]")
@@ -153,17 +143,21 @@ class ExplanationSettings:
         top-1 run's fingerprints are those of the runs before explanation metrics."""
         if not self.explains:
             return None
-        inputs: dict[str, Any] = {"metrics": sorted(m.value for m in self.metrics),
+        inputs: dict[str, Any] = {"metrics": sorted(self.metrics),
                                   "relevance_method": self.relevance_method}
         if self.relevance_options:  # absent at the defaults: earlier rows stay valid
             inputs["relevance_options"] = dict(sorted(self.relevance_options.items()))
-        if Metric.perturbation in self.metrics:
-            inputs["perturbation"] = {"fractions": list(self.fractions),
-                                      "removal_value": self.removal_value,
-                                      "target": self.perturbation_target.value}
-        if Metric.share in self.metrics:
-            inputs["share"] = {"target": self.share_target.value}
+        for metric in self.metrics:
+            own = EVAL_METRICS[metric].fingerprint_inputs(self)
+            if own is not None:
+                inputs[metric] = own
         return inputs
+
+    def notes(self) -> list[str]:
+        """The requested metrics' sentences on their settings, for ``results.md``."""
+        notes = (metric.note(self) for metric in EVAL_METRICS.values()
+                 if metric.name in self.metrics)
+        return [note for note in notes if note is not None]
 
 
 def metric_name(method: str, quantity: str) -> str:
@@ -201,13 +195,7 @@ class ExplanationScorer:
         self.settings = settings
         self.protocol = protocol
         self.method = RELEVANCE_METHODS[settings.relevance_method]
-        wanted = set(settings.metrics)
-        self.curves = (PerturbationCurves(settings.fractions,
-                                          normalized_fill(settings.removal_value, mean, std))
-                       if Metric.perturbation in wanted else None)
-        self.segmentation = SegmentationScores() if Metric.segmentation in wanted else None
-        self.shares: list[Tensor] | None = [] if Metric.share in wanted else None
-        self.constant = {metric: 0 for metric in settings.explains}  # maps without information
+        self.metrics = [metric(settings, mean=mean, std=std) for metric in settings.map_metrics]
         self.count = 0
         self.timer = _Timer()
 
@@ -244,70 +232,36 @@ class ExplanationScorer:
             return maps[target]
 
         self.timer.add("forward", started)
-        if self.curves is not None:
-            relevance = relevance_of(self.settings.perturbation_target)
+        for metric in self.metrics:
+            if metric.needs_masks and masks is None:
+                continue
+            relevance = relevance_of(metric.explained_class(self.settings))
             started = time.perf_counter()
-            self.curves.update(images, relevance, labels, classify)
-            self.constant[Metric.perturbation] += int(constant_maps(relevance).sum())
-            self.timer.add(Metric.perturbation.value, started)
-        if self.segmentation is not None and masks is not None:
-            relevance = relevance_of(ExplainedClass.predicted)
-            started = time.perf_counter()
-            before = self.segmentation.constant_maps
-            self.segmentation.update(relevance.cpu(), masks.cpu())
-            self.constant[Metric.segmentation] += self.segmentation.constant_maps - before
-            self.timer.add(Metric.segmentation.value, started)
-        if self.shares is not None and masks is not None:
-            relevance = relevance_of(self.settings.share_target)
-            started = time.perf_counter()
-            self.shares.append(self._share(relevance, masks.to(relevance.device)).cpu())
-            self.timer.add(Metric.share.value, started)
+            metric.update(MapBatch(images, labels, masks, relevance, classify))
+            self.timer.add(metric.name, started)
         self.count += len(images)
-
-    def _share(self, relevance: Tensor, masks: Tensor) -> Tensor:
-        """(B,) foreground share; a constant map scores a uniform map's share (chance: the
-        object's share of the labelled pixels), not the 0 a zero map's mass gives."""
-        ignore = masks == IGNORE_VALUE
-        shares = foreground_share(relevance, masks == 1, ignore=ignore)
-        constant = constant_maps(relevance)
-        self.constant[Metric.share] += int(constant.sum())
-        if constant.any():
-            uniform = foreground_share(torch.ones_like(relevance), masks == 1, ignore=ignore)
-            shares = torch.where(constant, uniform, shares)
-        return shares
 
     def seconds_per_image(self) -> dict[str, float]:
         """Wall time per image of each part (the shared relevance maps on their own)."""
         return {key: value / max(self.count, 1) for key, value in self.timer.seconds.items()}
 
     def results(self) -> list[tuple[str, str, str, float]]:
-        """``(metric, factor, factor_value, value)`` of every requested metric."""
+        """``(metric, factor, factor_value, value)`` of every requested metric: each
+        metric's rows in registration order, then the constant-map rows in the order the
+        metrics were requested."""
         method = self.settings.method_label
-        results: list[tuple[str, str, str, float]] = []
-        if self.curves is not None:
-            for direction in PerturbationDirection:
-                quantity = f"perturbation_{direction.value}"
-                results.append((metric_name(method, f"{quantity}_auc"), "", "",
-                                self.curves.auc(direction)))
-                for fraction, accuracy in zip(self.curves.fractions,
-                                              self.curves.accuracies(direction)):
-                    results.append((metric_name(method, quantity), FRACTION_FACTOR,
-                                    f"{fraction:g}", accuracy))
-        if self.segmentation is not None:
-            for quantity, value in (
-                    ("segmentation_pixel_accuracy", self.segmentation.pixel_accuracy()),
-                    ("segmentation_miou", self.segmentation.mean_iou()),
-                    ("segmentation_map", self.segmentation.mean_average_precision())):
-                results.append((metric_name(method, quantity), "", "", value))
-        if self.shares is not None:
-            share = 100.0 * float(torch.cat(self.shares).mean()) if self.shares else 0.0
-            results.append((metric_name(method, "foreground_share"), "", "", share))
-        for metric, count in self.constant.items():
-            results.append((metric_name(method, f"{CONSTANT_MAP_QUANTITY[metric]}_constant_maps"),
-                            "", "", 100.0 * count / max(self.count, 1)))
+        results = [(metric_name(method, quantity), factor, value, number)
+                   for metric in self.metrics
+                   for quantity, factor, value, number in metric.results()]
+        by_name = {metric.name: metric for metric in self.metrics}
+        for name in self.settings.explains:
+            metric = by_name[name]
+            results.append((metric_name(method, metric.constant_maps_quantity()), "", "",
+                            100.0 * metric.constant_maps / max(self.count, 1)))
         return results
 
     def constant_map_counts(self) -> dict[str, int]:
-        """Per metric (``perturbation``, ``segmentation``, ``share``), how many of the
-        scored maps had one value at every pixel."""
-        return {metric.value: count for metric, count in self.constant.items()}
+        """Per metric (``perturbation``, ``segmentation``, ``share``), in the order they
+        were requested, how many of the scored maps had one value at every pixel."""
+        by_name = {metric.name: metric for metric in self.metrics}
+        return {name: by_name[name].constant_maps for name in self.settings.explains}

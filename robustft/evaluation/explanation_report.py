@@ -1,7 +1,8 @@
 """The explanation metrics' part of ``results.md`` and their plots.
 
 Rows come from ``results.csv`` (metric ``<method>:<quantity>``, see
-``robustft.evaluation.explanation``). ``results.md`` gains one table per explanation
+``robustft.evaluation.explanation``; their headings come from the metric classes of
+``robustft.evaluation.metrics``). ``results.md`` gains one table per explanation
 quantity (datasets x models, change from the first model) and, per dataset, the
 perturbation curves (top-1 per removed fraction); the AUC's x-grid is stated from the
 fractions the rows hold. Plots: ``perturbation_<dataset>.png``, each model's positive
@@ -16,25 +17,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["explanation_markdown", "is_explanation_metric", "plot_perturbation_curves"]
+from robustft.evaluation.metrics import map_metrics
 
-QUANTITY_TITLES: dict[str, str] = {
-    "perturbation_positive_auc": "perturbation test, positive (most relevant removed first): "
-                                 "AUC of top-1 % over the removed fraction, lower is better",
-    "perturbation_negative_auc": "perturbation test, negative (least relevant removed first): "
-                                 "AUC of top-1 % over the removed fraction, higher is better",
-    "segmentation_pixel_accuracy": "segmentation test: pixel accuracy (%), summed over the dataset",
-    "segmentation_miou": "segmentation test: mIoU (%) of background and foreground, "
-                         "dataset-summed intersection / union",
-    "segmentation_map": "segmentation test: mAP (%), mean over images of the AP of [1-S, S]",
-    "foreground_share": "foreground share of relevance (%), mean over images of sum(S*M)/sum(S)",
-    "perturbation_constant_maps": "perturbation test: maps with one value at every pixel "
-                                  "(no information; removed in pixel order), % of images",
-    "segmentation_constant_maps": "segmentation test: maps with one value at every pixel "
-                                  "(no information; AP scored as chance, 50 %), % of images",
-    "foreground_share_constant_maps": "foreground share: maps with one value at every pixel "
-                                      "(no information; scored as the object's area), % of images",
-}
+__all__ = ["explanation_markdown", "is_explanation_metric", "plot_perturbation_curves",
+           "quantity_titles"]
+
+
+def quantity_titles() -> dict[str, str]:
+    """Each row quantity's heading, in the order of the tables: every registered map
+    metric's quantities, then their constant-map rows."""
+    metrics = map_metrics()
+    titles = {quantity: title for metric in metrics for quantity, title in metric.titles.items()}
+    titles.update({metric.constant_maps_quantity(): metric.constant_maps_title()
+                   for metric in metrics})
+    return titles
+
+
 CURVE_QUANTITIES = ("perturbation_positive", "perturbation_negative")
 
 
@@ -72,7 +70,8 @@ def explanation_markdown(rows: Sequence[Mapping[str, Any]], models: Sequence[str
     overall = [row for row in rows if not row["factor"]]
     datasets = _ordered(row["dataset"] for row in rows)
     value = {(r["model"], r["dataset"], r["metric"]): float(r["accuracy"]) for r in overall}
-    order = list(QUANTITY_TITLES)
+    titles = quantity_titles()
+    order = list(titles)
     metrics = sorted(_ordered(r["metric"] for r in overall),
                      key=lambda m: (_split(m)[0], order.index(_split(m)[1])
                                     if _split(m)[1] in order else len(order), m))
@@ -85,7 +84,7 @@ def explanation_markdown(rows: Sequence[Mapping[str, Any]], models: Sequence[str
                   "top-1; pixels ranked by the map upsampled to the input).", ""]
     for metric in metrics:
         method, quantity = _split(metric)
-        lines += [f"## `{method}`: {QUANTITY_TITLES.get(quantity, quantity)}", ""]
+        lines += [f"## `{method}`: {titles.get(quantity, quantity)}", ""]
         lines.append("| dataset | " + " | ".join(f"`{m}`" for m in models) + " |")
         lines.append("|---|" + "---:|" * len(models))
         for dataset in datasets:

@@ -28,7 +28,6 @@ handed back as an :class:`UnreadableImage`; accuracies are over the readable ima
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -37,7 +36,6 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from torchmetrics.classification import MulticlassAccuracy
 from tqdm.auto import tqdm
 
 from robustft.backbones import backbone_of
@@ -49,8 +47,9 @@ from robustft.evaluation.eval_transforms import (
     legacy_eval_transform,
     model_eval_transform,
 )
-from robustft.evaluation.explanation import ExplanationScorer, ExplanationSettings, Metric
+from robustft.evaluation.explanation import ExplanationScorer, ExplanationSettings
 from robustft.evaluation.mask_views import MaskTransform, mask_geometry, transform_normalization
+from robustft.evaluation.metrics import TopKAccuracy
 from robustft.evaluation.unreadable import UnreadableImage, report_unreadable
 from robustft.labels import LabelProtocol
 
@@ -76,9 +75,6 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "accuracy",
     "num_images",
 )
-
-TOP_KS: tuple[int, ...] = (1, 5)
-
 
 # --------------------------------------------------------------------------- data
 
@@ -137,64 +133,6 @@ def _collate(
     return views, targets, metas, masks, unreadable
 
 
-# --------------------------------------------------------------------------- metrics
-
-
-class _ModelScorer:
-    """Running top-k accuracies of one model on one dataset, overall (torchmetrics,
-    micro average) and per factor value (exact counts of per-sample hits)."""
-
-    def __init__(self, num_classes: int, track_samples: bool) -> None:
-        self.top_ks = tuple(k for k in TOP_KS if k == 1 or k < num_classes)
-        self.metrics = {
-            k: MulticlassAccuracy(num_classes=num_classes, top_k=k, average="micro")
-            for k in self.top_ks
-        }
-        self.track_samples = track_samples
-        self.hits: dict[int, list[Tensor]] = {k: [] for k in self.top_ks}
-        self.count = 0
-
-    def update(self, scores: Tensor, targets: Tensor) -> None:
-        scores = scores.detach().float().cpu()
-        for metric in self.metrics.values():
-            metric.update(scores, targets)
-        if self.track_samples:
-            top = scores.topk(max(self.top_ks), dim=1).indices
-            for k in self.top_ks:
-                self.hits[k].append((top[:, :k] == targets[:, None]).any(dim=1))
-        self.count += len(targets)
-
-    def overall(self) -> dict[int, float]:
-        return {k: float(metric.compute()) * 100.0 for k, metric in self.metrics.items()}
-
-    def per_factor(
-        self, metas: Sequence[Mapping[str, str]]
-    ) -> list[tuple[str, str, int, float, int]]:
-        """``(factor, value, k, accuracy %, count)`` for every factor value in ``metas``."""
-        rows: list[tuple[str, str, int, float, int]] = []
-        if not self.track_samples or not metas:
-            return rows
-        hits = {k: torch.cat(parts) for k, parts in self.hits.items()}
-        positions: dict[tuple[str, str], list[int]] = defaultdict(list)
-        for index, meta in enumerate(metas):
-            for factor, value in meta.items():
-                positions[(factor, str(value))].append(index)
-        for (factor, value), where in sorted(positions.items(), key=_factor_sort_key):
-            index = torch.tensor(where)
-            for k in self.top_ks:
-                accuracy = hits[k][index].double().mean().item() * 100.0
-                rows.append((factor, value, k, accuracy, len(where)))
-        return rows
-
-
-def _factor_sort_key(item: tuple[tuple[str, str], list[int]]) -> tuple[str, float, str]:
-    (factor, value), _ = item
-    try:
-        return factor, float(value), value
-    except ValueError:
-        return factor, math.inf, value
-
-
 # --------------------------------------------------------------------------- runner
 
 
@@ -226,7 +164,8 @@ def evaluate_models(
       :class:`UnreadableImage` appended for each. ``num_images`` counts the readable
       images; a dataset none of whose images decodes is a ``ValueError``.
     - ``explanations`` picks the metrics (default: top-1/top-5 alone); the explanation
-      metrics (``robustft.evaluation.explanation``) run in the same pass, on the same
+      metrics (``robustft.evaluation.metrics``, ``robustft.evaluation.explanation``) run
+      in the same pass, on the same
       input tensors, with each mask resampled like its image (``mask_geometry``). A metric
       the dataset cannot give (masks, labels) is a ``ValueError`` before any image is read.
     - ``timings``, when given, gets each model's wall seconds per image of each part:
@@ -274,8 +213,8 @@ def evaluate_models(
     )
     samples = getattr(dataset, "samples", None)
     track_samples = bool(samples) and any(sample[2] for sample in samples)
-    scorers = ({name: _ModelScorer(protocol.num_classes, track_samples) for name in models}
-               if Metric.top1 in settings.metrics else {})
+    scorers = ({name: TopKAccuracy(protocol.num_classes, track_samples) for name in models}
+               if TopKAccuracy.name in settings.metrics else {})
     explainers = {}
     for name in models if settings.explains else ():
         mean, std = transform_normalization(transforms[name])

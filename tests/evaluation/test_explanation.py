@@ -18,7 +18,7 @@ from robustft.relevance.methods import RelevanceMethod
 
 def test_schema_defaults_are_the_library_defaults() -> None:
     schema, settings = EvalConfig(data_root="", run_name="", output_dir=""), ExplanationSettings()
-    assert [m.value for m in schema.metrics] == [m.value for m in settings.metrics]
+    assert list(schema.metrics) == list(settings.metrics)
     assert schema.relevance_method == settings.relevance_method
     assert tuple(schema.perturbation.fractions) == settings.fractions
     assert schema.perturbation.removal_value == settings.removal_value

@@ -25,7 +25,12 @@ Bad input policy (the same for every dataset here):
   dataset gives numbers that are not comparable with anyone else's.
   ``robustft-data verify`` lists every unreadable file up front.
 
-This module holds the common dataset class; the readers are ``imagenet`` (val, A, R,
+A dataset type (what ``eval.datasets.<name>.type`` names) is one
+:class:`EvalDatasetType` record, declared in the reader's file and listed in
+``robustft.data.eval.registry``: its name, how to build it, and the folder its images
+are read from.
+
+This module holds the common dataset class and the record; the readers are ``imagenet`` (val, A, R,
 Sketch, V2), ``objectnet`` and ``si_score`` beside it and ``robustft.benchmark.read`` (the
 generated benchmark); the file-layout primitives and the two errors are in
 ``robustft.data.layout``.
@@ -34,8 +39,10 @@ generated benchmark); the file-layout primitives and the two errors are in
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -44,7 +51,7 @@ from torch.utils.data import Dataset
 from robustft.data.layout import DatasetLayoutError, load_rgb
 from robustft.labels import LabelProtocol
 
-__all__ = ["EvalImageDataset", "MaskDecoder", "Sample"]
+__all__ = ["EvalDatasetType", "EvalImageDataset", "MaskDecoder", "Sample", "images_at_root"]
 
 Sample = tuple[Path, int, dict[str, str]]
 # a mask file -> uint8 (H, W): 0 background, 1 foreground, 255 not labelled
@@ -121,3 +128,22 @@ class EvalImageDataset(Dataset):
             f"{type(self).__name__}(name={self.name!r}, images={len(self)}, "
             f"protocol={self.protocol.label!r}, root={str(self.root)!r})"
         )
+
+
+def images_at_root(root: Path, options: Mapping[str, Any]) -> Path:
+    """The folder rule of most types: the images hang from ``root`` itself."""
+    del options
+    return root
+
+
+@dataclass(frozen=True)
+class EvalDatasetType:
+    """One evaluation dataset type by ``name``. ``build(root, *, protocol, name=None,
+    **options)`` returns the dataset (``options``: the suite entry's keys beyond ``type``
+    and ``root``); ``folder(root, options)`` is the folder it reads its images from, which
+    robustft-eval checks (a missing one is a missing dataset, which ``skip_missing``
+    skips) and counts for the fingerprint before anything is built."""
+
+    name: str
+    build: Callable[..., Dataset]
+    folder: Callable[[Path, Mapping[str, Any]], Path] = images_at_root

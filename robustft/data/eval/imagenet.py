@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
-from robustft.data.eval.base import EvalImageDataset, Sample
+from robustft.data.eval.base import EvalDatasetType, EvalImageDataset, Sample
 from robustft.data.layout import (
     DatasetLayoutError,
     check_known_folders,
@@ -27,7 +28,7 @@ from robustft.labels import (
     timm_subset_info,
 )
 
-__all__ = ["imagenet_a", "imagenet_r", "imagenet_sketch", "imagenet_v2", "imagenet_val"]
+__all__ = ["DATASET_TYPES", "imagenet_a", "imagenet_r", "imagenet_sketch", "imagenet_v2", "imagenet_val"]
 
 
 def _wnid_folder_dataset(
@@ -114,3 +115,14 @@ def imagenet_v2(
         target = int(folder)
         samples.extend((path, target, {}) for path in list_images(root / folder))
     return EvalImageDataset(name, label, samples, root=root)
+
+
+DATASET_TYPES: tuple[EvalDatasetType, ...] = (
+    EvalDatasetType("imagenet-val", imagenet_val),
+    EvalDatasetType("imagenet-a", imagenet_a),
+    EvalDatasetType("imagenet-r", imagenet_r),
+    EvalDatasetType("imagenet-sketch", imagenet_sketch),
+    *(EvalDatasetType(variant, partial(imagenet_v2, name=variant))
+      for variant in ("imagenet-v2-matched-frequency", "imagenet-v2-threshold0.7",
+                      "imagenet-v2-top-images")),
+)

@@ -26,10 +26,11 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from robustft.data.eval.base import EvalDatasetType
 from robustft.data.layout import CorruptImageError, DatasetLayoutError
 from robustft.labels import check_protocol_kind, imagenet_protocol
 
-__all__ = ["GTSEGS_FILE", "ImageNetSegmentation", "imagenet_segmentation"]
+__all__ = ["DATASET_TYPES", "GTSEGS_FILE", "ImageNetSegmentation", "imagenet_segmentation"]
 
 GTSEGS_FILE = "gtsegs_ijcv.mat"
 
@@ -112,3 +113,7 @@ def imagenet_segmentation(root: str | os.PathLike[str], *, protocol: str = "stan
                           ) -> ImageNetSegmentation:
     """``<root>/<file>`` (default ``gtsegs_ijcv.mat``)."""
     return ImageNetSegmentation(Path(root) / file, protocol=protocol, name=name)
+
+
+DATASET_TYPES: tuple[EvalDatasetType, ...] = (
+    EvalDatasetType("imagenet-segmentation", imagenet_segmentation),)

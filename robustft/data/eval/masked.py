@@ -7,14 +7,16 @@ ImageNet-segmentation file in ``imagenet_segmentation`` beside this module.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from robustft.data.eval.base import EvalImageDataset
+from robustft.data.eval.base import EvalDatasetType, EvalImageDataset
 from robustft.data.generic import decode_binary_mask, read_class_index, scan_generic_layout
 from robustft.data.imagenet import MASK_FOLDER, imagenet_s_mask_decoder, scan_imagenet_s
 from robustft.labels import check_protocol_kind, identity_protocol, imagenet_protocol
 
-__all__ = ["generic_pairs", "imagenet_s_pairs"]
+__all__ = ["DATASET_TYPES", "generic_pairs", "imagenet_s_pairs"]
 
 
 def generic_pairs(
@@ -67,3 +69,14 @@ def imagenet_s_pairs(
                             root=Path(root) / MASK_FOLDER,
                             mask_paths=[record.mask_path for record in records],
                             mask_decoder=imagenet_s_mask_decoder)
+
+
+def _imagenet_s_folder(root: Path, options: Mapping[str, Any]) -> Path:
+    del options
+    return root / "train-semi-segmentation"
+
+
+DATASET_TYPES: tuple[EvalDatasetType, ...] = (
+    EvalDatasetType("generic", generic_pairs),
+    EvalDatasetType("imagenet-s", imagenet_s_pairs, _imagenet_s_folder),
+)

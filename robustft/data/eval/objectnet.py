@@ -27,7 +27,7 @@ from typing import Any
 
 from PIL import Image
 
-from robustft.data.eval.base import EvalImageDataset, Sample
+from robustft.data.eval.base import EvalDatasetType, EvalImageDataset, Sample
 from robustft.data.layout import (
     DatasetLayoutError,
     check_known_folders,
@@ -41,7 +41,8 @@ from robustft.labels import (
     projection_protocol,
 )
 
-__all__ = ["BORDER_PIXELS", "MAPPING_FILES", "crop_border", "objectnet", "objectnet_class_map"]
+__all__ = ["BORDER_PIXELS", "DATASET_TYPES", "MAPPING_FILES", "crop_border", "objectnet",
+           "objectnet_class_map"]
 
 MAPPING_FILES: tuple[str, ...] = (
     "folder_to_objectnet_label.json",
@@ -142,3 +143,6 @@ def objectnet(
         class_names=class_labels,
     )
     return EvalImageDataset(name, label_protocol, samples, root=root, transform_image=crop_border)
+
+
+DATASET_TYPES: tuple[EvalDatasetType, ...] = (EvalDatasetType("objectnet", objectnet),)

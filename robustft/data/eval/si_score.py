@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
+from typing import Any
 
-from robustft.data.eval.base import EvalImageDataset, Sample
+from robustft.data.eval.base import EvalDatasetType, EvalImageDataset, Sample
 from robustft.data.layout import DatasetLayoutError, list_class_folders, list_images
 from robustft.labels import IMAGENET_NUM_CLASSES, imagenet_protocol
 
-__all__ = ["FACTOR_COLUMNS", "SI_SCORE_SUBSETS", "si_score"]
+__all__ = ["DATASET_TYPES", "FACTOR_COLUMNS", "SI_SCORE_SUBSETS", "SI_SCORE_SUBSET_OF_TYPE",
+           "si_score"]
 
 SI_SCORE_SUBSETS: tuple[str, ...] = ("area", "rotation", "location20_area02_min0pc")
 FACTOR_COLUMNS: tuple[str, ...] = ("area", "x_coord", "y_coord", "rotation")
@@ -88,3 +92,23 @@ def si_score(
         samples,
         root=subset_dir,  # type: ignore[arg-type]
     )
+
+
+# The SI-Score types read one sub-folder of the SI-Score root.
+SI_SCORE_SUBSET_OF_TYPE: dict[str, str] = {
+    "si-score-area": "area",
+    "si-score-rotation": "rotation",
+    "si-score-location": "location20_area02_min0pc",
+}
+
+
+def _subset_folder(subset: str, root: Path, options: Mapping[str, Any]) -> Path:
+    """All three subsets share one root: a root that exists does not mean its subset does."""
+    del options
+    return root / subset
+
+
+DATASET_TYPES: tuple[EvalDatasetType, ...] = tuple(
+    EvalDatasetType(kind, partial(si_score, subset=subset, name=kind),
+                    partial(_subset_folder, subset))
+    for kind, subset in SI_SCORE_SUBSET_OF_TYPE.items())
