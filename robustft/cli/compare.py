@@ -168,6 +168,12 @@ def fine_tune_runs(runs: Sequence[RunSpec], jobs: int) -> list[TrainResult | Tun
         return [future.result() for future in futures]
 
 
+def _shortcut_free_name(path: str | Path) -> Path:
+    """The shortcut-free reference's file beside a stand-in's: ``<stem>_shortcut_free<suffix>``."""
+    path = Path(path)
+    return path.with_name(path.stem + "_shortcut_free" + path.suffix)
+
+
 def compare_benchmark(cfg: DictConfig, benchmark: str, task_overrides: Sequence[str],
                       output_dir: Path, claimed: dict[str, str], timings: dict[str, float],
                       searches: dict[tuple[str, str, int], TuneResult]) -> list[ResultRow]:
@@ -186,14 +192,19 @@ def compare_benchmark(cfg: DictConfig, benchmark: str, task_overrides: Sequence[
     if settings.reference_overrides:
         benchmark_root = Path(base.data.root).parent
         reference_root = benchmark_root.with_name(benchmark_root.name + "_shortcut_free")
-        reference_weights = Path(weights).with_name(Path(weights).stem + "_shortcut_free"
-                                                    + Path(weights).suffix)
-        log.info("[%s] shortcut-free reference (cached): %s", benchmark, reference_weights)
+        if base.model.get("probe_head"):
+            # a pretrained backbone with a probe head (experiment=demo_real): the same
+            # backbone, its head fitted on the shortcut-free pretrain split
+            stand_in = _shortcut_free_name(base.model.probe_head)
+            reference_model = [f"model.weights_file={weights}", f"model.probe_head={stand_in}"]
+        else:
+            stand_in = _shortcut_free_name(weights)
+            reference_model = [f"model.weights_file={stand_in}"]
+        log.info("[%s] shortcut-free reference (cached): %s", benchmark, stand_in)
         reference = _compose(task_overrides, [
             f"data={benchmark}", *settings.reference_overrides,
             f"data.root={reference_root / 'train'}",
-            f"pretrain.data_root={reference_root / 'pretrain'}",
-            f"model.weights_file={reference_weights}"])
+            f"pretrain.data_root={reference_root / 'pretrain'}", *reference_model])
         prepare_generated_data(reference.data)
         pretrain_stand_in(reference)
         models[REFERENCE] = build_model(reference.model)
