@@ -12,16 +12,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from robustft.backbones import ModelSpec
 from robustft.backbones.heads import ZeroShotSpec
+from robustft.config.inspection_schemas import EvalConfig, ExplainConfig, HeadConfig, MasksConfig
 from robustft.config.schemas import (
     GENERIC_DATA_SCHEMA,
     IMAGENET_S_DATA_SCHEMA,
     SUITE_SCHEMA,
     TRAINER_SCHEMA,
     DemoConfig,
-    EvalConfig,
-    ExplainConfig,
-    HeadConfig,
-    MasksConfig,
     OptimConfig,
     PathsConfig,
     TrainConfig,

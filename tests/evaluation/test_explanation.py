@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny_models import tiny_vit
 
-from robustft.config.schemas import EvalConfig
+from robustft.config.inspection_schemas import EvalConfig
 from robustft.evaluation.explanation import ExplanationScorer, ExplanationSettings, explained_logits
 from robustft.labels import LabelProtocol, identity_protocol
 from robustft.relevance import RELEVANCE_METHODS, RelevanceOutput
