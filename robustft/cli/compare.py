@@ -271,16 +271,19 @@ def tuned_markdown(searches: dict[tuple[str, str, int], TuneResult], heading_lev
              "Each chosen by robustft-tune's search on the draw's own training pool (held-out "
              "pairs of the training classes, never the evaluation splits).", "",
              "| benchmark | objective | draw | chosen settings | epoch | held-out share (original) "
-             "| trials | search |", "|---|---|---:|---|---:|---:|---:|---:|"]
+             "| held-out swapped top-1 (original) | trials | search |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for (benchmark, objective, draw), result in sorted(searches.items()):
         chosen = result.chosen
         settings = "none kept" if chosen is None else ", ".join(
             f"`{key}={value:.3g}`" if isinstance(value, float) else f"`{key}={value}`"
             for key, value in chosen.params.items())
-        share = "-" if chosen is None else f"{100 * chosen.value:.1f} ({100 * chosen.share_original:.1f})"
+        share = "-" if chosen is None else f"{100 * chosen.share:.1f} ({100 * chosen.share_original:.1f})"
+        swapped = ("-" if chosen is None else
+                   f"{100 * chosen.swap_accuracy:.1f} ({100 * chosen.swap_accuracy_original:.1f})")
         lines.append(f"| {benchmark} | {objective} | {draw} | {settings} | "
-                     f"{'-' if chosen is None else chosen.epoch} | {share} | {len(result.trials)} "
-                     f"| {result.seconds / 60:.1f} min |")
+                     f"{'-' if chosen is None else chosen.epoch} | {share} | {swapped} | "
+                     f"{len(result.trials)} | {result.seconds / 60:.1f} min |")
     return "\n".join([*lines, ""])
 
 

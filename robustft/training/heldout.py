@@ -13,6 +13,13 @@ without masks), what must not move: ``agreement`` (the fine-tuned model's top-1 
 original's), ``kl`` (KL(original || fine-tuned) of the class probabilities) and, where labels
 exist, ``correct`` (top-1 equals the label).
 
+On the held-out pairs recombined, what the method is for in the model's decisions:
+``swap_accuracy``, the top-1 accuracy on composites that paste each pair's object (its mask)
+onto the background of a pair of another class, with that pair's own object filled in from
+its surroundings (:func:`swap_backgrounds`): the background now argues for another class,
+so a model that follows the background gets it wrong. It is the user's-data counterpart of
+the benchmarks' shuffled split, built from nothing but the held-out masks.
+
 The original model's values come from the same images in the same batches, so the change of
 the share is measured pairwise: its mean ``share_gain`` and the margin beyond which it is
 clearly above zero, ``share_margin = z * std(d) / sqrt(n)`` for the per-image differences d
@@ -33,8 +40,9 @@ from torch import Tensor
 from robustft.evaluation.segmentation import IGNORE_VALUE, average_precision, threshold_at_mean
 from robustft.losses import foreground_share
 
-__all__ = ["MARGIN_Z", "HeldOutSummary", "decision_measures", "map_measures", "share_change",
-           "summarize_heldout"]
+__all__ = ["MARGIN_Z", "HeldOutSummary", "background_partners", "decision_measures",
+           "fill_from_surroundings", "map_measures", "share_change", "summarize_heldout",
+           "swap_backgrounds"]
 
 #: z of the margin the share's gain must clear to count as clearly above the original's.
 MARGIN_Z = 2.0
@@ -86,6 +94,59 @@ def share_change(share: Tensor, original_share: Tensor, z: float = MARGIN_Z) -> 
     return float(differences.mean()), z * float(differences.std(correction=1)) / math.sqrt(count)
 
 
+def background_partners(labels: Tensor) -> Tensor:
+    """For each image, the index of the image whose background it is pasted on: one of
+    another class, chosen without randomness (in the label-sorted order, the first image of
+    another label at or after half the set's length ahead), so every epoch recombines the
+    same pairs; -1 where every image has the same label."""
+    labels = labels.cpu()
+    count = labels.numel()
+    order = torch.argsort(labels, stable=True)
+    partners = torch.full((count,), -1, dtype=torch.long)
+    for position, index in enumerate(order.tolist()):
+        for step in range(count):
+            candidate = int(order[(position + count // 2 + step) % count])
+            if labels[candidate] != labels[index]:
+                partners[index] = candidate
+                break
+    return partners
+
+
+def fill_from_surroundings(images: Tensor, holes: Tensor) -> Tensor:
+    """``images`` (B, C, H, W) with the ``holes`` (B, H, W) bool pixels replaced by the
+    average of the known pixels around them (normalised box filtering, the window doubled
+    until every hole pixel has a known neighbour): a smooth fill that keeps the surrounding
+    colours and leaves no outline of what was removed. An image that is all hole keeps its
+    own values."""
+    if not bool(holes.any()):
+        return images
+    known = (~holes)[:, None].to(images.dtype)
+    size = max(3, (min(images.shape[-2:]) // 4) | 1)
+    while True:
+        numerator = F.avg_pool2d(images * known, size, stride=1, padding=size // 2)
+        weight = F.avg_pool2d(known, size, stride=1, padding=size // 2)
+        reached = weight > 1e-6
+        if bool(reached.all()) or size >= 2 * max(images.shape[-2:]):
+            fill = torch.where(reached, numerator / weight.clamp_min(1e-6), images)
+            return torch.where(known.bool(), images, fill)
+        size = 2 * size + 1
+
+
+def swap_backgrounds(images: Tensor, masks: Tensor, ignore: Tensor | None,
+                     partners: Tensor) -> Tensor:
+    """Composites (B', C, H, W) for the images with a partner (``partners`` >= 0, in order):
+    image i's object (mask 1, and its ignored border) over partner j's image whose own
+    object, grown by one pixel, is filled from its surroundings (:func:`fill_from_surroundings`)."""
+    ignore = torch.zeros_like(masks, dtype=torch.bool) if ignore is None else ignore.bool()
+    objects = (masks > 0.5) | ignore
+    grown = F.max_pool2d(objects[:, None].float(), 3, stride=1, padding=1)[:, 0] > 0
+    backgrounds = fill_from_surroundings(images, grown)
+    kept = (partners >= 0).nonzero().flatten()
+    chosen = partners[kept].to(images.device)
+    kept = kept.to(images.device)
+    return torch.where(objects[kept][:, None], images[kept], backgrounds[chosen])
+
+
 @dataclass(frozen=True)
 class HeldOutSummary:
     """One model's held-out measures (means over the held-out set; NaN where there was
@@ -103,6 +164,9 @@ class HeldOutSummary:
     accuracy_original: float
     pairs: int
     images: int
+    # defaults keep records written before these existed (a resumed run's) readable
+    swap_accuracy: float = math.nan
+    swap_accuracy_original: float = math.nan
 
     def as_metrics(self, prefix: str = "heldout/") -> dict[str, float]:
         return {f"{prefix}{name}": float(value) for name, value in asdict(self).items()}
@@ -114,11 +178,14 @@ def _mean(values: Sequence[Tensor]) -> float:
 
 
 def summarize_heldout(pairs: Mapping[str, Sequence[Tensor]], originals: Mapping[str, Sequence[Tensor]],
-                      decisions: Mapping[str, Sequence[Tensor]]) -> HeldOutSummary:
+                      decisions: Mapping[str, Sequence[Tensor]],
+                      swaps: Mapping[str, Sequence[Tensor]] | None = None) -> HeldOutSummary:
     """The summary of one validation pass: ``pairs`` holds the model's per-image
     :func:`map_measures` batches, ``originals`` the original model's on the same pairs in
     the same order, ``decisions`` the :func:`decision_measures` batches of every held-out
-    image (pairs and images without masks)."""
+    image (pairs and images without masks), ``swaps`` the per-composite ``correct`` and
+    ``correct_original`` of :func:`swap_backgrounds`' images."""
+    swaps = swaps or {}
     share = torch.cat(list(pairs.get("share", []))) if pairs.get("share") else torch.empty(0)
     original = (torch.cat(list(originals.get("share", []))) if originals.get("share")
                 else torch.empty(0))
@@ -133,4 +200,6 @@ def summarize_heldout(pairs: Mapping[str, Sequence[Tensor]], originals: Mapping[
         agreement=_mean(agreement), kl=_mean(decisions.get("kl", [])),
         accuracy=_mean(decisions.get("correct", [])),
         accuracy_original=_mean(decisions.get("correct_original", [])),
-        pairs=int(share.numel()), images=int(sum(value.numel() for value in agreement)))
+        pairs=int(share.numel()), images=int(sum(value.numel() for value in agreement)),
+        swap_accuracy=_mean(swaps.get("correct", [])),
+        swap_accuracy_original=_mean(swaps.get("correct_original", [])))

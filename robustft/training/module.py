@@ -36,7 +36,7 @@ from robustft.relevance import (
     check_trainable_method,
     upsample_and_normalize,
 )
-from robustft.training.heldout import decision_measures, map_measures, summarize_heldout
+from robustft.training.heldout_recorder import HeldOutRecorder
 
 __all__ = ["RelevanceFinetuner", "adamw", "step_decay", "step_decay_scheduler"]
 log = logging.getLogger(__name__)
@@ -142,11 +142,9 @@ class RelevanceFinetuner(pl.LightningModule):
                           or measure_heldout)
         self.teacher = frozen_copy(model) if needs_original else None
         self.measure_heldout = measure_heldout
-        self._heldout: dict[str, dict[str, list[Tensor]]] = {"pairs": {}, "original": {},
-                                                             "decisions": {}}
-        # the original model's held-out maps, per validation batch: computed once (its
-        # weights never change), so every epoch pays for the fine-tuned model's maps alone
-        self._original_maps: dict[tuple[int, tuple[int, ...]], dict[str, Tensor]] = {}
+        self._heldout = HeldOutRecorder(
+            lambda model, batch: self._explain_logits(model, batch),
+            lambda model, images: backbone_of(model).class_scores(images))
         self._l2sp_names = _l2_sp_names(model, loss.l2sp_exclude)
         if loss.lambda_l2sp > 0 and not self._l2sp_names:
             raise ValueError(f"loss.l2sp_exclude {list(loss.l2sp_exclude)} leaves no trained "
@@ -353,53 +351,30 @@ class RelevanceFinetuner(pl.LightningModule):
         # the relevance method enables grad itself; .detach() keeps validation from holding graphs.
         if "mask" not in batch:  # held-out images without masks: decisions only
             if self.measure_heldout:
-                self._record_decisions(backbone_of(self.model).class_scores(batch["image"]), batch)
+                self._heldout.record_decisions(backbone_of(self.model).class_scores(batch["image"]),
+                                               self.teacher, batch)
             return None
         total, relevance, logits = self._step(batch, "val")
         if self.measure_heldout:
-            self._record_pairs(batch, batch_idx, relevance, logits)
+            self._heldout.record_pairs(self.model, self.teacher, batch, batch_idx, relevance,
+                                       None if relevance is None else logits)
         return total.detach()
 
     # ------------------------------------------------------------------ held-out measures
 
     def on_validation_epoch_start(self) -> None:
-        self._heldout = {"pairs": {}, "original": {}, "decisions": {}}
+        self._heldout.reset()
 
-    def _record_pairs(self, batch: dict[str, Tensor], batch_idx: int, relevance: Tensor | None,
-                      logits: Tensor) -> None:
-        """The held-out measures of a pair batch, the model's and the original's."""
-        if relevance is None:  # a baseline objective made no map
-            out, relevance = self._explain(self.model, batch)
-            logits = out.logits
-        # a validation batch is the same images every epoch (no shuffling); its labels make
-        # sure of it should another validation set come through the same module
-        key = (batch_idx, tuple(batch["label"].tolist()))
-        if key not in self._original_maps:
-            out, original = self._explain(self.teacher, batch)
-            self._original_maps[key] = {
-                **map_measures(original, batch["mask"], batch["ignore"]),
-                "logits": out.logits.detach()}
-        original = self._original_maps[key]
-        for name, value in map_measures(relevance, batch["mask"], batch["ignore"]).items():
-            self._heldout["pairs"].setdefault(name, []).append(value)
-        for name in ("share", "ap", "iou"):
-            self._heldout["original"].setdefault(name, []).append(original[name])
-        self._record_decisions(logits, batch, original["logits"])
-
-    def _record_decisions(self, logits: Tensor, batch: dict[str, Tensor],
-                          original_logits: Tensor | None = None) -> None:
-        if original_logits is None:
-            with torch.no_grad():
-                original_logits = backbone_of(self.teacher).class_scores(batch["image"])
-        for name, value in decision_measures(logits, original_logits, batch["label"]).items():
-            self._heldout["decisions"].setdefault(name, []).append(value)
+    def _explain_logits(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        out, relevance = self._explain(model, batch)
+        return out.logits, relevance
 
     def on_validation_epoch_end(self) -> None:
-        if not self.measure_heldout or not self._heldout.get("pairs"):
+        if not self.measure_heldout:
             return
-        gathered = {group: {name: [self._gather(torch.cat(values))] for name, values in found.items()}
-                    for group, found in self._heldout.items()}
-        summary = summarize_heldout(gathered["pairs"], gathered["original"], gathered["decisions"])
+        summary = self._heldout.summary(self.model, self.teacher, self._gather)
+        if summary is None:
+            return
         # every process computed the same values from the gathered images; syncing them
         # (a mean of equal values) is what Lightning expects of an epoch-level metric
         self.log_dict(summary.as_metrics(), on_step=False, on_epoch=True, sync_dist=True,

@@ -25,7 +25,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 
 from robustft.training.heldout import HeldOutSummary
 
-__all__ = ["DEFAULT_AGREEMENT_TOLERANCE", "EpochRecord", "HeldOutSelection", "SelectionResult",
+__all__ = ["DEFAULT_AGREEMENT_TOLERANCE", "OBJECTIVES", "EpochRecord", "HeldOutSelection", "SelectionResult",
            "select_epoch", "verdict_line"]
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 #: the bar a fine-tuning must keep in distribution (docs/method.md §10).
 DEFAULT_AGREEMENT_TOLERANCE = 0.01
 ORIGINAL = "original"
+#: what the selection maximises: the held-out share of relevance on the object, or the
+#: held-out top-1 on the pairs recombined onto other classes' backgrounds (docs/method.md §10)
+OBJECTIVES = ("share", "swap_accuracy")
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,8 @@ class EpochRecord(HeldOutSummary):
     @classmethod
     def from_metrics(cls, epoch: int, metrics: Mapping[str, Any],
                      prefix: str = "heldout/") -> EpochRecord:
-        values = {f.name: float(metrics[f"{prefix}{f.name}"]) for f in fields(HeldOutSummary)}
+        values = {f.name: float(metrics.get(f"{prefix}{f.name}", math.nan))
+                  for f in fields(HeldOutSummary)}
         values["pairs"], values["images"] = int(values["pairs"]), int(values["images"])
         return cls(**values, epoch=epoch)
 
@@ -65,23 +69,39 @@ class SelectionResult:
 
 
 def select_epoch(records: Sequence[EpochRecord],
-                 agreement_tolerance: float = DEFAULT_AGREEMENT_TOLERANCE) -> SelectionResult:
+                 agreement_tolerance: float = DEFAULT_AGREEMENT_TOLERANCE,
+                 objective: str = "share") -> SelectionResult:
     """Among the epochs whose held-out agreement is at least ``1 - agreement_tolerance``, the
-    one with the highest held-out share (the earliest among equals); the original model
-    when no epoch keeps the agreement or none raises the share."""
+    one with the highest ``objective`` (the earliest among equals); the original model when
+    no epoch keeps the agreement, or none raises the share, or (``swap_accuracy``) none
+    raises the swapped top-1 above the original's. ``swap_accuracy`` falls back to the share
+    where the held-out pairs have one class (nothing to recombine)."""
     if not 0.0 <= agreement_tolerance <= 1.0:
         raise ValueError(f"agreement_tolerance must be in [0, 1], got {agreement_tolerance}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     floor = 1.0 - agreement_tolerance
     kept = [r for r in records if r.agreement >= floor - 1e-12]
     if not kept:
         return SelectionResult(None, f"no epoch keeps the held-out agreement >= {floor:.1%}",
                                False, None)
-    best = min(kept, key=lambda r: (-r.share, r.epoch))
-    if not best.share_gain > 0:
+    if objective == "swap_accuracy" and all(math.isnan(r.swap_accuracy) for r in kept):
+        objective = "share"
+    raising = [r for r in kept if r.share_gain > 0]
+    if not raising:
         return SelectionResult(None, "no epoch that keeps the agreement raises the held-out "
-                               "share", False, best)
-    return SelectionResult(best.epoch, f"highest held-out share with agreement >= {floor:.1%}",
-                           best.share_gain > best.share_margin, best)
+                               "share", False, min(kept, key=lambda r: (-r.share, r.epoch)))
+    if objective == "share":
+        best = min(raising, key=lambda r: (-r.share, r.epoch))
+        reason = f"highest held-out share with agreement >= {floor:.1%}"
+    else:
+        best = min(raising, key=lambda r: (-r.swap_accuracy, r.epoch))
+        if not best.swap_accuracy > best.swap_accuracy_original:
+            return SelectionResult(None, "no epoch that keeps the agreement and raises the share "
+                                   "raises the top-1 on swapped backgrounds", False, best)
+        reason = (f"highest held-out top-1 on swapped backgrounds with agreement >= {floor:.1%} "
+                  "and the share raised")
+    return SelectionResult(best.epoch, reason, best.share_gain > best.share_margin, best)
 
 
 def verdict_line(result: SelectionResult, agreement_tolerance: float) -> str:
@@ -93,6 +113,9 @@ def verdict_line(result: SelectionResult, agreement_tolerance: float) -> str:
                f"({100 * record.share_gain:+.1f} points, margin {100 * record.share_margin:.1f} "
                f"over {record.pairs} held-out pairs), agreement {record.agreement:.1%} "
                f"(floor {1 - agreement_tolerance:.1%})")
+    if not math.isnan(record.swap_accuracy):
+        numbers += (f", top-1 on swapped backgrounds {record.swap_accuracy:.1%} vs the "
+                    f"original's {record.swap_accuracy_original:.1%}")
     if result.epoch is None:
         return (f"held-out selection: the original model ({result.reason}; best epoch "
                 f"{record.epoch}: {numbers})")
@@ -116,10 +139,15 @@ class HeldOutSelection(pl.Callback):
     """
 
     def __init__(self, dirpath: str, agreement_tolerance: float = DEFAULT_AGREEMENT_TOLERANCE,
-                 filename: str = "selected", report_dir: str | None = None) -> None:
+                 filename: str = "selected", report_dir: str | None = None,
+                 objective: str = "share") -> None:
         if not 0.0 <= agreement_tolerance <= 1.0:
             raise ValueError(f"callbacks.heldout_selection.agreement_tolerance must be in [0, 1], "
                              f"got {agreement_tolerance}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"callbacks.heldout_selection.objective: expected one of "
+                             f"{', '.join(OBJECTIVES)}, got {objective!r}")
+        self.objective = objective
         self.dirpath = Path(dirpath)
         self.report_dir = Path(report_dir) if report_dir is not None else self.dirpath.parent
         self.agreement_tolerance = agreement_tolerance
@@ -138,7 +166,7 @@ class HeldOutSelection(pl.Callback):
             return
         record = EpochRecord.from_metrics(trainer.current_epoch, trainer.callback_metrics)
         self.records = [r for r in self.records if r.epoch != record.epoch] + [record]
-        self.result = select_epoch(self.records, self.agreement_tolerance)
+        self.result = select_epoch(self.records, self.agreement_tolerance, self.objective)
         if self.result.epoch == record.epoch:
             trainer.save_checkpoint(self.checkpoint_path)
         if trainer.is_global_zero:
@@ -162,7 +190,7 @@ class HeldOutSelection(pl.Callback):
             "checkpoint": None if result.epoch is None else str(self.checkpoint_path),
             "reason": result.reason, "clearly_improved": result.clearly_improved,
             "verdict": verdict_line(result, self.agreement_tolerance),
-            "agreement_tolerance": self.agreement_tolerance,
+            "agreement_tolerance": self.agreement_tolerance, "objective": self.objective,
             "record": None if result.record is None else _finite(asdict(result.record)),
             "epochs": len(self.records)}
 
@@ -184,7 +212,8 @@ class HeldOutSelection(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.records = [EpochRecord(**values) for values in state_dict.get("records", [])]
-        self.result = select_epoch(self.records, self.agreement_tolerance) if self.records else None
+        self.result = (select_epoch(self.records, self.agreement_tolerance, self.objective)
+                       if self.records else None)
 
 
 def _finite(values: dict[str, Any]) -> dict[str, Any]:

@@ -6,8 +6,10 @@ too, for free.
 The search space is written in Hydra's sweep grammar, as for any Hydra sweeper
 (``optim.optimizer.lr: tag(log, interval(3e-5, 1e-3))``, ``loss.lambda_fg: choice(0.3, 1.0)``,
 ``range(...)``); Optuna samples it (TPE, random, or a grid over ``choice`` / ``range``
-spaces) through its ask-and-tell interface. A trial's value is the held-out share of its
-selected weights (the original model's share when its selection is the original), and the
+spaces) through its ask-and-tell interface. A trial's value is its selected weights'
+held-out objective (``callbacks.heldout_selection.objective``: the share of relevance on
+the object, or robustft-tune's default, the top-1 on the held-out pairs pasted onto other
+classes' backgrounds; the original model's when its selection is the original), and the
 search stops after ``max_trials`` or when the next trial would overrun ``time_budget_min``.
 The chosen trial is written as an experiment config (``tuned.yaml``) that reproduces its
 weights exactly: the trial's overrides and ``trainer.max_epochs`` = its selected epoch + 1
@@ -89,13 +91,17 @@ def searched_keys(search: Sequence[str]) -> list[str]:
 @dataclass
 class TrialRecord:
     """One trial: its number, the swept values, what its held-out selection chose and
-    measured, its value (the selected held-out share) and wall time."""
+    measured, its value (the selected weights' held-out ``objective``: the share, or the
+    top-1 on swapped backgrounds; the original's when the selection kept the original) and
+    wall time."""
 
     number: int
     params: dict[str, Any]
     chosen: str
     epoch: int | None
+    objective: str
     value: float
+    share: float
     share_original: float
     share_gain: float
     share_margin: float
@@ -106,6 +112,8 @@ class TrialRecord:
     seconds: float
     checkpoint: str | None
     run_dir: str
+    swap_accuracy: float = math.nan
+    swap_accuracy_original: float = math.nan
 
 
 @dataclass
@@ -134,15 +142,23 @@ def _trial_record(number: int, params: dict[str, Any], result: TrainResult,
         return math.nan if value is None else float(value)
 
     chosen_weights = summary["epoch"] is not None
+    objective = summary.get("objective", "share")
+    if objective == "swap_accuracy" and math.isnan(number_of("swap_accuracy")):
+        objective = "share"  # one class held out: nothing to recombine (as the selection does)
     return TrialRecord(
         number=number, params=params, chosen=summary["chosen"], epoch=summary["epoch"],
-        value=number_of("share") if chosen_weights else number_of("share_original"),
+        objective=objective,
+        value=number_of(objective) if chosen_weights else number_of(f"{objective}_original"),
+        share=number_of("share") if chosen_weights else number_of("share_original"),
         share_original=number_of("share_original"),
         share_gain=number_of("share_gain") if chosen_weights else 0.0,
         share_margin=number_of("share_margin"), agreement=number_of("agreement"),
         kl=number_of("kl"), accuracy=number_of("accuracy"),
         clearly_improved=bool(summary["clearly_improved"]), seconds=seconds,
-        checkpoint=summary["checkpoint"], run_dir=str(result.output_dir))
+        checkpoint=summary["checkpoint"], run_dir=str(result.output_dir),
+        swap_accuracy=(number_of("swap_accuracy") if chosen_weights
+                       else number_of("swap_accuracy_original")),
+        swap_accuracy_original=number_of("swap_accuracy_original"))
 
 
 def _sampler(settings: TuneSettings, distributions: Mapping[str, Any]) -> optuna.samplers.BaseSampler:
@@ -220,8 +236,10 @@ def run_search(train_trial: Callable[[list[str], Path], TrainResult], settings: 
         record = _trial_record(len(records), params, result, time.perf_counter() - trial_started)
         study.tell(trial, record.value)
         records.append(record)
-        log.info("tune: trial %d: %s, held-out share %.1f %% (original %.1f %%), agreement %.1f %%",
-                 record.number, record.chosen, 100 * record.value, 100 * record.share_original,
+        log.info("tune: trial %d: %s, held-out share %.1f %% (original %.1f %%), top-1 on "
+                 "swapped backgrounds %.1f %% (original %.1f %%), agreement %.1f %%",
+                 record.number, record.chosen, 100 * record.share, 100 * record.share_original,
+                 100 * record.swap_accuracy, 100 * record.swap_accuracy_original,
                  100 * record.agreement)
     chosen = choose_trial(records)
     result = TuneResult(records, chosen, ended_by, time.perf_counter() - started,
@@ -230,9 +248,9 @@ def run_search(train_trial: Callable[[list[str], Path], TrainResult], settings: 
 
 
 def choose_trial(records: Sequence[TrialRecord]) -> TrialRecord | None:
-    """The trial with the highest held-out share among those that selected fine-tuned
-    weights (the earliest among equals); None when every trial's selection was the
-    original model."""
+    """The trial with the highest value (its selection's objective) among those that
+    selected fine-tuned weights (the earliest among equals); None when every trial's
+    selection was the original model."""
     fine_tuned = [r for r in records if r.epoch is not None]
     if not fine_tuned:
         return None
@@ -246,9 +264,12 @@ def tune_verdict(chosen: TrialRecord | None, records: Sequence[TrialRecord]) -> 
                 "selection was the original model): this recipe does not move this model's "
                 "held-out relevance without changing its decisions; no tuned recipe is written")
     settings = " ".join(f"{k}={_shown(v)}" for k, v in chosen.params.items())
-    numbers = (f"held-out share {chosen.value:.1%} vs the original's {chosen.share_original:.1%} "
+    numbers = (f"held-out share {chosen.share:.1%} vs the original's {chosen.share_original:.1%} "
                f"({100 * chosen.share_gain:+.1f} points, margin {100 * chosen.share_margin:.1f}), "
                f"agreement {chosen.agreement:.1%}")
+    if not math.isnan(chosen.swap_accuracy):
+        numbers += (f", top-1 on swapped backgrounds {chosen.swap_accuracy:.1%} vs the original's "
+                    f"{chosen.swap_accuracy_original:.1%}")
     if chosen.clearly_improved:
         return f"robustft-tune: trial {chosen.number} ({settings}, epoch {chosen.epoch}): {numbers}"
     return (f"robustft-tune: NO trial moved the held-out share clearly above the original's; the "
@@ -324,15 +345,16 @@ def trials_markdown(result: TuneResult) -> str:
     """The trials as a Markdown table (values in percent), the chosen one marked, and the
     verdict."""
     keys = sorted({key for record in result.trials for key in record.params})
-    header = ["trial", *keys, "kept", "held-out share", "gain (margin)", "agreement", "KL",
-              "accuracy", "s"]
+    header = ["trial", *keys, "kept", "held-out share", "gain (margin)", "swapped top-1",
+              "agreement", "KL", "accuracy", "s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for record in result.trials:
         mark = " (chosen)" if result.chosen is not None and record.number == result.chosen.number else ""
         lines.append("| " + " | ".join([
             f"{record.number}{mark}", *[_shown(record.params.get(k)) for k in keys],
-            record.chosen, f"{100 * record.value:.1f}",
+            record.chosen, f"{100 * record.share:.1f}",
             f"{100 * record.share_gain:+.1f} ({100 * record.share_margin:.1f})",
+            f"{100 * record.swap_accuracy:.1f} ({100 * record.swap_accuracy_original:.1f})",
             f"{100 * record.agreement:.1f}", f"{record.kl:.4f}", f"{100 * record.accuracy:.1f}",
             f"{record.seconds:.0f}"]) + " |")
     return "\n".join([*lines, "", f"Search ended by {result.ended_by} after {len(result.trials)} "

@@ -55,7 +55,7 @@ def test_a_tolerance_outside_zero_to_one_is_refused():
 
 def test_the_callback_state_round_trips_and_decides_again(tmp_path):
     callback = HeldOutSelection(str(tmp_path))
-    callback.records = [_row(0, 0.6), _row(1, 0.65)]
+    callback.records = [_swap_row(0, 0.6, 0.4), _swap_row(1, 0.65, 0.5)]
     restored = HeldOutSelection(str(tmp_path))
     restored.load_state_dict(json.loads(json.dumps(callback.state_dict())))
     assert restored.records == callback.records
@@ -75,3 +75,42 @@ def test_the_epochs_are_plotted_with_the_selected_one_marked(tmp_path):
                         agreement_floor=0.99)
     with Image.open(path) as picture:
         assert picture.size[0] > picture.size[1] > 100
+
+
+def _swap_row(epoch: int, share: float, swap: float, agreement: float = 1.0,
+              swap_original: float = 0.3) -> EpochRecord:
+    return replace(_row(epoch, share, agreement), swap_accuracy=swap,
+                   swap_accuracy_original=swap_original)
+
+
+def test_the_swap_objective_takes_the_best_swapped_top1_among_epochs_that_raise_the_share():
+    table = [_swap_row(0, 0.62, 0.40), _swap_row(1, 0.55, 0.70),
+             _swap_row(2, 0.48, 0.90),                    # share below the original's 0.5
+             _swap_row(3, 0.70, 0.95, agreement=0.90),    # decisions moved
+             _swap_row(4, 0.60, 0.60)]
+    assert select_epoch(table, objective="swap_accuracy").epoch == 1
+    assert select_epoch(table, objective="share").epoch == 0
+
+
+def test_the_swap_objective_keeps_the_original_when_no_epoch_raises_the_swapped_top1():
+    table = [_swap_row(0, 0.62, 0.30), _swap_row(1, 0.58, 0.25)]
+    result = select_epoch(table, objective="swap_accuracy")
+    assert result.epoch is None and "swapped backgrounds" in result.reason
+
+
+def test_the_swap_objective_falls_back_to_the_share_with_one_class():
+    table = [_row(0, 0.55), _row(1, 0.62)]  # swap_accuracy NaN: nothing to recombine
+    assert select_epoch(table, objective="swap_accuracy").epoch == 1
+
+
+def test_an_unknown_objective_is_refused_naming_the_key(tmp_path):
+    with pytest.raises(ValueError, match="callbacks.heldout_selection.objective"):
+        HeldOutSelection(str(tmp_path), objective="accuracy")
+
+
+def test_records_written_before_the_swap_measures_still_load(tmp_path):
+    callback = HeldOutSelection(str(tmp_path), objective="swap_accuracy")
+    old = {k: v for k, v in _row(0, 0.6).__dict__.items()
+           if k not in ("swap_accuracy", "swap_accuracy_original")}
+    callback.load_state_dict({"records": [old]})
+    assert callback.result.epoch == 0
