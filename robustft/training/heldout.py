@@ -40,12 +40,17 @@ from torch import Tensor
 from robustft.evaluation.segmentation import IGNORE_VALUE, average_precision, threshold_at_mean
 from robustft.losses import foreground_share
 
-__all__ = ["MARGIN_Z", "HeldOutSummary", "background_partners", "decision_measures",
+__all__ = ["BACKGROUNDS_PER_PAIR", "MARGIN_Z", "HeldOutSummary", "background_partners", "decision_measures",
            "fill_from_surroundings", "map_measures", "share_change", "summarize_heldout",
            "swap_backgrounds"]
 
 #: z of the margin the share's gain must clear to count as clearly above the original's.
 MARGIN_Z = 2.0
+#: backgrounds each held-out object is pasted on: four times the pairs' count of composites,
+#: so that which background an object met weighs less in the swapped top-1 (with 80 pairs one
+#: background each, one composite is 1.25 points), for four forward passes of the pairs per
+#: validation pass
+BACKGROUNDS_PER_PAIR = 4
 
 
 def map_measures(relevance: Tensor, masks: Tensor, ignore: Tensor | None = None) -> dict[str, Tensor]:
@@ -94,21 +99,25 @@ def share_change(share: Tensor, original_share: Tensor, z: float = MARGIN_Z) -> 
     return float(differences.mean()), z * float(differences.std(correction=1)) / math.sqrt(count)
 
 
-def background_partners(labels: Tensor) -> Tensor:
-    """For each image, the index of the image whose background it is pasted on: one of
-    another class, chosen without randomness (in the label-sorted order, the first image of
-    another label at or after half the set's length ahead), so every epoch recombines the
-    same pairs; -1 where every image has the same label."""
+def background_partners(labels: Tensor, backgrounds: int = 1) -> Tensor:
+    """(N, backgrounds): for each image, the indices of the images whose backgrounds it is
+    pasted on, each of another class, chosen without randomness so that every epoch
+    recombines the same pairs: in the label-sorted order, background k is the first image of
+    another label at or after ``(k + 1) / (backgrounds + 1)`` of the set ahead (half the set
+    for one background), so the backgrounds come from classes spread over the label order;
+    -1 where every image has the same label."""
     labels = labels.cpu()
     count = labels.numel()
     order = torch.argsort(labels, stable=True)
-    partners = torch.full((count,), -1, dtype=torch.long)
+    partners = torch.full((count, backgrounds), -1, dtype=torch.long)
     for position, index in enumerate(order.tolist()):
-        for step in range(count):
-            candidate = int(order[(position + count // 2 + step) % count])
-            if labels[candidate] != labels[index]:
-                partners[index] = candidate
-                break
+        for k in range(backgrounds):
+            offset = (k + 1) * count // (backgrounds + 1)
+            for step in range(count):
+                candidate = int(order[(position + offset + step) % count])
+                if labels[candidate] != labels[index]:
+                    partners[index, k] = candidate
+                    break
     return partners
 
 
@@ -133,18 +142,23 @@ def fill_from_surroundings(images: Tensor, holes: Tensor) -> Tensor:
 
 
 def swap_backgrounds(images: Tensor, masks: Tensor, ignore: Tensor | None,
-                     partners: Tensor) -> Tensor:
-    """Composites (B', C, H, W) for the images with a partner (``partners`` >= 0, in order):
-    image i's object (mask 1, and its ignored border) over partner j's image whose own
-    object, grown by one pixel, is filled from its surroundings (:func:`fill_from_surroundings`)."""
+                     partners: Tensor) -> tuple[Tensor, Tensor]:
+    """(composites (M, C, H, W), the index of each composite's object image (M,)) for every
+    image and partner of ``partners`` ((N,) or (N, K), -1 = none) in row order: image i's
+    object (mask 1, and its ignored border) over partner j's image whose own object, grown by
+    one pixel, is filled from its surroundings (:func:`fill_from_surroundings`)."""
     ignore = torch.zeros_like(masks, dtype=torch.bool) if ignore is None else ignore.bool()
     objects = (masks > 0.5) | ignore
     grown = F.max_pool2d(objects[:, None].float(), 3, stride=1, padding=1)[:, 0] > 0
     backgrounds = fill_from_surroundings(images, grown)
-    kept = (partners >= 0).nonzero().flatten()
-    chosen = partners[kept].to(images.device)
-    kept = kept.to(images.device)
-    return torch.where(objects[kept][:, None], images[kept], backgrounds[chosen])
+    partners = partners.reshape(len(images), -1).cpu()
+    sources = torch.arange(len(images)).repeat_interleave(partners.shape[1])
+    chosen = partners.flatten()
+    sources, chosen = sources[chosen >= 0], chosen[chosen >= 0]
+    device = images.device
+    composites = torch.where(objects[sources.to(device)][:, None], images[sources.to(device)],
+                             backgrounds[chosen.to(device)])
+    return composites, sources
 
 
 @dataclass(frozen=True)

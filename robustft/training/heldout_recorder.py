@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from robustft.training.heldout import (
+    BACKGROUNDS_PER_PAIR,
     HeldOutSummary,
     background_partners,
     decision_measures,
@@ -98,11 +99,12 @@ class HeldOutRecorder:
         if not self._pairs["label"]:
             return {}
         pairs = {name: torch.cat(values) for name, values in self._pairs.items()}
-        partners = background_partners(pairs["label"])
+        partners = background_partners(pairs["label"], BACKGROUNDS_PER_PAIR)
         if not bool((partners >= 0).any()):  # one class: there is no other background
             return {}
-        composites = swap_backgrounds(pairs["image"], pairs["mask"], pairs["ignore"], partners)
-        targets = pairs["label"][partners >= 0]
+        composites, sources = swap_backgrounds(pairs["image"], pairs["mask"], pairs["ignore"],
+                                               partners)
+        targets = pairs["label"][sources]
         correct = self._top1_correct(model, composites, targets)
         key = tuple(pairs["label"].tolist())
         if key not in self._original_swaps:

@@ -95,10 +95,19 @@ def test_summary_refuses_shares_of_different_images():
 def test_every_image_gets_a_partner_of_another_class_and_the_same_one_each_time():
     labels = torch.tensor([2, 0, 0, 1, 2, 1, 0, 2])
     partners = background_partners(labels)
-    assert (partners >= 0).all()
-    assert (labels[partners] != labels).all()
+    assert partners.shape == (8, 1) and (partners >= 0).all()
+    assert (labels[partners[:, 0]] != labels).all()
     assert torch.equal(partners, background_partners(labels.clone()))
     assert (background_partners(torch.tensor([3, 3, 3])) == -1).all()
+
+
+def test_several_backgrounds_come_from_classes_spread_over_the_label_order():
+    labels = torch.arange(6).repeat_interleave(4)  # 6 classes x 4 images, class-ordered
+    partners = background_partners(labels, backgrounds=3)
+    assert partners.shape == (24, 3)
+    assert (labels[partners] != labels[:, None]).all()
+    # the three backgrounds of an image are of three different classes
+    assert all(len(set(labels[row].tolist())) == 3 for row in partners)
 
 
 def test_a_hole_in_a_flat_background_is_filled_with_that_background():
@@ -131,7 +140,8 @@ def test_a_composite_is_the_object_over_the_partners_emptied_background():
     images[0][:, masks[0] > 0] = 0.9
     images[1][:, masks[1] > 0] = 7.0
     ignore = torch.zeros(2, 12, 12, dtype=torch.bool)
-    composites = swap_backgrounds(images, masks, ignore, torch.tensor([1, 0]))
+    composites, sources = swap_backgrounds(images, masks, ignore, torch.tensor([1, 0]))
+    assert sources.tolist() == [0, 1]
     expected_first = torch.full((3, 12, 12), 0.5)
     expected_first[:, masks[0] > 0] = 0.9
     assert torch.allclose(composites[0], expected_first)
@@ -142,4 +152,6 @@ def test_a_composite_is_the_object_over_the_partners_emptied_background():
 
 def test_an_image_without_a_partner_makes_no_composite():
     images, masks = torch.rand(3, 3, 8, 8), torch.zeros(3, 8, 8)
-    assert swap_backgrounds(images, masks, None, torch.tensor([1, -1, 0])).shape[0] == 2
+    composites, sources = swap_backgrounds(images, masks, None, torch.tensor([[1, 2], [-1, -1], [0, -1]]))
+    assert composites.shape[0] == 3 and sources.tolist() == [0, 0, 2]
+    assert torch.equal(composites[1], images[2])  # an empty mask: all background
