@@ -31,6 +31,8 @@ from typing import Any
 import timm
 import torch
 from timm.layers.attention_pool import AttentionPoolLatent
+from timm.models.beit import Beit
+from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
@@ -55,7 +57,10 @@ def readout(model: nn.Module) -> tuple[str, bool]:
     with one latent query; a ``ValueError`` naming the setting for the other poolings."""
     name = type(model).__name__
     pool = getattr(model, "global_pool", "token")
-    include_prefix = bool(getattr(model, "pool_include_prefix", False))
+    # VisionTransformer says whether its pooling sees the prefix tokens; Eva's attention
+    # pool takes every token (its average the patch tokens only, as everyone's)
+    include_prefix = bool(getattr(model, "pool_include_prefix", False)) or (
+        isinstance(model, Eva) and getattr(model, "attn_pool", None) is not None)
     attn_pool = getattr(model, "attn_pool", None)
     if attn_pool is not None:
         if not isinstance(attn_pool, AttentionPoolLatent):
@@ -239,10 +244,11 @@ class ImageClassifier(Backbone):
 
     def _refuse(self) -> TypeError:
         kind = type(self.model)
+        why = REFUSALS.get(kind.__name__, "the rollout needs one token sequence (prefix tokens + "
+                                          "patches) through every block, as in a timm "
+                                          "VisionTransformer")
         return TypeError(f"{kind.__module__}.{kind.__qualname__} is not a model robustft can "
-                         "explain: the rollout needs one token sequence (CLS + patches) "
-                         "through every block, as in a timm VisionTransformer (a hierarchical "
-                         "model such as a Swin has none)")
+                         f"explain: {why}")
 
     def check_explainable(self) -> None:
         raise self._refuse()
@@ -274,6 +280,28 @@ class ImageClassifier(Backbone):
         return weights_name(self.model)
 
 
-# The general fallback, and the timm ViT (the more specific type wins: register_backbone).
+# Why a timm model with attention is not explained, by class name (ImageClassifier's
+# refusal; any other model gets the general line).
+_WINDOWS = ("attends within (shifted) windows and merges patches between stages: no one token "
+            "sequence runs through every block")
+_NOT_YET = "its {} is not supported yet"
+REFUSALS = {
+    "Xcit": "XCiT's cross-covariance attention mixes channels, not tokens: there is no "
+            "token-to-token attention to roll out",
+    "SwinTransformer": f"Swin {_WINDOWS}",
+    "SwinTransformerV2": f"Swin V2 {_WINDOWS}",
+    "SwinTransformerV2Cr": f"Swin V2 {_WINDOWS}",
+    "VisionTransformerSAM": "SAM's image encoder attends within windows in most blocks: its "
+                            "attention is not token-to-token over the whole image",
+    "Cait": _NOT_YET.format("class attention (CaiT)"),
+    "VisionTransformerRelPos": _NOT_YET.format("relative-position attention"),
+    "NaFlexVit": _NOT_YET.format("variable-resolution patch sequence (NaFlexViT)"),
+}
+
+# The general fallback, and the timm ViTs (the more specific type wins: register_backbone):
+# Eva (EVA-02, DINOv3, PE, rope ViTs: rotary embeddings) and Beit (relative position bias)
+# compute their attention otherwise, but record it at the same place (attn.attn_drop), so
+# the eager capture takes the probabilities each block really used; their attention is not
+# timm's Attention, so the fused backend refuses them (relevance.backend=auto runs eager).
 ADAPTERS: tuple[tuple[type[nn.Module], type[Backbone]], ...] = (
-    (nn.Module, ImageClassifier), (VisionTransformer, TimmViT))
+    (nn.Module, ImageClassifier), (VisionTransformer, TimmViT), (Eva, TimmViT), (Beit, TimmViT))
