@@ -1,5 +1,5 @@
-"""timm ``Eva`` (EVA-02, DINOv3, rope ViTs: rotary position embeddings) and ``Beit`` (relative
-position bias) against a brute force written here.
+"""timm ``Eva`` (EVA-02, DINOv3, rope ViTs: rotary position embeddings), ``Beit`` and
+``VisionTransformerRelPos`` (relative position biases) against a brute force written here.
 
 Rotary embeddings and relative-position biases change how a block's attention is computed,
 not the rule: the map must be the gradient-weighted rollout of the probabilities each block
@@ -26,6 +26,8 @@ MODELS = {
     "dinov3_rope_registers": ("vit_small_patch16_dinov3", {}),
     "beit_relative_bias": ("beit_base_patch16_224", {}),
     "beitv2_relative_bias_token": ("beitv2_base_patch16_224", {"global_pool": "token"}),
+    "relpos_mlp_avg": ("vit_relpos_small_patch16_224", {}),
+    "relpos_bias_class_token": ("vit_relpos_base_patch16_cls_224", {}),
 }
 
 
@@ -45,7 +47,7 @@ def tiny(kind: str, seed: int = 0):
 def hand_attention(attn, h, rope, npt):
     """One block's attention probabilities (1, heads, N, N) and output, by hand."""
     tokens = h.shape[1]
-    if attn.q_bias is None:
+    if getattr(attn, "q_bias", None) is None:
         qkv = attn.qkv(h)
     else:
         qkv = F.linear(h, attn.qkv.weight, torch.cat((attn.q_bias, attn.k_bias, attn.v_bias)))
@@ -57,8 +59,10 @@ def hand_attention(attn, h, rope, npt):
         q = torch.cat([q[:, :, :npt], apply_rot_embed_cat(q[:, :, npt:], rope, half=half)], 2)
         k = torch.cat([k[:, :, :npt], apply_rot_embed_cat(k[:, :, npt:], rope, half=half)], 2)
     bias = 0.0
-    if getattr(attn, "relative_position_bias_table", None) is not None:
+    if getattr(attn, "relative_position_bias_table", None) is not None:  # Beit
         bias = attn._get_rel_pos_bias()[0]  # (heads, N, N)
+    elif getattr(attn, "rel_pos", None) is not None:  # VisionTransformerRelPos
+        bias = attn.rel_pos.get_bias()[0]
     probabilities = torch.stack([
         torch.softmax(q[0, head] @ k[0, head].T * attn.scale
                       + (bias[head] if torch.is_tensor(bias) else 0.0), dim=-1)
@@ -71,23 +75,32 @@ def hand_attention(attn, h, rope, npt):
     return probabilities, attn.proj(out)
 
 
+def _layer_scale(block, which, out):
+    gamma = getattr(block, f"gamma_{which}", None)  # Eva, Beit
+    if gamma is not None:
+        return gamma * out
+    scale = getattr(block, f"ls{which}", None)  # RelPos (an Identity without layer scale)
+    return out if scale is None else scale(out)
+
+
 def explicit_forward(model, image):
     x = model.patch_embed(image)
     if hasattr(model, "rope"):  # Eva
         x, rope = model._pos_embed(x)
         x = model.norm_pre(x)
-    else:  # Beit: class token, absolute embedding if any, a bias table per block
-        x = torch.cat((model.cls_token.expand(1, -1, -1), x), dim=1)
-        x = x if model.pos_embed is None else x + model.pos_embed
+    else:  # Beit, RelPos: a class token if any, absolute embedding if any, biases per block
+        if model.cls_token is not None:
+            x = torch.cat((model.cls_token.expand(1, -1, -1), x), dim=1)
+        if getattr(model, "pos_embed", None) is not None:
+            x = x + model.pos_embed
         rope = None
     attentions = []
     for block in model.blocks:
         probabilities, out = hand_attention(block.attn, block.norm1(x), rope,
                                             model.num_prefix_tokens)
         attentions.append(probabilities)
-        x = x + (out if block.gamma_1 is None else block.gamma_1 * out)
-        mlp = block.mlp(block.norm2(x))
-        x = x + (mlp if block.gamma_2 is None else block.gamma_2 * mlp)
+        x = x + _layer_scale(block, 1, out)
+        x = x + _layer_scale(block, 2, block.mlp(block.norm2(x)))
     return model.forward_head(model.norm(x)), attentions
 
 

@@ -34,6 +34,7 @@ from timm.layers.attention_pool import AttentionPoolLatent
 from timm.models.beit import Beit
 from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer_relpos import VisionTransformerRelPos
 from torch import Tensor, nn
 
 from robustft.backbones.base import TOKEN_FEATURES, Backbone, BlockAttention, TokenLayout
@@ -294,14 +295,15 @@ REFUSALS = {
     "VisionTransformerSAM": "SAM's image encoder attends within windows in most blocks: its "
                             "attention is not token-to-token over the whole image",
     "Cait": _NOT_YET.format("class attention (CaiT)"),
-    "VisionTransformerRelPos": _NOT_YET.format("relative-position attention"),
     "NaFlexVit": _NOT_YET.format("variable-resolution patch sequence (NaFlexViT)"),
 }
 
 # The general fallback, and the timm ViTs (the more specific type wins: register_backbone):
-# Eva (EVA-02, DINOv3, PE, rope ViTs: rotary embeddings) and Beit (relative position bias)
-# compute their attention otherwise, but record it at the same place (attn.attn_drop), so
-# the eager capture takes the probabilities each block really used; their attention is not
-# timm's Attention, so the fused backend refuses them (relevance.backend=auto runs eager).
+# Eva (EVA-02, DINOv3, PE, rope ViTs: rotary embeddings), Beit and VisionTransformerRelPos
+# (relative position biases) compute their attention otherwise, but record it at the same
+# place (attn.attn_drop), so the eager capture takes the probabilities each block really
+# used; their attention is not timm's Attention, so the fused backend refuses them
+# (relevance.backend=auto runs eager).
 ADAPTERS: tuple[tuple[type[nn.Module], type[Backbone]], ...] = (
-    (nn.Module, ImageClassifier), (VisionTransformer, TimmViT), (Eva, TimmViT), (Beit, TimmViT))
+    (nn.Module, ImageClassifier), (VisionTransformer, TimmViT), (Eva, TimmViT), (Beit, TimmViT),
+    (VisionTransformerRelPos, TimmViT))
