@@ -82,6 +82,15 @@ def readout(model: nn.Module) -> tuple[str, bool]:
                      "token ('token'), average pooling ('avg') or an attention pool ('map') only")
 
 
+def pixels_per_token(patch_embed: nn.Module) -> tuple[int, int]:
+    """(height, width) in pixels of one patch token: the patch size, times the stride of the
+    convolutional stem of a hybrid ViT (timm ``HybridEmbed``: ``feature_ratio``), whose
+    patch size counts feature-map cells."""
+    ph, pw = patch_embed.patch_size
+    rh, rw = getattr(patch_embed, "feature_ratio", None) or (1, 1)
+    return int(ph * rh), int(pw * rw)
+
+
 def token_layout(model: nn.Module, image_size: tuple[int, int]) -> TokenLayout:
     """Token layout of ``model`` for inputs of spatial size ``image_size = (H, W)``.
 
@@ -92,7 +101,7 @@ def token_layout(model: nn.Module, image_size: tuple[int, int]) -> TokenLayout:
     if patch_embed is None or not hasattr(patch_embed, "patch_size"):
         raise TypeError(f"{type(model).__name__} has no timm `patch_embed` with a patch_size")
     read, pool_prefix = readout(model)
-    ph, pw = patch_embed.patch_size
+    ph, pw = pixels_per_token(patch_embed)
     height, width = image_size
     if not getattr(model, "dynamic_img_size", False):
         expected = tuple(patch_embed.img_size)
@@ -137,8 +146,7 @@ class TimmViT(Backbone):
 
     @property
     def patch_size(self) -> tuple[int, int]:
-        height, width = self.model.patch_embed.patch_size
-        return int(height), int(width)
+        return pixels_per_token(self.model.patch_embed)
 
     @property
     def num_classes(self) -> int | None:
