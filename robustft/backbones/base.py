@@ -16,6 +16,7 @@ registered family (:class:`robustft.backbones.registry.Family`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
@@ -27,9 +28,11 @@ from torch import Tensor, nn
 __all__ = ["READOUTS", "TOKEN_FEATURES", "Backbone", "BlockAttention", "TokenLayout", "frozen_copy"]
 
 # How a classifier reads its token sequence, as TokenLayout.readout names it: "cls" = the
-# head reads the class token (the first prefix token). A family that pools otherwise adds
-# its name here and its read-out row in robustft.relevance.readout.
-READOUTS = ("cls",)
+# head reads the first token (the class token); "avg" = the mean of the pooled tokens
+# (timm global_pool='avg'); "map" = an attention pool whose one learned query attends to the
+# pooled tokens (timm global_pool='map': SigLIP). Each one's read-out row is in
+# robustft.relevance.readout.
+READOUTS = ("cls", "avg", "map")
 
 # what Backbone.token_features can return for a block (TokenCut's choice of features)
 TOKEN_FEATURES = ("keys", "queries", "values", "output")
@@ -41,11 +44,14 @@ class TokenLayout:
     then a distillation token or register tokens) followed by the patch tokens of a
     ``grid_size = (h, w)`` patch grid in row-major order. ``readout`` (one of
     :data:`READOUTS`) says which tokens the classifier reads: the relevance maps read the
-    same row of the rollout (:mod:`robustft.relevance.readout`)."""
+    same row of the rollout (:mod:`robustft.relevance.readout`). ``pool_prefix`` says
+    whether a pooling read-out (``avg``, ``map``) pools the prefix tokens too or the patch
+    tokens only (timm's ``pool_include_prefix``)."""
 
     num_prefix_tokens: int
     grid_size: tuple[int, int]
     readout: str = "cls"
+    pool_prefix: bool = False
 
     def __post_init__(self) -> None:
         if self.readout not in READOUTS:
@@ -58,6 +64,11 @@ class TokenLayout:
     @property
     def num_tokens(self) -> int:
         return self.num_prefix_tokens + self.num_patches
+
+    @property
+    def first_pooled_token(self) -> int:
+        """Index of the first token a pooling read-out pools (the rest follow it)."""
+        return 0 if self.pool_prefix else self.num_prefix_tokens
 
 
 @dataclass(frozen=True)
@@ -111,6 +122,15 @@ class Backbone(ABC):
         """Context manager: a forward of :meth:`class_scores` inside it fills the yielded
         list with one (B, heads, N, N) post-softmax attention per block, first block first,
         in the autograd graph (a leaf requiring grad when the model is frozen)."""
+
+    def capture_pool(self) -> AbstractContextManager[list[BlockAttention]]:
+        """Context manager, for a model whose layout reads out ``"map"``: a forward of
+        :meth:`class_scores` inside it fills the yielded list with the attention pool's
+        :class:`BlockAttention` (``query`` (B, heads, 1, head_dim) for its one learned
+        query, ``key`` and ``value`` over the pooled tokens, ``output`` (B, 1, heads *
+        head_dim)), in the autograd graph, with the eager and the fused capture alike. A
+        family without an attention pool yields an empty list."""
+        return contextlib.nullcontext([])
 
     def fused_capture_refusal(self) -> str:
         """Why :meth:`capture_qkv` cannot reproduce this model's forward now ("" when it

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from robustft.backbones import Backbone
 from robustft.relevance.capture import capture, score_gradients, subject_of
 from robustft.relevance.methods import register_method
-from robustft.relevance.readout import patch_columns, read_row
+from robustft.relevance.readout import mean_pool_row, patch_columns, read_row
 from robustft.relevance.settings import GradientMode, RelevanceBackend, RelevanceOutput, widen
 
 __all__ = ["attention_gradcam"]
@@ -47,8 +47,11 @@ def attention_gradcam(
                                       subject.gradient_mode)
         with torch.autocast(device_type=images.device.type, enabled=False):
             # the read-out row of each head, over the patch columns: (B, heads, patches)
-            cls_attention = patch_columns(read_row(widen(captured.attentions[-1]), layout), layout)
-            head_weights = patch_columns(read_row(widen(gradient), layout), layout).mean(
+            # (the map read-out reads through the head mean of the attention pool's row)
+            pool = mean_pool_row(captured.pool)
+            cls_attention = patch_columns(read_row(widen(captured.attentions[-1]), layout, pool),
+                                          layout)
+            head_weights = patch_columns(read_row(widen(gradient), layout, pool), layout).mean(
                 dim=-1, keepdim=True)
             patches = (head_weights * cls_attention).mean(dim=1).clamp(min=0)
     relevance = patches.reshape(patches.shape[0], *layout.grid_size)

@@ -8,17 +8,19 @@ score (:func:`score_gradients`: steps 2-3). A method is then its own rule on top
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from robustft.backbones import Backbone, TokenLayout, backbone_of
+from robustft.backbones import Backbone, BlockAttention, TokenLayout, backbone_of
 from robustft.relevance.settings import GRADIENT_MODES, GradientMode
 
-__all__ = ["Captured", "Subject", "capture", "check_gradient_mode", "check_token_count",
-           "explained_classes", "require_autograd", "score_gradients", "subject_of"]
+__all__ = ["Captured", "Subject", "capture", "captured_pool", "check_gradient_mode",
+           "check_token_count", "explained_classes", "pool_capture", "require_autograd",
+           "score_gradients", "subject_of"]
 
 
 def require_autograd(method: str) -> None:
@@ -72,11 +74,32 @@ def explained_classes(logits: Tensor, target: Tensor | None) -> Tensor:
 class Captured:
     """One forward of the class scores with every block's attention recorded:
     ``attentions`` (B, heads, N, N) per block, first block first (in the autograd graph
-    when grad is enabled), the ``logits`` and the explained classes ``target`` (B,)."""
+    when grad is enabled), the ``logits``, the explained classes ``target`` (B,) and, for
+    the ``map`` read-out, the attention ``pool`` (None otherwise)."""
 
     attentions: list[Tensor]
     logits: Tensor
     target: Tensor
+    pool: BlockAttention | None = None
+
+
+def pool_capture(subject: Subject):
+    """The backbone's attention-pool capture where the layout reads out ``map`` (a context
+    manager yielding the list it fills), an empty list otherwise."""
+    if subject.layout is not None and subject.layout.readout == "map":
+        return subject.backbone.capture_pool()
+    return nullcontext([])
+
+
+def captured_pool(pools: Sequence[BlockAttention], subject: Subject) -> BlockAttention | None:
+    """The one attention pool a ``map`` read-out needs from a forward (None for the
+    others); a ``RuntimeError`` naming the model when the forward did not run exactly one."""
+    if subject.layout is None or subject.layout.readout != "map":
+        return None
+    if len(pools) != 1:
+        raise RuntimeError(f"{type(subject.backbone.model).__name__} reads out through an "
+                           f"attention pool, but its forward ran {len(pools)} of them")
+    return pools[0]
 
 
 def capture(subject: Subject, images: Tensor, target: Tensor | None) -> Captured:
@@ -84,12 +107,13 @@ def capture(subject: Subject, images: Tensor, target: Tensor | None) -> Captured
     against the layout), and the explained classes (``None`` = the argmax class)."""
     backbone = subject.backbone
     with record_function("robustft.relevance.forward"):
-        with backbone.capture_attention() as attentions:
+        with backbone.capture_attention() as attentions, pool_capture(subject) as pools:
             logits = backbone.class_scores(images)
     if len(attentions) == 0:
         raise RuntimeError(f"no attention was captured from {type(backbone.model).__name__}")
     check_token_count(attentions[0].shape[-1], subject.layout, backbone)
-    return Captured(list(attentions), logits, explained_classes(logits, target))
+    return Captured(list(attentions), logits, explained_classes(logits, target),
+                    captured_pool(pools, subject))
 
 
 def score_gradients(logits: Tensor, target: Tensor, inputs: Sequence[Tensor],

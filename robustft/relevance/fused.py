@@ -24,8 +24,14 @@ import torch
 from torch import Tensor
 from torch.profiler import record_function
 
-from robustft.backbones import Backbone
-from robustft.relevance.capture import explained_classes, score_gradients
+from robustft.relevance.capture import (
+    Subject,
+    captured_pool,
+    explained_classes,
+    pool_capture,
+    score_gradients,
+)
+from robustft.relevance.readout import pool_relevance
 from robustft.relevance.settings import widen
 
 __all__ = ["HeadWeightedAttention", "fused_block_relevance"]
@@ -87,18 +93,30 @@ class HeadWeightedAttention(torch.autograd.Function):
                 torch.matmul(grad_scores.transpose(-2, -1), scaled_query), None, None, None)
 
 
-def fused_block_relevance(backbone: Backbone, images: Tensor,
-                          target: Tensor | None) -> tuple[list[Tensor], Tensor, Tensor, int]:
+def fused_block_relevance(subject: Subject, images: Tensor, target: Tensor | None
+                          ) -> tuple[list[Tensor], Tensor | None, Tensor, Tensor, int]:
     """Steps 1-4 of the rule on the fused path: the per-block maps ``Abar_l`` (B, N, N)
-    (float32 at least), the class scores, the explained classes and the token count."""
-    with record_function("robustft.relevance.forward"), backbone.capture_qkv() as blocks:
+    (float32 at least), the attention pool's row ``abar_pool`` (B, 1, P) for the ``map``
+    read-out (None otherwise), the class scores, the explained classes and the token count."""
+    backbone = subject.backbone
+    with record_function("robustft.relevance.forward"), backbone.capture_qkv() as blocks, \
+            pool_capture(subject) as pools:
         logits = backbone.class_scores(images)
     if len(blocks) == 0:
         raise RuntimeError(f"no attention was captured from {type(backbone.model).__name__}")
+    pool = captured_pool(pools, subject)
     target = explained_classes(logits, target)
     # activations only (no parameter is an input), down to the first block's O; the graph
     # is kept for the training loss's backward, which needs the same saved tensors
-    output_grads = score_gradients(logits, target, [block.output for block in blocks])
+    output_grads = score_gradients(
+        logits, target,
+        [block.output for block in blocks] + ([pool.output] if pool is not None else []))
+    pool_row = None
+    if pool is not None:
+        # one query: its (B, heads, 1, P) attention is small, formed eagerly
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            pool_row = pool_relevance(pool, output_grads[-1], second_order=False)
+        output_grads = output_grads[:-1]
     block_relevance = []
     # float32 even under fp16/bf16 autocast, as on the eager path
     with record_function("robustft.relevance.block_maps"), \
@@ -109,4 +127,4 @@ def fused_block_relevance(backbone: Backbone, images: Tensor,
             block_relevance.append(HeadWeightedAttention.apply(
                 widen(block.query), widen(block.key), widen(block.value.detach()),
                 widen(per_head_grad.detach()), block.scale))
-    return block_relevance, logits, target, blocks[0].query.shape[-2]
+    return block_relevance, pool_row, logits, target, blocks[0].query.shape[-2]

@@ -9,15 +9,17 @@ Read against docs/method.md §1:
    ViT, so the batched sum gives every sample its own gradient);
 4. ``Abar_l = mean_heads(clamp(G_l * A_l, min=0))`` (B, N, N);
 5. rollout ``R = I; R = R + Abar_l @ R`` for l = 1..L, no row normalisation;
-6. read-out: the CLS row of ``R`` over the patch-token columns -> (B, h, w) (the row the
-   classifier reads, :mod:`robustft.relevance.readout`);
+6. read-out: the row of ``R`` the classifier reads over the patch-token columns -> (B, h, w)
+   (:mod:`robustft.relevance.readout`: the CLS row; the mean of the pooled tokens' rows for
+   an average-pooled ViT; ``abar_pool R`` for an attention pool, its own gradient-weighted
+   head-mean row ``abar_pool`` formed by the rule of step 4 for its single query);
 7. :func:`upsample_and_normalize`: bilinear upsampling to the mask size and per-image
    min-max normalisation (with an epsilon: a constant map gives 0, not NaN).
 
-Only the CLS row of ``R`` is needed, and ``R = (I + Abar_L) ... (I + Abar_1)``, so the
+Only one row of ``R`` is needed, and ``R = (I + Abar_L) ... (I + Abar_1)``, so the
 rollout is evaluated as a row vector from the last block down, ``r <- r + r @ Abar_l``,
-starting from the read-out row ``r = e_cls``: O(L N^2) instead of the O(L N^3) of the full
-matrix product, with identical values.
+starting from the read-out row ``r = e`` (``e_cls`` for a class token): O(L N^2) instead of
+the O(L N^3) of the full matrix product, with identical values.
 
 Steps 1-3 are what every relevance method starts with (:mod:`robustft.relevance.capture`:
 ``capture`` records the attention and picks the explained classes, ``score_gradients``
@@ -58,7 +60,7 @@ from robustft.relevance.capture import (
 )
 from robustft.relevance.fused import fused_block_relevance
 from robustft.relevance.methods import register_method
-from robustft.relevance.readout import read_out, readout_row
+from robustft.relevance.readout import pool_relevance, read_out, readout_row
 from robustft.relevance.settings import (
     GradientMode,
     RelevanceBackend,
@@ -130,21 +132,25 @@ def relevance_map(
     if _runs_fused(subject.backbone, subject.gradient_mode, RelevanceBackend(backend)):
         with torch.enable_grad():
             # steps 1-4 on the fused path (robustft.relevance.fused)
-            block_relevance, logits, target, num_tokens = fused_block_relevance(
-                subject.backbone, images, target)
+            block_relevance, pool_row, logits, target, num_tokens = fused_block_relevance(
+                subject, images, target)
             check_token_count(num_tokens, layout, subject.backbone)
             with record_function("robustft.relevance.rollout"), \
                     torch.autocast(device_type=images.device.type, enabled=False):
                 start = readout_row(layout, len(images), dtype=block_relevance[0].dtype,
-                                    device=block_relevance[0].device)
+                                    device=block_relevance[0].device, pool=pool_row)
                 row = rollout_row(block_relevance, start)
         return read_out(row, layout, logits, target)
     with torch.enable_grad():
         # 1. one forward keeping every A_l (and the explained classes)
         captured = capture(subject, images, target)
         # 2-3. the score of the explained classes, G_l = ds/dA_l in one autograd call
-        gradients = score_gradients(captured.logits, captured.target, captured.attentions,
-                                    subject.gradient_mode)
+        # (the map read-out's attention pool: d(score)/dO of its output, G = dO V^T)
+        pool = captured.pool
+        gradients = score_gradients(
+            captured.logits, captured.target,
+            [*captured.attentions, *([pool.output] if pool is not None else [])],
+            subject.gradient_mode)
         # float32 rollout even under fp16/bf16 autocast: the per-block maps are small next to
         # the identity, and half precision would round them away (and underflow eps).
         with torch.autocast(device_type=images.device.type, enabled=False):
@@ -154,8 +160,12 @@ def relevance_map(
                                    for a, g in zip(captured.attentions, gradients)]
             with record_function("robustft.relevance.rollout"):
                 # 5. R = (I + Abar_L) ... (I + Abar_1), read from the read-out row (6.)
+                # 6. the row the classifier reads: for the map read-out the pool's abar row
+                pool_row = None if pool is None else pool_relevance(
+                    pool, gradients[-1],
+                    second_order=subject.gradient_mode == GradientMode.second_order)
                 start = readout_row(layout, len(images), dtype=block_relevance[0].dtype,
-                                    device=block_relevance[0].device)
+                                    device=block_relevance[0].device, pool=pool_row)
                 row = rollout_row(block_relevance, start)
     # 6. the read-out row's patch columns as the (h, w) grid (7. is upsample_and_normalize)
     return read_out(row, layout, captured.logits, captured.target)

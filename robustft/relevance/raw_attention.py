@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from robustft.backbones import Backbone
 from robustft.relevance.capture import capture, subject_of
 from robustft.relevance.methods import register_method
-from robustft.relevance.readout import read_out, read_row
+from robustft.relevance.readout import mean_pool_row, read_out, read_row
 from robustft.relevance.settings import GradientMode, RelevanceBackend, RelevanceOutput, widen
 
 __all__ = ["raw_attention"]
@@ -33,5 +33,6 @@ def raw_attention(
     subject = subject_of("raw_attention", model, images, gradient_mode, autograd=False)
     captured = capture(subject, images, target)
     with torch.autocast(device_type=images.device.type, enabled=False):
-        row = read_row(widen(captured.attentions[-1]).mean(dim=1), subject.layout)
+        row = read_row(widen(captured.attentions[-1]).mean(dim=1), subject.layout,
+                       mean_pool_row(captured.pool))
     return read_out(row, subject.layout, captured.logits, captured.target)

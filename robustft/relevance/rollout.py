@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from robustft.backbones import Backbone
 from robustft.relevance.capture import capture, subject_of
 from robustft.relevance.methods import register_method
-from robustft.relevance.readout import read_out, readout_row
+from robustft.relevance.readout import mean_pool_row, read_out, readout_row
 from robustft.relevance.settings import GradientMode, RelevanceBackend, RelevanceOutput, widen
 
 __all__ = ["attention_rollout", "check_start_layer", "rollout_cls_row_of_attention",
@@ -94,6 +94,6 @@ def attention_rollout(
     with torch.autocast(device_type=images.device.type, enabled=False):
         first = widen(captured.attentions[0])
         start = readout_row(subject.layout, first.shape[0], dtype=first.dtype,
-                            device=first.device)
+                            device=first.device, pool=mean_pool_row(captured.pool))
         row = rollout_row_of_attention(captured.attentions, start, start_layer=start_layer)
     return read_out(row, subject.layout, captured.logits, captured.target)

@@ -48,9 +48,35 @@ def test_rollout_from_the_readout_row_equals_the_full_product():
 
 
 def test_a_layout_names_only_a_known_readout():
-    with pytest.raises(ValueError, match=r"^TokenLayout\.readout must be one of \('cls',\), "
-                                         r"got 'mean'$"):
+    with pytest.raises(ValueError, match=r"^TokenLayout\.readout must be one of \('cls', 'avg', "
+                                         r"'map'\), got 'mean'$"):
         TokenLayout(num_prefix_tokens=1, grid_size=(2, 2), readout="mean")
+
+
+def test_average_readout_is_the_mean_of_the_pooled_rows():
+    matrices = torch.randn(2, 3, 7, 7, dtype=torch.float64)
+    patches_only = TokenLayout(num_prefix_tokens=1, grid_size=(2, 3), readout="avg")
+    every_token = TokenLayout(num_prefix_tokens=1, grid_size=(2, 3), readout="avg",
+                              pool_prefix=True)
+    by_hand = sum(matrices[:, :, i, :] for i in range(1, 7)) / 6
+    torch.testing.assert_close(read_row(matrices, patches_only), by_hand)
+    by_hand = sum(matrices[:, :, i, :] for i in range(7)) / 7
+    torch.testing.assert_close(read_row(matrices, every_token), by_hand)
+
+
+def test_attention_pool_readout_places_the_pool_row_on_the_pooled_tokens():
+    layout = TokenLayout(num_prefix_tokens=2, grid_size=(1, 3), readout="map")
+    pool = torch.tensor([[[0.2, 0.3, 0.5]]], dtype=torch.float64)
+    row = readout_row(layout, 1, dtype=torch.float64, device=torch.device("cpu"), pool=pool)
+    assert torch.equal(row, torch.tensor([[[0.0, 0.0, 0.2, 0.3, 0.5]]], dtype=torch.float64))
+    with_prefix = TokenLayout(num_prefix_tokens=2, grid_size=(1, 1), readout="map",
+                              pool_prefix=True)
+    row = readout_row(with_prefix, 1, dtype=torch.float64, device=torch.device("cpu"), pool=pool)
+    assert torch.equal(row, pool)
+    with pytest.raises(ValueError, match=r"^the 'map' read-out needs the attention pool's "
+                                         r"\(B, 1, P\) row over its 3 pooled tokens for 1 "
+                                         r"images, got None$"):
+        readout_row(layout, 1, dtype=torch.float64, device=torch.device("cpu"))
 
 
 def test_the_decorator_registers_and_returns_the_method():

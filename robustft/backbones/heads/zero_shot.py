@@ -163,6 +163,9 @@ class ZeroShotBackbone(Backbone):
     def capture_attention(self) -> AbstractContextManager[list[Tensor]]:
         return self.tower.capture_attention()
 
+    def capture_pool(self) -> AbstractContextManager[list[BlockAttention]]:
+        return self.tower.capture_pool()
+
     def fused_capture_refusal(self) -> str:
         return self.tower.fused_capture_refusal()
 

@@ -1,5 +1,6 @@
 """The timm family: any timm ``VisionTransformer`` (plain, distilled, register-token,
-CLIP-tagged), built by name from the hub or a local weights file
+CLIP-tagged; class token, average or attention pooling), ``Eva`` (EVA-02, DINOv3, PE, rope
+ViTs), ``Beit`` and ``VisionTransformerRelPos``, built by name from the hub or a local weights file
 (:mod:`robustft.backbones.timm.load`), explained through hooks on its attention modules
 (:mod:`robustft.backbones.timm.adapter`, :mod:`robustft.backbones.timm.attention`); and
 the fallback adapter of any other ``nn.Module`` (:class:`ImageClassifier`: evaluated with

@@ -3,7 +3,11 @@
 evaluated with timm's preprocessing, never explained).
 
 Any timm ``VisionTransformer`` works: plain, distilled (DeiT), register-token and
-CLIP-tagged models; the prefix tokens never enter a relevance map.
+CLIP-tagged models, and the ones without a class token that pool their tokens: by their
+average (``global_pool='avg'``, the ``*_gap_*`` ViTs) or with an attention pool
+(``global_pool='map'``: SigLIP, SigLIP 2, ``so150m``; its attention is captured by
+:func:`robustft.backbones.timm.attention.capture_pool`); the prefix tokens never enter a
+relevance map.
 
 How attention is captured (the eager path): timm computes attention with fused
 scaled-dot-product attention, which never materialises the probabilities ``A``. For the
@@ -26,38 +30,78 @@ from typing import Any
 
 import timm
 import torch
+from timm.layers.attention_pool import AttentionPoolLatent
+from timm.models.beit import Beit
+from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer_relpos import VisionTransformerRelPos
 from torch import Tensor, nn
 
 from robustft.backbones.base import TOKEN_FEATURES, Backbone, BlockAttention, TokenLayout
 from robustft.backbones.timm.attention import (
     attention_blocks,
     capture_hook,
+    capture_pool,
     capture_qkv,
     fused_attention_blocks,
     hooked_attention,
 )
 
-__all__ = ["ADAPTERS", "ImageClassifier", "TimmViT", "timm_data_config", "token_layout",
-           "weights_name"]
+__all__ = ["ADAPTERS", "ImageClassifier", "TimmViT", "readout", "timm_data_config",
+           "token_layout", "weights_name"]
+
+
+def readout(model: nn.Module) -> tuple[str, bool]:
+    """How a timm ViT's head reads its tokens, as :class:`TokenLayout` names it: ``(readout,
+    pool_prefix)``. ``global_pool='token'`` reads the class token, ``'avg'`` the mean of the
+    patch tokens (of all tokens with ``pool_include_prefix``), ``'map'`` an attention pool
+    with one latent query; a ``ValueError`` naming the setting for the other poolings."""
+    name = type(model).__name__
+    pool = getattr(model, "global_pool", "token")
+    # VisionTransformer says whether its pooling sees the prefix tokens; Eva's attention
+    # pool takes every token (its average the patch tokens only, as everyone's)
+    include_prefix = bool(getattr(model, "pool_include_prefix", False)) or (
+        isinstance(model, Eva) and getattr(model, "attn_pool", None) is not None)
+    attn_pool = getattr(model, "attn_pool", None)
+    if attn_pool is not None:
+        if not isinstance(attn_pool, AttentionPoolLatent):
+            raise ValueError(f"{name} pools with {type(attn_pool).__name__} (global_pool="
+                             f"{pool!r}): its relevance read-out is not supported yet")
+        if attn_pool.latent_len != 1:
+            raise ValueError(f"{name}'s attention pool has {attn_pool.latent_len} latent queries: "
+                             "the relevance read-out is supported for one (SigLIP's) only")
+        return "map", include_prefix
+    if pool == "token":
+        if getattr(model, "cls_token", None) is None:
+            raise ValueError(f"{name} has no class token (class_token=False) but reads its first "
+                             "token (global_pool='token'): there is no class token to read out")
+        return "cls", False
+    if pool == "avg":
+        return "avg", include_prefix
+    raise ValueError(f"{name} has global_pool={pool!r}: the relevance read-out follows a class "
+                     "token ('token'), average pooling ('avg') or an attention pool ('map') only")
+
+
+def pixels_per_token(patch_embed: nn.Module) -> tuple[int, int]:
+    """(height, width) in pixels of one patch token: the patch size, times the stride of the
+    convolutional stem of a hybrid ViT (timm ``HybridEmbed``: ``feature_ratio``), whose
+    patch size counts feature-map cells."""
+    ph, pw = patch_embed.patch_size
+    rh, rw = getattr(patch_embed, "feature_ratio", None) or (1, 1)
+    return int(ph * rh), int(pw * rw)
 
 
 def token_layout(model: nn.Module, image_size: tuple[int, int]) -> TokenLayout:
     """Token layout of ``model`` for inputs of spatial size ``image_size = (H, W)``.
 
     Works for any patch size and input size (the grid is derived from the patch size, so
-    ``dynamic_img_size`` models are covered too). Raises ``ValueError`` for models without
-    a class token: the relevance read-out is the CLS row.
+    ``dynamic_img_size`` models are covered too), and any pooling :func:`readout` knows.
     """
     patch_embed = getattr(model, "patch_embed", None)
     if patch_embed is None or not hasattr(patch_embed, "patch_size"):
         raise TypeError(f"{type(model).__name__} has no timm `patch_embed` with a patch_size")
-    if getattr(model, "cls_token", None) is None:
-        raise ValueError(
-            f"{type(model).__name__} has no class token (class_token=False): the relevance "
-            "read-out is the CLS row of the rollout"
-        )
-    ph, pw = patch_embed.patch_size
+    read, pool_prefix = readout(model)
+    ph, pw = pixels_per_token(patch_embed)
     height, width = image_size
     if not getattr(model, "dynamic_img_size", False):
         expected = tuple(patch_embed.img_size)
@@ -71,9 +115,9 @@ def token_layout(model: nn.Module, image_size: tuple[int, int]) -> TokenLayout:
         # it, and the map would not cover the image it is compared with)
         raise ValueError(f"input size {(height, width)} is not a multiple of the model's patch "
                          f"size {(ph, pw)}")
-    return TokenLayout(
-        num_prefix_tokens=int(model.num_prefix_tokens), grid_size=(height // ph, width // pw)
-    )
+    return TokenLayout(num_prefix_tokens=int(model.num_prefix_tokens),
+                       grid_size=(height // ph, width // pw), readout=read,
+                       pool_prefix=pool_prefix)
 
 
 def timm_data_config(model: nn.Module) -> dict[str, Any]:
@@ -102,8 +146,7 @@ class TimmViT(Backbone):
 
     @property
     def patch_size(self) -> tuple[int, int]:
-        height, width = self.model.patch_embed.patch_size
-        return int(height), int(width)
+        return pixels_per_token(self.model.patch_embed)
 
     @property
     def num_classes(self) -> int | None:
@@ -132,6 +175,12 @@ class TimmViT(Backbone):
         with hooked_attention(attns, fused=False,
                               register=lambda attn: [attn.attn_drop.register_forward_hook(hook)]):
             yield captured
+
+    def capture_pool(self) -> contextlib.AbstractContextManager[list[BlockAttention]]:
+        attn_pool = getattr(self.model, "attn_pool", None)
+        if isinstance(attn_pool, AttentionPoolLatent):
+            return capture_pool(attn_pool)
+        return contextlib.nullcontext([])
 
     def fused_capture_refusal(self) -> str:
         try:
@@ -204,10 +253,11 @@ class ImageClassifier(Backbone):
 
     def _refuse(self) -> TypeError:
         kind = type(self.model)
+        why = REFUSALS.get(kind.__name__, "the rollout needs one token sequence (prefix tokens + "
+                                          "patches) through every block, as in a timm "
+                                          "VisionTransformer")
         return TypeError(f"{kind.__module__}.{kind.__qualname__} is not a model robustft can "
-                         "explain: the rollout needs one token sequence (CLS + patches) "
-                         "through every block, as in a timm VisionTransformer (a hierarchical "
-                         "model such as a Swin has none)")
+                         f"explain: {why}")
 
     def check_explainable(self) -> None:
         raise self._refuse()
@@ -239,6 +289,29 @@ class ImageClassifier(Backbone):
         return weights_name(self.model)
 
 
-# The general fallback, and the timm ViT (the more specific type wins: register_backbone).
+# Why a timm model with attention is not explained, by class name (ImageClassifier's
+# refusal; any other model gets the general line).
+_WINDOWS = ("attends within (shifted) windows and merges patches between stages: no one token "
+            "sequence runs through every block")
+_NOT_YET = "its {} is not supported yet"
+REFUSALS = {
+    "Xcit": "XCiT's cross-covariance attention mixes channels, not tokens: there is no "
+            "token-to-token attention to roll out",
+    "SwinTransformer": f"Swin {_WINDOWS}",
+    "SwinTransformerV2": f"Swin V2 {_WINDOWS}",
+    "SwinTransformerV2Cr": f"Swin V2 {_WINDOWS}",
+    "VisionTransformerSAM": "SAM's image encoder attends within windows in most blocks: its "
+                            "attention is not token-to-token over the whole image",
+    "Cait": _NOT_YET.format("class attention (CaiT)"),
+    "NaFlexVit": _NOT_YET.format("variable-resolution patch sequence (NaFlexViT)"),
+}
+
+# The general fallback, and the timm ViTs (the more specific type wins: register_backbone):
+# Eva (EVA-02, DINOv3, PE, rope ViTs: rotary embeddings), Beit and VisionTransformerRelPos
+# (relative position biases) compute their attention otherwise, but record it at the same
+# place (attn.attn_drop), so the eager capture takes the probabilities each block really
+# used; their attention is not timm's Attention, so the fused backend refuses them
+# (relevance.backend=auto runs eager).
 ADAPTERS: tuple[tuple[type[nn.Module], type[Backbone]], ...] = (
-    (nn.Module, ImageClassifier), (VisionTransformer, TimmViT))
+    (nn.Module, ImageClassifier), (VisionTransformer, TimmViT), (Eva, TimmViT), (Beit, TimmViT),
+    (VisionTransformerRelPos, TimmViT))

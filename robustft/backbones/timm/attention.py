@@ -26,13 +26,14 @@ from contextlib import contextmanager
 
 import torch
 from timm.layers.attention import Attention
+from timm.layers.attention_pool import AttentionPoolLatent
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from robustft.backbones.base import BlockAttention
 
-__all__ = ["attention_blocks", "capture_qkv", "capture_hook", "fused_attention_blocks",
-           "hooked_attention"]
+__all__ = ["attention_blocks", "capture_pool", "capture_qkv", "capture_hook",
+           "fused_attention_blocks", "hooked_attention"]
 
 
 def capture_hook(hook: Callable) -> Callable:
@@ -117,12 +118,7 @@ def capture_qkv(model: nn.Module) -> Iterator[list[BlockAttention]]:
             partial["key"] = output
 
         def on_output(_module: nn.Module, inputs: tuple[Tensor, ...]):
-            output = inputs[0]
-            replaced = None
-            if torch.is_grad_enabled() and not output.requires_grad:
-                # A frozen model still needs d(score)/dO: make O a leaf of the graph.
-                output = output.detach().requires_grad_()
-                replaced = (output, *inputs[1:])
+            output, replaced = _output_leaf(inputs)
             if set(partial) != {"query", "key", "value"}:
                 raise RuntimeError(f"timm Attention called norm before q/k/v were seen "
                                    f"(got {sorted(partial)})")
@@ -141,4 +137,57 @@ def capture_qkv(model: nn.Module) -> Iterator[list[BlockAttention]]:
                 attn.norm.register_forward_pre_hook(on_output)]
 
     with hooked_attention(attns, fused=True, register=register):
+        yield captured
+
+
+def _output_leaf(inputs: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+    """The attention output (a hooked module's first input), made a leaf requiring grad
+    when the model is frozen (so that d(score)/dO exists), and the inputs to pass on in
+    its place (None when unchanged)."""
+    output = inputs[0]
+    if torch.is_grad_enabled() and not output.requires_grad:
+        output = output.detach().requires_grad_()
+        return output, (output, *inputs[1:])
+    return output, None
+
+
+@contextmanager
+def capture_pool(pool: AttentionPoolLatent) -> Iterator[list[BlockAttention]]:
+    """The attention pool of a ``global_pool='map'`` ViT (timm ``AttentionPoolLatent``, one
+    latent query) as a :class:`BlockAttention`, its eager attention path on for the duration:
+    ``q`` and ``k`` from hooks on ``q_norm`` / ``k_norm`` (what the kernel receives), ``v``
+    from ``kv`` split with timm's layout ``reshape(B, N, 2, heads, head_dim).permute(2, 0,
+    3, 1, 4)[1]``, the output ``O`` (B, 1, heads * head_dim) from a pre-hook on ``proj``."""
+    captured: list[BlockAttention] = []
+    partial: dict[str, Tensor] = {}
+
+    def on_kv(_module: nn.Module, _inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        batch, tokens, _ = output.shape
+        layout = output.reshape(batch, tokens, 2, pool.num_heads, pool.head_dim)
+        partial["value"] = layout.permute(2, 0, 3, 1, 4)[1]
+
+    def on_query(_module: nn.Module, _inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        partial["query"] = output
+
+    def on_key(_module: nn.Module, _inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        partial["key"] = output
+
+    def on_output(_module: nn.Module, inputs: tuple[Tensor, ...]):
+        output, replaced = _output_leaf(inputs)
+        if set(partial) != {"query", "key", "value"}:
+            raise RuntimeError(f"timm AttentionPoolLatent called proj before q/k/v were seen "
+                               f"(got {sorted(partial)})")
+        captured.append(BlockAttention(query=partial.pop("query"), key=partial.pop("key"),
+                                       value=partial.pop("value"), output=output,
+                                       scale=float(pool.scale)))
+        return replaced
+
+    hooks = [capture_hook(hook) for hook in (on_kv, on_query, on_key, on_output)]
+    # the pool's one query costs nothing in eager attention, and the fused kernel has no
+    # double backward (the second-order mode differentiates d(score)/dO again)
+    with hooked_attention([pool], fused=False, register=lambda _pool: [
+            pool.kv.register_forward_hook(hooks[0]),
+            pool.q_norm.register_forward_hook(hooks[1]),
+            pool.k_norm.register_forward_hook(hooks[2]),
+            pool.proj.register_forward_pre_hook(hooks[3])]):
         yield captured
