@@ -42,9 +42,9 @@ from omegaconf import OmegaConf
 from robustft.benchmark.read import ImageFolderSplit
 from robustft.cli.errors import one_line_errors
 from robustft.data.eval.base import EvalImageDataset
-from robustft.evaluation.explanation import FRACTION_FACTOR, ExplanationSettings, metric_name
+from robustft.evaluation.metrics.explanation import FRACTION_FACTOR, ExplanationSettings, metric_name
+from robustft.evaluation.metrics.perturbation_curves import DEFAULT_FRACTIONS, check_fractions
 from robustft.evaluation.model_loading import build_model_from_entry
-from robustft.evaluation.perturbation import DEFAULT_FRACTIONS, check_fractions
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
 from robustft.relevance import RELEVANCE_METHODS
 

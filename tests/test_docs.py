@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from robustft.config.schemas import CompareSettings
-from robustft.evaluation.marked_block import replace_marked_block
+from robustft.demo.marked_block import replace_marked_block
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -29,6 +29,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("robustft.masks",),
     ("robustft.config",),
     ("robustft.training", "robustft.evaluation"),
+    # the demo and the comparison: training and evaluation put together on the generated
+    # benchmarks
+    ("robustft.demo",),
     ("robustft.cli",),
 )
 # what only a backbone family may read from a model

@@ -31,7 +31,7 @@ class Precision(StrEnum):
 
 @dataclass
 class PreprocessingOverrides:
-    # model | training (robustft.cli.evaluate.preprocessing_overrides); null: the suite's
+    # model | training (robustft.evaluation.run.preprocessing_overrides); null: the suite's
     # preprocessing_source, else model
     source: str | None = None
     crop_pct: float | None = None
@@ -41,7 +41,7 @@ class PreprocessingOverrides:
 
 @dataclass
 class PerturbationSettings:
-    """The perturbation test (robustft.evaluation.perturbation): the removed fractions
+    """The perturbation test (robustft.evaluation.metrics.perturbation_curves): the removed fractions
     (also the AUC's x-grid), the value a removed pixel takes before normalisation, and the
     class whose relevance orders the pixels."""
 
@@ -173,7 +173,7 @@ class ExplainTargetChoice(StrEnum):
 
 @dataclass
 class ExplainConfig:
-    """``robustft-explain``'s top level (``robustft.evaluation.explain``): ``image`` (a
+    """``robustft-explain``'s top level (``robustft.evaluation.explain.explain``): ``image`` (a
     file, a list, or a folder), the models (``model`` = one ModelSpec, the shorthand, and/or
     ``models.<label>`` as in robustft-eval), ``methods``, the explained classes (``target``
     with ``k``, or ``classes``)."""

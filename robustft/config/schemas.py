@@ -126,7 +126,7 @@ class SuiteConfig:
     name: str = MISSING
     datasets: dict[str, Any] = field(default_factory=dict)
     benchmark_root: str | None = None
-    # the user's own labelled folders, each one dataset (robustft.cli.evaluate.folder_datasets)
+    # the user's own labelled folders, each one dataset (robustft.evaluation.run.folder_datasets)
     folders: list[str] = field(default_factory=list)
     # the default of preprocessing.source for this suite (null: model)
     preprocessing_source: str | None = None
@@ -172,7 +172,7 @@ class PretrainConfig:
     # on this many pretrain images of each class (null = all), with this L2 penalty
     head_per_class: int | None = field(default=None, metadata=allowed(at_least(1)))
     head_weight_decay: float = field(default=1e-3, metadata=allowed(at_least(0)))
-    head_data: str = "backgrounds"  # scenes | backgrounds | backgrounds_only (cli/demo.py)
+    head_data: str = "backgrounds"  # scenes | backgrounds | backgrounds_only (demo/stand_in.py)
 
 
 class CheckpointChoice(StrEnum):

@@ -15,7 +15,7 @@
   ``factors_<dataset>.png`` (top-1 against each factor: SI-Score area, x/y location,
   rotation; the generated benchmark's sweeps); ``perturbation_<dataset>.png``.
 - the explanation metrics (``<method>:<quantity>`` rows, values in the ``accuracy``
-  column) get their own tables (``robustft.evaluation.explanation_report``).
+  column) get their own tables (``robustft.evaluation.metrics.report_tables``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from robustft.evaluation.explanation_report import (
+from robustft.evaluation.metrics.report_tables import (
     explanation_markdown,
     is_explanation_metric,
     plot_perturbation_curves,

@@ -353,7 +353,7 @@ def test_timm_hugging_face_and_openclip_in_one_pass_each_image_decoded_once(tmp_
 def test_timings_give_each_part_its_seconds_per_image(tmp_path: Path) -> None:
     from time import perf_counter
 
-    from robustft.evaluation.explanation import ExplanationSettings
+    from robustft.evaluation.metrics.explanation import ExplanationSettings
 
     bench = miniature.make_generated_benchmark(tmp_path / "bench", images_per_class=3)
     dataset = ImageFolderSplit(bench.root, "val", class_names=bench.class_names)

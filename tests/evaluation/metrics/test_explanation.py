@@ -10,7 +10,7 @@ import torch
 from tiny_models import tiny_vit
 
 from robustft.config.inspection_schemas import EvalConfig
-from robustft.evaluation.explanation import ExplanationScorer, ExplanationSettings, explained_logits
+from robustft.evaluation.metrics.explanation import ExplanationScorer, ExplanationSettings, explained_logits
 from robustft.labels import LabelProtocol, identity_protocol
 from robustft.relevance import RELEVANCE_METHODS, RelevanceOutput
 from robustft.relevance.methods import RelevanceMethod

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from robustft.evaluation.compare import (
+from robustft.demo.compare_plot import plot_comparison
+from robustft.demo.compare_results import (
     ORIGINAL,
     REFERENCE,
     ResultRow,
@@ -14,8 +15,7 @@ from robustft.evaluation.compare import (
     summarize,
     write_results,
 )
-from robustft.evaluation.compare_plot import plot_comparison
-from robustft.evaluation.marked_block import replace_marked_block, replace_marked_block_in_file
+from robustft.demo.marked_block import replace_marked_block, replace_marked_block_in_file
 
 
 def _table() -> list[ResultRow]:

@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from PIL import Image
 
-from robustft.cli.demo import head_images
+from robustft.demo.stand_in import head_images
 
 
 def _pretrain(root):

@@ -34,7 +34,7 @@ def write_before_after(
     grey; ``object_only_foreground_share``: the foreground share on those images.
     ``object_area[split]``: mean mask area (fraction), the share of a map blind to the object;
     ``patch_coverage_share[split]``: the share of the patch-coverage reference map
-    (:func:`robustft.evaluation.relevance_stats.patch_coverage_share`).
+    (:func:`robustft.demo.relevance_stats.patch_coverage_share`).
     The CSV holds the runner's rows plus one row per extra value (metrics ``fg_share``,
     ``fg_share_object_only``, ``top1_object_only``, ``object_area`` and
     ``fg_share_patch_coverage``, in percent)."""

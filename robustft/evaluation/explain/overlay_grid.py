@@ -1,6 +1,6 @@
 """Drawing relevance overlays: an input tensor back to pixels, a [0, 1] map blended over
 them as a heat map, and a titled grid of such pictures as one PNG. Shared by the demo's
-overlay grid (:func:`robustft.evaluation.relevance_stats.relevance_overlay_grid`),
+overlay grid (:func:`robustft.demo.relevance_stats.relevance_overlay_grid`),
 ``robustft-explain`` and the training-time overlay callback."""
 
 from __future__ import annotations

@@ -34,19 +34,19 @@ from tqdm.auto import tqdm
 
 from robustft.backbones import backbone_of, preprocessing_config
 from robustft.data.image_files import load_rgb
-from robustft.evaluation.explain_inputs import ExplainImage, ImageSet
-from robustft.evaluation.explain_targets import (
-    ClassNames,
-    ExplainTarget,
-    explained_classes,
-    model_class_names,
-)
-from robustft.evaluation.overlay_grid import (
+from robustft.evaluation.explain.inputs import ExplainImage, ImageSet
+from robustft.evaluation.explain.overlay_grid import (
     add_legend,
     denormalize,
     draw_grid,
     heat_overlay,
     percent,
+)
+from robustft.evaluation.explain.targets import (
+    ClassNames,
+    ExplainTarget,
+    explained_classes,
+    model_class_names,
 )
 from robustft.evaluation.runner import model_eval_transform
 from robustft.relevance import (

@@ -12,7 +12,7 @@ score.
 
 Maps without information (one value at every pixel, e.g. ``attn_gradcam`` when the clamp
 leaves zeros) are scored as chance where a metric has one: the segmentation AP as 0.5
-(:mod:`~robustft.evaluation.segmentation`), the foreground share as the share of a
+(:mod:`~robustft.evaluation.metrics.segmentation_scores`), the foreground share as the share of a
 uniform map, i.e. the object's area (the share of the labelled pixels on the mask; a zero
 map would otherwise score 0 %). The perturbation test has no chance order: it removes such
 a map's pixels in pixel order, as a stable sort of equal values does. Every metric counts
@@ -48,7 +48,7 @@ from robustft.evaluation.metrics import (
     map_metrics,
     metric_names,
 )
-from robustft.evaluation.perturbation import DEFAULT_FRACTIONS, check_fractions
+from robustft.evaluation.metrics.perturbation_curves import DEFAULT_FRACTIONS, check_fractions
 from robustft.labels import LabelProtocol
 from robustft.relevance import (
     RELEVANCE_METHODS,

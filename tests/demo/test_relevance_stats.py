@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from tiny_models import tiny_vit
 
-from robustft.evaluation.relevance_stats import (
+from robustft.demo.relevance_stats import (
     foreground_share_and_top1,
     mean_foreground_share,
     patch_coverage_share,

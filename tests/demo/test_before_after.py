@@ -6,8 +6,8 @@ import csv
 
 import torch
 
-from robustft.evaluation.before_after import write_before_after
-from robustft.evaluation.relevance_stats import replace_background
+from robustft.demo.before_after import write_before_after
+from robustft.demo.relevance_stats import replace_background
 
 
 def _row(model, split, accuracy, metric="top1"):

@@ -11,7 +11,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from robustft.evaluation.mask_views import mask_geometry, transform_normalization
-from robustft.evaluation.segmentation import SegmentationScores, average_precision
+from robustft.evaluation.metrics.segmentation_scores import SegmentationScores, average_precision
 
 # image A (2 x 2): foreground = the one pixel above the mean 0.25; the mask is the top row
 MAP_A = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])

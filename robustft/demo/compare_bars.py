@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from robustft.evaluation.compare import ORIGINAL, REFERENCE, ResultRow
+from robustft.demo.compare_results import ORIGINAL, REFERENCE, ResultRow
 
 __all__ = ["DrawBars", "draw_bars", "bars_markdown"]
 SHIFTED = ("shuffled", "anti_correlated")

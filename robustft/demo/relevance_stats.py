@@ -14,7 +14,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from robustft.data.image_files import decode_binary_mask, load_rgb
-from robustft.evaluation.overlay_grid import denormalize, draw_grid, heat_overlay, mask_picture
+from robustft.evaluation.explain.overlay_grid import denormalize, draw_grid, heat_overlay, mask_picture
 from robustft.losses import foreground_share
 from robustft.relevance import relevance_map, upsample_and_normalize
 

@@ -1,4 +1,4 @@
-"""robustft.evaluation.explain from Python: the files it writes, one map per explained
+"""robustft.evaluation.explain.explain from Python: the files it writes, one map per explained
 class equal to the method's own map for that class, class names, image folders, bad input."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from fixtures.miniature import write_corrupt_image
 from PIL import Image
 
 from robustft.backbones import create_model
-from robustft.evaluation.explain import ExplainSettings, explain
-from robustft.evaluation.explain_inputs import collect_images
-from robustft.evaluation.explain_targets import model_class_names
+from robustft.evaluation.explain.explain import ExplainSettings, explain
+from robustft.evaluation.explain.inputs import collect_images
+from robustft.evaluation.explain.targets import model_class_names
 from robustft.relevance import RELEVANCE_METHODS, RelevanceOutput, relevance_map
 from robustft.relevance.methods import RelevanceMethod
 
@@ -185,7 +185,7 @@ def test_bad_input_is_one_line_naming_it(tmp_path):
 def test_the_png_says_what_was_explained_and_has_a_colour_bar(tmp_path, settings, explained):
     from matplotlib import colormaps
 
-    from robustft.evaluation.overlay_grid import colorbar_box, draw_grid, legend_height
+    from robustft.evaluation.explain.overlay_grid import colorbar_box, draw_grid, legend_height
 
     root = make_generic_layout(tmp_path / "pairs", num_classes=2, per_class=1, size=(32, 32))
     images = collect_images(str(root))

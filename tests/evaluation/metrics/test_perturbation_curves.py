@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from robustft.evaluation.explanation import ExplanationSettings
-from robustft.evaluation.perturbation import (
+from robustft.evaluation.metrics.explanation import ExplanationSettings
+from robustft.evaluation.metrics.perturbation_curves import (
     PerturbationCurves,
     check_fractions,
     perturb,

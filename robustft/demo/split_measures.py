@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from robustft.backbones import backbone_of, preprocessing_config
 from robustft.benchmark.read import ImageFolderSplit
-from robustft.evaluation.relevance_stats import (
+from robustft.demo.relevance_stats import (
     foreground_share_and_top1,
     load_pairs,
     mean_foreground_share,

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from robustft.evaluation.compare import METRIC_TITLES, Summary, SummaryKey
+from robustft.demo.compare_results import METRIC_TITLES, Summary, SummaryKey
 
 __all__ = ["plot_comparison"]
 
