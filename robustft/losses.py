@@ -139,16 +139,6 @@ def l2_sp_penalty(parameters: Iterable[Tensor], start: Iterable[Tensor]) -> Tens
     return torch.stack([(p - p0.detach()).pow(2).sum() for p, p0 in pairs]).sum()
 
 
-@dataclass(frozen=True)
-class LossWeights:
-    """Weights of the terms; the defaults are the paper's (ImageNet-S masks)."""
-
-    background: float = 2.0
-    foreground: float = 0.3
-    segmentation: float = 0.8
-    classification: float = 0.2
-
-
 @dataclass
 class LossConfig:
     """Everything that defines the training loss (the ``loss`` config group): the objective
@@ -191,6 +181,17 @@ class LossConfig:
     def weights(self) -> LossWeights:
         return LossWeights(background=self.lambda_bg, foreground=self.lambda_fg,
                            segmentation=self.lambda_seg, classification=self.lambda_acc)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the terms, as ``relevance_loss`` takes them; the defaults are
+    :class:`LossConfig`'s (the paper's, ImageNet-S masks), read from there."""
+
+    background: float = LossConfig.lambda_bg
+    foreground: float = LossConfig.lambda_fg
+    segmentation: float = LossConfig.lambda_seg
+    classification: float = LossConfig.lambda_acc
 
 
 @dataclass

@@ -59,15 +59,16 @@ def run(cfg: DictConfig) -> None:
     check_config(cfg)
     spec = ModelSpec.from_mapping(OmegaConf.to_container(cfg.model, resolve=True))
     tau = cfg.tau if cfg.tau == "auto" else _number(cfg.tau, "tau")
+    # every default is TokenCutSettings' (the schema reads them from there)
     settings = TokenCutSettings(
         tau=tau,
-        features=str(cfg.get("features", "auto")),
-        block=int(cfg.get("block", -1)),
+        features=str(cfg.features),
+        block=int(cfg.block),
         eps=float(cfg.eps),
         refine=bool(cfg.refine),
         min_foreground_fraction=float(cfg.min_foreground_fraction),
         bilateral=BilateralSolverParams(),
-        refine_low_iou=str(cfg.get("refine_low_iou", "invert")),
+        refine_low_iou=str(cfg.refine_low_iou),
     )
     model = load_mask_model(spec)  # after the settings: a wrong value stops before the build
     summary = generate_masks(
@@ -78,9 +79,9 @@ def run(cfg: DictConfig) -> None:
         batch_size=int(cfg.batch_size),
         num_workers=resolve_num_workers(cfg.num_workers),
         device=str(cfg.device),
-        layout=str(cfg.get("layout", "auto")),
-        overwrite=bool(cfg.get("overwrite", False)),
-        progress=bool(cfg.get("progress", True)),
+        layout=str(cfg.layout),
+        overwrite=bool(cfg.overwrite),
+        progress=bool(cfg.progress),
         model_description=_describe(spec),
     )
     print(

@@ -13,6 +13,7 @@ from omegaconf import MISSING
 
 from robustft.config.allowed import allowed, at_least, between
 from robustft.config.schemas import ALL_CPUS
+from robustft.masks.settings import DEFAULT_SETTINGS
 from robustft.relevance import ExplainedClass, RelevanceBackend
 
 __all__ = ["EvalConfig", "ExplainConfig", "HeadConfig", "MasksConfig"]
@@ -128,14 +129,16 @@ class MasksConfig:
     output_dir: str = MISSING
     layout: MaskInputLayout = MaskInputLayout.auto
     model: Any = MISSING  # a ModelSpec (the model group's schema)
-    tau: Any = 0.2  # a number or "auto" (checked by TokenCutSettings)
-    eps: float = 1e-5
-    features: TokenCutFeatures = TokenCutFeatures.auto
-    block: int = -1
+    # TokenCut's parameters: their defaults are TokenCutSettings' (robustft/masks/settings.py)
+    tau: Any = DEFAULT_SETTINGS.tau  # a number or "auto" (checked by TokenCutSettings)
+    eps: float = DEFAULT_SETTINGS.eps
+    features: TokenCutFeatures = TokenCutFeatures(DEFAULT_SETTINGS.features)
+    block: int = DEFAULT_SETTINGS.block
     compare_to: str | None = None
-    refine: bool = False
-    refine_low_iou: str = "invert"
-    min_foreground_fraction: float = field(default=0.010364, metadata=allowed(between(0, 1)))
+    refine: bool = DEFAULT_SETTINGS.refine
+    refine_low_iou: str = DEFAULT_SETTINGS.refine_low_iou
+    min_foreground_fraction: float = field(default=DEFAULT_SETTINGS.min_foreground_fraction,
+                                           metadata=allowed(between(0, 1)))
     batch_size: int = field(default=32, metadata=allowed(at_least(1)))
     num_workers: int | None = field(default=None, metadata=allowed(ALL_CPUS))
     device: str = "auto"

@@ -146,3 +146,24 @@ def test_imagenet_s_takes_no_key_it_would_ignore():
     cfg = _compose(["data=imagenet_s", "+data.mask_manifest=/m.csv"])
     with pytest.raises(KeyError, match="unknown config key data.mask_manifest"):
         check_config(cfg)
+
+
+def test_masks_config_takes_tokencut_defaults_from_the_settings():
+    """robustft-masks composes TokenCut's parameters with TokenCutSettings' own defaults (one
+    source): the composed config builds exactly the default settings."""
+    from robustft.masks.settings import DEFAULT_SETTINGS
+
+    with initialize_config_module("robustft.configs", version_base="1.3"):
+        cfg = compose(config_name="masks", overrides=["input_dir=a", "output_dir=b"])
+    for name in ("tau", "eps", "features", "block", "refine", "refine_low_iou",
+                 "min_foreground_fraction"):
+        assert cfg[name] == getattr(DEFAULT_SETTINGS, name), name
+    assert cfg.min_foreground_fraction * 224 * 224 == 520  # the official filter, not a rounding
+
+
+def test_loss_weights_default_to_the_loss_config():
+    from robustft.losses import LossWeights
+
+    defaults = LossConfig()
+    assert LossWeights() == defaults.weights
+    assert LossWeights().classification == defaults.lambda_acc
