@@ -86,7 +86,7 @@ def finetune(cfg, model, loader) -> None:
               if not any(fnmatch.fnmatchcase(name, pattern) for pattern in loss_cfg.l2sp_exclude)]
     start = dict(teacher.named_parameters())
     weights = LossWeights(background=loss_cfg.lambda_bg, foreground=loss_cfg.lambda_fg,
-                          segmentation=loss_cfg.lambda_seg, classification=loss_cfg.lambda_acc)
+                          segmentation=loss_cfg.lambda_seg, classification=loss_cfg.lambda_cls)
     optimizer = torch.optim.AdamW(model.parameters(), lr=optim_cfg.optimizer.lr,
                                   weight_decay=optim_cfg.optimizer.weight_decay)
     decay = torch.optim.lr_scheduler.LambdaLR(

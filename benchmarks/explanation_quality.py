@@ -108,7 +108,7 @@ def measure(models: dict, benchmark: Path, splits: Sequence[str], methods: Seque
                 values.append({"model": row["model"], "split": split,
                                "method": "" if quantity in ("top1", "top5") else method,
                                "quantity": quantity, "removed_fraction": row["factor_value"],
-                               "value": row["accuracy"], "images": row["num_images"]})
+                               "value": row["value"], "images": row["num_images"]})
             for model, seconds in parts.items():
                 timings += [{"model": model, "split": split, "method": method, "part": part,
                              "seconds_per_image": value} for part, value in seconds.items()]

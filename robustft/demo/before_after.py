@@ -54,7 +54,7 @@ def write_before_after(
     ])
 
     before, after = model_names
-    top1 = {(r["model"], r["dataset"]): float(r["accuracy"]) for r in rows
+    top1 = {(r["model"], r["dataset"]): float(r["value"]) for r in rows
             if r["metric"] == "top1" and not r.get("factor")}
     splits = list(dict.fromkeys(r["dataset"] for r in rows))
 
@@ -111,7 +111,7 @@ def _write_csv(rows: Sequence[Mapping[str, object]], path: Path,
     for metric, values in extra:
         for (model, split), value in values.items():
             all_rows.append({"model": model, "dataset": split, "protocol": "", "metric": metric,
-                             "factor": "", "factor_value": "", "accuracy": round(value, 2),
+                             "factor": "", "factor_value": "", "value": round(value, 2),
                              "num_images": ""})
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(all_rows[0].keys()))

@@ -95,7 +95,7 @@ def _check_pretrain_root(cfg: DictConfig, benchmark: str) -> None:
 def _rows(benchmark: str, measures: SplitMeasures, labels: dict[str, tuple[str, int | None]]
           ) -> list[ResultRow]:
     """The long results table from the measures (values in percent)."""
-    rows = [ResultRow(benchmark, *labels[r["model"]], r["dataset"], "top1", float(r["accuracy"]))
+    rows = [ResultRow(benchmark, *labels[r["model"]], r["dataset"], "top1", float(r["value"]))
             for r in measures.rows if r["metric"] == "top1" and not r.get("factor")]
     for metric, values, scale in (
             ("fg_share", measures.foreground_share, 100.0),

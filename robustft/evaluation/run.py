@@ -133,7 +133,7 @@ PREPROCESSING_SOURCES = ("model", "training")
 
 def preprocessing_overrides(cfg: DictConfig, entries: Mapping[str, Any]) -> dict[str, Any]:
     """The preprocessing keys that replace each model's own: ``preprocessing.source=model``
-    (the standard suites' default) keeps each model's timm config; ``training`` (the default
+    (the standard suites' default) keeps each model's own (its family's); ``training`` (the default
     of the suites of the user's own data, ``eval=folders`` and ``eval=generated``) prepares
     every model's images as the fine-tuning run validated them, read from the first robustft
     checkpoint among the models, so that the original and the fine-tuned model see the same

@@ -14,9 +14,9 @@ Rows returned (one per model x dataset x metric, plus one per factor value when 
 carry meta)::
 
     {"model", "dataset", "protocol", "metric", "factor", "factor_value",
-     "accuracy", "num_images"}
+     "value", "num_images"}
 
-``metric`` is ``"top1"`` / ``"top5"``, ``accuracy`` is in percent, ``factor`` and
+``metric`` is ``"top1"`` / ``"top5"``, ``value`` its accuracy in percent, ``factor`` and
 ``factor_value`` are ``""`` on the overall rows.
 
 An image that does not decode (corrupt bytes, a truncated PNG or JPEG: the dataset raises
@@ -72,7 +72,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "metric",
     "factor",
     "factor_value",
-    "accuracy",
+    "value",
     "num_images",
 )
 
@@ -323,6 +323,6 @@ def _row(
         "metric": metric,
         "factor": factor,
         "factor_value": factor_value,
-        "accuracy": accuracy,
+        "value": accuracy,
         "num_images": count,
     }

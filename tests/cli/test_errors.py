@@ -165,6 +165,25 @@ def test_unknown_key_is_one_line(tmp_path, pairs, capsys, monkeypatch):
     assert "+model.not_a_key=1" in message
 
 
+def test_a_renamed_key_is_one_line_naming_the_new_key(tmp_path, pairs, capsys, monkeypatch):
+    """loss.lambda_acc is loss.lambda_cls now: refused, on the command line and in YAML,
+    with one line that names the new key."""
+    code, lines = _run(train_cli.main, _train_argv(tmp_path, pairs, "loss.lambda_acc=0.5"),
+                       capsys, monkeypatch)
+    message = _one_error_line(code, lines, "robustft-train")
+    assert message.startswith("loss.lambda_acc: Key 'lambda_acc' not in 'LossConfig' (renamed: "
+                              "use loss.lambda_cls)"), message
+    own = tmp_path / "own_configs" / "experiment"
+    own.mkdir(parents=True)
+    (own / "old_keys.yaml").write_text("# @package _global_\nloss:\n  lambda_acc: 1.0\n")
+    argv = _train_argv(tmp_path, pairs, "experiment=old_keys")
+    code, lines = _run(train_cli.main, [argv[0], "--config-dir", str(own.parent), *argv[1:]],
+                       capsys, monkeypatch)
+    message = _one_error_line(code, lines, "robustft-train")
+    assert message.startswith("loss.lambda_acc: Key 'lambda_acc' not in 'LossConfig' (renamed: "
+                              "use loss.lambda_cls)"), message
+
+
 @pytest.mark.parametrize("how", ["HYDRA_FULL_ERROR", "verbose=true"])
 def test_full_error_or_verbose_raises_with_the_traceback(tmp_path, pairs, monkeypatch, how):
     argv = _train_argv(tmp_path, pairs, "model.not_a_key=1")

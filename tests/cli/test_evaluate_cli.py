@@ -83,7 +83,7 @@ def test_checkpoint_weights_are_loaded(workspace, tmp_path: Path) -> None:
     rows = read_results_csv(evaluation_run.run_evaluation(cfg) / "results.csv")
     by_model = {}
     for row in rows:
-        by_model.setdefault(row["model"], []).append((row["metric"], row["accuracy"]))
+        by_model.setdefault(row["model"], []).append((row["metric"], row["value"]))
     assert by_model["baseline"] == by_model["finetuned"]
 
 
@@ -247,7 +247,7 @@ def test_openclip_zero_shot_model_from_a_checkpoint_alone(workspace, tmp_path: P
     by_model: dict[str, list] = {}
     for row in rows:
         by_model.setdefault(row["model"], []).append(
-            (row["dataset"], row["protocol"], row["metric"], row["accuracy"]))
+            (row["dataset"], row["protocol"], row["metric"], row["value"]))
     assert by_model["file"] == by_model["ckpt"]
     protocols = {(dataset, protocol) for dataset, protocol, _m, _a in by_model["ckpt"]}
     assert ("imagenet-a", "standard:imagenet-a-200-of-1000") in protocols
@@ -276,7 +276,7 @@ def test_hugging_face_model_scores_as_its_own_pipeline(workspace, tmp_path: Path
         f"+eval.datasets.own={{type:generated,root:{bench.root},split:shuffled}}", "only=[own]",
     )  # fmt: skip
     rows = read_results_csv(evaluation_run.run_evaluation(cfg) / "results.csv")
-    top1 = {r["model"]: float(r["accuracy"]) for r in rows if r["metric"] == "top1"}
+    top1 = {r["model"]: float(r["value"]) for r in rows if r["metric"] == "top1"}
     processor = AutoImageProcessor.from_pretrained(tmp_path / "hf")
     classes = (bench.root / "classes.txt").read_text().split()
     correct = total = 0

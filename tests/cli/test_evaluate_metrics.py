@@ -57,11 +57,11 @@ def test_all_metrics_write_rows_tables_and_plot(workspace, tmp_path: Path) -> No
             assert (model, f"grad_rollout:{quantity}", "") in metrics
         for fraction in ("0", "0.25", "0.5"):
             assert (model, "grad_rollout:perturbation_positive", fraction) in metrics
-    by_key = {(r["model"], r["metric"], r["factor_value"]): r["accuracy"] for r in rows}
+    by_key = {(r["model"], r["metric"], r["factor_value"]): r["value"] for r in rows}
     # p = 0 removes nothing: the perturbation curve starts at the model's top-1
     assert by_key[("wide", "grad_rollout:perturbation_negative", "0")] == pytest.approx(
         by_key[("wide", "top1", "")])
-    assert all(0.0 <= r["accuracy"] <= 100.0 for r in rows)
+    assert all(0.0 <= r["value"] <= 100.0 for r in rows)
     assert {r["num_images"] for r in rows} == {12}
     markdown = (out / "results.md").read_text()
     assert "x-grid 0, 0.25, 0.5" in markdown
@@ -127,7 +127,7 @@ def test_segmentation_on_the_gtsegs_file(workspace, tmp_path: Path) -> None:
                                            "grad_rollout:segmentation_constant_maps"}
     assert {r["num_images"] for r in rows} == {3}
     (constant,) = [r for r in rows if r["metric"] == "grad_rollout:segmentation_constant_maps"]
-    assert float(constant["accuracy"]) == 0.0  # grad_rollout's maps vary
+    assert float(constant["value"]) == 0.0  # grad_rollout's maps vary
 
 
 def test_rollout_from_block_1_is_named_and_recomputed(workspace, tmp_path: Path) -> None:
@@ -149,12 +149,12 @@ def test_rollout_from_block_1_is_named_and_recomputed(workspace, tmp_path: Path)
         data_root=workspace["seg_root"]))
     rows = read_results_csv(out / "results.csv")
     assert {r["metric"].partition(":")[0] for r in rows} == {"rollout(start_layer=1)"}
-    later = {r["metric"].partition(":")[2]: float(r["accuracy"]) for r in rows}
+    later = {r["metric"].partition(":")[2]: float(r["value"]) for r in rows}
     out = evaluation_run.run_evaluation(models_cfg(
         workspace, tmp_path / "run", models, *common, data_root=workspace["seg_root"]))
     rows = read_results_csv(out / "results.csv")
     assert {r["metric"].partition(":")[0] for r in rows} == {"rollout"}
-    every = {r["metric"].partition(":")[2]: float(r["accuracy"]) for r in rows}
+    every = {r["metric"].partition(":")[2]: float(r["value"]) for r in rows}
     assert later.keys() == every.keys() and later != every
     with pytest.raises(ValueError, match=r"^rollout: start_layer \(method_options.rollout."
                                          r"start_layer\) must be a block index >= 0 of a model "

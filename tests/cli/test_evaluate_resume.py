@@ -103,7 +103,7 @@ def constant_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
 
 def _accuracies(rows, model: str, dataset: str) -> dict[tuple[str, str, str], float]:
     return {
-        (r["metric"], r["factor"], r["factor_value"]): round(float(r["accuracy"]), 4)
+        (r["metric"], r["factor"], r["factor_value"]): round(float(r["value"]), 4)
         for r in rows
         if r["model"] == model and r["dataset"] == dataset
     }
@@ -276,14 +276,14 @@ def test_results_csv_without_fingerprints_is_re_evaluated(workspace, tmp_path: P
     with (out / "results.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(RESULT_COLUMNS), extrasaction="ignore")
         writer.writeheader()
-        writer.writerows({**row, "accuracy": "12.500000"} for row in fresh)
+        writer.writerows({**row, "value": "12.500000"} for row in fresh)
     (out / "fingerprints.json").unlink()
     caplog.set_level(logging.INFO, logger="robustft.evaluation.run")
     evaluation_run.run_evaluation(cfg)
     rows = read_results_csv(out / "results.csv")
     key = lambda r: (r["model"], r["dataset"], r["metric"], r["factor"], r["factor_value"])  # noqa: E731
-    assert sorted((key(r), r["accuracy"], r["fingerprint"]) for r in rows) == sorted(
-        (key(r), r["accuracy"], r["fingerprint"]) for r in fresh
+    assert sorted((key(r), r["value"], r["fingerprint"]) for r in rows) == sorted(
+        (key(r), r["value"], r["fingerprint"]) for r in fresh
     )
     warnings = [r.getMessage() for r in caplog.records if "without fingerprints" in r.getMessage()]
     assert len(warnings) == 1 and "4 (model, dataset) pair(s)" in warnings[0]

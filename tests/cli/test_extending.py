@@ -219,7 +219,7 @@ def test_toy_family_scores_through_robustft_eval(registered, tmp_path):
         data_root=tmp_path)
     out = evaluation_run.run_evaluation(cfg)
     rows = read_results_csv(out / "results.csv")
-    top1 = {r["model"]: float(r["accuracy"]) for r in rows if r["metric"] == "top1"}
+    top1 = {r["model"]: float(r["value"]) for r in rows if r["metric"] == "top1"}
     # the direct count: every image of the split through the model's own transform
     transform = model_eval_transform(HandViTBackbone(model).preprocessing())
     classes = (bench.root / "classes.txt").read_text().split()
@@ -275,9 +275,9 @@ def test_toy_metric_of_the_toy_method_scores_through_robustft_eval(registered, t
         shares.append(float(pixels[:16].sum() / pixels.sum()))
     assert len(shares) == 9
     share = rows[f"{METHOD}:top_half_share"]
-    assert float(share["accuracy"]) == pytest.approx(100.0 * sum(shares) / 9, rel=1e-5)
+    assert float(share["value"]) == pytest.approx(100.0 * sum(shares) / 9, rel=1e-5)
     assert int(share["num_images"]) == 9
-    assert float(rows[f"{METHOD}:top_half_share_constant_maps"]["accuracy"]) == 0.0
+    assert float(rows[f"{METHOD}:top_half_share_constant_maps"]["value"]) == 0.0
     # the metric's own settings are in the pair's fingerprint, its heading in results.md
     records = json.loads((out / "fingerprints.json").read_text())
     assert [record["inputs"]["explanations"][METRIC] for record in records.values()] == [
@@ -321,7 +321,7 @@ def test_toy_dataset_type_scores_through_robustft_eval(registered, tmp_path):
         with Image.open(path) as picture, torch.no_grad():
             predicted = int(model(transform(picture.convert("RGB"))[None]).argmax())
         correct += int(predicted == classes.index(path.name.split("__")[0]))
-    assert float(rows[0]["accuracy"]) == pytest.approx(100.0 * correct / 9)
+    assert float(rows[0]["value"]) == pytest.approx(100.0 * correct / 9)
     assert int(rows[0]["num_images"]) == 9
     # the folder rule's folder is what the fingerprint counts
     records = json.loads((out / "fingerprints.json").read_text())

@@ -166,4 +166,4 @@ def test_loss_weights_default_to_the_loss_config():
 
     defaults = LossConfig()
     assert LossWeights() == defaults.weights
-    assert LossWeights().classification == defaults.lambda_acc
+    assert LossWeights().classification == defaults.lambda_cls

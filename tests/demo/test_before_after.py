@@ -12,7 +12,7 @@ from robustft.demo.relevance_stats import replace_background
 
 def _row(model, split, accuracy, metric="top1"):
     return {"model": model, "dataset": split, "protocol": "standard:2-way", "metric": metric,
-            "factor": "", "factor_value": "", "accuracy": accuracy, "num_images": 4}
+            "factor": "", "factor_value": "", "value": accuracy, "num_images": 4}
 
 
 def test_tables_and_csv(tmp_path):
@@ -29,7 +29,7 @@ def test_tables_and_csv(tmp_path):
     assert "| s1 | 20.0% | 70.0% | 25.0% | 50.0% | 30.0% | 40.0% |" in text
     assert md_path.read_text() == text
     with csv_path.open() as handle:
-        metrics = {(r["model"], r["dataset"], r["metric"]): r["accuracy"]
+        metrics = {(r["model"], r["dataset"], r["metric"]): r["value"]
                    for r in csv.DictReader(handle)}
     assert metrics[("b", "s1", "fg_share")] == "50.0"
     assert metrics[("a", "s1", "top1_object_only")] == "60.0"

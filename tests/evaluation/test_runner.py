@@ -60,7 +60,7 @@ def _accuracy(rows, model, metric, factor="", value=""):
         and r["factor"] == factor
         and r["factor_value"] == value
     ]
-    return row["accuracy"], row["num_images"]
+    return row["value"], row["num_images"]
 
 
 def test_exact_counts_top1_top5_and_per_factor() -> None:

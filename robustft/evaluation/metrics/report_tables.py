@@ -69,7 +69,7 @@ def explanation_markdown(rows: Sequence[Mapping[str, Any]], models: Sequence[str
         return []
     overall = [row for row in rows if not row["factor"]]
     datasets = _ordered(row["dataset"] for row in rows)
-    value = {(r["model"], r["dataset"], r["metric"]): float(r["accuracy"]) for r in overall}
+    value = {(r["model"], r["dataset"], r["metric"]): float(r["value"]) for r in overall}
     titles = quantity_titles()
     order = list(titles)
     metrics = sorted(_ordered(r["metric"] for r in overall),
@@ -98,7 +98,7 @@ def explanation_markdown(rows: Sequence[Mapping[str, Any]], models: Sequence[str
         lines.append("| dataset | method | direction | fraction | "
                      + " | ".join(f"`{m}`" for m in models) + " |")
         lines.append("|---|---|---|---:|" + "---:|" * len(models))
-        keyed = {(r["model"], r["dataset"], r["metric"], r["factor_value"]): float(r["accuracy"])
+        keyed = {(r["model"], r["dataset"], r["metric"], r["factor_value"]): float(r["value"])
                  for r in curves}
         for dataset, metric, fraction in _ordered(
                 (r["dataset"], r["metric"], r["factor_value"]) for r in curves):
@@ -128,7 +128,7 @@ def plot_perturbation_curves(rows: Sequence[Mapping[str, Any]], out_dir: str | o
         for model in _ordered(r["model"] for r in dataset_rows):
             for metric in _ordered(r["metric"] for r in dataset_rows):
                 method, quantity = _split(metric)
-                points = sorted((float(r["factor_value"]), float(r["accuracy"]))
+                points = sorted((float(r["factor_value"]), float(r["value"]))
                                 for r in dataset_rows if r["model"] == model and r["metric"] == metric)
                 if not points:
                     continue

@@ -100,7 +100,7 @@ def test_curves_and_auc_of_a_model_that_reads_one_block(block_method) -> None:
     rows = evaluate_models({"block": BlockMeanClassifier()}, BrightOrDark(),
                            transforms={"block": transform}, batch_size=3, num_workers=0,
                            progress=False, explanations=settings)
-    value = {(r["metric"], r["factor_value"]): r["accuracy"] for r in rows}
+    value = {(r["metric"], r["factor_value"]): r["value"] for r in rows}
     fractions = [f"{p / 10:g}" for p in range(10)]
     positive = [value[("test_block_map:perturbation_positive", f)] for f in fractions]
     negative = [value[("test_block_map:perturbation_negative", f)] for f in fractions]
@@ -125,7 +125,7 @@ def test_removal_value_and_grid_are_settings(block_method) -> None:
     rows = evaluate_models({"block": BlockMeanClassifier()}, BrightOrDark(),
                            transforms={"block": transform}, num_workers=0, progress=False,
                            explanations=settings)
-    value = {(r["metric"], r["factor_value"]): r["accuracy"] for r in rows}
+    value = {(r["metric"], r["factor_value"]): r["value"] for r in rows}
     curve = [value[("test_block_map:perturbation_positive", f)] for f in ("0", "0.5", "0.9")]
     assert curve == [100.0, 50.0, 50.0]  # p=0.5: all 16 block pixels of the black images
     # negative at 0.9: 9 block pixels at +0.5 and 7 at -1, mean < 0: still class 0 (with the
