@@ -25,10 +25,10 @@ from robustft.checkpoints import (
     load_finetuned_weights,
     plain_data,
 )
-from robustft.cli.masks import run as run_masks
 from robustft.demo.run import evaluate_before_after
 from robustft.evaluation.model_loading import build_model_from_entry
 from robustft.labels import imagenet_synsets
+from robustft.masks.run import run_masks
 from robustft.training.run import train
 
 TINY_KWARGS = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
