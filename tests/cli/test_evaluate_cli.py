@@ -14,6 +14,7 @@ import pytest
 from fixtures.eval_workspace import TINY_OVERRIDE, make_eval_workspace, models_cfg
 from hydra import compose, initialize_config_module
 
+import robustft.cli.evaluate as evaluate_command
 import robustft.evaluation.run as evaluation_run
 from robustft.evaluation.report import read_results_csv
 from robustft.labels import imagenet_synsets
@@ -117,7 +118,7 @@ def test_multirun_writes_one_directory_per_job(workspace, tmp_path: Path, monkey
         "run_name=sweep",
     ]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
-    evaluation_run.main()
+    evaluate_command.main()
     sweep_dir = tmp_path / "logs" / "eval" / "sweep" / "multirun"
     job_dirs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
     datasets = []
