@@ -36,12 +36,12 @@ from hydra import compose, initialize_config_module
 from pytorch_lightning.utilities import CombinedLoader
 
 from robustft.backbones import frozen_copy
-from robustft.benchmark.read import ImageFolderSplit
 from robustft.data.datamodule import pairs_and_unmasked
 from robustft.demo.relevance_stats import foreground_share_and_top1, load_pairs
 from robustft.evaluation.runner import build_eval_transforms
 from robustft.losses import LossWeights, classification_loss, l2_sp_penalty, relevance_loss
 from robustft.relevance import relevance_map, upsample_and_normalize
+from robustft.synth.read import ImageFolderSplit
 from robustft.training.module import step_decay
 from robustft.training.run import build_datamodule, build_model
 

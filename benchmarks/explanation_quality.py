@@ -39,14 +39,14 @@ import numpy as np
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from robustft.benchmark.read import ImageFolderSplit
 from robustft.cli.errors import one_line_errors
 from robustft.data.eval.base import EvalImageDataset
-from robustft.evaluation.metrics.explanation import FRACTION_FACTOR, ExplanationSettings, metric_name
+from robustft.evaluation.metrics.map_scoring import FRACTION_FACTOR, ExplanationSettings, metric_name
 from robustft.evaluation.metrics.perturbation_curves import DEFAULT_FRACTIONS, check_fractions
 from robustft.evaluation.model_loading import build_model_from_entry
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
 from robustft.relevance import RELEVANCE_METHODS
+from robustft.synth.read import ImageFolderSplit
 
 SPLITS = ("shuffled", "anti_correlated", "in_distribution")
 METHODS = ("grad_rollout", "rollout", "attn_gradcam", "raw_attention")

@@ -25,9 +25,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("robustft.backbones", "robustft.relevance", "robustft.losses", "robustft.baselines"),
     # the generated benchmark sits beside data/: its reader builds on data.eval, whose
     # registry offers that reader by name
-    ("robustft.data", "robustft.benchmark"),
+    ("robustft.data", "robustft.synth"),
     ("robustft.masks",),
-    ("robustft.config",),
+    ("robustft.schemas",),
     ("robustft.training", "robustft.evaluation"),
     # the demo and the comparison: training and evaluation put together on the generated
     # benchmarks

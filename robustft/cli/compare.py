@@ -10,8 +10,8 @@ from omegaconf import DictConfig
 
 from robustft.cli.common import prepare_environment
 from robustft.cli.errors import one_line_errors
-from robustft.config.compose import typed_overrides
 from robustft.demo.comparison import run_comparison
+from robustft.schemas.compose import typed_overrides
 
 
 @one_line_errors("robustft-compare")

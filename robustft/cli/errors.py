@@ -105,7 +105,7 @@ def _schema_keys(error: BaseException, full_key: str) -> str:
             not dataclasses.is_dataclass(schema):
         return ""
     group, _, key = full_key.rpartition(".")
-    from robustft.config.renamed import renamed_to
+    from robustft.schemas.renamed import renamed_to
 
     new_key = renamed_to(schema, key)
     if new_key is not None:

@@ -17,8 +17,8 @@ import hydra
 from omegaconf import DictConfig
 
 from robustft.cli.errors import one_line_errors
-from robustft.config.checks import check_config
 from robustft.masks.run import check_required, run_masks
+from robustft.schemas.checks import check_config
 
 
 @one_line_errors("robustft-masks")

@@ -29,10 +29,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from robustft.benchmark.prepare import prepare_generated_data
 from robustft.checkpoints import load_finetuned_weights
-from robustft.config.compose import compose_run
-from robustft.config.schemas import TuneSettings
 from robustft.demo.compare_bars import bars_markdown, draw_bars
 from robustft.demo.compare_plot import plot_comparison
 from robustft.demo.compare_results import (
@@ -47,6 +44,9 @@ from robustft.demo.marked_block import replace_marked_block_in_file
 from robustft.demo.split_measures import SplitMeasures, measure_generated_splits
 from robustft.demo.stand_in import chosen_checkpoint, pretrain_stand_in
 from robustft.resources import usable_cpus
+from robustft.schemas.compose import compose_run
+from robustft.schemas.schemas import TuneSettings
+from robustft.synth.prepare import prepare_generated_data
 from robustft.training.run import TrainResult, build_model, check_training_config, train
 from robustft.training.tune import (
     TuneResult,

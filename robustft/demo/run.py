@@ -18,7 +18,6 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from robustft.backbones import preprocessing_config
-from robustft.benchmark.prepare import prepare_generated_data
 from robustft.checkpoints import load_finetuned_weights
 from robustft.demo.before_after import write_before_after
 from robustft.demo.relevance_stats import load_pairs, relevance_overlay_grid
@@ -29,6 +28,7 @@ from robustft.demo.split_measures import (
 )
 from robustft.demo.stand_in import chosen_checkpoint, pretrain_stand_in
 from robustft.evaluation.runner import build_eval_transforms
+from robustft.synth.prepare import prepare_generated_data
 from robustft.training.run import build_model, check_training_config, train
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,6 @@ import torch
 from torch import Tensor, nn
 
 from robustft.backbones import backbone_of, preprocessing_config
-from robustft.benchmark.read import ImageFolderSplit
 from robustft.demo.relevance_stats import (
     foreground_share_and_top1,
     load_pairs,
@@ -24,6 +23,7 @@ from robustft.demo.relevance_stats import (
     replace_background,
 )
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
+from robustft.synth.read import ImageFolderSplit
 
 __all__ = ["SplitMeasures", "split_pairs", "measure_generated_splits", "generated_split"]
 

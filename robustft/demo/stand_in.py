@@ -10,7 +10,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from robustft.benchmark.write import read_benchmark
+from robustft.synth.write import read_benchmark
 from robustft.training.pretrain import pretrain_cached
 from robustft.training.run import build_datamodule, build_model
 

@@ -29,7 +29,7 @@ inputs, all known BEFORE any model is built or any image decoded:
   keeps the fingerprints it had before they existed): the metrics, the relevance method
   and the settings of the requested metrics (perturbation fractions, removal value and
   explained class; the share's explained class)
-  (``robustft.evaluation.metrics.explanation.ExplanationSettings.fingerprint_inputs``).
+  (``robustft.evaluation.metrics.map_scoring.ExplanationSettings.fingerprint_inputs``).
 
 ``results.csv`` stores the digest per row; ``fingerprints.json`` in the run directory maps
 each digest to its full inputs (and the model files' paths), so a user can see why a

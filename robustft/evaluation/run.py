@@ -30,7 +30,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from robustft.checkpoints import training_preprocessing_of
-from robustft.config.checks import check_config
 from robustft.data.eval.registry import build_eval_dataset, dataset_folder, has_labels, has_masks
 from robustft.evaluation.fingerprint import (
     FINGERPRINTS_NAME,
@@ -45,7 +44,7 @@ from robustft.evaluation.fingerprint import (
     preprocessing_inputs,
     save_fingerprints,
 )
-from robustft.evaluation.metrics.explanation import ExplanationSettings
+from robustft.evaluation.metrics.map_scoring import ExplanationSettings
 from robustft.evaluation.model_loading import build_model_from_entry
 from robustft.evaluation.report import (
     CSV_NAME,
@@ -63,6 +62,7 @@ from robustft.evaluation.unreadable import (
 )
 from robustft.labels import check_protocol_kind
 from robustft.resources import resolve_device, resolve_num_workers
+from robustft.schemas.checks import check_config
 
 __all__ = ["run_evaluation"]
 

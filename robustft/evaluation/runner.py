@@ -49,7 +49,7 @@ from robustft.evaluation.eval_transforms import (
 )
 from robustft.evaluation.mask_views import MaskTransform, mask_geometry, transform_normalization
 from robustft.evaluation.metrics import TopKAccuracy
-from robustft.evaluation.metrics.explanation import ExplanationScorer, ExplanationSettings
+from robustft.evaluation.metrics.map_scoring import ExplanationScorer, ExplanationSettings
 from robustft.evaluation.unreadable import UnreadableImage, report_unreadable
 from robustft.labels import LabelProtocol
 
@@ -164,7 +164,7 @@ def evaluate_models(
       :class:`UnreadableImage` appended for each. ``num_images`` counts the readable
       images; a dataset none of whose images decodes is a ``ValueError``.
     - ``explanations`` picks the metrics (default: top-1/top-5 alone); the explanation
-      metrics (``robustft.evaluation.metrics``, ``robustft.evaluation.metrics.explanation``) run
+      metrics (``robustft.evaluation.metrics``, ``robustft.evaluation.metrics.map_scoring``) run
       in the same pass, on the same
       input tensors, with each mask resampled like its image (``mask_geometry``). A metric
       the dataset cannot give (masks, labels) is a ``ValueError`` before any image is read.

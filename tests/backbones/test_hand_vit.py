@@ -13,10 +13,10 @@ from fixtures.miniature import make_generated_benchmark
 from tiny_models import tiny_vit
 
 from robustft.backbones import backbone_of
-from robustft.benchmark.read import ImageFolderSplit
 from robustft.data.datamodule import ImageMaskDataModule
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
 from robustft.relevance import relevance_map
+from robustft.synth.read import ImageFolderSplit
 from robustft.training.module import RelevanceFinetuner
 
 

@@ -95,7 +95,7 @@ def test_wrong_pretrain_root_is_named(tmp_path):
 def test_overrides_with_interpolations_resolve_in_each_benchmark_s_composition():
     from hydra import compose, initialize_config_module
 
-    from robustft.config.compose import typed_overrides
+    from robustft.schemas.compose import typed_overrides
 
     override = "data.unmasked_root=${paths.data_dir}/${data.benchmark}/pretrain/images"
     with initialize_config_module("robustft.configs", version_base="1.3"):

@@ -19,7 +19,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from robustft.backbones import create_model
-from robustft.evaluation.explain.explain import ExplainSettings
+from robustft.evaluation.explain.figures import ExplainSettings
 from robustft.evaluation.explain.overlay_grid import LINE_HEIGHT, legend_height
 from robustft.evaluation.explain.run import run_explain
 

@@ -20,11 +20,11 @@ from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from tiny_models import TINY_OPEN_CLIP_KWARGS, tiny_vit
 
-from robustft.benchmark.prepare import prepare_generated_data
 from robustft.checkpoints import load_checkpoint
 from robustft.labels import imagenet_synsets
 from robustft.masks.generate import generate_masks
 from robustft.masks.settings import TokenCutSettings
+from robustft.synth.prepare import prepare_generated_data
 from robustft.training.run import build_datamodule, build_model, train
 
 CONFIG_DIR = Path(robustft.configs.__file__).parent

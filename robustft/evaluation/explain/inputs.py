@@ -7,7 +7,7 @@
 - a split of class folders (an ImageFolder split, a split of the generated benchmark):
   ``<split>/<class>/<name>``, class order from ``<split>/../classes.txt`` when present
   (the benchmark's label order), else the sorted folders
-  (:class:`robustft.benchmark.read.ImageFolderSplit` reads both).
+  (:class:`robustft.synth.read.ImageFolderSplit` reads both).
 
 Images in class folders carry their folder's name as their label (``target=label``).
 Nothing is decoded here; an image that cannot be read is an error naming it when it is.
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from robustft.benchmark.read import ImageFolderSplit
 from robustft.data.layout import IMAGE_EXTENSIONS, list_class_folders, list_images
+from robustft.synth.read import ImageFolderSplit
 
 __all__ = ["ExplainImage", "ImageSet", "collect_images"]
 

@@ -1,6 +1,6 @@
 """The run of ``robustft-explain`` (:func:`run_explain`): the models, methods and images of
 its config (``configs/explain.yaml``) handed to
-:func:`robustft.evaluation.explain.explain.explain`, which documents the files."""
+:func:`robustft.evaluation.explain.figures.explain`, which documents the files."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from robustft.backbones import ModelSpec
-from robustft.config.checks import check_config
-from robustft.evaluation.explain.explain import ExplainResult, ExplainSettings, explain
+from robustft.evaluation.explain.figures import ExplainResult, ExplainSettings, explain
 from robustft.evaluation.explain.inputs import collect_images
 from robustft.evaluation.model_loading import entry_spec
 from robustft.resources import resolve_device
+from robustft.schemas.checks import check_config
 
 __all__ = ["model_specs", "run_explain"]
 

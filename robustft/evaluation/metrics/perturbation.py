@@ -19,7 +19,7 @@ from robustft.evaluation.metrics.segmentation_scores import constant_maps
 from robustft.relevance import ExplainedClass
 
 if TYPE_CHECKING:
-    from robustft.evaluation.metrics.explanation import ExplanationSettings
+    from robustft.evaluation.metrics.map_scoring import ExplanationSettings
 
 __all__ = ["FRACTION_FACTOR", "PerturbationTest"]
 

@@ -1,7 +1,7 @@
 """The explanation metrics' part of ``results.md`` and their plots.
 
 Rows come from ``results.csv`` (metric ``<method>:<quantity>``, see
-``robustft.evaluation.metrics.explanation``; their headings come from the metric classes of
+``robustft.evaluation.metrics.map_scoring``; their headings come from the metric classes of
 ``robustft.evaluation.metrics``). ``results.md`` gains one table per explanation
 quantity (datasets x models, change from the first model) and, per dataset, the
 perturbation curves (top-1 per removed fraction); the AUC's x-grid is stated from the

@@ -12,7 +12,7 @@ from robustft.evaluation.metrics.base import MapBatch, MapMetric, Result, regist
 from robustft.evaluation.metrics.segmentation_scores import SegmentationScores
 
 if TYPE_CHECKING:
-    from robustft.evaluation.metrics.explanation import ExplanationSettings
+    from robustft.evaluation.metrics.map_scoring import ExplanationSettings
 
 __all__ = ["SegmentationTest"]
 

@@ -17,7 +17,7 @@ from robustft.losses import foreground_share
 from robustft.relevance import ExplainedClass
 
 if TYPE_CHECKING:
-    from robustft.evaluation.metrics.explanation import ExplanationSettings
+    from robustft.evaluation.metrics.map_scoring import ExplanationSettings
 
 __all__ = ["ForegroundShare"]
 

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from robustft.evaluation.metrics.explanation import ExplanationSettings
+from robustft.evaluation.metrics.map_scoring import ExplanationSettings
 from robustft.evaluation.metrics.perturbation_curves import (
     PerturbationCurves,
     check_fractions,

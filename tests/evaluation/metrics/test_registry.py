@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from robustft.evaluation.metrics import EVAL_METRICS, MapBatch, MapMetric, register_metric
-from robustft.evaluation.metrics.explanation import ExplanationSettings
+from robustft.evaluation.metrics.map_scoring import ExplanationSettings
 from robustft.evaluation.metrics.report_tables import quantity_titles
 
 # the headings' table as it stood in explanation_report.py, in its order
