@@ -36,12 +36,12 @@ from hydra import compose, initialize_config_module
 from pytorch_lightning.utilities import CombinedLoader
 
 from robustft.backbones import frozen_copy
-from robustft.benchmark.read import ImageFolderSplit
 from robustft.data.datamodule import pairs_and_unmasked
-from robustft.evaluation.relevance_stats import foreground_share_and_top1, load_pairs
+from robustft.demo.relevance_stats import foreground_share_and_top1, load_pairs
 from robustft.evaluation.runner import build_eval_transforms
 from robustft.losses import LossWeights, classification_loss, l2_sp_penalty, relevance_loss
 from robustft.relevance import relevance_map, upsample_and_normalize
+from robustft.synth.read import ImageFolderSplit
 from robustft.training.module import step_decay
 from robustft.training.run import build_datamodule, build_model
 
@@ -86,7 +86,7 @@ def finetune(cfg, model, loader) -> None:
               if not any(fnmatch.fnmatchcase(name, pattern) for pattern in loss_cfg.l2sp_exclude)]
     start = dict(teacher.named_parameters())
     weights = LossWeights(background=loss_cfg.lambda_bg, foreground=loss_cfg.lambda_fg,
-                          segmentation=loss_cfg.lambda_seg, classification=loss_cfg.lambda_acc)
+                          segmentation=loss_cfg.lambda_seg, classification=loss_cfg.lambda_cls)
     optimizer = torch.optim.AdamW(model.parameters(), lr=optim_cfg.optimizer.lr,
                                   weight_decay=optim_cfg.optimizer.weight_decay)
     decay = torch.optim.lr_scheduler.LambdaLR(

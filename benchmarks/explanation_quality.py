@@ -39,14 +39,14 @@ import numpy as np
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from robustft.benchmark.read import ImageFolderSplit
 from robustft.cli.errors import one_line_errors
 from robustft.data.eval.base import EvalImageDataset
-from robustft.evaluation.explanation import FRACTION_FACTOR, ExplanationSettings, metric_name
+from robustft.evaluation.metrics.map_scoring import FRACTION_FACTOR, ExplanationSettings, metric_name
+from robustft.evaluation.metrics.perturbation_curves import DEFAULT_FRACTIONS, check_fractions
 from robustft.evaluation.model_loading import build_model_from_entry
-from robustft.evaluation.perturbation import DEFAULT_FRACTIONS, check_fractions
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
 from robustft.relevance import RELEVANCE_METHODS
+from robustft.synth.read import ImageFolderSplit
 
 SPLITS = ("shuffled", "anti_correlated", "in_distribution")
 METHODS = ("grad_rollout", "rollout", "attn_gradcam", "raw_attention")
@@ -108,7 +108,7 @@ def measure(models: dict, benchmark: Path, splits: Sequence[str], methods: Seque
                 values.append({"model": row["model"], "split": split,
                                "method": "" if quantity in ("top1", "top5") else method,
                                "quantity": quantity, "removed_fraction": row["factor_value"],
-                               "value": row["accuracy"], "images": row["num_images"]})
+                               "value": row["value"], "images": row["num_images"]})
             for model, seconds in parts.items():
                 timings += [{"model": model, "split": split, "method": method, "part": part,
                              "seconds_per_image": value} for part, value in seconds.items()]

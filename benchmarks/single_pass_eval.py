@@ -28,8 +28,8 @@ import torch
 from PIL import Image
 
 from robustft.backbones import create_model
-from robustft.benchmark.read import ImageFolderSplit
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
+from robustft.synth.read import ImageFolderSplit
 
 PRESETS: dict[str, dict[str, int]] = {
     # decoding-dominated on a CPU: one block, narrow

@@ -26,15 +26,15 @@ import torch
 from hydra import compose, initialize_config_module
 
 from robustft.backbones import preprocessing_config
-from robustft.benchmark.read import ImageFolderSplit
-from robustft.cli.common import prepare_generated_data
-from robustft.cli.demo import pretrain_stand_in
-from robustft.evaluation.relevance_stats import (
+from robustft.demo.relevance_stats import (
     foreground_share_and_top1,
     load_pairs,
     replace_background,
 )
+from robustft.demo.stand_in import pretrain_stand_in
 from robustft.evaluation.runner import build_eval_transforms
+from robustft.synth.prepare import prepare_generated_data
+from robustft.synth.read import ImageFolderSplit
 from robustft.training.run import build_model
 
 SPLITS = ("in_distribution", "shuffled", "anti_correlated", "rendition")

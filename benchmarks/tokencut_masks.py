@@ -26,13 +26,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from robustft.backbones import create_model
-from robustft.benchmark import SynthConfig, generate_benchmark
 from robustft.data.mask_manifest import read_tokencut_manifest
 from robustft.masks.compare import compare_with_true_masks
 from robustft.masks.generate import generate_masks
 from robustft.masks.settings import TokenCutSettings
 from robustft.masks.tokencut import upsample_nearest
 from robustft.resources import usable_cpus
+from robustft.synth import SynthConfig, generate_benchmark
 
 RESULTS: list[dict] = []
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from robustft.evaluation.compare import ORIGINAL, REFERENCE, read_results, summarize
+from robustft.demo.compare_results import ORIGINAL, REFERENCE, read_results, summarize
 
 SPLITS = ("in_distribution", "shuffled", "anti_correlated")
 

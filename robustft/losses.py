@@ -8,7 +8,7 @@ neither term (ImageNet-S id 1000). Each term is a mean over the counted pixels.
     L_bg  = mean((S * (1 - M))^2)        relevance on the background -> 0
     L_fg  = mean((S * M - M)^2)          relevance on the object     -> 1
     L_seg = lambda_bg * L_bg + lambda_fg * L_fg
-    L     = lambda_seg * L_seg + lambda_acc * L_cls
+    L     = lambda_seg * L_seg + lambda_cls * L_cls
 
 Classification terms ``L_cls``: ``own_argmax_ce`` (the paper's: cross-entropy of
 logits / T against the model's own current argmax), ``kl_to_teacher`` (KL from a frozen
@@ -139,16 +139,6 @@ def l2_sp_penalty(parameters: Iterable[Tensor], start: Iterable[Tensor]) -> Tens
     return torch.stack([(p - p0.detach()).pow(2).sum() for p, p0 in pairs]).sum()
 
 
-@dataclass(frozen=True)
-class LossWeights:
-    """Weights of the terms; the defaults are the paper's (ImageNet-S masks)."""
-
-    background: float = 2.0
-    foreground: float = 0.3
-    segmentation: float = 0.8
-    classification: float = 0.2
-
-
 @dataclass
 class LossConfig:
     """Everything that defines the training loss (the ``loss`` config group): the objective
@@ -168,7 +158,7 @@ class LossConfig:
     lambda_bg: float = 2.0
     lambda_fg: float = 0.3
     lambda_seg: float = 0.8
-    lambda_acc: float = 0.2
+    lambda_cls: float = 0.2
     lambda_l2sp: float = 0.0
     # the classification term on the images without masks (data.unmasked_root), if any
     lambda_unmasked: float = 1.0
@@ -180,7 +170,7 @@ class LossConfig:
     def __post_init__(self) -> None:
         self.objective = Objective(self.objective)
         self.classification = ClassificationTerm(self.classification)
-        for name in ("lambda_bg", "lambda_fg", "lambda_seg", "lambda_acc", "lambda_l2sp",
+        for name in ("lambda_bg", "lambda_fg", "lambda_seg", "lambda_cls", "lambda_l2sp",
                      "lambda_unmasked", "lambda_rrr", "lambda_gradmask"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -190,7 +180,18 @@ class LossConfig:
     @property
     def weights(self) -> LossWeights:
         return LossWeights(background=self.lambda_bg, foreground=self.lambda_fg,
-                           segmentation=self.lambda_seg, classification=self.lambda_acc)
+                           segmentation=self.lambda_seg, classification=self.lambda_cls)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the terms, as ``relevance_loss`` takes them; the defaults are
+    :class:`LossConfig`'s (the paper's, ImageNet-S masks), read from there."""
+
+    background: float = LossConfig.lambda_bg
+    foreground: float = LossConfig.lambda_fg
+    segmentation: float = LossConfig.lambda_seg
+    classification: float = LossConfig.lambda_cls
 
 
 @dataclass
@@ -216,7 +217,7 @@ def relevance_loss(
     teacher_logits: Tensor | None = None,
     ignore: Tensor | None = None,
 ) -> LossTerms:
-    """``L = lambda_seg * (lambda_bg * L_bg + lambda_fg * L_fg) + lambda_acc * L_cls``.
+    """``L = lambda_seg * (lambda_bg * L_bg + lambda_fg * L_fg) + lambda_cls * L_cls``.
 
     ``relevance`` and ``mask`` are (B, H, W) at the same resolution (normalised relevance,
     see ``robustft.relevance.upsample_and_normalize``). ``labels`` is required by

@@ -17,7 +17,7 @@ from fixtures.miniature import make_wnid_folders
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-import robustft.cli.evaluate as evaluate_cli
+import robustft.evaluation.run as evaluation_run
 import robustft.training.run as run_module
 from robustft.backbones import create_model
 from robustft.checkpoints import (
@@ -25,10 +25,10 @@ from robustft.checkpoints import (
     load_finetuned_weights,
     plain_data,
 )
-from robustft.cli.demo import evaluate_before_after
-from robustft.cli.masks import run as run_masks
+from robustft.demo.run import evaluate_before_after
 from robustft.evaluation.model_loading import build_model_from_entry
 from robustft.labels import imagenet_synsets
+from robustft.masks.run import run_masks
 from robustft.training.run import train
 
 TINY_KWARGS = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2}
@@ -118,7 +118,7 @@ def _evaluate(root: Path, checkpoint: Path) -> None:
                             "models.baseline.pretrained=false",
                             f"models.baseline.checkpoint={checkpoint}", "device=cpu",
                             "num_workers=0", "progress=false"])
-    evaluate_cli.run_evaluation(cfg)
+    evaluation_run.run_evaluation(cfg)
 
 
 def _demo(root: Path, checkpoint: Path) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from robustft.config.schemas import CompareSettings
-from robustft.evaluation.marked_block import replace_marked_block
+from robustft.demo.marked_block import replace_marked_block
+from robustft.schemas.schemas import CompareSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -25,10 +25,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("robustft.backbones", "robustft.relevance", "robustft.losses", "robustft.baselines"),
     # the generated benchmark sits beside data/: its reader builds on data.eval, whose
     # registry offers that reader by name
-    ("robustft.data", "robustft.benchmark"),
+    ("robustft.data", "robustft.synth"),
     ("robustft.masks",),
-    ("robustft.config",),
+    ("robustft.schemas",),
     ("robustft.training", "robustft.evaluation"),
+    # the demo and the comparison: training and evaluation put together on the generated
+    # benchmarks
+    ("robustft.demo",),
     ("robustft.cli",),
 )
 # what only a backbone family may read from a model
@@ -267,3 +270,17 @@ def test_the_method_imports_no_lightning_or_hydra():
                           if n.split(".")[0] in ("pytorch_lightning", "lightning", "hydra",
                                                  "omegaconf")]
     assert leaks == []
+
+
+# what an entry point may import from robustft.cli: the shared start-up and error reporting
+CLI_SHARED = {"robustft.cli", "robustft.cli.common", "robustft.cli.errors"}
+
+
+def test_entry_points_import_no_other_entry_point():
+    """Each ``cli/*.py`` is a thin entry point: the work it starts lives in the package
+    (robustft-compare's in ``demo/``, not in ``cli/demo.py``)."""
+    crossing = [f"{module} imports {name}" for module, tree in _sources()
+                if module.startswith("robustft.cli.") and module not in CLI_SHARED
+                for name in _imports(tree)
+                if name.startswith("robustft.cli") and name not in CLI_SHARED]
+    assert crossing == []

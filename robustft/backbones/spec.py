@@ -60,7 +60,7 @@ class ModelSpec:
     weights_file: str | None = None
     checkpoint: str | None = None
     num_classes: int | None = None
-    # None = no arguments; the Hydra schema (robustft.config.store) makes it an open dict
+    # None = no arguments; the Hydra schema (robustft.schemas.store) makes it an open dict
     kwargs: dict[str, Any] | None = None
     tag: str | None = None  # family=open_clip: the pretrained tag (e.g. laion2b_s34b_b88k)
     zero_shot: ZeroShotSpec | None = None  # a zero-shot head (class names x templates)

@@ -6,18 +6,13 @@ import itertools
 import logging
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-import hydra
 import torch
-from hydra import initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from robustft.resources import usable_cpus
 from robustft.training.resume import CHECKPOINT_DIR, LAST_CHECKPOINT, run_dir_to_resume
 
 log = logging.getLogger(__name__)
@@ -107,35 +102,3 @@ def prepare_environment() -> None:
     let float32 matmuls use TF32 where a GPU has it."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     torch.set_float32_matmul_precision("high")
-
-
-def prepare_generated_data(data_cfg: DictConfig) -> None:
-    """Generate the synthetic benchmark when the data config asks for it (``data.synth``);
-    a benchmark already generated with the same settings is reused."""
-    if "synth" not in data_cfg or data_cfg.synth is None:
-        return
-    from robustft.benchmark import SynthConfig, generate_benchmark
-
-    settings = {key: tuple(value) if isinstance(value, list) else value
-                for key, value in OmegaConf.to_container(data_cfg.synth, resolve=True).items()}
-    benchmark_root = Path(data_cfg.root).parent
-    # rendering is CPU-bound and the files do not depend on the worker count
-    generate_benchmark(benchmark_root, SynthConfig(**settings), num_workers=usable_cpus())
-
-
-def compose_run(config_name: str, overrides: Sequence[str]) -> DictConfig:
-    """robustft's config ``config_name`` with ``overrides``, typed by its schemas; inside a
-    Hydra app (this command) through its config search path, elsewhere (a worker process)
-    through robustft's config package."""
-    if GlobalHydra.instance().is_initialized():
-        return hydra.compose(config_name=config_name, overrides=list(overrides))
-    with initialize_config_module("robustft.configs", version_base="1.3"):
-        return hydra.compose(config_name=config_name, overrides=list(overrides))
-
-
-def typed_overrides(hydra_cfg: DictConfig) -> list[str]:
-    """The command line's overrides as typed. Hydra keeps them in its own config, where an
-    interpolation in a value (``data.unmasked_root=${data.benchmark}/...``) resolves when
-    read, against the first composition (the default benchmark); read unresolved, it
-    resolves in each benchmark's own composition."""
-    return [str(item) for item in OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)]

@@ -19,7 +19,7 @@ from robustft.cli.errors import one_line_errors
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from robustft.benchmark import SynthConfig, generate_benchmark
+    from robustft.synth import SynthConfig, generate_benchmark
 
     overrides = {field.name: getattr(args, field.name) for field in dataclasses.fields(SynthConfig)
                  if getattr(args, field.name, None) is not None}

@@ -104,9 +104,14 @@ def _schema_keys(error: BaseException, full_key: str) -> str:
     if not isinstance(error, (errors.ConfigKeyError, errors.ConfigAttributeError)) or \
             not dataclasses.is_dataclass(schema):
         return ""
-    group = full_key.rpartition(".")[0] or "the top level"
+    group, _, key = full_key.rpartition(".")
+    from robustft.schemas.renamed import renamed_to
+
+    new_key = renamed_to(schema, key)
+    if new_key is not None:
+        return f" (renamed: use {group + '.' if group else ''}{new_key})"
     names = [f.name for f in dataclasses.fields(schema) if not f.name.startswith("_")]
-    return f" ({group} takes: {', '.join(names)})"
+    return f" ({group or 'the top level'} takes: {', '.join(names)})"
 
 
 def _hydra_message(error: BaseException) -> str | None:

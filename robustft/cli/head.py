@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from robustft.backbones import ModelSpec
 from robustft.cli.errors import one_line_errors
-from robustft.config.checks import check_config
 from robustft.resources import resolve_device
+from robustft.schemas.checks import check_config
 from robustft.training.probe_fit import fit_head_on_folder
 
 

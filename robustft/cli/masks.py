@@ -8,119 +8,25 @@
         model.name=vit_small_patch14_dinov2 model.weights_file=/w/dinov2_s14.safetensors \
         ++model.kwargs.img_size=224
 
-Config: ``configs/masks.yaml``. The work is done by :func:`robustft.masks.generate.generate_masks`.
+Config: ``configs/masks.yaml``; the run: :func:`robustft.masks.run.run_masks`.
 """
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from robustft.backbones import ModelSpec
 from robustft.cli.errors import one_line_errors
-from robustft.config.checks import check_config
-from robustft.masks.bilateral import BilateralSolverParams
-from robustft.masks.compare import IOU_TABLE_NAME, compare_with_true_masks, write_iou_table
-from robustft.masks.generate import generate_masks, load_mask_model
-from robustft.masks.settings import TokenCutSettings
-from robustft.resources import resolve_num_workers
-
-log = logging.getLogger(__name__)
-
-REQUIRED_KEYS = ("input_dir", "output_dir", "model.name")
-
-
-def check_required(cfg: DictConfig) -> None:
-    """A clear error for required keys that are missing or unset (``???``/null)."""
-    missing = [
-        key
-        for key in REQUIRED_KEYS
-        if OmegaConf.select(cfg, key, default=None, throw_on_missing=False) is None
-    ]
-    if missing:
-        raise ValueError(
-            "robustft-masks: missing required config value(s): "
-            + ", ".join(missing)
-            + ". Example: robustft-masks input_dir=/data/mydataset output_dir=/data/mydataset"
-        )
-
-
-def _describe(spec: ModelSpec) -> str:
-    weights = spec.checkpoint or spec.weights_file or ("hub" if spec.pretrained else "random init")
-    return f"{spec.name} (weights: {weights})"
-
-
-def run(cfg: DictConfig) -> None:
-    """Build the model and settings from ``cfg`` and generate the masks."""
-    check_required(cfg)
-    check_config(cfg)
-    spec = ModelSpec.from_mapping(OmegaConf.to_container(cfg.model, resolve=True))
-    tau = cfg.tau if cfg.tau == "auto" else _number(cfg.tau, "tau")
-    settings = TokenCutSettings(
-        tau=tau,
-        features=str(cfg.get("features", "auto")),
-        block=int(cfg.get("block", -1)),
-        eps=float(cfg.eps),
-        refine=bool(cfg.refine),
-        min_foreground_fraction=float(cfg.min_foreground_fraction),
-        bilateral=BilateralSolverParams(),
-        refine_low_iou=str(cfg.get("refine_low_iou", "invert")),
-    )
-    model = load_mask_model(spec)  # after the settings: a wrong value stops before the build
-    summary = generate_masks(
-        model,
-        cfg.input_dir,
-        cfg.output_dir,
-        settings,
-        batch_size=int(cfg.batch_size),
-        num_workers=resolve_num_workers(cfg.num_workers),
-        device=str(cfg.device),
-        layout=str(cfg.get("layout", "auto")),
-        overwrite=bool(cfg.get("overwrite", False)),
-        progress=bool(cfg.get("progress", True)),
-        model_description=_describe(spec),
-    )
-    print(
-        f"robustft-masks: {summary.total} images, {summary.written} masks written, "
-        f"{summary.resumed} resumed, {len(summary.skipped)} skipped, {summary.kept} kept "
-        f"({summary.images_per_second:.1f} images/s); manifest: {summary.manifest_path}"
-    )
-    for image, reason in summary.skipped:
-        print(f"  skipped {image}: {reason}")
-    if summary.degenerate:
-        print(f"  {summary.degenerate} degenerate graphs (masks not kept; reasons in the manifest)")
-    if cfg.get("compare_to"):
-        report_iou(cfg.output_dir, cfg.compare_to)
-
-
-def _number(value, key: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key}: expected a number or 'auto', got {value!r}") from None
-
-
-def report_iou(output_dir: str, true_root: str) -> None:
-    """Print the IoU of every written mask with its true mask and the mean, and write them
-    to ``<output_dir>/tokencut_iou.csv``."""
-    scores = compare_with_true_masks(output_dir, true_root)
-    if not scores:
-        raise ValueError(f"compare_to: no true mask under {true_root}/masks/<class>/<stem>.png "
-                         "matches a written mask")
-    path = write_iou_table(scores, Path(output_dir) / IOU_TABLE_NAME)
-    for image, iou in sorted(scores.items()):
-        print(f"  IoU {iou:.3f}  {image}")
-    print(f"robustft-masks: mean IoU {sum(scores.values()) / len(scores):.3f} over {len(scores)} "
-          f"images with a true mask in {true_root}; table: {path}")
+from robustft.masks.run import check_required, run_masks
+from robustft.schemas.checks import check_config
 
 
 @one_line_errors("robustft-masks")
 @hydra.main(version_base="1.3", config_path="pkg://robustft.configs", config_name="masks")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    check_required(cfg)
+    check_config(cfg)
+    run_masks(cfg)
 
 
 if __name__ == "__main__":

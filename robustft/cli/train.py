@@ -9,8 +9,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from robustft.cli.common import continue_requeued_job, prepare_environment, prepare_generated_data
+from robustft.cli.common import continue_requeued_job, prepare_environment
 from robustft.cli.errors import one_line_errors
+from robustft.synth.prepare import prepare_generated_data
 from robustft.training.run import check_training_config, train
 
 log = logging.getLogger(__name__)

@@ -11,14 +11,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from robustft.cli.common import (
-    compose_run,
-    prepare_environment,
-    prepare_generated_data,
-    typed_overrides,
-)
+from robustft.cli.common import prepare_environment
 from robustft.cli.errors import one_line_errors
-from robustft.config.checks import check_config, typed_group
+from robustft.schemas.checks import check_config, typed_group
+from robustft.schemas.compose import compose_run, typed_overrides
+from robustft.synth.prepare import prepare_generated_data
 from robustft.training.run import TrainResult, train
 from robustft.training.tune import (
     prune_search,

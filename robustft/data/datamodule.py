@@ -4,8 +4,8 @@ It reads a record source (the generic layout by default), selects files with a s
 decodes every selected pair (a corrupt or truncated file is an error before any model
 step, not mid-epoch; masks without foreground are counted and excluded or kept per
 ``empty_masks``), writes the selection manifest to the run directory, and builds the joint
-transforms from the model's preprocessing (mean/std/input size from timm's
-pretrained_cfg unless overridden).
+transforms from the model's preprocessing (mean/std/input size from the model's
+family unless overridden).
 """
 
 from __future__ import annotations

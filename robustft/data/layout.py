@@ -4,7 +4,7 @@ paths named by manifests and metadata files, and the two errors that bad input r
 re-exported here).
 
 Nothing here knows a label protocol, so the training-side readers (``robustft.data.generic``)
-and the evaluation datasets (``robustft.data.eval`` and ``robustft.benchmark.read``) both build
+and the evaluation datasets (``robustft.data.eval`` and ``robustft.synth.read``) both build
 on it.
 """
 

@@ -60,7 +60,7 @@ def build_eval_transforms(
     """One eval transform per model; models with equal preprocessing get the SAME object,
     which is what lets :func:`evaluate_models` compute their input tensor once.
 
-    ``protocol="standard"``: each model's own timm ``pretrained_cfg`` (via
+    ``protocol="standard"``: each model's own preprocessing, as its family gives it (via
     ``robustft.backbones.preprocessing_config``; ``overrides`` such as ``crop_pct=...``
     replace its keys). ``protocol="legacy"``: :func:`legacy_eval_transform` at each
     model's input size.

@@ -15,11 +15,11 @@ inputs, all known BEFORE any model is built or any image decoded:
   part of it (a moved file with the same bytes is the same model); the sidecar records
   them.
 - ``protocol``; ``preprocessing``: under the standard protocol the overrides that are set
-  (``preprocessing.crop_pct=...``); the rest of a model's preprocessing is resolved by timm
-  from the model's ``pretrained_cfg``, a function of ``name``, ``kwargs`` and the timm
-  version, which are in the fingerprint (the resolved config needs the model built, which
-  a rerun with nothing changed must not do). Under the legacy protocol the overrides do
-  not apply and are left out.
+  (``preprocessing.crop_pct=...``); the rest of a model's preprocessing is resolved by its
+  family (timm: from the model's ``pretrained_cfg``), a function of ``name``, ``kwargs``
+  and the family's identity and version, which are in the fingerprint (the resolved
+  config needs the model built, which a rerun with nothing changed must not do). Under
+  the legacy protocol the overrides do not apply and are left out.
 - ``precision`` (autocast changes predictions); device, batch size and workers do not
   enter (they change nothing beyond float rounding).
 - ``dataset``: its type, root (resolved absolute path), the other keys of its spec
@@ -29,7 +29,7 @@ inputs, all known BEFORE any model is built or any image decoded:
   keeps the fingerprints it had before they existed): the metrics, the relevance method
   and the settings of the requested metrics (perturbation fractions, removal value and
   explained class; the share's explained class)
-  (``robustft.evaluation.explanation.ExplanationSettings.fingerprint_inputs``).
+  (``robustft.evaluation.metrics.map_scoring.ExplanationSettings.fingerprint_inputs``).
 
 ``results.csv`` stores the digest per row; ``fingerprints.json`` in the run directory maps
 each digest to its full inputs (and the model files' paths), so a user can see why a

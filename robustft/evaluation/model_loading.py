@@ -2,14 +2,14 @@
 
 An entry is a mapping with keys:
 
-- ``name``: timm architecture, with or without a pretrained tag
-  (``vit_base_patch16_224.orig_in21k_ft_in1k``);
+- ``name``: the architecture (for the default family, timm, with or without a pretrained tag
+  ``vit_base_patch16_224.orig_in21k_ft_in1k``);
 - ``pretrained`` (default true): load the tag's weights from the hub, unless
   ``weights_file`` or ``checkpoint`` is given;
-- ``weights_file``: a local ``.safetensors`` / ``.pth`` for timm's loader;
+- ``weights_file``: a local ``.safetensors`` / ``.pth`` for the family's loader;
 - ``checkpoint``: a Lightning ``.ckpt`` of ``robustft-train``; the ``state_dict`` entries
   prefixed ``model.`` are loaded (strictly) into ``create_model(name, **kwargs)``;
-- ``num_classes``, ``kwargs``: passed to the timm constructor;
+- ``num_classes``, ``kwargs``: passed to the family's constructor;
 - ``family``, ``tag``, ``zero_shot``: another model family (``open_clip``), its pretrained
   tag, and a zero-shot head (``robustft.backbones.ModelSpec``);
 - ``family: hf`` with ``hf_id`` / ``hf_path``: a Hugging Face model instead (no ``name``).

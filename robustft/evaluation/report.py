@@ -14,8 +14,8 @@
 - plots (matplotlib Agg): ``accuracy_per_dataset.png`` (grouped bars, top-1) and
   ``factors_<dataset>.png`` (top-1 against each factor: SI-Score area, x/y location,
   rotation; the generated benchmark's sweeps); ``perturbation_<dataset>.png``.
-- the explanation metrics (``<method>:<quantity>`` rows, values in the ``accuracy``
-  column) get their own tables (``robustft.evaluation.explanation_report``).
+- the explanation metrics (``<method>:<quantity>`` rows, values in the ``value``
+  column) get their own tables (``robustft.evaluation.metrics.report_tables``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from robustft.evaluation.explanation_report import (
+from robustft.evaluation.metrics.report_tables import (
     explanation_markdown,
     is_explanation_metric,
     plot_perturbation_curves,
@@ -50,6 +50,8 @@ __all__ = [
 CSV_NAME = "results.csv"
 MARKDOWN_NAME = "results.md"
 FINGERPRINT_COLUMN = "fingerprint"
+VALUE_COLUMN = "value"  # a row's number: top-1 / top-5 (%), or an explanation metric's
+OLD_VALUE_COLUMN = "accuracy"  # its name before (results.csv files written then still read)
 CSV_COLUMNS: tuple[str, ...] = (*RESULT_COLUMNS, FINGERPRINT_COLUMN)
 
 
@@ -58,17 +60,24 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         header = list(reader.fieldnames or ())
-        missing = [column for column in RESULT_COLUMNS if column not in header]
-        if missing:
-            raise ValueError(
-                f"{path}: not a robustft results.csv (missing columns {missing}); "
-                "use another output directory"
-            )
-        return header, [dict(row) for row in reader]
+        rows = [dict(row) for row in reader]
+    if OLD_VALUE_COLUMN in header and VALUE_COLUMN not in header:
+        # written before the column was renamed (it holds top-1, IoU and AUC alike): read
+        # as ``value``, so that a resumed run keeps its rows and rewrites them renamed
+        header = [VALUE_COLUMN if column == OLD_VALUE_COLUMN else column for column in header]
+        for row in rows:
+            row[VALUE_COLUMN] = row.pop(OLD_VALUE_COLUMN)
+    missing = [column for column in RESULT_COLUMNS if column not in header]
+    if missing:
+        raise ValueError(
+            f"{path}: not a robustft results.csv (missing columns {missing}); "
+            "use another output directory"
+        )
+    return header, rows
 
 
 def read_results_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Rows of a ``results.csv`` (accuracy as float, num_images as int, fingerprint "" when
+    """Rows of a ``results.csv`` (value as float, num_images as int, fingerprint "" when
     the file predates fingerprints); [] if absent."""
     path = Path(path)
     if not path.is_file():
@@ -76,7 +85,7 @@ def read_results_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     rows = []
     for row in _read_rows(path)[1]:
         row = dict(row)
-        row["accuracy"] = float(row["accuracy"])
+        row["value"] = float(row["value"])
         row["num_images"] = int(row["num_images"])
         row[FINGERPRINT_COLUMN] = row.get(FINGERPRINT_COLUMN) or ""
         rows.append(row)
@@ -102,11 +111,11 @@ def recorded_fingerprints(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, 
 
 
 def _csv_row(row: Mapping[str, Any]) -> dict[str, str]:
-    accuracy = row["accuracy"]
-    text = accuracy if isinstance(accuracy, str) else f"{float(accuracy):.6f}"
+    value = row["value"]
+    text = value if isinstance(value, str) else f"{float(value):.6f}"
     return {
         **{column: str(row.get(column, "")) for column in CSV_COLUMNS},
-        "accuracy": text,
+        "value": text,
     }
 
 
@@ -159,7 +168,7 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results
     datasets = _ordered(row["dataset"] for row in overall)
     metrics = sorted(m for m in _ordered(row["metric"] for row in overall)
                      if not is_explanation_metric(m))
-    value = {(r["model"], r["dataset"], r["metric"]): float(r["accuracy"]) for r in overall}
+    value = {(r["model"], r["dataset"], r["metric"]): float(r["value"]) for r in overall}
     protocol_of = {r["dataset"]: r["protocol"] for r in overall}
     lines = [f"# {title}", ""]
     lines += [line for note in notes for line in (note, "")]
@@ -205,7 +214,7 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Results
             count = ""
             for model in models:
                 row = keyed.get((model, dataset, factor, factor_value))
-                cells.append("—" if row is None else f"{float(row['accuracy']):.2f}")
+                cells.append("—" if row is None else f"{float(row['value']):.2f}")
                 count = count or ("" if row is None else str(row["num_images"]))
             lines.append(
                 f"| {dataset} | {factor} | {factor_value} | {count} | " + " | ".join(cells) + " |"
@@ -246,7 +255,7 @@ def plot_results(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[s
     models = _ordered(r["model"] for r in rows)
     if overall:
         datasets = _ordered(r["dataset"] for r in overall)
-        value = {(r["model"], r["dataset"]): float(r["accuracy"]) for r in overall}
+        value = {(r["model"], r["dataset"]): float(r["value"]) for r in overall}
         figure, axes = plt.subplots(
             figsize=(max(6.0, 1.2 * len(datasets) * max(1, len(models)) / 2), 4)
         )
@@ -279,7 +288,7 @@ def plot_results(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[s
         for axes, (factor, factor_rows) in zip(axes_list[0], sorted(factors.items()), strict=True):
             for model in models:
                 points = sorted(
-                    (_as_number(r["factor_value"]), float(r["accuracy"]))
+                    (_as_number(r["factor_value"]), float(r["value"]))
                     for r in factor_rows
                     if r["model"] == model
                 )

@@ -14,9 +14,9 @@ Rows returned (one per model x dataset x metric, plus one per factor value when 
 carry meta)::
 
     {"model", "dataset", "protocol", "metric", "factor", "factor_value",
-     "accuracy", "num_images"}
+     "value", "num_images"}
 
-``metric`` is ``"top1"`` / ``"top5"``, ``accuracy`` is in percent, ``factor`` and
+``metric`` is ``"top1"`` / ``"top5"``, ``value`` its accuracy in percent, ``factor`` and
 ``factor_value`` are ``""`` on the overall rows.
 
 An image that does not decode (corrupt bytes, a truncated PNG or JPEG: the dataset raises
@@ -47,9 +47,9 @@ from robustft.evaluation.eval_transforms import (
     legacy_eval_transform,
     model_eval_transform,
 )
-from robustft.evaluation.explanation import ExplanationScorer, ExplanationSettings
 from robustft.evaluation.mask_views import MaskTransform, mask_geometry, transform_normalization
 from robustft.evaluation.metrics import TopKAccuracy
+from robustft.evaluation.metrics.map_scoring import ExplanationScorer, ExplanationSettings
 from robustft.evaluation.unreadable import UnreadableImage, report_unreadable
 from robustft.labels import LabelProtocol
 
@@ -72,7 +72,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "metric",
     "factor",
     "factor_value",
-    "accuracy",
+    "value",
     "num_images",
 )
 
@@ -164,7 +164,7 @@ def evaluate_models(
       :class:`UnreadableImage` appended for each. ``num_images`` counts the readable
       images; a dataset none of whose images decodes is a ``ValueError``.
     - ``explanations`` picks the metrics (default: top-1/top-5 alone); the explanation
-      metrics (``robustft.evaluation.metrics``, ``robustft.evaluation.explanation``) run
+      metrics (``robustft.evaluation.metrics``, ``robustft.evaluation.metrics.map_scoring``) run
       in the same pass, on the same
       input tensors, with each mask resampled like its image (``mask_geometry``). A metric
       the dataset cannot give (masks, labels) is a ``ValueError`` before any image is read.
@@ -323,6 +323,6 @@ def _row(
         "metric": metric,
         "factor": factor,
         "factor_value": factor_value,
-        "accuracy": accuracy,
+        "value": accuracy,
         "num_images": count,
     }

@@ -10,13 +10,13 @@ size), plus ``<output_dir>/tokencut_manifest.csv`` (one row per image, see
 :mod:`robustft.masks.settings`). Pointing ``output_dir`` at a generic-layout
 ``input_dir`` puts the masks next to the images.
 
-Preprocessing: every image is **resized** (aspect ratio not kept, the model's timm
+Preprocessing: every image is **resized** (aspect ratio not kept, the model's own
 interpolation) to the model's input size, e.g. 224x224 — so any image size works
 whatever the patch size, and images batch together. The patch-grid mask is then
 upsampled (nearest) back to the image's own size and, with ``refine``, refined by the
-bilateral solver at that size. Normalisation: the model's timm ``pretrained_cfg``
-mean/std. EXIF orientation is not applied (mask pixels align with the stored pixels, as
-ImageNet-S masks do).
+bilateral solver at that size. Normalisation: the model's own mean/std
+(``robustft.backbones.preprocessing_config``). EXIF orientation is not applied (mask
+pixels align with the stored pixels, as ImageNet-S masks do).
 
 Resume: an image whose mask PNG already exists is not recomputed; its manifest row is
 taken from the previous manifest, or recomputed from the PNG when there is none
@@ -149,7 +149,7 @@ def generate_masks(
     reported (manifest ``status=skipped`` with the reason, and a console warning naming
     the file); a model no backbone family explains raises ``TypeError`` before any work.
     ``model_description`` (e.g. name and weights file) is recorded in the settings file;
-    by default the model's timm ``pretrained_cfg`` name, which does not say whether its
+    by default the model's name as its family describes it, which does not say whether its
     weights were loaded.
     """
     backbone = backbone_of(model)

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robustft.evaluation.segmentation import IGNORE_VALUE, average_precision, threshold_at_mean
+from robustft.evaluation.metrics.segmentation_scores import IGNORE_VALUE, average_precision, threshold_at_mean
 from robustft.losses import foreground_share
 
 __all__ = ["BACKGROUNDS_PER_PAIR", "MARGIN_Z", "HeldOutSummary", "background_partners", "decision_measures",

@@ -35,8 +35,7 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 
 from robustft.backbones import backbone_of, preprocessing_config
-from robustft.evaluation.explain_targets import ClassNames, model_class_names
-from robustft.evaluation.overlay_grid import (
+from robustft.evaluation.explain.overlay_grid import (
     add_legend,
     denormalize,
     draw_grid,
@@ -44,6 +43,7 @@ from robustft.evaluation.overlay_grid import (
     mask_picture,
     percent,
 )
+from robustft.evaluation.explain.targets import ClassNames, model_class_names
 from robustft.labels import imagenet_synsets
 from robustft.relevance import RELEVANCE_METHODS, RelevanceConfig, upsample_and_normalize
 

@@ -20,8 +20,8 @@ from torch import nn
 
 from robustft.backbones import ModelSpec, backbone_of, preprocessing_config
 from robustft.checkpoints import lightning_load_context, load_checkpoint
-from robustft.config.checks import check_config, typed_group
 from robustft.data.transforms import crop_height_width
+from robustft.schemas.checks import check_config, typed_group
 from robustft.training.loggers import build_loggers
 from robustft.training.module import RelevanceFinetuner
 from robustft.training.resume import checkpoint_to_resume

@@ -36,7 +36,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 from omegaconf import OmegaConf
 
-from robustft.config.schemas import SAMPLERS, TuneSettings
+from robustft.schemas.schemas import SAMPLERS, TuneSettings
 from robustft.training.run import TrainResult
 
 __all__ = ["SAMPLERS", "TrialRecord", "TuneResult", "TuneSettings", "parse_search_space",

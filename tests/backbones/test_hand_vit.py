@@ -13,10 +13,10 @@ from fixtures.miniature import make_generated_benchmark
 from tiny_models import tiny_vit
 
 from robustft.backbones import backbone_of
-from robustft.benchmark.read import ImageFolderSplit
 from robustft.data.datamodule import ImageMaskDataModule
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
 from robustft.relevance import relevance_map
+from robustft.synth.read import ImageFolderSplit
 from robustft.training.module import RelevanceFinetuner
 
 
@@ -81,7 +81,7 @@ def test_single_pass_runner_evaluates_it_beside_a_timm_model(tmp_path):
         targets = torch.tensor([dataset[i][1] for i in range(len(dataset))])
         with torch.no_grad():
             expected = (model(images).argmax(-1) == targets).double().mean().item() * 100
-        assert top1[label]["accuracy"] == pytest.approx(expected, abs=1e-3)
+        assert top1[label]["value"] == pytest.approx(expected, abs=1e-3)
 
 
 def test_a_model_no_family_explains_is_refused_in_one_line():

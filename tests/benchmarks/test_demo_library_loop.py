@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
-from robustft.cli.common import prepare_generated_data
+from robustft.synth.prepare import prepare_generated_data
 from robustft.training.run import build_model
 
 HARNESS = Path(__file__).resolve().parents[2] / "benchmarks" / "demo_library_loop.py"

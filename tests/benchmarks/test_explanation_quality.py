@@ -16,10 +16,10 @@ import torch
 from safetensors.torch import save_file
 
 from robustft.backbones import create_model
-from robustft.benchmark import SynthConfig, generate_benchmark
-from robustft.evaluation.relevance_stats import load_pairs, mean_foreground_share
+from robustft.demo.relevance_stats import load_pairs, mean_foreground_share
+from robustft.demo.split_measures import generated_split, split_pairs
 from robustft.evaluation.runner import build_eval_transforms
-from robustft.evaluation.split_measures import generated_split, split_pairs
+from robustft.synth import SynthConfig, generate_benchmark
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "explanation_quality.py"
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}

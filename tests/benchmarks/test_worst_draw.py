@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from robustft.evaluation.compare import ORIGINAL, REFERENCE, ResultRow, write_results
+from robustft.demo.compare_results import ORIGINAL, REFERENCE, ResultRow, write_results
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "worst_draw.py"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from robustft.evaluation.compare import read_results
+from robustft.demo.compare_results import read_results
 
 MINIATURE = ["++data.synth.num_classes=4", "++data.synth.train_per_class=4",
              "++data.synth.pretrain_per_class=8", "++data.synth.eval_per_class=4",
@@ -95,7 +95,7 @@ def test_wrong_pretrain_root_is_named(tmp_path):
 def test_overrides_with_interpolations_resolve_in_each_benchmark_s_composition():
     from hydra import compose, initialize_config_module
 
-    from robustft.cli.compare import typed_overrides
+    from robustft.schemas.compose import typed_overrides
 
     override = "data.unmasked_root=${paths.data_dir}/${data.benchmark}/pretrain/images"
     with initialize_config_module("robustft.configs", version_base="1.3"):
@@ -114,7 +114,7 @@ def test_runs_in_worker_processes_give_the_weights_of_runs_in_this_process(tmp_p
     import torch
     from fixtures.generic_layout import make_generic_layout
 
-    from robustft.cli.compare import RunSpec, fine_tune_runs
+    from robustft.demo.comparison import RunSpec, fine_tune_runs
 
     root = make_generic_layout(tmp_path / "pairs", num_classes=2, per_class=3, size=(32, 32))
 
@@ -128,7 +128,7 @@ def test_runs_in_worker_processes_give_the_weights_of_runs_in_this_process(tmp_p
                 "++model.kwargs.patch_size=8", "++model.kwargs.depth=1",
                 "++model.kwargs.embed_dim=32", "++model.kwargs.num_heads=2")) for seed in (0, 1)]
 
-    monkeypatch.setattr("robustft.cli.compare.usable_cpus", lambda: 2)  # one thread per worker
+    monkeypatch.setattr("robustft.demo.comparison.usable_cpus", lambda: 2)  # one thread per worker
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

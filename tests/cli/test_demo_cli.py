@@ -66,17 +66,17 @@ def test_the_stand_in_s_cache_key_leaves_out_the_probe_head_settings(monkeypatch
 
     from hydra import compose, initialize_config_module
 
-    from robustft.cli import demo
+    from robustft.demo import stand_in
 
     keys = []
     with initialize_config_module("robustft.configs", version_base="1.3"):
         cfgs = [compose("demo", overrides=extra) for extra in (
             [], ["pretrain.head_per_class=7", "pretrain.head_data=scenes"], ["pretrain.lr=0.01"])]
     for cfg in cfgs:
-        with mock.patch.object(demo, "pretrain_cached",
+        with mock.patch.object(stand_in, "pretrain_cached",
                                lambda *a, settings, **k: keys.append(settings)), \
-                mock.patch.object(demo, "build_datamodule", lambda *a, **k: None):
-            demo.pretrain_stand_in(cfg)
+                mock.patch.object(stand_in, "build_datamodule", lambda *a, **k: None):
+            stand_in.pretrain_stand_in(cfg)
     assert keys[0] == keys[1] and keys[0] != keys[2]
     assert "probe_head" not in keys[0]["model"]
     assert not any(key.startswith("head_") for key in keys[0]["pretrain"])

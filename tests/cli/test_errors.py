@@ -25,8 +25,8 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 import robustft.cli.data as data_cli
-import robustft.cli.demo as demo_cli
-import robustft.cli.evaluate as evaluate_cli
+import robustft.cli.demo as demo_main
+import robustft.cli.evaluate as evaluate_main
 import robustft.cli.masks as masks_cli
 import robustft.cli.train as train_cli
 from robustft.backbones import create_model
@@ -165,6 +165,25 @@ def test_unknown_key_is_one_line(tmp_path, pairs, capsys, monkeypatch):
     assert "+model.not_a_key=1" in message
 
 
+def test_a_renamed_key_is_one_line_naming_the_new_key(tmp_path, pairs, capsys, monkeypatch):
+    """loss.lambda_acc is loss.lambda_cls now: refused, on the command line and in YAML,
+    with one line that names the new key."""
+    code, lines = _run(train_cli.main, _train_argv(tmp_path, pairs, "loss.lambda_acc=0.5"),
+                       capsys, monkeypatch)
+    message = _one_error_line(code, lines, "robustft-train")
+    assert message.startswith("loss.lambda_acc: Key 'lambda_acc' not in 'LossConfig' (renamed: "
+                              "use loss.lambda_cls)"), message
+    own = tmp_path / "own_configs" / "experiment"
+    own.mkdir(parents=True)
+    (own / "old_keys.yaml").write_text("# @package _global_\nloss:\n  lambda_acc: 1.0\n")
+    argv = _train_argv(tmp_path, pairs, "experiment=old_keys")
+    code, lines = _run(train_cli.main, [argv[0], "--config-dir", str(own.parent), *argv[1:]],
+                       capsys, monkeypatch)
+    message = _one_error_line(code, lines, "robustft-train")
+    assert message.startswith("loss.lambda_acc: Key 'lambda_acc' not in 'LossConfig' (renamed: "
+                              "use loss.lambda_cls)"), message
+
+
 @pytest.mark.parametrize("how", ["HYDRA_FULL_ERROR", "verbose=true"])
 def test_full_error_or_verbose_raises_with_the_traceback(tmp_path, pairs, monkeypatch, how):
     argv = _train_argv(tmp_path, pairs, "model.not_a_key=1")
@@ -181,7 +200,7 @@ def test_full_error_or_verbose_raises_with_the_traceback(tmp_path, pairs, monkey
 
 
 def test_composition_errors_of_the_other_hydra_commands(capsys, monkeypatch):
-    for main, command in ((demo_cli.main, "robustft-demo"), (evaluate_cli.main, "robustft-eval"),
+    for main, command in ((demo_main.main, "robustft-demo"), (evaluate_main.main, "robustft-eval"),
                           (masks_cli.main, "robustft-masks")):
         code, lines = _run(main, [command, "not_a_key=1"], capsys, monkeypatch)
         message = _one_error_line(code, lines, command)
@@ -270,7 +289,7 @@ def test_checkpoint_of_another_architecture_in_evaluation(tmp_path, capsys, monk
     wide = create_model("vit_tiny_patch16_224", **{**TINY, "embed_dim": 64})
     checkpoint = tmp_path / "wide.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in wide.state_dict().items()}}, checkpoint)
-    code, lines = _run(evaluate_cli.main, _eval_argv(
+    code, lines = _run(evaluate_main.main, _eval_argv(
         tmp_path, tmp_path / "data", "models.baseline.pretrained=false",
         "+models.ft.name=vit_tiny_patch16_224", f"+models.ft.checkpoint={checkpoint}",
         f"+models.ft.kwargs={TINY_ENTRY}"), capsys, monkeypatch)
@@ -284,7 +303,7 @@ def test_truncated_weights_file_in_evaluation(tmp_path, capsys, monkeypatch):
     path = tmp_path / "vit.safetensors"
     save_file(create_model("vit_tiny_patch16_224", **TINY).state_dict(), str(path))
     truncate(path)
-    code, lines = _run(evaluate_cli.main, _eval_argv(
+    code, lines = _run(evaluate_main.main, _eval_argv(
         tmp_path, tmp_path / "data", f"models.baseline.weights_file={path}"), capsys, monkeypatch)
     message = _one_error_line(code, lines, "robustft-eval")
     assert message.startswith(f"models.baseline.weights_file: {path} is not a readable "

@@ -14,7 +14,8 @@ import pytest
 from fixtures.eval_workspace import TINY_OVERRIDE, make_eval_workspace, models_cfg
 from hydra import compose, initialize_config_module
 
-import robustft.cli.evaluate as evaluate_cli
+import robustft.cli.evaluate as evaluate_command
+import robustft.evaluation.run as evaluation_run
 from robustft.evaluation.report import read_results_csv
 from robustft.labels import imagenet_synsets
 
@@ -47,7 +48,7 @@ def _cfg(workspace, out_dir: Path, *extra: str):
 
 
 def test_full_run_writes_csv_markdown_plots(workspace, tmp_path: Path) -> None:
-    out = evaluate_cli.run_evaluation(_cfg(workspace, tmp_path / "run"))
+    out = evaluation_run.run_evaluation(_cfg(workspace, tmp_path / "run"))
     rows = read_results_csv(out / "results.csv")
     overall = {(r["model"], r["dataset"], r["metric"]) for r in rows if not r["factor"]}
     datasets = ["imagenet-val", "imagenet-a", "objectnet", "si-score-area"]
@@ -80,16 +81,16 @@ def test_checkpoint_weights_are_loaded(workspace, tmp_path: Path) -> None:
         f"models.baseline.checkpoint={workspace['checkpoint']}",
         "models.baseline.weights_file=null",
     )
-    rows = read_results_csv(evaluate_cli.run_evaluation(cfg) / "results.csv")
+    rows = read_results_csv(evaluation_run.run_evaluation(cfg) / "results.csv")
     by_model = {}
     for row in rows:
-        by_model.setdefault(row["model"], []).append((row["metric"], row["accuracy"]))
+        by_model.setdefault(row["model"], []).append((row["metric"], row["value"]))
     assert by_model["baseline"] == by_model["finetuned"]
 
 
 def test_legacy_protocol_is_labelled(workspace, tmp_path: Path) -> None:
     cfg = _cfg(workspace, tmp_path / "run", "protocol=legacy", "only=[imagenet-a,objectnet]")
-    out = evaluate_cli.run_evaluation(cfg)
+    out = evaluation_run.run_evaluation(cfg)
     rows = read_results_csv(out / "results.csv")
     assert {r["protocol"] for r in rows} == {"legacy:1000-way"}
     assert "**Legacy protocol**" in (out / "results.md").read_text()
@@ -98,9 +99,9 @@ def test_legacy_protocol_is_labelled(workspace, tmp_path: Path) -> None:
 def test_missing_dataset_root_is_an_error_unless_skipped(workspace, tmp_path: Path) -> None:
     cfg = _cfg(workspace, tmp_path / "a", "only=[imagenet-val,imagenet-r]")
     with pytest.raises(Exception, match="imagenet-r"):
-        evaluate_cli.run_evaluation(cfg)
+        evaluation_run.run_evaluation(cfg)
     cfg = _cfg(workspace, tmp_path / "b", "only=[imagenet-val,imagenet-r]", "skip_missing=true")
-    rows = read_results_csv(evaluate_cli.run_evaluation(cfg) / "results.csv")
+    rows = read_results_csv(evaluation_run.run_evaluation(cfg) / "results.csv")
     assert {r["dataset"] for r in rows} == {"imagenet-val"}
 
 
@@ -117,7 +118,7 @@ def test_multirun_writes_one_directory_per_job(workspace, tmp_path: Path, monkey
         "run_name=sweep",
     ]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
-    evaluate_cli.main()
+    evaluate_command.main()
     sweep_dir = tmp_path / "logs" / "eval" / "sweep" / "multirun"
     job_dirs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
     datasets = []
@@ -140,10 +141,10 @@ def test_skip_missing_skips_a_missing_si_score_subset(tmp_path: Path, workspace,
 
     with pytest.raises(FileNotFoundError, match=r"^eval\.datasets\.si-score-rotation: folder not "
                        r"found: .*si-score/rotation ") as error:  # fmt: skip
-        evaluate_cli.run_evaluation(cfg())
+        evaluation_run.run_evaluation(cfg())
     assert "\n" not in str(error.value)
-    caplog.set_level(logging.WARNING, logger="robustft.cli.evaluate")
-    out = evaluate_cli.run_evaluation(cfg("skip_missing=true"))
+    caplog.set_level(logging.WARNING, logger="robustft.evaluation.run")
+    out = evaluation_run.run_evaluation(cfg("skip_missing=true"))
     assert {r["dataset"] for r in read_results_csv(out / "results.csv")} == {"si-score-area"}
     skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping")]
     assert len(skipped) == 2
@@ -153,17 +154,17 @@ def test_skip_missing_skips_a_missing_si_score_subset(tmp_path: Path, workspace,
 
 def test_device_and_workers_are_resolved(workspace, tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(ValueError, match=r"^device='gpu': "):
-        evaluate_cli.run_evaluation(_cfg(workspace, tmp_path / "a", "only=imagenet-val", "device=gpu"))
-    monkeypatch.setattr(evaluate_cli, "resolve_num_workers", lambda value: 0 if value is None else -1)
+        evaluation_run.run_evaluation(_cfg(workspace, tmp_path / "a", "only=imagenet-val", "device=gpu"))
+    monkeypatch.setattr(evaluation_run, "resolve_num_workers", lambda value: 0 if value is None else -1)
     seen = []
-    real = evaluate_cli.evaluate_models
+    real = evaluation_run.evaluate_models
 
     def recording(models, dataset, **kwargs):
         seen.append(kwargs["num_workers"])
         return real(models, dataset, **kwargs)
 
-    monkeypatch.setattr(evaluate_cli, "evaluate_models", recording)
-    evaluate_cli.run_evaluation(_cfg(workspace, tmp_path / "b", "only=imagenet-val", "num_workers=null"))
+    monkeypatch.setattr(evaluation_run, "evaluate_models", recording)
+    evaluation_run.run_evaluation(_cfg(workspace, tmp_path / "b", "only=imagenet-val", "num_workers=null"))
     assert seen == [0]
 
 
@@ -188,7 +189,7 @@ def test_custom_folder_dataset_from_the_command_line(workspace, tmp_path: Path) 
         workspace, tmp_path / "run", {"baseline": {"num_classes": "3"}},
         f"+eval.datasets.own={{type:generated,root:{bench.root},split:shuffled}}", "only=[own]",
     )  # fmt: skip
-    rows = read_results_csv(evaluate_cli.run_evaluation(cfg) / "results.csv")
+    rows = read_results_csv(evaluation_run.run_evaluation(cfg) / "results.csv")
     assert {(r["dataset"], r["protocol"], r["num_images"]) for r in rows} == {
         ("own", "standard:3-way", bench.splits["shuffled"])
     }
@@ -205,7 +206,7 @@ def test_unreadable_images_are_listed_in_the_run_directory(workspace, tmp_path: 
         data / "imagenet" / "val" / imagenet_synsets()[1] / "zz_truncated.JPEG", seed=3,
         size=(64, 48)))
     cfg = _cfg(workspace, tmp_path / "run", "only=imagenet-val", f"data_root={data}")
-    out = evaluate_cli.run_evaluation(cfg)
+    out = evaluation_run.run_evaluation(cfg)
     with (out / "unreadable_images.csv").open() as handle:
         listed = list(csv.DictReader(handle))
     assert sorted((row["dataset"], row["path"]) for row in listed) == [
@@ -243,11 +244,11 @@ def test_openclip_zero_shot_model_from_a_checkpoint_alone(workspace, tmp_path: P
                  "device=cpu", "progress=false", "plots=false"]
     with initialize_config_module("robustft.configs", version_base="1.3"):
         cfg = compose("eval", overrides=overrides)
-    rows = read_results_csv(evaluate_cli.run_evaluation(cfg) / "results.csv")
+    rows = read_results_csv(evaluation_run.run_evaluation(cfg) / "results.csv")
     by_model: dict[str, list] = {}
     for row in rows:
         by_model.setdefault(row["model"], []).append(
-            (row["dataset"], row["protocol"], row["metric"], row["accuracy"]))
+            (row["dataset"], row["protocol"], row["metric"], row["value"]))
     assert by_model["file"] == by_model["ckpt"]
     protocols = {(dataset, protocol) for dataset, protocol, _m, _a in by_model["ckpt"]}
     assert ("imagenet-a", "standard:imagenet-a-200-of-1000") in protocols
@@ -275,8 +276,8 @@ def test_hugging_face_model_scores_as_its_own_pipeline(workspace, tmp_path: Path
         "+models.hf.family=hf", f"+models.hf.hf_path={tmp_path / 'hf'}",
         f"+eval.datasets.own={{type:generated,root:{bench.root},split:shuffled}}", "only=[own]",
     )  # fmt: skip
-    rows = read_results_csv(evaluate_cli.run_evaluation(cfg) / "results.csv")
-    top1 = {r["model"]: float(r["accuracy"]) for r in rows if r["metric"] == "top1"}
+    rows = read_results_csv(evaluation_run.run_evaluation(cfg) / "results.csv")
+    top1 = {r["model"]: float(r["value"]) for r in rows if r["metric"] == "top1"}
     processor = AutoImageProcessor.from_pretrained(tmp_path / "hf")
     classes = (bench.root / "classes.txt").read_text().split()
     correct = total = 0

@@ -12,7 +12,7 @@ import pytest
 from fixtures.generic_layout import make_generic_layout
 from hydra import compose, initialize_config_module
 
-import robustft.cli.evaluate as evaluate_cli
+import robustft.evaluation.run as evaluation_run
 from robustft.checkpoints import training_preprocessing_of
 from robustft.evaluation.report import read_results_csv
 from robustft.training.run import train
@@ -58,7 +58,7 @@ def test_the_checkpoint_records_the_run_s_validation_preprocessing(trained):
 
 def test_a_generic_folder_gives_top1_and_the_share_with_the_training_preprocessing(trained,
                                                                                  tmp_path):
-    out = evaluate_cli.run_evaluation(_cfg(trained, tmp_path / "run",
+    out = evaluation_run.run_evaluation(_cfg(trained, tmp_path / "run",
                                            f"eval.folders=[{trained['pairs']}]",
                                            "metrics=[top1,share]"))
     rows = read_results_csv(out / "results.csv")
@@ -70,7 +70,7 @@ def test_a_generic_folder_gives_top1_and_the_share_with_the_training_preprocessi
 
 
 def test_class_folders_give_top1_and_the_model_s_own_preprocessing_on_request(trained, tmp_path):
-    out = evaluate_cli.run_evaluation(_cfg(trained, tmp_path / "run",
+    out = evaluation_run.run_evaluation(_cfg(trained, tmp_path / "run",
                                            f"eval.folders=[{trained['plain']}]",
                                            "preprocessing.source=model"))
     rows = read_results_csv(out / "results.csv")
@@ -81,9 +81,9 @@ def test_class_folders_give_top1_and_the_model_s_own_preprocessing_on_request(tr
 
 def test_a_folder_that_is_not_there_is_one_line(trained, tmp_path):
     with pytest.raises(FileNotFoundError, match="eval.folders: .*nowhere is not a folder"):
-        evaluate_cli.run_evaluation(_cfg(trained, tmp_path / "run",
+        evaluation_run.run_evaluation(_cfg(trained, tmp_path / "run",
                                          f"eval.folders=[{tmp_path / 'nowhere'}]"))
     with pytest.raises(ValueError, match="preprocessing.source must be one of"):
-        evaluate_cli.run_evaluation(_cfg(trained, tmp_path / "run",
+        evaluation_run.run_evaluation(_cfg(trained, tmp_path / "run",
                                          f"eval.folders=[{trained['plain']}]",
                                          "preprocessing.source=camera"))

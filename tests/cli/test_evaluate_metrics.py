@@ -13,7 +13,7 @@ from fixtures.eval_workspace import make_eval_workspace, models_cfg
 from fixtures.generic_layout import make_generic_layout
 from fixtures.gtsegs import make_gtsegs
 
-import robustft.cli.evaluate as evaluate_cli
+import robustft.evaluation.run as evaluation_run
 from robustft.evaluation.report import read_results_csv
 
 ALL = "metrics=[top1,perturbation,segmentation,share]"
@@ -46,7 +46,7 @@ def _cfg(workspace, out_dir: Path, *extra: str):
 def test_all_metrics_write_rows_tables_and_plot(workspace, tmp_path: Path) -> None:
     cfg = _cfg(workspace, tmp_path / "run", ALL, "perturbation.fractions=[0.0,0.25,0.5]")
     cfg.plots = True
-    out = evaluate_cli.run_evaluation(cfg)
+    out = evaluation_run.run_evaluation(cfg)
     rows = read_results_csv(out / "results.csv")
     metrics = {(r["model"], r["metric"], r["factor_value"]) for r in rows}
     for model in ("baseline", "wide"):
@@ -57,11 +57,11 @@ def test_all_metrics_write_rows_tables_and_plot(workspace, tmp_path: Path) -> No
             assert (model, f"grad_rollout:{quantity}", "") in metrics
         for fraction in ("0", "0.25", "0.5"):
             assert (model, "grad_rollout:perturbation_positive", fraction) in metrics
-    by_key = {(r["model"], r["metric"], r["factor_value"]): r["accuracy"] for r in rows}
+    by_key = {(r["model"], r["metric"], r["factor_value"]): r["value"] for r in rows}
     # p = 0 removes nothing: the perturbation curve starts at the model's top-1
     assert by_key[("wide", "grad_rollout:perturbation_negative", "0")] == pytest.approx(
         by_key[("wide", "top1", "")])
-    assert all(0.0 <= r["accuracy"] <= 100.0 for r in rows)
+    assert all(0.0 <= r["value"] <= 100.0 for r in rows)
     assert {r["num_images"] for r in rows} == {12}
     markdown = (out / "results.md").read_text()
     assert "x-grid 0, 0.25, 0.5" in markdown
@@ -73,10 +73,10 @@ def test_all_metrics_write_rows_tables_and_plot(workspace, tmp_path: Path) -> No
 def test_changed_perturbation_setting_recomputes(workspace, tmp_path: Path, caplog,
                                                  monkeypatch) -> None:
     out_dir = tmp_path / "run"
-    evaluate_cli.run_evaluation(_cfg(workspace, out_dir, ALL))
+    evaluation_run.run_evaluation(_cfg(workspace, out_dir, ALL))
     first = {r["fingerprint"] for r in read_results_csv(out_dir / "results.csv")}
     with caplog.at_level(logging.WARNING):
-        evaluate_cli.run_evaluation(_cfg(workspace, out_dir, ALL,
+        evaluation_run.run_evaluation(_cfg(workspace, out_dir, ALL,
                                          "perturbation.removal_value=0.5"))
     assert "explanations.perturbation.removal_value changed (0.0 -> 0.5)" in caplog.text
     second = {r["fingerprint"] for r in read_results_csv(out_dir / "results.csv")}
@@ -85,11 +85,11 @@ def test_changed_perturbation_setting_recomputes(workspace, tmp_path: Path, capl
     def no_model(*args, **kwargs):
         raise AssertionError("a model was built although every pair is up to date")
 
-    monkeypatch.setattr(evaluate_cli, "build_model_from_entry", no_model)
-    evaluate_cli.run_evaluation(_cfg(workspace, out_dir, ALL, "perturbation.removal_value=0.5"))
+    monkeypatch.setattr(evaluation_run, "build_model_from_entry", no_model)
+    evaluation_run.run_evaluation(_cfg(workspace, out_dir, ALL, "perturbation.removal_value=0.5"))
     caplog.clear()
     with caplog.at_level(logging.WARNING), pytest.raises(AssertionError, match="a model was built"):
-        evaluate_cli.run_evaluation(_cfg(workspace, out_dir, ALL, "relevance_method=grad_rollout",
+        evaluation_run.run_evaluation(_cfg(workspace, out_dir, ALL, "relevance_method=grad_rollout",
                                          "perturbation.target=label"))
     assert "explanations.perturbation.target changed" in caplog.text
 
@@ -100,23 +100,23 @@ def test_metric_a_dataset_cannot_give_is_one_line(workspace, tmp_path: Path) -> 
                      "metrics=[top1,segmentation]")
     with pytest.raises(ValueError, match="segmentation needs segmentation masks, and dataset "
                                          "'imagenet-val' has none") as error:
-        evaluate_cli.run_evaluation(cfg)
+        evaluation_run.run_evaluation(cfg)
     assert "\n" not in str(error.value)
     seg = f"+eval.datasets.seg={{type:imagenet-segmentation,root:{workspace['seg']}}}"
     cfg = models_cfg(workspace, tmp_path / "run", models, seg, "only=seg", "metrics=[top1]")
     with pytest.raises(ValueError, match="top1 needs ground-truth classes") as error:
-        evaluate_cli.run_evaluation(cfg)
+        evaluation_run.run_evaluation(cfg)
     assert "\n" not in str(error.value)
     cfg = models_cfg(workspace, tmp_path / "run", models, "metrics=[perturbation]",
                      "relevance_method=no_such_method")
     with pytest.raises(ValueError, match="relevance_method: 'no_such_method'") as error:
-        evaluate_cli.run_evaluation(cfg)
+        evaluation_run.run_evaluation(cfg)
     assert "\n" not in str(error.value)
 
 
 def test_segmentation_on_the_gtsegs_file(workspace, tmp_path: Path) -> None:
     models = {"baseline": {"weights_file": str(workspace["weights"])}}
-    out = evaluate_cli.run_evaluation(models_cfg(
+    out = evaluation_run.run_evaluation(models_cfg(
         workspace, tmp_path / "run", models, "eval=segmentation", "only=imagenet-segmentation",
         "metrics=[segmentation]", "preprocessing.crop_mode=squash", "preprocessing.crop_pct=1.0",
         data_root=workspace["seg_root"]))
@@ -127,7 +127,7 @@ def test_segmentation_on_the_gtsegs_file(workspace, tmp_path: Path) -> None:
                                            "grad_rollout:segmentation_constant_maps"}
     assert {r["num_images"] for r in rows} == {3}
     (constant,) = [r for r in rows if r["metric"] == "grad_rollout:segmentation_constant_maps"]
-    assert float(constant["accuracy"]) == 0.0  # grad_rollout's maps vary
+    assert float(constant["value"]) == 0.0  # grad_rollout's maps vary
 
 
 def test_rollout_from_block_1_is_named_and_recomputed(workspace, tmp_path: Path) -> None:
@@ -144,21 +144,21 @@ def test_rollout_from_block_1_is_named_and_recomputed(workspace, tmp_path: Path)
     common = ("eval=segmentation", "only=imagenet-segmentation", "metrics=[segmentation]",
               "relevance_method=rollout", "preprocessing.crop_mode=squash",
               "preprocessing.crop_pct=1.0")
-    out = evaluate_cli.run_evaluation(models_cfg(
+    out = evaluation_run.run_evaluation(models_cfg(
         workspace, tmp_path / "run", models, *common, "method_options.rollout.start_layer=1",
         data_root=workspace["seg_root"]))
     rows = read_results_csv(out / "results.csv")
     assert {r["metric"].partition(":")[0] for r in rows} == {"rollout(start_layer=1)"}
-    later = {r["metric"].partition(":")[2]: float(r["accuracy"]) for r in rows}
-    out = evaluate_cli.run_evaluation(models_cfg(
+    later = {r["metric"].partition(":")[2]: float(r["value"]) for r in rows}
+    out = evaluation_run.run_evaluation(models_cfg(
         workspace, tmp_path / "run", models, *common, data_root=workspace["seg_root"]))
     rows = read_results_csv(out / "results.csv")
     assert {r["metric"].partition(":")[0] for r in rows} == {"rollout"}
-    every = {r["metric"].partition(":")[2]: float(r["accuracy"]) for r in rows}
+    every = {r["metric"].partition(":")[2]: float(r["value"]) for r in rows}
     assert later.keys() == every.keys() and later != every
     with pytest.raises(ValueError, match=r"^rollout: start_layer \(method_options.rollout."
                                          r"start_layer\) must be a block index >= 0 of a model "
                                          r"with 2 blocks \(0..1\), got 2$"):
-        evaluate_cli.run_evaluation(models_cfg(
+        evaluation_run.run_evaluation(models_cfg(
             workspace, tmp_path / "run2", models, *common, "method_options.rollout.start_layer=2",
             data_root=workspace["seg_root"]))

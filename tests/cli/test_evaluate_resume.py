@@ -13,7 +13,7 @@ import torch
 from fixtures.eval_workspace import TINY, make_eval_workspace, models_cfg
 from safetensors.torch import save_file
 
-import robustft.cli.evaluate as evaluate_cli
+import robustft.evaluation.run as evaluation_run
 from robustft.backbones import create_model
 from robustft.evaluation.report import read_results_csv
 from robustft.evaluation.runner import RESULT_COLUMNS
@@ -36,7 +36,7 @@ def _cfg(workspace, out_dir: Path, *extra: str):
 def test_resume_skips_finished_pairs(workspace, tmp_path: Path, monkeypatch) -> None:
     out_dir = tmp_path / "run"
     cfg = _cfg(workspace, out_dir, "only=[imagenet-val,imagenet-a]")
-    evaluate_cli.run_evaluation(cfg)
+    evaluation_run.run_evaluation(cfg)
     results = out_dir / "results.csv"
     first = results.read_text()
     # Drop one (model, dataset) pair as if the run had been interrupted before it.
@@ -44,17 +44,17 @@ def test_resume_skips_finished_pairs(workspace, tmp_path: Path, monkeypatch) -> 
     kept = [ln for ln in lines if not ln.startswith("finetuned,imagenet-a,")]
     results.write_text("\n".join(kept) + "\n")
     calls = []
-    real = evaluate_cli.evaluate_models
+    real = evaluation_run.evaluate_models
 
     def recording(models, dataset, **kwargs):
         calls.append((sorted(models), dataset.name))
         return real(models, dataset, **kwargs)
 
-    monkeypatch.setattr(evaluate_cli, "evaluate_models", recording)
-    evaluate_cli.run_evaluation(cfg)
+    monkeypatch.setattr(evaluation_run, "evaluate_models", recording)
+    evaluation_run.run_evaluation(cfg)
     assert calls == [(["finetuned"], "imagenet-a")]
     assert sorted(results.read_text().splitlines()) == sorted(first.splitlines())
-    evaluate_cli.run_evaluation(cfg)  # everything finished: nothing runs, no model built
+    evaluation_run.run_evaluation(cfg)  # everything finished: nothing runs, no model built
     assert calls == [(["finetuned"], "imagenet-a")]
 
 
@@ -103,7 +103,7 @@ def constant_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
 
 def _accuracies(rows, model: str, dataset: str) -> dict[tuple[str, str, str], float]:
     return {
-        (r["metric"], r["factor"], r["factor_value"]): round(float(r["accuracy"]), 4)
+        (r["metric"], r["factor"], r["factor_value"]): round(float(r["value"]), 4)
         for r in rows
         if r["model"] == model and r["dataset"] == dataset
     }
@@ -125,13 +125,13 @@ def _direct(entry: dict, kind: str, root: Path, protocol: str = "standard"):
 
 def _record_calls(monkeypatch) -> list[tuple[list[str], str]]:
     calls: list[tuple[list[str], str]] = []
-    real = evaluate_cli.evaluate_models
+    real = evaluation_run.evaluate_models
 
     def recording(models, dataset, **kwargs):
         calls.append((sorted(models), dataset.name))
         return real(models, dataset, **kwargs)
 
-    monkeypatch.setattr(evaluate_cli, "evaluate_models", recording)
+    monkeypatch.setattr(evaluation_run, "evaluate_models", recording)
     return calls
 
 
@@ -157,7 +157,7 @@ def test_checkpoint_overwritten_in_place_is_re_evaluated(
         "finetuned": {"checkpoint": str(checkpoint)},
     }
     out = tmp_path / "run"
-    evaluate_cli.run_evaluation(models_cfg(workspace, out, models, "only=imagenet-val"))
+    evaluation_run.run_evaluation(models_cfg(workspace, out, models, "only=imagenet-val"))
     first = read_results_csv(out / "results.csv")
     assert _accuracies(first, "finetuned", "imagenet-val") == {
         ("top1", "", ""): 33.3333, ("top5", "", ""): 100.0,
@@ -166,8 +166,8 @@ def test_checkpoint_overwritten_in_place_is_re_evaluated(
     _write_checkpoint(checkpoint, _constant_state(PREDICTS_999))
     after_sha = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     calls = _record_calls(monkeypatch)
-    caplog.set_level(logging.INFO, logger="robustft.cli.evaluate")
-    evaluate_cli.run_evaluation(models_cfg(workspace, out, models, "only=imagenet-val"))
+    caplog.set_level(logging.INFO, logger="robustft.evaluation.run")
+    evaluation_run.run_evaluation(models_cfg(workspace, out, models, "only=imagenet-val"))
 
     assert calls == [(["finetuned"], "imagenet-val")]  # the baseline's rows are reused
     rows = read_results_csv(out / "results.csv")
@@ -187,13 +187,13 @@ def test_other_weights_file_is_re_evaluated(workspace, constant_weights, tmp_pat
     out = tmp_path / "run"
     data = workspace["data"] / "imagenet" / "val"
     first = {"baseline": {"weights_file": str(constant_weights["0"])}}
-    evaluate_cli.run_evaluation(models_cfg(workspace, out, first, "only=imagenet-val"))
+    evaluation_run.run_evaluation(models_cfg(workspace, out, first, "only=imagenet-val"))
     assert _accuracies(read_results_csv(out / "results.csv"), "baseline", "imagenet-val")[
         ("top1", "", "")
     ] == 33.3333
     second = {"baseline": {"weights_file": str(constant_weights["999"])}}
-    caplog.set_level(logging.INFO, logger="robustft.cli.evaluate")
-    evaluate_cli.run_evaluation(models_cfg(workspace, out, second, "only=imagenet-val"))
+    caplog.set_level(logging.INFO, logger="robustft.evaluation.run")
+    evaluation_run.run_evaluation(models_cfg(workspace, out, second, "only=imagenet-val"))
     rows = read_results_csv(out / "results.csv")
     assert _accuracies(rows, "baseline", "imagenet-val") == _direct(
         {"name": "vit_tiny_patch16_224", "weights_file": str(constant_weights["999"])},
@@ -209,11 +209,11 @@ def test_other_timm_name_is_re_evaluated(workspace, tmp_path: Path, monkeypatch,
     out = tmp_path / "run"
     weights = str(workspace["weights"])
     vit = {"baseline": {"weights_file": weights}}
-    evaluate_cli.run_evaluation(models_cfg(workspace, out, vit, "only=imagenet-a"))
+    evaluation_run.run_evaluation(models_cfg(workspace, out, vit, "only=imagenet-a"))
     deit = {"baseline": {"name": "deit_tiny_patch16_224", "weights_file": weights}}
     calls = _record_calls(monkeypatch)
-    caplog.set_level(logging.INFO, logger="robustft.cli.evaluate")
-    evaluate_cli.run_evaluation(models_cfg(workspace, out, deit, "only=imagenet-a"))
+    caplog.set_level(logging.INFO, logger="robustft.evaluation.run")
+    evaluation_run.run_evaluation(models_cfg(workspace, out, deit, "only=imagenet-a"))
     assert calls == [(["baseline"], "imagenet-a")]
     rows = read_results_csv(out / "results.csv")
     assert _accuracies(rows, "baseline", "imagenet-a") == _direct(
@@ -227,11 +227,11 @@ def test_other_timm_name_is_re_evaluated(workspace, tmp_path: Path, monkeypatch,
 def test_other_protocol_is_re_evaluated(workspace, constant_weights, tmp_path: Path, caplog) -> None:
     out = tmp_path / "run"  # the same directory for both protocols, as with run_name=...
     models = {"baseline": {"weights_file": str(constant_weights["0"])}}
-    evaluate_cli.run_evaluation(models_cfg(workspace, out, models, "only=imagenet-a"))
+    evaluation_run.run_evaluation(models_cfg(workspace, out, models, "only=imagenet-a"))
     standard = _accuracies(read_results_csv(out / "results.csv"), "baseline", "imagenet-a")
     assert standard[("top1", "", "")] == 33.3333
-    caplog.set_level(logging.INFO, logger="robustft.cli.evaluate")
-    evaluate_cli.run_evaluation(
+    caplog.set_level(logging.INFO, logger="robustft.evaluation.run")
+    evaluation_run.run_evaluation(
         models_cfg(workspace, out, models, "only=imagenet-a", "protocol=legacy")
     )
     rows = read_results_csv(out / "results.csv")
@@ -251,17 +251,17 @@ def test_rerun_with_nothing_changed_builds_no_model_and_reads_no_image(
 ) -> None:
     out = tmp_path / "run"
     cfg = _cfg(workspace, out, "only=[imagenet-val,si-score-area]")
-    evaluate_cli.run_evaluation(cfg)
+    evaluation_run.run_evaluation(cfg)
     before = (out / "results.csv").read_bytes()
 
     def refuse(*args, **kwargs):
         raise AssertionError("a rerun with nothing changed must not get here")
 
     for name in ("build_model_from_entry", "build_eval_dataset", "evaluate_models"):
-        monkeypatch.setattr(evaluate_cli, name, refuse)
+        monkeypatch.setattr(evaluation_run, name, refuse)
     monkeypatch.setattr("robustft.data.layout.load_rgb", refuse)
-    caplog.set_level(logging.INFO, logger="robustft.cli.evaluate")
-    evaluate_cli.run_evaluation(cfg)
+    caplog.set_level(logging.INFO, logger="robustft.evaluation.run")
+    evaluation_run.run_evaluation(cfg)
     assert (out / "results.csv").read_bytes() == before
     assert any("nothing to evaluate" in r.getMessage() for r in caplog.records)
 
@@ -269,21 +269,21 @@ def test_rerun_with_nothing_changed_builds_no_model_and_reads_no_image(
 def test_results_csv_without_fingerprints_is_re_evaluated(workspace, tmp_path: Path, caplog) -> None:
     out = tmp_path / "run"
     cfg = _cfg(workspace, out, "only=[imagenet-val,si-score-area]")
-    evaluate_cli.run_evaluation(cfg)
+    evaluation_run.run_evaluation(cfg)
     fresh = read_results_csv(out / "results.csv")
     # What the code before fingerprints wrote: no fingerprint column, no sidecar; the
     # numbers here are wrong on purpose (as if another model had produced them).
     with (out / "results.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(RESULT_COLUMNS), extrasaction="ignore")
         writer.writeheader()
-        writer.writerows({**row, "accuracy": "12.500000"} for row in fresh)
+        writer.writerows({**row, "value": "12.500000"} for row in fresh)
     (out / "fingerprints.json").unlink()
-    caplog.set_level(logging.INFO, logger="robustft.cli.evaluate")
-    evaluate_cli.run_evaluation(cfg)
+    caplog.set_level(logging.INFO, logger="robustft.evaluation.run")
+    evaluation_run.run_evaluation(cfg)
     rows = read_results_csv(out / "results.csv")
     key = lambda r: (r["model"], r["dataset"], r["metric"], r["factor"], r["factor_value"])  # noqa: E731
-    assert sorted((key(r), r["accuracy"], r["fingerprint"]) for r in rows) == sorted(
-        (key(r), r["accuracy"], r["fingerprint"]) for r in fresh
+    assert sorted((key(r), r["value"], r["fingerprint"]) for r in rows) == sorted(
+        (key(r), r["value"], r["fingerprint"]) for r in fresh
     )
     warnings = [r.getMessage() for r in caplog.records if "without fingerprints" in r.getMessage()]
     assert len(warnings) == 1 and "4 (model, dataset) pair(s)" in warnings[0]
@@ -294,7 +294,7 @@ def test_fingerprints_json_explains_each_row(workspace, tmp_path: Path) -> None:
     import hashlib
     import json
 
-    out = evaluate_cli.run_evaluation(_cfg(workspace, tmp_path / "run", "only=si-score-area"))
+    out = evaluation_run.run_evaluation(_cfg(workspace, tmp_path / "run", "only=si-score-area"))
     rows = read_results_csv(out / "results.csv")
     records = json.loads((out / "fingerprints.json").read_text())
     assert set(records) == {r["fingerprint"] for r in rows} and len(records) == 2

@@ -19,9 +19,9 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from robustft.backbones import create_model
-from robustft.cli.explain import run_explain
-from robustft.evaluation.explain import ExplainSettings
-from robustft.evaluation.overlay_grid import LINE_HEIGHT, legend_height
+from robustft.evaluation.explain.figures import ExplainSettings
+from robustft.evaluation.explain.overlay_grid import LINE_HEIGHT, legend_height
+from robustft.evaluation.explain.run import run_explain
 
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 TINY_OVERRIDE = "{img_size:32,patch_size:8,embed_dim:32,depth:2,num_heads:2}"

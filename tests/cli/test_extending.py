@@ -32,11 +32,11 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-import robustft.cli.evaluate as evaluate_cli
+import robustft.evaluation.run as evaluation_run
 from robustft.backbones import FAMILIES, Family, ModelSpec, register_family
-from robustft.cli.explain import run_explain
 from robustft.data.eval.base import EvalDatasetType, EvalImageDataset
 from robustft.data.eval.registry import EVAL_DATASETS, register_dataset
+from robustft.evaluation.explain.run import run_explain
 from robustft.evaluation.metrics import EVAL_METRICS, MapBatch, MapMetric, register_metric
 from robustft.evaluation.report import read_results_csv
 from robustft.evaluation.runner import model_eval_transform
@@ -217,9 +217,9 @@ def test_toy_family_scores_through_robustft_eval(registered, tmp_path):
                  "weights_file": str(tmp_path / "hand.safetensors")}},
         f"+eval.datasets.own={{type:generated,root:{bench.root},split:shuffled}}", "only=[own]",
         data_root=tmp_path)
-    out = evaluate_cli.run_evaluation(cfg)
+    out = evaluation_run.run_evaluation(cfg)
     rows = read_results_csv(out / "results.csv")
-    top1 = {r["model"]: float(r["accuracy"]) for r in rows if r["metric"] == "top1"}
+    top1 = {r["model"]: float(r["value"]) for r in rows if r["metric"] == "top1"}
     # the direct count: every image of the split through the model's own transform
     transform = model_eval_transform(HandViTBackbone(model).preprocessing())
     classes = (bench.root / "classes.txt").read_text().split()
@@ -258,7 +258,7 @@ def test_toy_metric_of_the_toy_method_scores_through_robustft_eval(registered, t
                  "weights_file": str(tmp_path / "hand.safetensors")}},
         f"+eval.datasets.own={{type:generated,root:{bench.root},split:shuffled}}", "only=[own]",
         f"metrics=[{METRIC}]", f"relevance_method={METHOD}", data_root=tmp_path)
-    out = evaluate_cli.run_evaluation(cfg)
+    out = evaluation_run.run_evaluation(cfg)
     rows = {r["metric"]: r for r in read_results_csv(out / "results.csv")}
     assert set(rows) == {f"{METHOD}:top_half_share", f"{METHOD}:top_half_share_constant_maps"}
     # the same share from the attention written out by hand: the CLS row of the last
@@ -275,9 +275,9 @@ def test_toy_metric_of_the_toy_method_scores_through_robustft_eval(registered, t
         shares.append(float(pixels[:16].sum() / pixels.sum()))
     assert len(shares) == 9
     share = rows[f"{METHOD}:top_half_share"]
-    assert float(share["accuracy"]) == pytest.approx(100.0 * sum(shares) / 9, rel=1e-5)
+    assert float(share["value"]) == pytest.approx(100.0 * sum(shares) / 9, rel=1e-5)
     assert int(share["num_images"]) == 9
-    assert float(rows[f"{METHOD}:top_half_share_constant_maps"]["accuracy"]) == 0.0
+    assert float(rows[f"{METHOD}:top_half_share_constant_maps"]["value"]) == 0.0
     # the metric's own settings are in the pair's fingerprint, its heading in results.md
     records = json.loads((out / "fingerprints.json").read_text())
     assert [record["inputs"]["explanations"][METRIC] for record in records.values()] == [
@@ -292,7 +292,7 @@ def test_an_unregistered_metric_is_refused_in_one_line(tmp_path):
     with pytest.raises(ValueError, match=r"^metrics: expected a list of \['top1', "
                                          r"'perturbation', 'segmentation', 'share'\], "
                                          rf"got \['{METRIC}'\]$"):
-        evaluate_cli.run_evaluation(cfg)
+        evaluation_run.run_evaluation(cfg)
 
 
 def test_toy_dataset_type_scores_through_robustft_eval(registered, tmp_path):
@@ -311,7 +311,7 @@ def test_toy_dataset_type_scores_through_robustft_eval(registered, tmp_path):
         f"+eval.datasets.flat={{type:{DATASET},root:{tmp_path / 'flat'},classes:{listed}}}",
         f"+eval.datasets.gone={{type:{DATASET},root:{tmp_path},classes:{listed}}}",
         "only=[flat,gone]", "skip_missing=true", data_root=tmp_path)
-    out = evaluate_cli.run_evaluation(cfg)
+    out = evaluation_run.run_evaluation(cfg)
     rows = read_results_csv(out / "results.csv")
     # "gone"'s root exists, but its folder rule's images/ does not: skipped as missing
     assert {(r["dataset"], r["metric"]) for r in rows} == {("flat", "top1")}
@@ -321,7 +321,7 @@ def test_toy_dataset_type_scores_through_robustft_eval(registered, tmp_path):
         with Image.open(path) as picture, torch.no_grad():
             predicted = int(model(transform(picture.convert("RGB"))[None]).argmax())
         correct += int(predicted == classes.index(path.name.split("__")[0]))
-    assert float(rows[0]["accuracy"]) == pytest.approx(100.0 * correct / 9)
+    assert float(rows[0]["value"]) == pytest.approx(100.0 * correct / 9)
     assert int(rows[0]["num_images"]) == 9
     # the folder rule's folder is what the fingerprint counts
     records = json.loads((out / "fingerprints.json").read_text())

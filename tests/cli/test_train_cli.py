@@ -21,10 +21,10 @@ from hydra.errors import ConfigCompositionException
 from tiny_models import TINY_OPEN_CLIP_KWARGS, tiny_vit
 
 from robustft.checkpoints import load_checkpoint
-from robustft.cli.common import prepare_generated_data
 from robustft.labels import imagenet_synsets
 from robustft.masks.generate import generate_masks
 from robustft.masks.settings import TokenCutSettings
+from robustft.synth.prepare import prepare_generated_data
 from robustft.training.run import build_datamodule, build_model, train
 
 CONFIG_DIR = Path(robustft.configs.__file__).parent

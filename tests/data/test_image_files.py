@@ -24,7 +24,7 @@ from robustft.data.image_files import (
     load_rgb,
 )
 from robustft.data.pair_checks import inspect_pair
-from robustft.evaluation.relevance_stats import load_pairs
+from robustft.demo.relevance_stats import load_pairs
 
 RAMP = np.arange(64 * 1024, dtype=np.uint32).reshape(64, 1024).astype(np.uint16)  # 0..65535
 

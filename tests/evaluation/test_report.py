@@ -21,7 +21,7 @@ from robustft.evaluation.runner import RESULT_COLUMNS
 def _row(model, dataset, metric, accuracy, factor="", value="", protocol="standard:1000-way"):
     return {
         "model": model, "dataset": dataset, "protocol": protocol, "metric": metric,
-        "factor": factor, "factor_value": value, "accuracy": accuracy, "num_images": 10,
+        "factor": factor, "factor_value": value, "value": accuracy, "num_images": 10,
     }  # fmt: skip
 
 
@@ -48,7 +48,7 @@ def test_csv_round_trip_and_recorded_fingerprints(tmp_path: Path) -> None:
     }  # fmt: skip
     replace_results([dict(r, fingerprint="f2") for r in ROWS[4:]], path)
     rows = read_results_csv(path)
-    assert len(rows) == len(ROWS) and rows[1]["accuracy"] == pytest.approx(80.5)
+    assert len(rows) == len(ROWS) and rows[1]["value"] == pytest.approx(80.5)
     assert recorded_fingerprints(rows)[("ft", "si-score-area")] == "f2"
     assert results_have_fingerprints(path)
     # a factor row alone does not mark a pair finished
@@ -59,7 +59,7 @@ def test_csv_round_trip_and_recorded_fingerprints(tmp_path: Path) -> None:
 def test_replacing_a_pair_swaps_its_rows_in_place(tmp_path: Path) -> None:
     path = tmp_path / "results.csv"
     replace_results([dict(r, fingerprint="old") for r in ROWS], path)
-    new_base = [dict(r, accuracy=r["accuracy"] - 1, fingerprint="new")
+    new_base = [dict(r, value=r["value"] - 1, fingerprint="new")
                 for r in ROWS if r["model"] == "base" and r["dataset"] == "si-score-area"]  # fmt: skip
     replace_results(new_base, path)
     rows = read_results_csv(path)
@@ -68,7 +68,7 @@ def test_replacing_a_pair_swaps_its_rows_in_place(tmp_path: Path) -> None:
         (r["model"], r["dataset"]) for r in ROWS[:4]
     ] + [("base", "si-score-area")] * 3 + [("ft", "si-score-area")] * 3
     base = [r for r in rows if r["model"] == "base" and r["dataset"] == "si-score-area"]
-    assert [r["accuracy"] for r in base] == [39.0, 19.0, 59.0]
+    assert [r["value"] for r in base] == [39.0, 19.0, 59.0]
     assert {r["fingerprint"] for r in base} == {"new"}
     assert {r["fingerprint"] for r in rows if r not in base} == {"old"}
     # the model order results.md follows is unchanged: base is still the first column
@@ -116,3 +116,27 @@ def test_plots_are_written(tmp_path: Path) -> None:
     files = plot_results(ROWS, tmp_path)
     assert {f.name for f in files} == {"accuracy_per_dataset.png", "factors_si-score-area.png"}
     assert all(f.stat().st_size > 1000 for f in files)
+
+
+def test_a_results_file_with_the_old_accuracy_column_is_read_and_rewritten_as_value(tmp_path):
+    """results.csv files written before the column was named ``value`` (then ``accuracy``)
+    still resume: their rows are read, and the next write renames the column."""
+    import csv
+
+    path = tmp_path / "results.csv"
+    old = [{**{k: str(v) for k, v in r.items()}, "fingerprint": "old"} for r in ROWS]
+    header = [("accuracy" if c == "value" else c) for c in (*RESULT_COLUMNS, "fingerprint")]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        writer.writerows({("accuracy" if k == "value" else k): v for k, v in r.items()}
+                         for r in old)
+    rows = read_results_csv(path)
+    assert [r["value"] for r in rows] == [float(r["value"]) for r in ROWS]
+    replace_results([dict(ROWS[0], value=1.5)], path)
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert "value" in reader.fieldnames and "accuracy" not in reader.fieldnames
+        kept = list(reader)
+    assert len(kept) == len(ROWS) - sum(
+        (r["model"], r["dataset"]) == (ROWS[0]["model"], ROWS[0]["dataset"]) for r in ROWS) + 1

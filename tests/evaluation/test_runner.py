@@ -13,9 +13,9 @@ from torch import nn
 from torchvision import transforms as T
 
 from robustft.backbones import create_model
-from robustft.benchmark.read import ImageFolderSplit
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
 from robustft.labels import identity_protocol
+from robustft.synth.read import ImageFolderSplit
 
 
 class CodedImages(torch.utils.data.Dataset):
@@ -60,7 +60,7 @@ def _accuracy(rows, model, metric, factor="", value=""):
         and r["factor"] == factor
         and r["factor_value"] == value
     ]
-    return row["accuracy"], row["num_images"]
+    return row["value"], row["num_images"]
 
 
 def test_exact_counts_top1_top5_and_per_factor() -> None:
@@ -353,7 +353,7 @@ def test_timm_hugging_face_and_openclip_in_one_pass_each_image_decoded_once(tmp_
 def test_timings_give_each_part_its_seconds_per_image(tmp_path: Path) -> None:
     from time import perf_counter
 
-    from robustft.evaluation.explanation import ExplanationSettings
+    from robustft.evaluation.metrics.map_scoring import ExplanationSettings
 
     bench = miniature.make_generated_benchmark(tmp_path / "bench", images_per_class=3)
     dataset = ImageFolderSplit(bench.root, "val", class_names=bench.class_names)

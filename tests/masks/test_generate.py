@@ -18,7 +18,6 @@ from hydra import compose, initialize_config_module
 from PIL import Image
 
 from robustft.backbones import create_model
-from robustft.cli.masks import check_required, run
 from robustft.data.mask_manifest import (
     TOKENCUT_MANIFEST_FIELDS,
     TOKENCUT_MANIFEST_NAME,
@@ -28,6 +27,7 @@ from robustft.data.mask_manifest import (
 from robustft.masks.compare import compare_with_true_masks
 from robustft.masks.generate import generate_masks
 from robustft.masks.inputs import find_images
+from robustft.masks.run import check_required, run_masks
 from robustft.masks.settings import SETTINGS_NAME, TokenCutSettings
 
 TINY_VIT = {"img_size": 64, "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2}
@@ -231,7 +231,7 @@ def test_cli_config_and_required_keys(tmp_path: Path) -> None:
                 "device=cpu",
             ],
         )
-        run(cfg)
+        run_masks(cfg)
     assert len(read_tokencut_manifest(data / TOKENCUT_MANIFEST_NAME)) == 7
 
 

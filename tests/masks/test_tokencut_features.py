@@ -18,9 +18,9 @@ from hydra import compose, initialize_config_module
 from PIL import Image
 
 from robustft.backbones import backbone_of, create_model
-from robustft.cli.masks import run
 from robustft.data.mask_manifest import TOKENCUT_MANIFEST_NAME, read_tokencut_manifest
 from robustft.masks.generate import generate_masks
+from robustft.masks.run import run_masks
 from robustft.masks.settings import TokenCutSettings
 from robustft.masks.tokencut import (
     centred,
@@ -175,7 +175,7 @@ def test_compare_to_reports_iou_per_image_and_the_mean(tmp_path, capsys):
         box = np.zeros((64, 64), dtype=np.uint8)
         box[8 + 4 * i:40, 10:44] = 255
         Image.fromarray(box).save(truth / f"s{i}.png")
-    run(_masks_cfg([f"input_dir={data}", f"output_dir={tmp_path / 'out'}",
+    run_masks(_masks_cfg([f"input_dir={data}", f"output_dir={tmp_path / 'out'}",
                     "model.name=vit_tiny_patch16_224", "model.pretrained=false",
                     "model.kwargs={img_size:64,patch_size:8,embed_dim:64,depth:2,num_heads:2}",
                     f"compare_to={tmp_path / 'truth'}", "num_workers=0", "progress=false",
@@ -190,7 +190,7 @@ def test_compare_to_reports_iou_per_image_and_the_mean(tmp_path, capsys):
 
 def test_a_wrong_tau_is_one_line_naming_the_key(tmp_path):
     with pytest.raises(ValueError, match="^tau: expected a number or 'auto', got 'high'$"):
-        run(_masks_cfg([f"input_dir={tmp_path}", f"output_dir={tmp_path}", "tau=high",
+        run_masks(_masks_cfg([f"input_dir={tmp_path}", f"output_dir={tmp_path}", "tau=high",
                         "model.name=vit_tiny_patch16_224", "model.pretrained=false"]))
 
 
@@ -202,7 +202,7 @@ def test_robustft_masks_defaults_find_the_quokka_on_real_dinov2(tmp_path, real_w
     common = [f"input_dir={photos}", f"model.name={real_assets.TIMM_NAME}",
               f"model.weights_file={real_weights.timm_file(224)}", "++model.kwargs.img_size=224",
               f"compare_to={truth}", "num_workers=0", "progress=false", "device=cpu"]
-    run(_masks_cfg([*common, f"output_dir={tmp_path / 'auto'}"]))
+    run_masks(_masks_cfg([*common, f"output_dir={tmp_path / 'auto'}"]))
     rows = {Path(r.image).stem: r for r in read_tokencut_manifest(tmp_path / "auto" / TOKENCUT_MANIFEST_NAME)}
     with open(tmp_path / "auto" / "tokencut_iou.csv") as handle:
         iou = {row["image"]: float(row["iou"]) for row in csv.DictReader(handle)}
@@ -213,7 +213,7 @@ def test_robustft_masks_defaults_find_the_quokka_on_real_dinov2(tmp_path, real_w
     for a, b in itertools.combinations(masks, 2):
         assert (masks[a] != masks[b]).mean() > 0.05, (a, b)
     # TokenCut's own setting on these weights: every graph complete, every mask refused
-    run(_masks_cfg([*common, f"output_dir={tmp_path / 'keys'}", "features=keys"]))
+    run_masks(_masks_cfg([*common, f"output_dir={tmp_path / 'keys'}", "features=keys"]))
     keys_rows = read_tokencut_manifest(tmp_path / "keys" / TOKENCUT_MANIFEST_NAME)
     assert all(not r.kept and r.eigenvalue == pytest.approx(1.0, abs=1e-6) for r in keys_rows)
     assert "5 degenerate graphs" in capsys.readouterr().out

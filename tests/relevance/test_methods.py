@@ -12,7 +12,6 @@ import torch
 from omegaconf import OmegaConf
 from tiny_models import tiny_vit
 
-from robustft.config.checks import typed_group
 from robustft.relevance import (
     RELEVANCE_METHODS,
     RelevanceConfig,
@@ -21,6 +20,7 @@ from robustft.relevance import (
     rollout_cls_row_of_attention,
     upsample_and_normalize,
 )
+from robustft.schemas.checks import typed_group
 
 VARIANTS = [("plain", (32, 32), 8), ("distilled", (32, 32), 8), ("registers", (32, 48), 16)]
 NEW_METHODS = ["rollout", "raw_attention", "attn_gradcam", "input_x_gradient"]

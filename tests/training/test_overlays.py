@@ -16,7 +16,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from robustft.checkpoints import load_checkpoint
-from robustft.evaluation.overlay_grid import HEADER_HEIGHT
+from robustft.evaluation.explain.overlay_grid import HEADER_HEIGHT
 from robustft.training.overlays import RelevanceOverlays, _log_image
 from robustft.training.run import train
 
@@ -136,7 +136,7 @@ def test_the_validation_after_fit_is_named_for_the_checkpoint_it_draws(tmp_path)
 def test_the_grid_has_a_legend_with_the_colour_bar(tmp_path):
     from matplotlib import colormaps
 
-    from robustft.evaluation.overlay_grid import colorbar_box, legend_height
+    from robustft.evaluation.explain.overlay_grid import colorbar_box, legend_height
 
     _run(tmp_path, "trainer.max_epochs=1", "callbacks.relevance_overlays.every_n_epochs=1",
          "callbacks.relevance_overlays.num_images=2")

@@ -2,5 +2,5 @@
 (``imagenet``), ObjectNet, SI-Score, and the registry by name (``registry``).
 
 Nothing is imported here: the registry imports the generated benchmark's reader
-(``robustft.benchmark.read``), which builds on ``robustft.data.eval`` itself.
+(``robustft.synth.read``), which builds on ``robustft.data.eval`` itself.
 """

@@ -31,7 +31,7 @@ A dataset type (what ``eval.datasets.<name>.type`` names) is one
 are read from.
 
 This module holds the common dataset class and the record; the readers are ``imagenet`` (val, A, R,
-Sketch, V2), ``objectnet`` and ``si_score`` beside it and ``robustft.benchmark.read`` (the
+Sketch, V2), ``objectnet`` and ``si_score`` beside it and ``robustft.synth.read`` (the
 generated benchmark); the file-layout primitives and the two errors are in
 ``robustft.data.layout``.
 """

@@ -1,7 +1,7 @@
 """Evaluation datasets of the user's own folders: the generated benchmark's splits
 (``generated``: ``<root>/<split>/<class>/<image>``, its classes from ``classes.txt``) and
 plain class folders (``imagefolder``: ``<root>/<class>/<image>``), both read by the
-generated benchmark's reader (``robustft.benchmark.read``)."""
+generated benchmark's reader (``robustft.synth.read``)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from robustft.benchmark.read import ImageFolderSplit
 from robustft.data.eval.base import EvalDatasetType, EvalImageDataset
 from robustft.data.layout import list_class_folders
+from robustft.synth.read import ImageFolderSplit
 
 __all__ = ["DATASET_TYPES"]
 

@@ -1,6 +1,6 @@
 """Evaluation datasets of image/mask pairs, for the explanation metrics that need masks
 (segmentation test, foreground share): the generic images+masks layout and ImageNet-S.
-The generated benchmark's splits carry their masks in ``robustft.benchmark.read`` and the
+The generated benchmark's splits carry their masks in ``robustft.synth.read`` and the
 ImageNet-segmentation file in ``imagenet_segmentation`` beside this module.
 """
 

@@ -10,7 +10,7 @@ Two kinds exist. :class:`MapMetric` scores relevance maps: every batch it gets t
 min-max normalised map (at the input resolution) of the class it explains
 (:meth:`MapMetric.explained_class`), computed once per batch and explained class and
 shared by the map metrics that explain the same class
-(``robustft.evaluation.explanation.ExplanationScorer``). ``top1``
+(``robustft.evaluation.metrics.map_scoring.ExplanationScorer``). ``top1``
 (:mod:`robustft.evaluation.metrics.top1`) scores the class scores of the model's own
 forward, in the runner's pass (``robustft.evaluation.runner``).
 
@@ -31,7 +31,7 @@ from torch import Tensor
 from robustft.relevance import ExplainedClass
 
 if TYPE_CHECKING:  # the settings name the metrics: a type here, not an import cycle
-    from robustft.evaluation.explanation import ExplanationSettings
+    from robustft.evaluation.metrics.map_scoring import ExplanationSettings
 
 __all__ = ["EVAL_METRICS", "EvalMetric", "MapBatch", "MapMetric", "Result", "map_metrics",
            "metric_names", "register_metric"]

@@ -1,4 +1,4 @@
-"""``perturbation``: the perturbation test (:mod:`robustft.evaluation.perturbation`) of the
+"""``perturbation``: the perturbation test (:mod:`robustft.evaluation.metrics.perturbation_curves`) of the
 maps of ``perturbation.target``'s class: top-1 after removing the most (positive) or the
 least (negative) relevant pixels, per removed fraction, and the AUC over the fractions.
 Rows ``perturbation_positive|negative`` per ``removed_fraction`` value and their ``_auc``.
@@ -10,16 +10,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from robustft.evaluation.metrics.base import MapBatch, MapMetric, Result, register_metric
-from robustft.evaluation.perturbation import (
+from robustft.evaluation.metrics.perturbation_curves import (
     PerturbationCurves,
     PerturbationDirection,
     normalized_fill,
 )
-from robustft.evaluation.segmentation import constant_maps
+from robustft.evaluation.metrics.segmentation_scores import constant_maps
 from robustft.relevance import ExplainedClass
 
 if TYPE_CHECKING:
-    from robustft.evaluation.explanation import ExplanationSettings
+    from robustft.evaluation.metrics.map_scoring import ExplanationSettings
 
 __all__ = ["FRACTION_FACTOR", "PerturbationTest"]
 

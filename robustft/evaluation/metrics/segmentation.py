@@ -1,4 +1,4 @@
-"""``segmentation``: the segmentation test (:mod:`robustft.evaluation.segmentation`) of the
+"""``segmentation``: the segmentation test (:mod:`robustft.evaluation.metrics.segmentation_scores`) of the
 predicted class's maps against the masks (as the field does): pixel accuracy and mIoU of
 the map thresholded at its mean, summed over the dataset, and the mean per-image AP. A map
 with one value everywhere scores the AP of chance, 50 %."""
@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from robustft.evaluation.metrics.base import MapBatch, MapMetric, Result, register_metric
-from robustft.evaluation.segmentation import SegmentationScores
+from robustft.evaluation.metrics.segmentation_scores import SegmentationScores
 
 if TYPE_CHECKING:
-    from robustft.evaluation.explanation import ExplanationSettings
+    from robustft.evaluation.metrics.map_scoring import ExplanationSettings
 
 __all__ = ["SegmentationTest"]
 

@@ -12,12 +12,12 @@ import torch
 from torch import Tensor
 
 from robustft.evaluation.metrics.base import MapBatch, MapMetric, Result, register_metric
-from robustft.evaluation.segmentation import IGNORE_VALUE, constant_maps
+from robustft.evaluation.metrics.segmentation_scores import IGNORE_VALUE, constant_maps
 from robustft.losses import foreground_share
 from robustft.relevance import ExplainedClass
 
 if TYPE_CHECKING:
-    from robustft.evaluation.explanation import ExplanationSettings
+    from robustft.evaluation.metrics.map_scoring import ExplanationSettings
 
 __all__ = ["ForegroundShare"]
 

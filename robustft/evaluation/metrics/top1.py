@@ -18,7 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from robustft.evaluation.metrics.base import EvalMetric, register_metric
 
 if TYPE_CHECKING:
-    from robustft.evaluation.explanation import ExplanationSettings
+    from robustft.evaluation.metrics.map_scoring import ExplanationSettings
 
 __all__ = ["TOP_KS", "TopKAccuracy"]
 

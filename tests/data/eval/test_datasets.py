@@ -80,8 +80,8 @@ def test_a_scores_on_200_when_the_model_prefers_an_outside_class(tmp_path: Path)
             if r["metric"] == "top1"
         ]
         rows[protocol] = top1
-    assert rows["standard"]["accuracy"] == pytest.approx(100.0)
-    assert rows["legacy"]["accuracy"] == pytest.approx(0.0)
+    assert rows["standard"]["value"] == pytest.approx(100.0)
+    assert rows["legacy"]["value"] == pytest.approx(0.0)
     assert rows["standard"]["protocol"].startswith("standard:")
     assert rows["legacy"]["protocol"] == "legacy:1000-way"
 
@@ -201,7 +201,7 @@ def test_si_score_per_factor_accuracy_matches_a_hand_count(tmp_path: Path) -> No
         rotation = rows_by_id[path.stem]["rotation"]
         hand.setdefault(rotation, []).append(int(int(path.stem) % 2 == 0))
     got = {
-        r["factor_value"]: (r["accuracy"], r["num_images"])
+        r["factor_value"]: (r["value"], r["num_images"])
         for r in rows
         if r["factor"] == "rotation" and r["metric"] == "top1"
     }

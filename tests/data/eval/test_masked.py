@@ -12,9 +12,9 @@ from fixtures.generic_layout import make_generic_layout
 from fixtures.gtsegs import make_gtsegs
 from PIL import Image
 
-from robustft.benchmark.read import ImageFolderSplit
 from robustft.data.eval.registry import build_eval_dataset, has_labels, has_masks
 from robustft.data.layout import DatasetLayoutError
+from robustft.synth.read import ImageFolderSplit
 
 
 def _gtsegs_content(seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustft.evaluation.explanation import ExplanationSettings
-from robustft.evaluation.explanation_report import quantity_titles
 from robustft.evaluation.metrics import EVAL_METRICS, MapBatch, MapMetric, register_metric
+from robustft.evaluation.metrics.map_scoring import ExplanationSettings
+from robustft.evaluation.metrics.report_tables import quantity_titles
 
 # the headings' table as it stood in explanation_report.py, in its order
 HEADINGS = {
