@@ -25,9 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from robustft.backbones import ModelSpec
 from robustft.cli.errors import one_line_errors
+from robustft.cli.explain_texts import run_explain_texts
 from robustft.config.checks import check_config
 from robustft.evaluation.explain import ExplainResult, ExplainSettings, explain
 from robustft.evaluation.explain_inputs import collect_images
+from robustft.evaluation.explain_texts import TextsResult
 from robustft.evaluation.model_loading import entry_spec
 from robustft.resources import resolve_device
 
@@ -67,7 +69,7 @@ def _describe(spec: ModelSpec) -> str:
     return f"`{spec.name}` ({spec.family}), {weights}{kwargs}"
 
 
-def run_explain(cfg: DictConfig) -> ExplainResult:
+def run_explain(cfg: DictConfig) -> ExplainResult | TextsResult:
     """Explain ``cfg.image`` with ``cfg``'s models and methods; returns what was written."""
     check_config(cfg)
     if OmegaConf.is_missing(cfg, "image"):
@@ -82,6 +84,9 @@ def run_explain(cfg: DictConfig) -> ExplainResult:
     images = collect_images(image, max_images=cfg.max_images)  # type: ignore[arg-type]
     device = resolve_device(cfg.device)
     specs = model_specs(cfg)
+    if cfg.texts:  # free prompts: both towers of an image-text model (cli/explain_texts.py)
+        return run_explain_texts(cfg, specs, images, device,
+                                 {label: _describe(spec) for label, (_, spec) in specs.items()})
     models = {label: spec.build(key=key) for label, (key, spec) in specs.items()}
     result = explain(models, images, Path(cfg.output_dir), settings, device=device,
                      progress=cfg.progress,
