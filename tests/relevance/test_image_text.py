@@ -189,3 +189,26 @@ def test_frozen_towers_are_explained_and_bad_input_is_one_line():
     with pytest.raises(ValueError, match=r"text_start_layer must be a block index in \[-3, 2\]"):
         image_text_relevance(_model(clip), _images(1), ["a cat"], text_start_layer=3)
     assert block_slice(-1, 12) == slice(11, None) and block_slice(0, 12) == slice(0, None)
+
+
+def test_prompt_folders_make_the_zero_shot_score_each_images_similarity_to_its_prompt(tmp_path):
+    """Free prompts per image through today's training path: class folders named by the
+    prompts and the template "{}" build a zero-shot head whose logit for an image's label
+    is that image's similarity logit with its own prompt, and whose grad_rollout map (what
+    fine-tuning trains) is the full-rollout image map of this module."""
+    from robustft.backbones.open_clip import zero_shot_classifier
+    from robustft.relevance import relevance_map
+
+    prompts = ["a dog on the grass", "a red hat"]
+    for prompt in prompts:
+        (tmp_path / "images" / prompt).mkdir(parents=True)
+    clip = _clip()
+    model = _model(clip)
+    head = zero_shot_classifier(clip, tmp_path / "images", ["{}"], tokenizer=model.tokenizer)
+    assert head.class_names == tuple(prompts)  # label order: the sorted folders
+    images, labels = _images(), torch.tensor([1, 0])
+    classified = relevance_map(head, images, labels)
+    out = image_text_relevance(model, images, prompts, start_layer=0)
+    pairs = torch.arange(2)
+    torch.testing.assert_close(classified.logits[pairs, labels], out.logits[pairs, labels])
+    torch.testing.assert_close(classified.relevance, out.image[pairs, labels])
