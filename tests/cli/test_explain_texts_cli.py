@@ -107,3 +107,21 @@ def test_a_model_without_a_text_tower_is_one_line(workspace, tmp_path):
     with pytest.raises(ValueError, match=r"^model\.family: texts= needs a model with a text "
                                          r"tower; the 'timm' family has none here"):
         run_explain(cfg)
+
+
+def test_a_checkpoint_puts_its_fine_tuned_image_tower_in_the_clip_model(tmp_path):
+    from robustft.backbones import ModelSpec
+    from robustft.backbones.image_text import image_text_model
+
+    torch.manual_seed(3)
+    spec = ModelSpec(name="ViT-B-16", family="open_clip", pretrained=False, kwargs=KWARGS,
+                     zero_shot={"class_names": ["cat", "dog"], "templates": ["a {}"]})
+    finetuned = spec.build()
+    checkpoint = tmp_path / "clip.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in finetuned.state_dict().items()},
+                "hyper_parameters": {"model_config": spec.to_dict()}}, checkpoint)
+    torch.manual_seed(4)  # another random base: only the image tower comes from the checkpoint
+    model = image_text_model(ModelSpec(name="ViT-B-16", family="open_clip", pretrained=False,
+                                       kwargs=KWARGS, checkpoint=str(checkpoint)))
+    for name, tensor in finetuned.visual.state_dict().items():
+        torch.testing.assert_close(model.model.visual.state_dict()[name], tensor)
