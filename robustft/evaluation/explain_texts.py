@@ -174,7 +174,7 @@ def explain_texts(models: Mapping[str, ImageTextModel], images: ImageSet, texts:
                                                                         relevances[t]))]
         png = out_dir / f"{image.name}.png"
         legend = [f"explained: each prompt's similarity logit (texts={texts}); image blocks from "
-                  f"start_layer={start_layer}, text blocks from text_start_layer="
+                  f"image_start_layer={start_layer}, text blocks from text_start_layer="
                   f"{text_start_layer}", "colour: relevance for that prompt, each map scaled to "
                   "its own min-max, each prompt's tokens to their maximum"]
         add_legend(_stack(blocks), legend).save(png)

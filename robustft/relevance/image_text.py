@@ -1,4 +1,4 @@
-"""Image-text relevance for CLIP (docs/method.md §12): the rule of §1 with the score of an
+"""Image-text relevance for CLIP (docs/method.md §11): the rule of §1 with the score of an
 (image, text) pair, their similarity logit, read on both towers.
 
 For B images and T texts, one forward of each tower gives the (B, T) logits
@@ -20,10 +20,10 @@ in the public CLIP notebook; the maps stay differentiable in both towers' weight
 ``A_l``.
 
 ``start_layer`` / ``text_start_layer`` are block indices, negative ones counted from the
-end as in Python. The default ``-1`` (the last block only) is the public CLIP notebook's: in
-CLIP the early blocks' gradient-weighted attention is spread over the whole image and
-sentence, and adding it blurs the maps; ``0`` is the full rollout of §1 (what a ViT
-classifier in this package is explained with).
+end as in Python. The default ``-1`` (the last block only) is the public CLIP notebook's, so
+that a CLIP checkpoint explained here shows what that notebook shows (its reason: CLIP's
+early blocks are noisy; not measured here, docs/method.md §11); ``0`` is the full rollout
+of §1, what a ViT classifier in this package is explained with and what fine-tuning trains.
 """
 
 from __future__ import annotations
