@@ -18,7 +18,10 @@ robustft knows about the family:
   fields that say which model to build instead of ``name`` (a family without any requires
   ``name``); ``check``: its own rules for a spec, run before ``build``;
 - ``weights_identity``: what identifies its weights in an evaluation fingerprint beyond
-  the entry's common keys (a library version, the files of a model folder).
+  the entry's common keys (a library version, the files of a model folder);
+- ``image_text``: for a family with a text tower (CLIP), ``(ModelSpec, config key) ->``
+  :class:`~robustft.backbones.image_text.ImageTextModel`, both towers and the tokenizer
+  (None: no text tower).
 
 Nothing outside ``backbones/`` branches on a family's name: it asks the record.
 """
@@ -78,6 +81,7 @@ class Family:
     source_fields: tuple[str, ...] = ()
     check: Callable[[ModelSpec, str], None] = _no_check
     weights_identity: WeightsIdentity = _no_identity
+    image_text: Callable[[ModelSpec, str], Any] | None = None
 
     def describe(self, spec: ModelSpec) -> str:
         """The spec's model in errors: its name, else the first source field set."""

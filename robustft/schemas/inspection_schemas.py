@@ -191,6 +191,9 @@ class ExplainConfig:
     k: int = 3
     classes: list[Any] = field(default_factory=list)  # class names (or indices) to explain
     class_names: str | None = None  # a file: the models' class names, one per line, head order
+    texts: list[str] = field(default_factory=list)  # free prompts (image-text models)
+    image_start_layer: int = -1  # texts=: first image block of the rollout (-1: the last)
+    text_start_layer: int = -1  # texts=: first text block of the rollout (-1: the last)
     max_images: int | None = None
     backend: RelevanceBackend = RelevanceBackend.eager
     scale: int | None = None

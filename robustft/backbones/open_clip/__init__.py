@@ -17,7 +17,7 @@ from robustft.backbones.registry import Family, lazy, register_family
 __all__ = ["FAMILY"]
 
 _MODULES = ("robustft.backbones.open_clip.adapter", "robustft.backbones.open_clip.load",
-            "robustft.backbones.open_clip.attention")
+            "robustft.backbones.open_clip.attention", "robustft.backbones.open_clip.text")
 
 
 def _adapters():
@@ -29,7 +29,8 @@ def _adapters():
 FAMILY = register_family(Family(
     name="open_clip", build=lazy("robustft.backbones.open_clip.load", "build_open_clip"),
     adapters=_adapters, library="open_clip", fields=("tag", "zero_shot"),
-    weights_identity=lazy("robustft.backbones.open_clip.load", "open_clip_weights_identity")))
+    weights_identity=lazy("robustft.backbones.open_clip.load", "open_clip_weights_identity"),
+    image_text=lazy("robustft.backbones.open_clip.text", "build_open_clip_image_text")))
 
 
 def __getattr__(name: str) -> Any:

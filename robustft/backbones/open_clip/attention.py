@@ -67,33 +67,46 @@ def leaf_if_frozen(tensor: Tensor) -> Tensor:
 
 
 def explicit_attention(block: ResidualAttentionBlock, *, fused: bool,
-                        record: Callable[..., Tensor]) -> Callable[..., Tensor]:
+                        record: Callable[..., Tensor], masked: bool = False
+                        ) -> Callable[..., Tensor]:
     """A replacement for ``block.attention`` (see the module docstring). ``record`` gets
     the eager path's probabilities (B, heads, N, N), or the fused path's q, k, v and
-    heads' output (B, N, D), and returns the tensor the block goes on with."""
+    heads' output (B, N, D), and returns the tensor the block goes on with. ``masked``
+    (the text tower's causal attention) adds the block's additive ``attn_mask`` to the
+    scores before the softmax, as ``nn.MultiheadAttention`` does."""
     attn = block.attn
 
     def attention(q_x: Tensor, k_x: Tensor | None = None, v_x: Tensor | None = None,
                   attn_mask: Tensor | None = None) -> Tensor:
-        if k_x is not None or v_x is not None or attn_mask is not None:
+        if k_x is not None or v_x is not None or (attn_mask is not None and not masked):
             raise TypeError("robustft captures the image tower's self-attention only (no "
                             "cross-attention, no attention mask)")
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            raise TypeError("robustft reads an additive (float) attention mask, not a boolean one")
         x = q_x if attn.batch_first else q_x.transpose(0, 1)
         query, key, value = _split_heads(attn, x)
         batch, heads, tokens, head_dim = query.shape
         dropout = attn.dropout if attn.training else 0.0
         if fused:
-            output = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout)
+            output = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout,
+                                                    attn_mask=_as_dtype(attn_mask, query))
             output = record(query, key, value,
                             output.transpose(1, 2).reshape(batch, tokens, heads * head_dim))
         else:
-            probabilities = ((query * head_dim ** -0.5) @ key.transpose(-2, -1)).softmax(dim=-1)
+            scores = (query * head_dim ** -0.5) @ key.transpose(-2, -1)
+            if attn_mask is not None:
+                scores = scores + attn_mask.to(scores.dtype)
+            probabilities = scores.softmax(dim=-1)
             probabilities = F.dropout(record(probabilities), dropout, training=attn.training)
             output = (probabilities @ value).transpose(1, 2).reshape(batch, tokens, -1)
         output = F.linear(output, attn.out_proj.weight, attn.out_proj.bias)
         return output if attn.batch_first else output.transpose(0, 1)
 
     return attention
+
+
+def _as_dtype(mask: Tensor | None, like: Tensor) -> Tensor | None:
+    return None if mask is None else mask.to(like.dtype)
 
 
 @contextmanager

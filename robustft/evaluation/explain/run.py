@@ -14,6 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from robustft.backbones import ModelSpec
 from robustft.evaluation.explain.figures import ExplainResult, ExplainSettings, explain
 from robustft.evaluation.explain.inputs import collect_images
+from robustft.evaluation.explain.texts import TextsResult
+from robustft.evaluation.explain.texts_run import run_explain_texts
 from robustft.evaluation.model_loading import entry_spec
 from robustft.resources import resolve_device
 from robustft.schemas.checks import check_config
@@ -54,7 +56,7 @@ def _describe(spec: ModelSpec) -> str:
     return f"`{spec.name}` ({spec.family}), {weights}{kwargs}"
 
 
-def run_explain(cfg: DictConfig) -> ExplainResult:
+def run_explain(cfg: DictConfig) -> ExplainResult | TextsResult:
     """Explain ``cfg.image`` with ``cfg``'s models and methods; returns what was written."""
     check_config(cfg)
     if OmegaConf.is_missing(cfg, "image"):
@@ -69,6 +71,9 @@ def run_explain(cfg: DictConfig) -> ExplainResult:
     images = collect_images(image, max_images=cfg.max_images)  # type: ignore[arg-type]
     device = resolve_device(cfg.device)
     specs = model_specs(cfg)
+    if cfg.texts:  # free prompts: both towers of an image-text model (explain/texts_run.py)
+        return run_explain_texts(cfg, specs, images, device,
+                                 {label: _describe(spec) for label, (_, spec) in specs.items()})
     models = {label: spec.build(key=key) for label, (key, spec) in specs.items()}
     result = explain(models, images, Path(cfg.output_dir), settings, device=device,
                      progress=cfg.progress,
