@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from timm.layers.attention import Attention
@@ -96,6 +97,37 @@ def hooked_attention(attns: list[nn.Module], *, fused: bool,
             attn.fused_attn = flag
 
 
+def _qkv_hooks(captured: list[BlockAttention], *, packed: int, value_slot: int, num_heads: int,
+               head_dim: int, scale: float, output_hook: str) -> tuple[Callable[..., Any], ...]:
+    """The four hooks that capture one attention's q, k, v and output into ``captured``:
+    on the packed projection (``qkv`` with ``packed=3`` or ``kv`` with 2; ``v`` is slot
+    ``value_slot`` of timm's ``reshape(B, N, packed, heads, head_dim).permute(2, 0, 3, 1, 4)``),
+    on ``q_norm`` and ``k_norm`` (what the kernel receives) and a pre-hook on the output
+    projection (``O``)."""
+    partial: dict[str, Tensor] = {}
+
+    def on_packed(_module: nn.Module, _inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        batch, tokens, _ = output.shape
+        layout = output.reshape(batch, tokens, packed, num_heads, head_dim)
+        partial["value"] = layout.permute(2, 0, 3, 1, 4)[value_slot]
+
+    def on_query(_module: nn.Module, _inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        partial["query"] = output
+
+    def on_key(_module: nn.Module, _inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        partial["key"] = output
+
+    def on_output(_module: nn.Module, inputs: tuple[Tensor, ...]):
+        output, replaced = _output_leaf(inputs)
+        if set(partial) != {"query", "key", "value"}:
+            raise RuntimeError(f"{output_hook} before q/k/v were seen (got {sorted(partial)})")
+        captured.append(BlockAttention(query=partial.pop("query"), key=partial.pop("key"),
+                                       value=partial.pop("value"), output=output, scale=scale))
+        return replaced
+
+    return on_packed, on_query, on_key, on_output
+
+
 @contextmanager
 def capture_qkv(model: nn.Module) -> Iterator[list[BlockAttention]]:
     """See :meth:`robustft.backbones.base.Backbone.capture_qkv`; hooks and each block's
@@ -104,30 +136,9 @@ def capture_qkv(model: nn.Module) -> Iterator[list[BlockAttention]]:
     captured: list[BlockAttention] = []
 
     def hooks_for(attn: Attention):
-        partial: dict[str, Tensor] = {}
-
-        def on_qkv(_module: nn.Module, _inputs: tuple[Tensor, ...], output: Tensor) -> None:
-            batch, tokens, _ = output.shape
-            layout = output.reshape(batch, tokens, 3, attn.num_heads, attn.head_dim)
-            partial["value"] = layout.permute(2, 0, 3, 1, 4)[2]
-
-        def on_query(_module: nn.Module, _inputs: tuple[Tensor, ...], output: Tensor) -> None:
-            partial["query"] = output
-
-        def on_key(_module: nn.Module, _inputs: tuple[Tensor, ...], output: Tensor) -> None:
-            partial["key"] = output
-
-        def on_output(_module: nn.Module, inputs: tuple[Tensor, ...]):
-            output, replaced = _output_leaf(inputs)
-            if set(partial) != {"query", "key", "value"}:
-                raise RuntimeError(f"timm Attention called norm before q/k/v were seen "
-                                   f"(got {sorted(partial)})")
-            captured.append(BlockAttention(query=partial.pop("query"), key=partial.pop("key"),
-                                           value=partial.pop("value"), output=output,
-                                           scale=float(attn.scale)))
-            return replaced
-
-        return tuple(capture_hook(hook) for hook in (on_qkv, on_query, on_key, on_output))
+        return tuple(capture_hook(hook) for hook in _qkv_hooks(
+            captured, packed=3, value_slot=2, num_heads=attn.num_heads, head_dim=attn.head_dim,
+            scale=float(attn.scale), output_hook="timm Attention called norm"))
 
     def register(attn: Attention) -> list[RemovableHandle]:
         on_qkv, on_query, on_key, on_output = hooks_for(attn)
@@ -159,30 +170,9 @@ def capture_pool(pool: AttentionPoolLatent) -> Iterator[list[BlockAttention]]:
     from ``kv`` split with timm's layout ``reshape(B, N, 2, heads, head_dim).permute(2, 0,
     3, 1, 4)[1]``, the output ``O`` (B, 1, heads * head_dim) from a pre-hook on ``proj``."""
     captured: list[BlockAttention] = []
-    partial: dict[str, Tensor] = {}
-
-    def on_kv(_module: nn.Module, _inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        batch, tokens, _ = output.shape
-        layout = output.reshape(batch, tokens, 2, pool.num_heads, pool.head_dim)
-        partial["value"] = layout.permute(2, 0, 3, 1, 4)[1]
-
-    def on_query(_module: nn.Module, _inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        partial["query"] = output
-
-    def on_key(_module: nn.Module, _inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        partial["key"] = output
-
-    def on_output(_module: nn.Module, inputs: tuple[Tensor, ...]):
-        output, replaced = _output_leaf(inputs)
-        if set(partial) != {"query", "key", "value"}:
-            raise RuntimeError(f"timm AttentionPoolLatent called proj before q/k/v were seen "
-                               f"(got {sorted(partial)})")
-        captured.append(BlockAttention(query=partial.pop("query"), key=partial.pop("key"),
-                                       value=partial.pop("value"), output=output,
-                                       scale=float(pool.scale)))
-        return replaced
-
-    hooks = [capture_hook(hook) for hook in (on_kv, on_query, on_key, on_output)]
+    hooks = [capture_hook(hook) for hook in _qkv_hooks(
+        captured, packed=2, value_slot=1, num_heads=pool.num_heads, head_dim=pool.head_dim,
+        scale=float(pool.scale), output_hook="timm AttentionPoolLatent called proj")]
     # the pool's one query costs nothing in eager attention, and the fused kernel has no
     # double backward (the second-order mode differentiates d(score)/dO again)
     with hooked_attention([pool], fused=False, register=lambda _pool: [
