@@ -43,14 +43,15 @@ class HeldOutRecorder:
         explain: how the fine-tuning computes a model's map on a pair batch.
         scores: a model's class scores on images.
 
-    The original model's maps and its top-1 on the composites are computed once (its
-    weights never change), so every epoch pays for the fine-tuned model's alone.
+    The original model's maps, the composites and the original's top-1 on them are computed
+    once (its weights never change, the held-out images neither), so every epoch pays for the
+    fine-tuned model's alone.
     """
 
     def __init__(self, explain: Explain, scores: Scores) -> None:
         self.explain, self.scores = explain, scores
         self._original_maps: dict[tuple[int, tuple[int, ...]], dict[str, Tensor]] = {}
-        self._original_swaps: dict[tuple[int, ...], Tensor] = {}
+        self._swaps: dict[tuple[int, ...], tuple[Tensor, Tensor, Tensor] | None] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -95,21 +96,33 @@ class HeldOutRecorder:
             self.measures["decisions"].setdefault(name, []).append(value)
 
     def _swap_correct(self, model: nn.Module, original: nn.Module) -> dict[str, Tensor]:
-        """Both models' per-composite correctness on this process's held-out pairs."""
+        """Both models' per-composite correctness on this process's held-out pairs. The
+        composites, like the original's answers on them, are built once: the held-out pairs
+        are the same images every pass."""
         if not self._pairs["label"]:
             return {}
-        pairs = {name: torch.cat(values) for name, values in self._pairs.items()}
-        partners = background_partners(pairs["label"], BACKGROUNDS_PER_PAIR)
-        if not bool((partners >= 0).any()):  # one class: there is no other background
+        labels = torch.cat(self._pairs["label"])
+        key = tuple(labels.tolist())
+        if key not in self._swaps:
+            self._swaps[key] = self._build_swaps(original, labels)
+        if self._swaps[key] is None:  # one class: there is no other background
             return {}
+        composites, targets, original_correct = self._swaps[key]
+        return {"correct": self._top1_correct(model, composites, targets),
+                "correct_original": original_correct}
+
+    def _build_swaps(self, original: nn.Module,
+                     labels: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        """(composites, their target classes, the original's correctness on them), or None
+        when the pairs have one class."""
+        partners = background_partners(labels, BACKGROUNDS_PER_PAIR)
+        if not bool((partners >= 0).any()):
+            return None
+        pairs = {name: torch.cat(self._pairs[name]) for name in ("image", "mask", "ignore")}
         composites, sources = swap_backgrounds(pairs["image"], pairs["mask"], pairs["ignore"],
                                                partners)
-        targets = pairs["label"][sources]
-        correct = self._top1_correct(model, composites, targets)
-        key = tuple(pairs["label"].tolist())
-        if key not in self._original_swaps:
-            self._original_swaps[key] = self._top1_correct(original, composites, targets)
-        return {"correct": correct, "correct_original": self._original_swaps[key]}
+        targets = labels[sources]
+        return composites, targets, self._top1_correct(original, composites, targets)
 
     def _top1_correct(self, model: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
         device = next(model.parameters()).device

@@ -54,6 +54,12 @@ def test_an_object_reader_is_right_on_every_swap_and_a_background_reader_on_none
     summary = recorder.summary(object_reader, background_reader)
     assert summary.swap_accuracy == 1.0 and summary.swap_accuracy_original == 0.0
     assert summary.pairs == 6 and summary.share == pytest.approx(1.0)
+    # the next pass reuses the composites and the original's answers: the model's are new
+    recorder.reset()
+    for index, labels in enumerate(batches):
+        recorder.record_pairs(background_reader, background_reader, _batch(labels), index, None, None)
+    again = recorder.summary(background_reader, background_reader)
+    assert again.swap_accuracy == 0.0 and again.swap_accuracy_original == 0.0
     # on the unswapped images both are right: the swap is what tells them apart
     assert summary.accuracy == 1.0 and summary.accuracy_original == 1.0
 
