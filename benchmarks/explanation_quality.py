@@ -45,7 +45,7 @@ from robustft.evaluation.metrics.map_scoring import FRACTION_FACTOR, Explanation
 from robustft.evaluation.metrics.perturbation_curves import DEFAULT_FRACTIONS, check_fractions
 from robustft.evaluation.model_loading import build_model_from_entry
 from robustft.evaluation.runner import build_eval_transforms, evaluate_models
-from robustft.relevance import RELEVANCE_METHODS
+from robustft.relevance import RELEVANCE_METHODS, RelevanceChoice
 from robustft.synth.read import ImageFolderSplit
 
 SPLITS = ("shuffled", "anti_correlated", "in_distribution")
@@ -95,7 +95,7 @@ def measure(models: dict, benchmark: Path, splits: Sequence[str], methods: Seque
         for position, method in enumerate(methods):
             # top-1 does not depend on the method: computed (and timed) in the first pass only
             metrics = (("top1",) if position == 0 else ()) + EXPLANATION_METRICS
-            settings = ExplanationSettings(metrics=metrics, relevance_method=method,
+            settings = ExplanationSettings(metrics=metrics, relevance=RelevanceChoice(method),
                                            fractions=tuple(fractions))
             parts: dict[str, dict[str, float]] = {}
             rows = evaluate_models(models, dataset, transforms=transforms,

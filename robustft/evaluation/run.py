@@ -61,6 +61,7 @@ from robustft.evaluation.unreadable import (
     write_unreadable_images,
 )
 from robustft.labels import check_protocol_kind
+from robustft.relevance import relevance_choices
 from robustft.resources import resolve_device, resolve_num_workers
 from robustft.schemas.checks import check_config
 
@@ -170,12 +171,12 @@ def preprocessing_overrides(cfg: DictConfig, entries: Mapping[str, Any]) -> dict
 def explanation_settings(cfg: DictConfig) -> ExplanationSettings:
     """The ``metrics``, ``relevance_method``, ``method_options``, ``perturbation.*`` and
     ``share.*`` keys."""
-    method = str(cfg.relevance_method)
-    options = OmegaConf.to_container(cfg.method_options, resolve=True) or {}
+    options = OmegaConf.to_container(cfg.method_options, resolve=True)
+    (relevance,) = relevance_choices(str(cfg.relevance_method), options,  # type: ignore[arg-type]
+                                     key="relevance_method")
     return ExplanationSettings(
         metrics=tuple(str(metric) for metric in cfg.metrics),
-        relevance_method=method,
-        relevance_options=options.get(method, {}),  # type: ignore[union-attr]
+        relevance=relevance,
         fractions=tuple(float(value) for value in cfg.perturbation.fractions),
         removal_value=float(cfg.perturbation.removal_value),
         perturbation_target=str(cfg.perturbation.target),

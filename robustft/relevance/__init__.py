@@ -20,6 +20,7 @@ from robustft.relevance.grad_rollout import (
 from robustft.relevance.input_gradient import input_x_gradient
 from robustft.relevance.methods import (
     RELEVANCE_METHODS,
+    RelevanceChoice,
     RelevanceConfig,
     RelevanceMethod,
     check_trainable_method,
@@ -27,6 +28,7 @@ from robustft.relevance.methods import (
     method_label,
     method_options,
     register_method,
+    relevance_choices,
     trainable_methods,
 )
 from robustft.relevance.raw_attention import raw_attention
@@ -46,9 +48,9 @@ from robustft.relevance.settings import (
 )
 
 __all__ = ["GRADIENT_MODES", "PHASES", "RELEVANCE_METHODS", "ExplainedClass", "GradientMode",
-           "RelevanceBackend", "RelevanceConfig", "RelevanceMethod", "RelevanceOutput",
+           "RelevanceBackend", "RelevanceChoice", "RelevanceConfig", "RelevanceMethod", "RelevanceOutput",
            "attention_gradcam", "attention_rollout", "check_trainable_method", "get_method",
            "head_weighted_attention", "input_x_gradient", "method_label", "method_options",
-           "raw_attention", "register_method", "relevance_map", "rollout_cls_row",
+           "raw_attention", "register_method", "relevance_choices", "relevance_map", "rollout_cls_row",
            "rollout_cls_row_of_attention", "rollout_row", "rollout_row_of_attention",
            "trainable_methods", "upsample_and_normalize"]

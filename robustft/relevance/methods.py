@@ -18,9 +18,11 @@ method defined elsewhere (a user's, a test's) is registered when its module is i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from torch import Tensor, nn
 
 from robustft.relevance.settings import (
     ExplainedClass,
@@ -29,8 +31,9 @@ from robustft.relevance.settings import (
     RelevanceOutput,
 )
 
-__all__ = ["RELEVANCE_METHODS", "RelevanceConfig", "RelevanceMethod", "check_trainable_method",
-           "get_method", "method_label", "method_options", "register_method", "trainable_methods"]
+__all__ = ["RELEVANCE_METHODS", "RelevanceChoice", "RelevanceConfig", "RelevanceMethod",
+           "check_trainable_method", "get_method", "method_label", "method_options",
+           "register_method", "relevance_choices", "trainable_methods"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,56 @@ def method_label(name: str, options: Mapping[str, Any] | None = None) -> str:
     if not options:
         return name
     return f"{name}({','.join(f'{option}={value}' for option, value in sorted(options.items()))})"
+
+
+@dataclass(frozen=True)
+class RelevanceChoice:
+    """One relevance computation as the inspection tools run it (robustft-eval one,
+    robustft-explain one or several): the ``method`` (a name in :data:`RELEVANCE_METHODS`),
+    its own ``options`` (checked, and kept only where they differ from the method's defaults:
+    what ``compute`` is called with and what ``label`` names) and the ``backend``. Every
+    config reaches it through :func:`relevance_choices`."""
+
+    method: str = "grad_rollout"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    backend: RelevanceBackend = RelevanceBackend.eager
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", method_options(self.method, self.options))
+        object.__setattr__(self, "backend", RelevanceBackend(self.backend))
+
+    @property
+    def label(self) -> str:
+        """The method's name in result rows and file names: ``rollout(start_layer=1)``."""
+        return method_label(self.method, self.options)
+
+    def compute(self, model: nn.Module, images: Tensor, target: Tensor | None = None,
+                gradient_mode: GradientMode | str = GradientMode.detached) -> RelevanceOutput:
+        """The method's maps of ``images`` for ``target`` (None: the argmax class)."""
+        return RELEVANCE_METHODS[self.method].compute(model, images, target, gradient_mode,
+                                                      backend=self.backend, **self.options)
+
+
+def relevance_choices(methods: Sequence[str] | str, options: Mapping[str, Any] | None = None,
+                      backend: RelevanceBackend | str = RelevanceBackend.eager, *,
+                      key: str = "methods") -> tuple[RelevanceChoice, ...]:
+    """One :class:`RelevanceChoice` per name in ``methods`` (the config key ``key``), each
+    with its entry of ``options`` (method -> its options, the ``method_options`` key) and
+    ``backend``; a one-line ``ValueError`` naming ``key`` for an empty list or an unknown
+    name, ``method_options.<method>`` for an option the method does not take, ``backend``
+    for an unknown backend."""
+    names = [methods] if isinstance(methods, str) else list(methods)
+    if not names:
+        raise ValueError(f"{key}: no relevance method given; known: {sorted(RELEVANCE_METHODS)}")
+    for name in names:
+        if name not in RELEVANCE_METHODS:
+            raise ValueError(f"{key}: unknown relevance method {name!r}; known: "
+                             f"{sorted(RELEVANCE_METHODS)}")
+    if backend not in tuple(RelevanceBackend):
+        raise ValueError(f"backend: expected one of {[b.value for b in RelevanceBackend]}, "
+                         f"got {backend!r}")
+    given = dict(options or {})
+    return tuple(RelevanceChoice(name, given.get(name) or {}, backend) for name in names)
 
 
 def get_method(name: str, *, key: str = "relevance.method") -> RelevanceMethod:

@@ -320,3 +320,38 @@ def test_rollout_start_layer_outside_the_model_is_one_line():
     with pytest.raises(ValueError, match=r"^method_options.rollout: unknown option\(s\) "
                                          r"\['start'\]; rollout takes \['start_layer'\]$"):
         method_options("rollout", {"start": 1})
+
+
+def test_a_relevance_choice_runs_its_method_with_its_options_and_backend():
+    from robustft.relevance import RelevanceChoice, relevance_choices
+
+    model = tiny_vit("plain", depth=3, dtype=torch.float64)
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5),
+                         dtype=torch.float64)
+    (choice,) = relevance_choices("rollout", {"rollout": {"start_layer": 1}}, "eager",
+                                  key="relevance_method")
+    assert choice == RelevanceChoice("rollout", {"start_layer": 1}, "eager")
+    assert choice.label == "rollout(start_layer=1)"
+    expected = get_method("rollout").compute(model, images, None, "detached", backend="eager",
+                                             start_layer=1).relevance
+    torch.testing.assert_close(choice.compute(model, images).relevance, expected)
+    # the defaults are not kept: the same choice whether given or not
+    assert RelevanceChoice("rollout", {"start_layer": 0}) == RelevanceChoice("rollout")
+    # options of methods that were not asked for are ignored, each method gets its own
+    choices = relevance_choices(["grad_rollout", "rollout"], {"rollout": {"start_layer": 2}})
+    assert [c.label for c in choices] == ["grad_rollout", "rollout(start_layer=2)"]
+
+
+def test_relevance_choices_refuse_in_one_line_naming_the_key():
+    from robustft.relevance import relevance_choices
+
+    with pytest.raises(ValueError, match=r"^relevance_method: unknown relevance method 'lrp'; "
+                                         r"known: \["):
+        relevance_choices("lrp", key="relevance_method")
+    with pytest.raises(ValueError, match=r"^methods: no relevance method given; known: \["):
+        relevance_choices([])
+    with pytest.raises(ValueError, match=r"^method_options.rollout: unknown option"):
+        relevance_choices(["rollout"], {"rollout": {"start": 1}})
+    with pytest.raises(ValueError, match=r"^backend: expected one of \['auto', 'eager', 'fused'\], "
+                                         r"got 'turbo'$"):
+        relevance_choices(["rollout"], backend="turbo")

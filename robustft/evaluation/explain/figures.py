@@ -49,15 +49,9 @@ from robustft.evaluation.explain.targets import (
     model_class_names,
 )
 from robustft.evaluation.runner import model_eval_transform
-from robustft.relevance import (
-    RELEVANCE_METHODS,
-    RelevanceBackend,
-    method_label,
-    method_options,
-    upsample_and_normalize,
-)
+from robustft.relevance import RELEVANCE_METHODS, RelevanceChoice, upsample_and_normalize
 
-__all__ = ["ExplainResult", "ExplainSettings", "MapRecord", "check_methods", "explain"]
+__all__ = ["ExplainResult", "ExplainSettings", "MapRecord", "explain"]
 
 MAPS_CSV = "maps.csv"
 INDEX_NAME = "index.md"
@@ -68,50 +62,35 @@ MIN_CELL_WIDTH = 160  # pixels: the automatic scale enlarges smaller inputs to f
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 
 
-def check_methods(methods: Sequence[str], key: str = "methods") -> list[str]:
-    """``methods`` as a list; a ``ValueError`` naming the first that is not registered."""
-    methods = [methods] if isinstance(methods, str) else list(methods)
-    if not methods:
-        raise ValueError(f"{key}: no relevance method given; known: {sorted(RELEVANCE_METHODS)}")
-    for method in methods:
-        if method not in RELEVANCE_METHODS:
-            raise ValueError(f"{key}: unknown relevance method {method!r}; known: "
-                             f"{sorted(RELEVANCE_METHODS)}")
-    return methods
-
-
 @dataclass
 class ExplainSettings:
-    """What to explain: ``methods`` (names in ``robustft.relevance.RELEVANCE_METHODS``)
-    with ``method_options`` (method -> its own options, e.g. ``{"rollout": {"start_layer":
-    1}}``; a method run with non-default options is labelled ``rollout(start_layer=1)``),
-    ``target`` (``predicted`` | ``label`` | ``topk`` with ``k``) or named ``classes``
-    (which then replace ``target``), ``class_names`` (a file of the models' class names),
-    the relevance ``backend``, the PNG's ``scale`` (None: enlarge small inputs to
+    """What to explain: ``relevance`` (one :class:`robustft.relevance.RelevanceChoice` per
+    method: its name, its own options, the backend; the shape robustft-eval uses too, built
+    from the ``methods``, ``method_options`` and ``backend`` keys by
+    :func:`robustft.relevance.relevance_choices`; a method run with non-default options is
+    labelled ``rollout(start_layer=1)``), ``target`` (``predicted`` | ``label`` | ``topk``
+    with ``k``) or named ``classes`` (which then replace ``target``), ``class_names`` (a file
+    of the models' class names), the PNG's ``scale`` (None: enlarge small inputs to
     :data:`MIN_CELL_WIDTH` pixels) and ``max_image_pixels`` (a larger image is refused in
     one line before it is decoded; None: only PIL's own limit)."""
 
-    methods: Sequence[str] = ("grad_rollout",)
-    method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    relevance: Sequence[RelevanceChoice] = (RelevanceChoice(),)
     target: ExplainTarget | str = ExplainTarget.predicted
     k: int = 3
     classes: Sequence[str | int] = ()
     class_names: str | None = None
-    backend: RelevanceBackend | str = RelevanceBackend.eager
     scale: int | None = None
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:
-        self.methods = check_methods(self.methods)
-        given = dict(self.method_options or {})
-        # each method's non-default options, what its compute is called with
-        self.method_options = {method: method_options(method, given.get(method))
-                               for method in self.methods}
+        self.relevance = tuple(self.relevance)
+        if not self.relevance:
+            raise ValueError("methods: no relevance method given; known: "
+                             f"{sorted(RELEVANCE_METHODS)}")
         if self.target not in tuple(ExplainTarget):
             raise ValueError(f"target must be one of {[t.value for t in ExplainTarget]}, "
                              f"got {self.target!r}")
         self.target = ExplainTarget(self.target)
-        self.backend = RelevanceBackend(self.backend)
         self.classes = list(self.classes or ())
         if self.classes and self.target != ExplainTarget.predicted:
             raise ValueError(f"set either classes={self.classes} or target={self.target}, not both")
@@ -225,13 +204,10 @@ def _explain_one(image: ExplainImage, views: Sequence[_ModelView], settings: Exp
         targets = explained_classes(probabilities, target=settings.target, k=settings.k,
                                     classes=view.classes, label=label, image=str(image.path))
         picture = denormalize(inputs[0], view.mean, view.std)
-        for method in settings.methods:
-            options = settings.method_options[method]
+        for relevance in settings.relevance:
             batch = inputs.repeat(len(targets), 1, 1, 1)
-            out = RELEVANCE_METHODS[method].compute(
-                view.model, batch, torch.tensor(targets, device=device), "detached",
-                backend=settings.backend, **options)
-            method = method_label(method, options)
+            out = relevance.compute(view.model, batch, torch.tensor(targets, device=device))
+            method = relevance.label
             raw = out.relevance.detach().float().cpu()
             npy = Path("maps") / image.name / f"{_safe(view.label)}__{_safe(method)}.npy"
             (out_dir / npy).parent.mkdir(parents=True, exist_ok=True)
@@ -265,10 +241,11 @@ def _write_index(path: Path, images: Sequence[ExplainImage], pngs: Sequence[Path
                  describe_models: Mapping[str, str]) -> None:
     what = (f"classes {list(settings.classes)}" if settings.classes else
             f"target={settings.target}" + (f", k={settings.k}" if settings.target == "topk" else ""))
+    methods = ", ".join(relevance.label for relevance in settings.relevance)
+    backends = ", ".join(dict.fromkeys(relevance.backend for relevance in settings.relevance))
     lines = ["# robustft-explain", "",
-             f"{len(images)} image(s); methods "
-             f"{', '.join(method_label(m, settings.method_options[m]) for m in settings.methods)}; {what}; "
-             f"relevance backend {settings.backend}.", "", "| model | built from |", "|---|---|"]
+             f"{len(images)} image(s); methods {methods}; {what}; relevance backend {backends}.",
+             "", "| model | built from |", "|---|---|"]
     lines += [f"| {label} | {text} |" for label, text in describe_models.items()]
     lines += ["", "Maps: `maps/<image>/<model>__<method>.npy`, float32 of shape (T, h, w): the "
               "raw relevance over the model's (h, w) patch grid of each of the T classes listed "

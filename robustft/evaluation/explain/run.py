@@ -17,6 +17,7 @@ from robustft.evaluation.explain.inputs import collect_images
 from robustft.evaluation.explain.texts import TextsResult
 from robustft.evaluation.explain.texts_run import run_explain_texts
 from robustft.evaluation.model_loading import entry_spec
+from robustft.relevance import relevance_choices
 from robustft.resources import resolve_device
 from robustft.schemas.checks import check_config
 
@@ -61,12 +62,13 @@ def run_explain(cfg: DictConfig) -> ExplainResult | TextsResult:
     check_config(cfg)
     if OmegaConf.is_missing(cfg, "image"):
         raise ValueError("image: missing; set image=<file>, image=[a.jpg,b.jpg] or image=<folder>")
+    relevance = relevance_choices(
+        list(cfg.methods), OmegaConf.to_container(cfg.method_options, resolve=True),  # type: ignore[arg-type]
+        str(cfg.backend))
     settings = ExplainSettings(
-        methods=list(cfg.methods), target=str(cfg.target), k=int(cfg.k),
-        method_options=OmegaConf.to_container(cfg.method_options, resolve=True),  # type: ignore[arg-type]
+        relevance=relevance, target=str(cfg.target), k=int(cfg.k),
         classes=list(OmegaConf.to_container(cfg.classes, resolve=True) or []),
-        class_names=cfg.class_names, backend=str(cfg.backend), scale=cfg.scale,
-        max_image_pixels=cfg.max_image_pixels)
+        class_names=cfg.class_names, scale=cfg.scale, max_image_pixels=cfg.max_image_pixels)
     image = OmegaConf.to_container(cfg.image, resolve=True) if OmegaConf.is_config(cfg.image) else cfg.image
     images = collect_images(image, max_images=cfg.max_images)  # type: ignore[arg-type]
     device = resolve_device(cfg.device)

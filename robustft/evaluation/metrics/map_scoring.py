@@ -1,7 +1,7 @@
 """Explanation-quality metrics of one model on one dataset, batch by batch: the map
 metrics of :mod:`robustft.evaluation.metrics` (the perturbation test, the segmentation
 test, the foreground share of relevance, and any other registered one), all from the maps
-of ONE relevance method (``robustft.relevance.RELEVANCE_METHODS[name]``), computed once
+of ONE relevance method (a :class:`robustft.relevance.RelevanceChoice`), computed once
 per batch and explained class and shared by the metrics that explain the same class.
 
 Which class a map explains: ``predicted`` = the class the dataset's label protocol
@@ -19,20 +19,20 @@ a map's pixels in pixel order, as a stable sort of equal values does. Every metr
 them: ``<quantity>_constant_maps`` rows, in percent of the images.
 
 Rows (``robustft.evaluation.runner.RESULT_COLUMNS``), metric ``<method>:<quantity>``,
-values in percent in the ``accuracy`` column: ``perturbation_positive|negative`` per
+values in percent in the ``value`` column: ``perturbation_positive|negative`` per
 ``removed_fraction`` factor value, their ``_auc`` (trapezoid over the fractions, see
 ``perturbation_auc``), ``segmentation_pixel_accuracy``, ``segmentation_miou``,
 ``segmentation_map``, ``foreground_share``, and ``perturbation_constant_maps``,
 ``segmentation_constant_maps``, ``foreground_share_constant_maps``. ``<method>`` is the
 method's name, with its options when they are not the defaults
-(``rollout(start_layer=1)``, :func:`robustft.relevance.method_label`).
+(``rollout(start_layer=1)``, :attr:`robustft.relevance.RelevanceChoice.label`).
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,12 +51,9 @@ from robustft.evaluation.metrics import (
 from robustft.evaluation.metrics.perturbation_curves import DEFAULT_FRACTIONS, check_fractions
 from robustft.labels import LabelProtocol
 from robustft.relevance import (
-    RELEVANCE_METHODS,
     ExplainedClass,
     GradientMode,
-    RelevanceBackend,
-    method_label,
-    method_options,
+    RelevanceChoice,
     upsample_and_normalize,
 )
 
@@ -73,17 +70,15 @@ class ExplanationSettings:
     """What the explanation metrics compute (robustft-eval's ``metrics``,
     ``relevance_method``, ``method_options.<method>.*``, ``perturbation.*`` and ``share.*``
     keys). ``metrics``: names in ``robustft.evaluation.metrics.EVAL_METRICS``.
-    ``relevance_options``: the method's own options (``{"start_layer": 1}`` for
-    ``rollout``); only those that differ from the method's defaults are kept."""
+    ``relevance``: the method, its own options and backend, in the shape robustft-explain
+    uses too (:class:`robustft.relevance.RelevanceChoice`)."""
 
     metrics: tuple[str, ...] = ("top1",)
-    relevance_method: str = "grad_rollout"
-    relevance_options: Mapping[str, Any] = field(default_factory=dict)
+    relevance: RelevanceChoice = field(default_factory=RelevanceChoice)
     fractions: tuple[float, ...] = DEFAULT_FRACTIONS
     removal_value: float = 0.0  # a removed pixel's value in [0, 1], before normalisation
     perturbation_target: ExplainedClass = ExplainedClass.predicted
     share_target: ExplainedClass = ExplainedClass.label
-    backend: RelevanceBackend = RelevanceBackend.eager
 
     def __post_init__(self) -> None:
         names = tuple(dict.fromkeys(str(m) for m in self.metrics))
@@ -94,11 +89,6 @@ class ExplanationSettings:
             raise ValueError(f"metrics: empty; expected some of {metric_names()}")
         object.__setattr__(self, "metrics", names)
         object.__setattr__(self, "fractions", check_fractions(self.fractions))
-        if self.explains and self.relevance_method not in RELEVANCE_METHODS:
-            raise ValueError(f"relevance_method: {self.relevance_method!r} is not a relevance "
-                             f"method; known: {sorted(RELEVANCE_METHODS)}")
-        object.__setattr__(self, "relevance_options", method_options(
-            self.relevance_method, self.relevance_options) if self.explains else {})
         for key in ("perturbation_target", "share_target"):
             object.__setattr__(self, key, ExplainedClass(getattr(self, key)))
 
@@ -115,7 +105,7 @@ class ExplanationSettings:
     @property
     def method_label(self) -> str:
         """The method's name in result rows, with its non-default options."""
-        return method_label(self.relevance_method, self.relevance_options)
+        return self.relevance.label
 
     @property
     def needs_masks(self) -> bool:
@@ -144,9 +134,9 @@ class ExplanationSettings:
         if not self.explains:
             return None
         inputs: dict[str, Any] = {"metrics": sorted(self.metrics),
-                                  "relevance_method": self.relevance_method}
-        if self.relevance_options:  # absent at the defaults: earlier rows stay valid
-            inputs["relevance_options"] = dict(sorted(self.relevance_options.items()))
+                                  "relevance_method": self.relevance.method}
+        if self.relevance.options:  # absent at the defaults: earlier rows stay valid
+            inputs["relevance_options"] = dict(sorted(self.relevance.options.items()))
         for metric in self.metrics:
             own = EVAL_METRICS[metric].fingerprint_inputs(self)
             if own is not None:
@@ -194,7 +184,6 @@ class ExplanationScorer:
                  mean: Sequence[float], std: Sequence[float]) -> None:
         self.settings = settings
         self.protocol = protocol
-        self.method = RELEVANCE_METHODS[settings.relevance_method]
         self.metrics = [metric(settings, mean=mean, std=std) for metric in settings.map_metrics]
         self.count = 0
         self.timer = _Timer()
@@ -202,9 +191,7 @@ class ExplanationScorer:
     def _relevance(self, model: nn.Module, images: Tensor, columns: Tensor) -> Tensor:
         """(B, H, W) min-max normalised map at the input resolution."""
         with torch.enable_grad():
-            out = self.method.compute(model, images, columns, GradientMode.detached,
-                                      backend=self.settings.backend,
-                                      **self.settings.relevance_options)
+            out = self.settings.relevance.compute(model, images, columns, GradientMode.detached)
         return upsample_and_normalize(out.relevance.detach(), images.shape[-2:])
 
     def update(self, model: nn.Module, images: Tensor, labels: Tensor,

@@ -16,7 +16,13 @@ from robustft.backbones import create_model
 from robustft.evaluation.explain.figures import ExplainSettings, explain
 from robustft.evaluation.explain.inputs import collect_images
 from robustft.evaluation.explain.targets import model_class_names
-from robustft.relevance import RELEVANCE_METHODS, RelevanceOutput, relevance_map
+from robustft.relevance import (
+    RELEVANCE_METHODS,
+    RelevanceChoice,
+    RelevanceOutput,
+    relevance_choices,
+    relevance_map,
+)
 from robustft.relevance.methods import RelevanceMethod
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
@@ -57,7 +63,7 @@ def test_each_class_gets_the_methods_own_map_for_it_and_two_classes_differ(tmp_p
     monkeypatch.setitem(RELEVANCE_METHODS, "patch_gradient", RelevanceMethod(_patch_gradient, False))
     pixels = _write_image(tmp_path / "photo.png")
     model = _tiny_model()
-    settings = ExplainSettings(methods=["grad_rollout", "patch_gradient"], classes=[0, 1])
+    settings = ExplainSettings(relevance_choices(["grad_rollout", "patch_gradient"]), classes=[0, 1])
     result = explain({"tiny": model}, collect_images(str(tmp_path / "photo.png")), tmp_path / "out",
                      settings, progress=False)
     # the input by hand: ToTensor + timm's ViT normalisation (mean = std = 0.5)
@@ -161,7 +167,7 @@ def test_bad_input_is_one_line_naming_it(tmp_path):
     images = collect_images(str(tmp_path / "ok.png"))
     with pytest.raises(ValueError,
                        match=r"^methods: unknown relevance method 'lrp_magic'; known: \[") as error:
-        ExplainSettings(methods=["grad_rollout", "lrp_magic"])
+        relevance_choices(["grad_rollout", "lrp_magic"])
     _one_line(error)
     with pytest.raises(ValueError, match="target=label: .*ok.png has no label") as error:
         explain({"m": model}, images, tmp_path / "o", ExplainSettings(target="label"), progress=False)
@@ -235,7 +241,7 @@ def test_rollout_from_a_later_block_is_explained_and_named_with_its_option(tmp_p
 
     pixels = _write_image(tmp_path / "photo.png", seed=4)
     model = _tiny_model()  # 2 blocks
-    settings = ExplainSettings(methods=["rollout"], method_options={"rollout": {"start_layer": 1}})
+    settings = ExplainSettings((RelevanceChoice("rollout", {"start_layer": 1}),))
     result = explain({"tiny": model}, collect_images(str(tmp_path / "photo.png")), tmp_path / "out",
                      settings, progress=False)
     (record,) = result.maps

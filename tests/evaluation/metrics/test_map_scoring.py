@@ -11,7 +11,7 @@ from tiny_models import tiny_vit
 
 from robustft.evaluation.metrics.map_scoring import ExplanationScorer, ExplanationSettings, explained_logits
 from robustft.labels import LabelProtocol, identity_protocol
-from robustft.relevance import RELEVANCE_METHODS, RelevanceOutput
+from robustft.relevance import RELEVANCE_METHODS, RelevanceChoice, RelevanceOutput
 from robustft.relevance.methods import RelevanceMethod
 from robustft.schemas.inspection_schemas import EvalConfig
 
@@ -19,7 +19,7 @@ from robustft.schemas.inspection_schemas import EvalConfig
 def test_schema_defaults_are_the_library_defaults() -> None:
     schema, settings = EvalConfig(data_root="", run_name="", output_dir=""), ExplanationSettings()
     assert list(schema.metrics) == list(settings.metrics)
-    assert schema.relevance_method == settings.relevance_method
+    assert schema.relevance_method == settings.relevance.method
     assert tuple(schema.perturbation.fractions) == settings.fractions
     assert schema.perturbation.removal_value == settings.removal_value
     assert schema.perturbation.target == settings.perturbation_target
@@ -57,7 +57,7 @@ def _zero_map(model, images, target, gradient_mode, *, backend):
 def test_maps_without_information_score_chance_and_are_counted(monkeypatch) -> None:
     monkeypatch.setitem(RELEVANCE_METHODS, "zeros", RelevanceMethod(_zero_map, False))
     settings = ExplanationSettings(metrics=("perturbation", "segmentation", "share"),
-                                   relevance_method="zeros", fractions=(0.0, 0.5))
+                                   relevance=RelevanceChoice("zeros"), fractions=(0.0, 0.5))
     scorer = ExplanationScorer(settings, identity_protocol(5), mean=(0.5,) * 3, std=(0.5,) * 3)
     masks = torch.zeros(2, 32, 32, dtype=torch.uint8)
     masks[0, :8, :8] = 1  # 64 of 1024 pixels
@@ -75,18 +75,36 @@ def test_maps_without_information_score_chance_and_are_counted(monkeypatch) -> N
 
 
 def test_method_options_enter_the_label_and_the_fingerprint_only_when_not_the_default() -> None:
-    default = ExplanationSettings(metrics=("segmentation",), relevance_method="rollout",
-                                  relevance_options={"start_layer": 0})
-    assert default.method_label == "rollout" and default.relevance_options == {}
+    default = ExplanationSettings(metrics=("segmentation",),
+                                  relevance=RelevanceChoice("rollout", {"start_layer": 0}))
+    assert default.method_label == "rollout" and default.relevance.options == {}
     assert "relevance_options" not in default.fingerprint_inputs()  # earlier rows stay valid
-    public = ExplanationSettings(metrics=("segmentation",), relevance_method="rollout",
-                                 relevance_options={"start_layer": 1})
+    public = ExplanationSettings(metrics=("segmentation",),
+                                 relevance=RelevanceChoice("rollout", {"start_layer": 1}))
     assert public.method_label == "rollout(start_layer=1)"
     assert public.fingerprint_inputs()["relevance_options"] == {"start_layer": 1}
     with pytest.raises(ValueError, match=r"^method_options.grad_rollout: unknown option\(s\) "
                                          r"\['start_layer'\]; grad_rollout takes none$"):
-        ExplanationSettings(metrics=("segmentation",), relevance_options={"start_layer": 1})
+        RelevanceChoice("grad_rollout", {"start_layer": 1})
     with pytest.raises(ValueError, match=r"^rollout: start_layer \(method_options.rollout."
                                          r"start_layer\) must be a block index >= 0, got -1$"):
-        ExplanationSettings(metrics=("segmentation",), relevance_method="rollout",
-                            relevance_options={"start_layer": -1})
+        RelevanceChoice("rollout", {"start_layer": -1})
+
+
+def test_eval_and_explain_turn_the_same_relevance_keys_into_the_same_choice() -> None:
+    from omegaconf import OmegaConf
+
+    from robustft.evaluation.run import explanation_settings
+    from robustft.relevance import relevance_choices
+    from robustft.schemas.inspection_schemas import ExplainConfig
+
+    options = {"rollout": {"start_layer": 1}}
+    cfg = OmegaConf.merge(OmegaConf.structured(EvalConfig(data_root="", run_name="", output_dir="")),
+                          {"metrics": ["share"], "relevance_method": "rollout",
+                           "method_options": options})
+    explain_cfg = OmegaConf.merge(OmegaConf.structured(ExplainConfig), {
+        "methods": ["rollout"], "method_options": options})
+    (explained,) = relevance_choices(list(explain_cfg.methods),
+                                     OmegaConf.to_container(explain_cfg.method_options),
+                                     str(explain_cfg.backend))
+    assert explanation_settings(cfg).relevance == explained == RelevanceChoice("rollout", options["rollout"])

@@ -22,7 +22,7 @@ from robustft.evaluation.metrics.perturbation_curves import (
 )
 from robustft.evaluation.runner import evaluate_models
 from robustft.labels import identity_protocol
-from robustft.relevance import RELEVANCE_METHODS, RelevanceOutput, register_method
+from robustft.relevance import RELEVANCE_METHODS, RelevanceChoice, RelevanceOutput, register_method
 
 SIZE = 8  # 8 x 8 images: 64 pixels
 BLOCK = (slice(2, 6), slice(2, 6))  # the 16 pixels the model looks at
@@ -96,7 +96,8 @@ def test_curves_and_auc_of_a_model_that_reads_one_block(block_method) -> None:
     # mean = std = 0.5: white is +1, a removed pixel (0 before normalisation) is -1, so the
     # block mean stays > 0 while fewer than 8 of its 16 pixels are removed.
     transform = T.Compose([T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)])
-    settings = ExplanationSettings(metrics=("top1", "perturbation"), relevance_method=block_method)
+    settings = ExplanationSettings(metrics=("top1", "perturbation"),
+                                   relevance=RelevanceChoice(block_method))
     rows = evaluate_models({"block": BlockMeanClassifier()}, BrightOrDark(),
                            transforms={"block": transform}, batch_size=3, num_workers=0,
                            progress=False, explanations=settings)
@@ -120,7 +121,7 @@ def test_removal_value_and_grid_are_settings(block_method) -> None:
     transform = T.Compose([T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)])
     # removal value 0.75 is +0.5 after normalisation: white block pixels stay positive (the
     # white images keep class 1), black ones turn positive (class 1 once enough are removed)
-    settings = ExplanationSettings(metrics=("perturbation",), relevance_method=block_method,
+    settings = ExplanationSettings(metrics=("perturbation",), relevance=RelevanceChoice(block_method),
                                    fractions=(0.0, 0.5, 0.9), removal_value=0.75)
     rows = evaluate_models({"block": BlockMeanClassifier()}, BrightOrDark(),
                            transforms={"block": transform}, num_workers=0, progress=False,
