@@ -4,14 +4,13 @@ metadata, and objects / backgrounds that are not the first benchmark's."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.benchmark_files import folder_digest, metadata_rows
 from PIL import Image
 
 from robustft.synth import SynthConfig, class_names, generate_benchmark, render_sample
@@ -28,16 +27,6 @@ B = SynthConfig(num_classes=10, pretrain_per_class=3, train_per_class=3, eval_pe
                 seed=5)
 
 
-def _digest(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _rows(root: Path, split: str) -> list[dict[str, str]]:
-    with open(root / split / "metadata.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth_b")
@@ -48,13 +37,13 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_equal_configs_give_byte_identical_files_for_any_worker_count(bench, tmp_path) -> None:
     again = SynthConfig.from_dict(json.loads(json.dumps(B.to_dict())))  # as Hydra builds it
     generate_benchmark(tmp_path, again, progress=False, num_workers=2)
-    first, second = _digest(bench), _digest(tmp_path)
+    first, second = folder_digest(bench), folder_digest(tmp_path)
     assert len(first) > 10 * 3 * len(SPLITS) * 2 and first == second
     # another seed draws other files
     other = tmp_path / "other"
     generate_benchmark(other, dataclasses.replace(B, seed=6), progress=False,
                        splits=("shuffled",))
-    assert (_digest(other)["shuffled/00_T/T_00000.png"]
+    assert (folder_digest(other)["shuffled/00_T/T_00000.png"]
             != first["shuffled/00_T/T_00000.png"])
 
 
@@ -74,7 +63,7 @@ def test_benchmark_json_names_the_generator_and_the_classes(bench) -> None:
 
 def test_every_mask_is_its_glyph_at_the_recorded_factors_and_the_object_is_on_it(bench) -> None:
     for split in SPLITS:
-        for row in _rows(bench, split):
+        for row in metadata_rows(bench, split):
             label = int(row["label"])
             mask = np.asarray(Image.open(bench / row["mask_path"])) > 0
             expected = glyph_mask(GLYPH_NAMES[label], 64, float(row["area"]), float(row["x"]),
@@ -94,21 +83,21 @@ def test_every_mask_is_its_glyph_at_the_recorded_factors_and_the_object_is_on_it
 
 def test_background_assignment_per_split_from_the_metadata(bench) -> None:
     for split in ("train", "pretrain", "in_distribution"):  # tie 1.0: own, or plain
-        for row in _rows(bench, split):
+        for row in metadata_rows(bench, split):
             assert (row["own_background"] == "1") or (
                 split != "train" and int(row["background"]) == PLAIN_BACKGROUND), row
-    assert all(int(r["background"]) >= 0 for r in _rows(bench, "train"))
-    anti = _rows(bench, "anti_correlated")
+    assert all(int(r["background"]) >= 0 for r in metadata_rows(bench, "train"))
+    anti = metadata_rows(bench, "anti_correlated")
     assert all(int(r["background"]) != int(r["label"]) and r["own_background"] == "0"
                and int(r["background"]) >= 0 for r in anti)
-    shuffled = [int(r["background"]) for r in _rows(bench, "shuffled")]
+    shuffled = [int(r["background"]) for r in metadata_rows(bench, "shuffled")]
     assert all(0 <= b < 10 for b in shuffled) and len(set(shuffled)) >= 6
-    assert all(int(r["background"]) == PLAIN_BACKGROUND for r in _rows(bench, "rendition"))
+    assert all(int(r["background"]) == PLAIN_BACKGROUND for r in metadata_rows(bench, "rendition"))
     # the background a row names is what the image shows there: re-render it
     from robustft.synth.render import render_split_item
 
     for split in ("shuffled", "anti_correlated"):
-        for row in _rows(bench, split)[::4]:
+        for row in metadata_rows(bench, split)[::4]:
             label, index = int(row["label"]), int(Path(row["path"]).stem.split("_")[-1])
             image, _mask, factors = render_split_item(B, split, label, index)
             assert factors["background"] == int(row["background"])

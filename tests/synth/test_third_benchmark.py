@@ -5,15 +5,14 @@ tied splits and of another class's in anti_correlated, and one-line errors."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import hashlib
 import json
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.benchmark_files import folder_digest, metadata_rows
 from PIL import Image
 
 from robustft.synth import SynthConfig, class_names, generate_benchmark, render_sample
@@ -41,16 +40,6 @@ C = SynthConfig(num_classes=8, pretrain_per_class=3, train_per_class=3, eval_per
                 seed=7)
 
 
-def _digest(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _rows(root: Path, split: str) -> list[dict[str, str]]:
-    with open(root / split / "metadata.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth_c")
@@ -61,13 +50,13 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_equal_configs_give_byte_identical_files_for_any_worker_count(bench, tmp_path) -> None:
     again = SynthConfig.from_dict(json.loads(json.dumps(C.to_dict())))  # as Hydra builds it
     generate_benchmark(tmp_path, again, progress=False, num_workers=2)
-    first, second = _digest(bench), _digest(tmp_path)
+    first, second = folder_digest(bench), folder_digest(tmp_path)
     assert len(first) > 8 * 3 * len(SPLITS) * 2 and first == second
     other = tmp_path / "other"
     generate_benchmark(other, dataclasses.replace(C, seed=8), progress=False,
                        splits=("shuffled",))
     name = "shuffled/00_knight/knight_00000.png"
-    assert _digest(other)[name] != first[name]
+    assert folder_digest(other)[name] != first[name]
 
 
 def test_benchmark_json_names_the_families_the_classes_and_the_photos(bench) -> None:
@@ -84,7 +73,7 @@ def test_benchmark_json_names_the_families_the_classes_and_the_photos(bench) -> 
 
 def test_every_mask_is_its_pictogram_and_the_object_is_exactly_on_it(bench) -> None:
     for split in SPLITS:
-        for row in _rows(bench, split):
+        for row in metadata_rows(bench, split):
             label = int(row["label"])
             mask = np.asarray(Image.open(bench / row["mask_path"])) > 0
             expected = pictogram_mask(PICTOGRAM_NAMES[label], 64, float(row["area"]),
@@ -196,7 +185,7 @@ def _expected_background(name: str, crop: dict, size: int = 64) -> np.ndarray:
 def test_backgrounds_are_crops_of_the_own_photo_when_tied_and_of_another_when_not(bench) -> None:
     checked = {"own": 0, "other": 0, "plain": 0}
     for split in ("train", "pretrain", "in_distribution", "anti_correlated", "shuffled"):
-        for row in _rows(bench, split):
+        for row in metadata_rows(bench, split):
             label, background = int(row["label"]), int(row["background"])
             index = int(Path(row["path"]).stem.split("_")[-1])
             image = np.asarray(Image.open(bench / split / row["path"])).astype(float)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.benchmark_files import metadata_rows
 from PIL import Image
 
 from robustft.synth import (
@@ -37,11 +37,6 @@ TINY = SynthConfig(num_classes=4, pretrain_per_class=8, train_per_class=8, eval_
 def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("synth")
     return root, generate_benchmark(root, TINY, progress=False)
-
-
-def _rows(root: Path, split: str) -> list[dict[str, str]]:
-    with open(root / split / "metadata.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -88,7 +83,7 @@ def test_metadata_rows_match_files_and_factors(bench: tuple[Path, dict]) -> None
     names = class_names(TINY)
     for split in SPLITS:
         split_dir = root / split
-        rows = _rows(root, split)
+        rows = metadata_rows(root, split)
         listed = {r["path"] for r in rows}
         img_dir = split_dir / "images" if split in GENERIC_SPLITS else split_dir
         on_disk = {p.relative_to(split_dir).as_posix() for p in img_dir.rglob("*.png")}
@@ -108,25 +103,25 @@ def test_metadata_rows_match_files_and_factors(bench: tuple[Path, dict]) -> None
                 float(r["rotation"]),
             )
             assert (mask == expected).mean() > 0.995  # factors are rounded in the CSV
-    size = _rows(root, "size")
+    size = metadata_rows(root, "size")
     assert {float(r["area"]) for r in size} == set(TINY.size_grid)
     assert all(float(r["rotation"]) == 0 and float(r["x"]) == 0.5 for r in size)
-    loc = _rows(root, "location")
+    loc = metadata_rows(root, "location")
     pairs = {(float(r["x"]), float(r["y"])) for r in loc}
     assert pairs == {(x, y) for x in TINY.location_grid for y in TINY.location_grid}
     assert all(float(r["area"]) == TINY.location_area for r in loc)
-    rot = _rows(root, "rotation")
+    rot = metadata_rows(root, "rotation")
     assert {float(r["rotation"]) for r in rot} == set(TINY.rotation_grid)
     assert all(float(r["area"]) == pytest.approx(TINY.default_area) for r in rot)
 
 
 def test_background_assignment(bench: tuple[Path, dict]) -> None:
     root, _ = bench
-    anti = _rows(root, "anti_correlated")
+    anti = metadata_rows(root, "anti_correlated")
     assert all(int(r["background"]) != int(r["label"]) for r in anti)
     assert all(r["own_background"] == "0" for r in anti)
-    assert all(int(r["background"]) == -1 for r in _rows(root, "rendition"))
-    assert all(0 <= int(r["background"]) < 4 for r in _rows(root, "shuffled"))
+    assert all(int(r["background"]) == -1 for r in metadata_rows(root, "rendition"))
+    assert all(0 <= int(r["background"]) < 4 for r in metadata_rows(root, "shuffled"))
 
 
 @pytest.mark.parametrize("tie", [0.9, 0.5])
@@ -224,7 +219,7 @@ def test_mask_exact_compositing() -> None:
 def test_written_files_rerender_exactly(bench: tuple[Path, dict]) -> None:
     root, _ = bench
     for split in ("train", "anti_correlated", "rendition", "location"):
-        for r in _rows(root, split)[::7]:
+        for r in metadata_rows(root, split)[::7]:
             label, index = int(r["label"]), int(Path(r["path"]).stem.split("_")[-1])
             image, mask, _ = render_split_item(TINY, split, label, index)
             split_dir = root / ("train" if split == "train" else split)
