@@ -162,6 +162,8 @@ class LossConfig:
     lambda_l2sp: float = 0.0
     # the classification term on the images without masks (data.unmasked_root), if any
     lambda_unmasked: float = 1.0
+    # cross-entropy on the pairs' objects pasted on each other's backgrounds (0 = off)
+    lambda_swap: float = 0.0
     l2sp_exclude: list[str] = field(default_factory=list)
     # Ross et al.'s weight (their code's l2_grads=1000); docs/method.md §7 on its scale
     lambda_rrr: float = 1000.0
@@ -171,7 +173,7 @@ class LossConfig:
         self.objective = Objective(self.objective)
         self.classification = ClassificationTerm(self.classification)
         for name in ("lambda_bg", "lambda_fg", "lambda_seg", "lambda_cls", "lambda_l2sp",
-                     "lambda_unmasked", "lambda_rrr", "lambda_gradmask"):
+                     "lambda_unmasked", "lambda_swap", "lambda_rrr", "lambda_gradmask"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.temperature <= 0:

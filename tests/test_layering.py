@@ -22,7 +22,8 @@ PACKAGE = Path(robustft.__file__).parent
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("robustft", "robustft.resources", "robustft.checkpoints", "robustft.state_dict_fit",
      "robustft.labels"),
-    ("robustft.backbones", "robustft.relevance", "robustft.losses", "robustft.baselines"),
+    ("robustft.backbones", "robustft.relevance", "robustft.losses", "robustft.baselines",
+     "robustft.swaps"),
     # the generated benchmark sits beside data/: its reader builds on data.eval, whose
     # registry offers that reader by name
     ("robustft.data", "robustft.synth"),
@@ -259,7 +260,8 @@ def test_only_backbones_read_model_internals():
 
 
 def test_the_method_imports_no_lightning_or_hydra():
-    method = ("robustft.relevance", "robustft.losses", "robustft.baselines", "robustft.backbones")
+    method = ("robustft.relevance", "robustft.losses", "robustft.baselines", "robustft.backbones",
+              "robustft.swaps")
     leaks = []
     for module, tree in _sources():
         if module.startswith(method):

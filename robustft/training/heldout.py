@@ -16,7 +16,7 @@ exist, ``correct`` (top-1 equals the label).
 On the held-out pairs recombined, what the method is for in the model's decisions:
 ``swap_accuracy``, the top-1 accuracy on composites that paste each pair's object (its mask)
 onto the background of a pair of another class, with that pair's own object filled in from
-its surroundings (:func:`swap_backgrounds`): the background now argues for another class,
+its surroundings (:func:`robustft.swaps.swap_backgrounds`): the background now argues for another class,
 so a model that follows the background gets it wrong. It is the user's-data counterpart of
 the benchmarks' shuffled split, built from nothing but the held-out masks.
 
@@ -39,6 +39,7 @@ from torch import Tensor
 
 from robustft.evaluation.metrics.segmentation_scores import IGNORE_VALUE, average_precision, threshold_at_mean
 from robustft.losses import foreground_share
+from robustft.swaps import background_partners, fill_from_surroundings, swap_backgrounds
 
 __all__ = ["BACKGROUNDS_PER_PAIR", "MARGIN_Z", "HeldOutSummary", "background_partners", "decision_measures",
            "fill_from_surroundings", "map_measures", "share_change", "summarize_heldout",
@@ -97,68 +98,6 @@ def share_change(share: Tensor, original_share: Tensor, z: float = MARGIN_Z) -> 
     if count == 1:
         return float(differences[0]), math.inf
     return float(differences.mean()), z * float(differences.std(correction=1)) / math.sqrt(count)
-
-
-def background_partners(labels: Tensor, backgrounds: int = 1) -> Tensor:
-    """(N, backgrounds): for each image, the indices of the images whose backgrounds it is
-    pasted on, each of another class, chosen without randomness so that every epoch
-    recombines the same pairs: in the label-sorted order, background k is the first image of
-    another label at or after ``(k + 1) / (backgrounds + 1)`` of the set ahead (half the set
-    for one background), so the backgrounds come from classes spread over the label order;
-    -1 where every image has the same label."""
-    labels = labels.cpu()
-    count = labels.numel()
-    order = torch.argsort(labels, stable=True)
-    partners = torch.full((count, backgrounds), -1, dtype=torch.long)
-    for position, index in enumerate(order.tolist()):
-        for k in range(backgrounds):
-            offset = (k + 1) * count // (backgrounds + 1)
-            for step in range(count):
-                candidate = int(order[(position + offset + step) % count])
-                if labels[candidate] != labels[index]:
-                    partners[index, k] = candidate
-                    break
-    return partners
-
-
-def fill_from_surroundings(images: Tensor, holes: Tensor) -> Tensor:
-    """``images`` (B, C, H, W) with the ``holes`` (B, H, W) bool pixels replaced by the
-    average of the known pixels around them (normalised box filtering, the window doubled
-    until every hole pixel has a known neighbour): a smooth fill that keeps the surrounding
-    colours and leaves no outline of what was removed. An image that is all hole keeps its
-    own values."""
-    if not bool(holes.any()):
-        return images
-    known = (~holes)[:, None].to(images.dtype)
-    size = max(3, (min(images.shape[-2:]) // 4) | 1)
-    while True:
-        numerator = F.avg_pool2d(images * known, size, stride=1, padding=size // 2)
-        weight = F.avg_pool2d(known, size, stride=1, padding=size // 2)
-        reached = weight > 1e-6
-        if bool(reached.all()) or size >= 2 * max(images.shape[-2:]):
-            fill = torch.where(reached, numerator / weight.clamp_min(1e-6), images)
-            return torch.where(known.bool(), images, fill)
-        size = 2 * size + 1
-
-
-def swap_backgrounds(images: Tensor, masks: Tensor, ignore: Tensor | None,
-                     partners: Tensor) -> tuple[Tensor, Tensor]:
-    """(composites (M, C, H, W), the index of each composite's object image (M,)) for every
-    image and partner of ``partners`` ((N,) or (N, K), -1 = none) in row order: image i's
-    object (mask 1, and its ignored border) over partner j's image whose own object, grown by
-    one pixel, is filled from its surroundings (:func:`fill_from_surroundings`)."""
-    ignore = torch.zeros_like(masks, dtype=torch.bool) if ignore is None else ignore.bool()
-    objects = (masks > 0.5) | ignore
-    grown = F.max_pool2d(objects[:, None].float(), 3, stride=1, padding=1)[:, 0] > 0
-    backgrounds = fill_from_surroundings(images, grown)
-    partners = partners.reshape(len(images), -1).cpu()
-    sources = torch.arange(len(images)).repeat_interleave(partners.shape[1])
-    chosen = partners.flatten()
-    sources, chosen = sources[chosen >= 0], chosen[chosen >= 0]
-    device = images.device
-    composites = torch.where(objects[sources.to(device)][:, None], images[sources.to(device)],
-                             backgrounds[chosen.to(device)])
-    return composites, sources
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict
 from typing import Any
@@ -36,7 +36,17 @@ from robustft.relevance import (
     check_trainable_method,
     upsample_and_normalize,
 )
+from robustft.swaps import background_partners, swap_backgrounds, swapped_background_loss
 from robustft.training.heldout_recorder import HeldOutRecorder
+
+# the optimiser and schedule of the configs' _target_ paths (robustft.training.module.*)
+from robustft.training.optim import (
+    OptimizerFactory,
+    SchedulerFactory,
+    adamw,
+    step_decay,
+    step_decay_scheduler,
+)
 
 __all__ = ["RelevanceFinetuner", "adamw", "step_decay", "step_decay_scheduler"]
 log = logging.getLogger(__name__)
@@ -64,27 +74,6 @@ def _l2_sp_names(model: nn.Module, exclude: Sequence[str]) -> frozenset[str]:
                              f"the model (e.g. {trained[:3]})")
     return frozenset(name for name in trained
                      if not any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude))
-
-
-def step_decay(gamma: float, every: int):
-    """The paper's schedule as a factor of the base lr: gamma^(epoch // every)."""
-    return lambda epoch: gamma ** (epoch // every)
-
-
-def step_decay_scheduler(optimizer: torch.optim.Optimizer, *, gamma: float = 0.85,
-                         every: int = 2) -> torch.optim.lr_scheduler.LambdaLR:
-    """lr * gamma^(epoch // every), stepped once per epoch (the paper's 0.85 every 2)."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, step_decay(gamma, every))
-
-
-def adamw(parameters: Iterable[nn.Parameter], *, lr: float = 3e-6,
-          weight_decay: float = 1e-4) -> torch.optim.Optimizer:
-    """The paper's optimiser: AdamW, weight decay 1e-4 (ViT-B's lr)."""
-    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
-
-
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
 class RelevanceFinetuner(pl.LightningModule):
@@ -242,6 +231,10 @@ class RelevanceFinetuner(pl.LightningModule):
             unmasked_cls = self._unmasked_term(unmasked)
             total = total + loss.lambda_unmasked * unmasked_cls
             values[f"{stage}/cls_unmasked"] = unmasked_cls
+        if loss.lambda_swap > 0 and stage == "train":
+            swap = self._swap_term(batch)
+            total = total + loss.lambda_swap * swap
+            values["train/swap_ce"] = swap
         if loss.lambda_l2sp > 0 and stage == "train":
             # a prior on the weights, not a fit to data: kept out of val/loss, which picks
             # the best checkpoint, so that it does not favour the epochs closest to the start
@@ -333,6 +326,14 @@ class RelevanceFinetuner(pl.LightningModule):
         temperature = loss.temperature if loss.objective is Objective.relevance else 1.0
         return classification_loss(term, logits, temperature=temperature, labels=labels,
                                    teacher_logits=teacher_logits)
+
+    def _swap_term(self, batch: dict[str, Tensor]) -> Tensor:
+        """``swapped_background_loss``: the batch's objects, each pasted on the background of
+        a pair of another class of the batch, classified as the object's label."""
+        composites, sources = swap_backgrounds(batch["image"], batch["mask"], batch["ignore"],
+                                               background_partners(batch["label"], 1))
+        logits = backbone_of(self.model).class_scores(composites)
+        return swapped_background_loss(logits, batch["label"][sources.to(logits.device)])
 
     def _l2_sp(self) -> Tensor:
         """Squared distance of the L2-SP parameters from the original model's."""
