@@ -212,7 +212,9 @@ def markdown(outcomes: list[Outcome], seconds: float) -> str:
     lines += ["", "How each family is read (docs/method.md §1.2): a class token's row of "
               "the rollout; for average pooling the mean of the pooled tokens' rows; for an "
               "attention pool (SigLIP) the pool's gradient-weighted head-mean row times the "
-              "rollout. Rotary embeddings (Eva) and relative-position biases (Beit) change how "
+              "rollout; for class attention (CaiT) the class row of the class-attention "
+              "blocks' rollout, its patch part carried through the patch blocks' rollout. "
+              "Rotary embeddings (Eva) and relative-position biases (Beit) change how "
               "the attention is computed, not the rule: the probabilities each block really "
               "used are captured.", "", "<details><summary>Every name</summary>", "",
               "| name | class | result | detail |", "|---|---|---|---|"]

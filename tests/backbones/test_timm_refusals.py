@@ -22,8 +22,6 @@ REFUSED = [
                                  global_attn_indexes=(), num_classes=3, global_pool="avg"),
      r"SAM's image encoder attends within windows in most blocks: its attention is not "
      r"token-to-token over the whole image$"),
-    ("cait_xxs24_224", dict(img_size=32, depth=1, embed_dim=32, num_heads=2),
-     r"its class attention \(CaiT\) is not supported yet$"),
 ]
 
 

@@ -1,5 +1,5 @@
 """The Hugging Face transformers family: ``AutoModelForImageClassification`` ViTs (model
-types vit, deit, dinov2, dinov2_with_registers) from a hub id or a ``save_pretrained``
+types vit, deit, dinov2, dinov2_with_registers, beit) from a hub id or a ``save_pretrained``
 folder (:mod:`robustft.backbones.hf.load`), explained through an attention function
 registered with transformers (:mod:`robustft.backbones.hf.adapter`,
 :mod:`robustft.backbones.hf.attention`).

@@ -7,7 +7,10 @@ Supported (``config.model_type``): ``vit`` (``ViTForImageClassification``), ``de
 distillation token; its class scores are HF's ``logits``, the mean of the CLS and the
 distillation head, as timm's distilled DeiT in eval mode), ``dinov2`` and
 ``dinov2_with_registers`` (prefix = CLS + the register tokens; the head reads the CLS token
-and the mean patch token). Prefix tokens never enter a relevance map. Hierarchical models
+and the mean patch token), ``beit`` (``BeitForImageClassification``: the head reads the mean
+of the patch tokens with ``use_mean_pooling``, the CLS token otherwise; each block adds its
+relative position bias to the attention scores, so the fused backend refuses it and
+``relevance.backend=auto`` runs eager). Prefix tokens never enter a relevance map. Hierarchical models
 (Swin, ConvNeXt, ...) have no such sequence and are refused when built.
 
 Any input size whose sides are multiples of the patch size works, non-square ones too:
@@ -30,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from transformers import PretrainedConfig
+from transformers.models.beit.modeling_beit import BeitAttention, BeitForImageClassification
 from transformers.models.deit.modeling_deit import (
     DeiTAttention,
     DeiTForImageClassification,
@@ -52,14 +56,18 @@ __all__ = ["ADAPTERS", "HF_MODEL_TYPES", "HFModelType", "HuggingFaceViT", "model
 @dataclass(frozen=True)
 class HFModelType:
     """What differs between the supported model types: their attention module class, how
-    many prefix tokens precede the patches, and whether ``forward`` needs
-    ``interpolate_pos_encoding=True`` for a size other than the config's."""
+    many prefix tokens precede the patches, whether ``forward`` needs
+    ``interpolate_pos_encoding=True`` for a size other than the config's, which tokens the
+    head reads (:data:`~robustft.backbones.base.READOUTS`) and why the fused capture cannot
+    reproduce the attention ("" when it can)."""
 
     model_type: str
     attention: type[nn.Module]
     classifiers: tuple[type[nn.Module], ...]
     num_prefix_tokens: Callable[[PretrainedConfig], int]
     needs_interpolate_flag: bool
+    readout: Callable[[PretrainedConfig], str] = lambda _config: "cls"
+    fused_refusal: str = ""
 
 
 HF_MODEL_TYPES: dict[str, HFModelType] = {
@@ -72,6 +80,10 @@ HF_MODEL_TYPES: dict[str, HFModelType] = {
         HFModelType("dinov2_with_registers", Dinov2WithRegistersAttention,
                     (Dinov2WithRegistersForImageClassification,),
                     lambda config: 1 + int(config.num_register_tokens), False),
+        HFModelType("beit", BeitAttention, (BeitForImageClassification,), lambda _c: 1, True,
+                    readout=lambda config: "avg" if config.use_mean_pooling else "cls",
+                    fused_refusal="BEiT adds a relative position bias to the attention scores, "
+                                  "which the fused recomputation of the attention does not"),
     )
 }
 
@@ -118,7 +130,8 @@ class HuggingFaceViT(Backbone):
             raise ValueError(f"input size {(height, width)} is not a multiple of the patch size "
                              f"{(ph, pw)} of {type(self.model).__name__}")
         return TokenLayout(num_prefix_tokens=self.model_type.num_prefix_tokens(self.config),
-                           grid_size=(height // ph, width // pw))
+                           grid_size=(height // ph, width // pw),
+                           readout=self.model_type.readout(self.config))
 
     def preprocessing(self) -> dict[str, Any]:
         config = getattr(self.model, PREPROCESSING_ATTRIBUTE, None)
@@ -148,6 +161,8 @@ class HuggingFaceViT(Backbone):
         return recording(self.attention_modules(), "eager")
 
     def fused_capture_refusal(self) -> str:
+        if self.model_type.fused_refusal:
+            return self.model_type.fused_refusal
         if attention_dropout_active(self.attention_modules()):
             # the fused kernel's dropout mask cannot be recomputed from q, k
             return ("attention dropout is active (attention_probs_dropout_prob > 0 in training "
@@ -171,7 +186,7 @@ class HuggingFaceViT(Backbone):
             raise ValueError(f"block {block} does not exist: {type(self.model).__name__} has "
                              f"{len(modules)} blocks")
         if kind == "output":
-            hooked = self.model.base_model.encoder.layer[block]
+            hooked = self._layer_of(modules[block])
         else:
             hooked = getattr(modules[block], {"queries": "q_proj", "keys": "k_proj",
                                               "values": "v_proj"}[kind])
@@ -186,6 +201,13 @@ class HuggingFaceViT(Backbone):
             raise RuntimeError(f"expected one call of block {block}'s {kind} layer, got "
                                f"{len(captured)}")
         return captured[0]
+
+    def _layer_of(self, attention: nn.Module) -> nn.Module:
+        """The encoder layer (block) holding ``attention``: its output is the block's."""
+        for module in self.model.modules():
+            if any(child is attention for child in module.children()):
+                return module
+        raise RuntimeError(f"no layer of {type(self.model).__name__} holds its attention module")
 
 
 ADAPTERS: tuple[tuple[type[nn.Module], type[Backbone]], ...] = tuple(

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 # `pretrained_cfg` the same way): the adapter is a stateless view of the model.
 PREPROCESSING_ATTRIBUTE = "robustft_preprocessing"
 
-SUPPORTED_MODEL_TYPES = ("deit", "dinov2", "dinov2_with_registers", "vit")
+SUPPORTED_MODEL_TYPES = ("beit", "deit", "dinov2", "dinov2_with_registers", "vit")
 PROCESSOR_FILE = "preprocessor_config.json"
 _WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                   "pytorch_model.bin.index.json")
@@ -145,11 +145,16 @@ def _read_data_config(source: str, source_key: str, config) -> dict[str, Any]:
 
 
 def _default_processor(model_type: str):
-    from transformers import BitImageProcessor, DeiTImageProcessor, ViTImageProcessor
+    from transformers import (
+        BeitImageProcessor,
+        BitImageProcessor,
+        DeiTImageProcessor,
+        ViTImageProcessor,
+    )
 
     # the classes transformers' AutoImageProcessor maps these model types to
-    return {"vit": ViTImageProcessor, "deit": DeiTImageProcessor}.get(model_type,
-                                                                       BitImageProcessor)()
+    return {"vit": ViTImageProcessor, "deit": DeiTImageProcessor,
+            "beit": BeitImageProcessor}.get(model_type, BitImageProcessor)()
 
 
 def default_data_config(config) -> dict[str, Any]:

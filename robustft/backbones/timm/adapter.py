@@ -302,7 +302,6 @@ REFUSALS = {
     "SwinTransformerV2Cr": f"Swin V2 {_WINDOWS}",
     "VisionTransformerSAM": "SAM's image encoder attends within windows in most blocks: its "
                             "attention is not token-to-token over the whole image",
-    "Cait": _NOT_YET.format("class attention (CaiT)"),
     "NaFlexVit": _NOT_YET.format("variable-resolution patch sequence (NaFlexViT)"),
 }
 
@@ -311,7 +310,8 @@ REFUSALS = {
 # (relative position biases) compute their attention otherwise, but record it at the same
 # place (attn.attn_drop), so the eager capture takes the probabilities each block really
 # used; their attention is not timm's Attention, so the fused backend refuses them
-# (relevance.backend=auto runs eager).
+# (relevance.backend=auto runs eager). Cait's adapter (class attention) is in
+# robustft.backbones.timm.cait, which builds on TimmViT.
 ADAPTERS: tuple[tuple[type[nn.Module], type[Backbone]], ...] = (
     (nn.Module, ImageClassifier), (VisionTransformer, TimmViT), (Eva, TimmViT), (Beit, TimmViT),
     (VisionTransformerRelPos, TimmViT))
