@@ -7,8 +7,11 @@ Supported (``config.model_type``): ``vit`` (``ViTForImageClassification``), ``de
 distillation token; its class scores are HF's ``logits``, the mean of the CLS and the
 distillation head, as timm's distilled DeiT in eval mode), ``dinov2`` and
 ``dinov2_with_registers`` (prefix = CLS + the register tokens; the head reads the CLS token
-and the mean patch token). Prefix tokens never enter a relevance map. Hierarchical models
-(Swin, ConvNeXt, ...) have no such sequence and are refused when built.
+and the mean patch token), ``siglip`` (``SiglipForImageClassification``: its classifier
+reads the mean of the vision tower's output tokens, all patches, not its attention-pooling
+head, so the read-out is ``avg`` with no prefix token; its geometry is in the config's
+``vision_config``). Prefix tokens never enter a relevance map. Hierarchical models (Swin,
+ConvNeXt, ...) have no such sequence and are refused when built.
 
 Any input size whose sides are multiples of the patch size works, non-square ones too:
 ViT and DeiT get ``interpolate_pos_encoding=True`` whenever the size differs from the
@@ -40,6 +43,10 @@ from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers im
     Dinov2WithRegistersAttention,
     Dinov2WithRegistersForImageClassification,
 )
+from transformers.models.siglip.modeling_siglip import (
+    SiglipAttention,
+    SiglipForImageClassification,
+)
 from transformers.models.vit.modeling_vit import ViTAttention, ViTForImageClassification
 
 from robustft.backbones.base import TOKEN_FEATURES, Backbone, BlockAttention, TokenLayout
@@ -52,14 +59,18 @@ __all__ = ["ADAPTERS", "HF_MODEL_TYPES", "HFModelType", "HuggingFaceViT", "model
 @dataclass(frozen=True)
 class HFModelType:
     """What differs between the supported model types: their attention module class, how
-    many prefix tokens precede the patches, and whether ``forward`` needs
-    ``interpolate_pos_encoding=True`` for a size other than the config's."""
+    many prefix tokens precede the patches, whether ``forward`` needs
+    ``interpolate_pos_encoding=True`` for a size other than the config's, which tokens the
+    classifier reads (``TokenLayout.readout``), and where the vision settings (patch size,
+    image size, layers) are: the config itself, or its ``vision_config`` (SigLIP)."""
 
     model_type: str
     attention: type[nn.Module]
     classifiers: tuple[type[nn.Module], ...]
     num_prefix_tokens: Callable[[PretrainedConfig], int]
     needs_interpolate_flag: bool
+    readout: str = "cls"
+    vision_config: Callable[[PretrainedConfig], PretrainedConfig] = lambda config: config
 
 
 HF_MODEL_TYPES: dict[str, HFModelType] = {
@@ -72,6 +83,8 @@ HF_MODEL_TYPES: dict[str, HFModelType] = {
         HFModelType("dinov2_with_registers", Dinov2WithRegistersAttention,
                     (Dinov2WithRegistersForImageClassification,),
                     lambda config: 1 + int(config.num_register_tokens), False),
+        HFModelType("siglip", SiglipAttention, (SiglipForImageClassification,), lambda _c: 0, True,
+                    readout="avg", vision_config=lambda config: config.vision_config),
     )
 }
 
@@ -100,7 +113,9 @@ class HuggingFaceViT(Backbone):
 
     @property
     def config(self) -> PretrainedConfig:
-        return self.model.config
+        """The vision settings (patch and image size, layers): the model's config, or its
+        ``vision_config`` (SigLIP)."""
+        return self.model_type.vision_config(self.model.config)
 
     @property
     def patch_size(self) -> tuple[int, int]:
@@ -108,7 +123,7 @@ class HuggingFaceViT(Backbone):
 
     @property
     def num_classes(self) -> int | None:
-        return int(self.config.num_labels)
+        return int(self.model.config.num_labels)
 
     def token_layout(self, image_size: tuple[int, int]) -> TokenLayout:
         (height, width), (ph, pw) = (int(s) for s in image_size), self.patch_size
@@ -118,7 +133,7 @@ class HuggingFaceViT(Backbone):
             raise ValueError(f"input size {(height, width)} is not a multiple of the patch size "
                              f"{(ph, pw)} of {type(self.model).__name__}")
         return TokenLayout(num_prefix_tokens=self.model_type.num_prefix_tokens(self.config),
-                           grid_size=(height // ph, width // pw))
+                           grid_size=(height // ph, width // pw), readout=self.model_type.readout)
 
     def preprocessing(self) -> dict[str, Any]:
         config = getattr(self.model, PREPROCESSING_ATTRIBUTE, None)
@@ -171,7 +186,11 @@ class HuggingFaceViT(Backbone):
             raise ValueError(f"block {block} does not exist: {type(self.model).__name__} has "
                              f"{len(modules)} blocks")
         if kind == "output":
-            hooked = self.model.base_model.encoder.layer[block]
+            encoder = getattr(self.model.base_model, "encoder", None)
+            if encoder is None or not hasattr(encoder, "layer"):
+                raise TypeError(f"{type(self.model).__name__} offers the queries, keys and values "
+                                "of a block, not its output tokens")
+            hooked = encoder.layer[block]
         else:
             hooked = getattr(modules[block], {"queries": "q_proj", "keys": "k_proj",
                                               "values": "v_proj"}[kind])
