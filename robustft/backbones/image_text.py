@@ -71,6 +71,12 @@ class ImageTextModel(ABC):
         """The bias added to the scaled similarity (SigLIP); None for CLIP."""
         return None
 
+    def sigmoid_scores(self) -> bool:
+        """Whether the model was trained to score each pair on its own with a sigmoid
+        (SigLIP), rather than with a softmax over the texts (CLIP): a model with a logit
+        bias is (only the sigmoid loss has one)."""
+        return self.logit_bias() is not None
+
     def similarity(self, image_embeddings: Tensor, text_embeddings: Tensor) -> Tensor:
         """(B, D), (T, D) -> (B, T) logits ``scale * cos(image, text) (+ bias)``."""
         logits = self.logit_scale() * (F.normalize(image_embeddings, dim=-1)

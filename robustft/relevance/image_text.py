@@ -6,11 +6,14 @@ For B images and T texts, one forward of each tower gives the (B, T) logits
 
 - image map: per image block ``l >= start_layer``, ``G = ds[b, t]/dA_l`` (image b's own
   attention), ``Abar_l = mean_heads(clamp(G * A_l, min=0))``,
-  ``R = (I + Abar_L) ... (I + Abar_start)``; the map is the read-out (CLS) row over the
-  patch grid, exactly as :func:`robustft.relevance.grad_rollout.relevance_map`;
-- text relevance: the same on the text blocks (their causal attention, ``l >=
-  text_start_layer``), read at the row of the token the text tower pools (the end-of-text
-  token for OpenAI-style CLIP) over the text's word tokens: no start, end or padding token.
+  ``R = (I + Abar_L) ... (I + Abar_start)``; the map is the read-out row over the patch
+  grid, exactly as :func:`robustft.relevance.grad_rollout.relevance_map`: the CLS row, or
+  for an attention-pooled tower (SigLIP) the pool's own gradient-weighted head-mean row
+  ``abar_pool`` (its ``G = ds[b, t]/dO_pool V^T``) times ``R``;
+- text relevance: the same on the text blocks (``l >= text_start_layer``: causal attention
+  for OpenAI-style CLIP, bidirectional for SigLIP), read at the row of the token the text
+  tower pools (the end-of-text token for OpenAI-style CLIP, the last position for SigLIP)
+  over the text's word tokens: no start, end or padding token.
 
 Images are independent in the image tower and texts in the text tower, so
 ``d sum_b s[b, t]`` gives every image its gradient for text t (T autograd calls), and
@@ -35,10 +38,16 @@ import torch
 from torch import Tensor
 
 from robustft.backbones.image_text import ImageTextModel, TextTokens, check_texts
-from robustft.relevance.capture import check_token_count, require_autograd
+from robustft.relevance.capture import (
+    Subject,
+    captured_pool,
+    check_token_count,
+    pool_capture,
+    require_autograd,
+)
 from robustft.relevance.grad_rollout import head_weighted_attention, rollout_row
-from robustft.relevance.readout import patch_grid, readout_row
-from robustft.relevance.settings import widen
+from robustft.relevance.readout import patch_grid, pool_relevance, readout_row
+from robustft.relevance.settings import GradientMode, widen
 
 __all__ = ["DEFAULT_START_LAYER", "ImageTextRelevance", "block_slice", "image_text_relevance"]
 
@@ -55,7 +64,9 @@ class ImageTextRelevance:
       the padding: the causal attention never reads it);
     - ``text`` (T tensors of (B, n_t)): per text, the relevance of its n_t word tokens
       (``text_rows`` at ``tokens.word_positions``);
-    - ``tokens``: the tokenised texts (``tokens.words[t]`` are text t's tokens as strings).
+    - ``tokens``: the tokenised texts (``tokens.words[t]`` are text t's tokens as strings);
+    - ``sigmoid``: the model scores each pair on its own (SigLIP's sigmoid loss), so a
+      pair's probability is ``sigmoid(logit)``, not a softmax over the given texts.
     """
 
     logits: Tensor
@@ -63,9 +74,13 @@ class ImageTextRelevance:
     text_rows: Tensor
     text: tuple[Tensor, ...]
     tokens: TextTokens
+    sigmoid: bool = False
 
     def probabilities(self) -> Tensor:
-        """(B, T): each image's softmax over the given texts."""
+        """(B, T): each pair's sigmoid (a SigLIP model: every pair is a yes/no of its own),
+        else each image's softmax over the given texts."""
+        if self.sigmoid:
+            return self.logits.float().sigmoid()
         return self.logits.float().softmax(dim=-1)
 
 
@@ -104,10 +119,14 @@ def image_text_relevance(model: ImageTextModel, images: Tensor, texts: Sequence[
     texts = check_texts(texts)
     layout = model.image.token_layout((images.shape[-2], images.shape[-1]))
     tokens = model.tokenize(texts)
+    subject = Subject(model.image, layout, GradientMode.detached)
     with torch.enable_grad():
-        # 1. one forward of each tower, every block's attention kept
-        with model.image.capture_attention() as image_attentions:
+        # 1. one forward of each tower, every block's attention kept (and an attention
+        # pool's q, k, v and output for the 'map' read-out)
+        with model.image.capture_attention() as image_attentions, \
+                pool_capture(subject) as pools:
             image_embeddings = model.image.class_scores(images)
+        pool = captured_pool(pools, subject)
         with model.capture_text_attention() as text_attentions:
             text_embeddings = model.text_embeddings(tokens.ids)
         check_token_count(image_attentions[0].shape[-1], layout, model.image)
@@ -120,11 +139,14 @@ def image_text_relevance(model: ImageTextModel, images: Tensor, texts: Sequence[
             image_maps = []
             for t in range(len(texts)):
                 # 2-3. d sum_b s[b, t] / dA: image b's gradient for text t
-                gradients = torch.autograd.grad(logits[:, t].sum(), image_blocks,
-                                                retain_graph=True)
-                block_maps = _block_maps(image_blocks, gradients)
+                gradients = torch.autograd.grad(
+                    logits[:, t].sum(), [*image_blocks, *([pool.output] if pool else [])],
+                    retain_graph=True)
+                block_maps = _block_maps(image_blocks, gradients[:len(image_blocks)])
+                pool_row = None if pool is None else pool_relevance(pool, gradients[-1],
+                                                                    second_order=False)
                 start = readout_row(layout, len(images), dtype=block_maps[0].dtype,
-                                    device=block_maps[0].device)
+                                    device=block_maps[0].device, pool=pool_row)
                 image_maps.append(patch_grid(rollout_row(block_maps, start), layout))
             text_rows = []
             for b in range(len(images)):
@@ -137,4 +159,5 @@ def image_text_relevance(model: ImageTextModel, images: Tensor, texts: Sequence[
     rows = torch.stack(text_rows, dim=0)  # (B, T, L)
     words = tuple(rows[:, t, list(positions)] for t, positions in enumerate(tokens.word_positions))
     return ImageTextRelevance(logits=logits, image=torch.stack(image_maps, dim=1),
-                              text_rows=rows, text=words, tokens=tokens)
+                              text_rows=rows, text=words, tokens=tokens,
+                              sigmoid=model.sigmoid_scores())

@@ -10,8 +10,11 @@ distillation head, as timm's distilled DeiT in eval mode), ``dinov2`` and
 and the mean patch token), ``beit`` (``BeitForImageClassification``: the head reads the mean
 of the patch tokens with ``use_mean_pooling``, the CLS token otherwise; each block adds its
 relative position bias to the attention scores, so the fused backend refuses it and
-``relevance.backend=auto`` runs eager). Prefix tokens never enter a relevance map. Hierarchical models
-(Swin, ConvNeXt, ...) have no such sequence and are refused when built.
+``relevance.backend=auto`` runs eager), ``siglip`` (``SiglipForImageClassification``: its
+classifier reads the mean of the vision tower's output tokens, all patches, not its
+attention-pooling head, so the read-out is ``avg`` with no prefix token; its geometry is in
+the config's ``vision_config``). Prefix tokens never enter a relevance map. Hierarchical
+models (Swin, ConvNeXt, ...) have no such sequence and are refused when built.
 
 Any input size whose sides are multiples of the patch size works, non-square ones too:
 ViT and DeiT get ``interpolate_pos_encoding=True`` whenever the size differs from the
@@ -44,6 +47,10 @@ from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers im
     Dinov2WithRegistersAttention,
     Dinov2WithRegistersForImageClassification,
 )
+from transformers.models.siglip.modeling_siglip import (
+    SiglipAttention,
+    SiglipForImageClassification,
+)
 from transformers.models.vit.modeling_vit import ViTAttention, ViTForImageClassification
 
 from robustft.backbones.base import TOKEN_FEATURES, Backbone, BlockAttention, TokenLayout
@@ -58,8 +65,9 @@ class HFModelType:
     """What differs between the supported model types: their attention module class, how
     many prefix tokens precede the patches, whether ``forward`` needs
     ``interpolate_pos_encoding=True`` for a size other than the config's, which tokens the
-    head reads (:data:`~robustft.backbones.base.READOUTS`) and why the fused capture cannot
-    reproduce the attention ("" when it can)."""
+    head reads (:data:`~robustft.backbones.base.READOUTS`), why the fused capture cannot
+    reproduce the attention ("" when it can), and where the vision settings (patch size,
+    image size, layers) are: the config itself, or its ``vision_config`` (SigLIP)."""
 
     model_type: str
     attention: type[nn.Module]
@@ -68,6 +76,7 @@ class HFModelType:
     needs_interpolate_flag: bool
     readout: Callable[[PretrainedConfig], str] = lambda _config: "cls"
     fused_refusal: str = ""
+    vision_config: Callable[[PretrainedConfig], PretrainedConfig] = lambda config: config
 
 
 HF_MODEL_TYPES: dict[str, HFModelType] = {
@@ -84,6 +93,8 @@ HF_MODEL_TYPES: dict[str, HFModelType] = {
                     readout=lambda config: "avg" if config.use_mean_pooling else "cls",
                     fused_refusal="BEiT adds a relative position bias to the attention scores, "
                                   "which the fused recomputation of the attention does not"),
+        HFModelType("siglip", SiglipAttention, (SiglipForImageClassification,), lambda _c: 0, True,
+                    readout=lambda _config: "avg", vision_config=lambda config: config.vision_config),
     )
 }
 
@@ -112,7 +123,9 @@ class HuggingFaceViT(Backbone):
 
     @property
     def config(self) -> PretrainedConfig:
-        return self.model.config
+        """The vision settings (patch and image size, layers): the model's config, or its
+        ``vision_config`` (SigLIP)."""
+        return self.model_type.vision_config(self.model.config)
 
     @property
     def patch_size(self) -> tuple[int, int]:
@@ -120,7 +133,7 @@ class HuggingFaceViT(Backbone):
 
     @property
     def num_classes(self) -> int | None:
-        return int(self.config.num_labels)
+        return int(self.model.config.num_labels)
 
     def token_layout(self, image_size: tuple[int, int]) -> TokenLayout:
         (height, width), (ph, pw) = (int(s) for s in image_size), self.patch_size

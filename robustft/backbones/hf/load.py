@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 # `pretrained_cfg` the same way): the adapter is a stateless view of the model.
 PREPROCESSING_ATTRIBUTE = "robustft_preprocessing"
 
-SUPPORTED_MODEL_TYPES = ("beit", "deit", "dinov2", "dinov2_with_registers", "vit")
+SUPPORTED_MODEL_TYPES = ("beit", "deit", "dinov2", "dinov2_with_registers", "siglip", "vit")
 PROCESSOR_FILE = "preprocessor_config.json"
 _WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                   "pytorch_model.bin.index.json")
@@ -149,19 +149,21 @@ def _default_processor(model_type: str):
         BeitImageProcessor,
         BitImageProcessor,
         DeiTImageProcessor,
+        SiglipImageProcessor,
         ViTImageProcessor,
     )
 
     # the classes transformers' AutoImageProcessor maps these model types to
     return {"vit": ViTImageProcessor, "deit": DeiTImageProcessor,
-            "beit": BeitImageProcessor}.get(model_type, BitImageProcessor)()
+            "beit": BeitImageProcessor, "siglip": SiglipImageProcessor}.get(model_type, BitImageProcessor)()
 
 
 def default_data_config(config) -> dict[str, Any]:
     """Preprocessing of a model without a processor config: its ``image_size`` (no crop),
     and the mean, std and interpolation of its model type's default image processor."""
-    height, width = (config.image_size if isinstance(config.image_size, (list, tuple))
-                     else (config.image_size, config.image_size))
+    vision = getattr(config, "vision_config", None) or config  # SigLIP: the vision settings
+    height, width = (vision.image_size if isinstance(vision.image_size, (list, tuple))
+                     else (vision.image_size, vision.image_size))
     data = data_config_from_processor(_default_processor(config.model_type), config.model_type)
     return {**data, "input_size": (3, int(height), int(width)), "crop_pct": 1.0,
             "crop_mode": "squash"}

@@ -1,7 +1,9 @@
 """The OpenCLIP family's :class:`~robustft.backbones.base.Backbone` adapters: the image
 tower of an OpenCLIP ViT (:class:`OpenClipViT`; its class scores are its embeddings, which
 a :class:`~robustft.backbones.heads.zero_shot.ZeroShotClassifier` turns into class logits),
-and ResNet / timm towers (:class:`OpenClipImageTower`: evaluated, not explained).
+a timm image tower (:class:`OpenClipTimmTower`: SigLIP, SigLIP 2, EVA-CLIP; its timm trunk
+explained by the timm family's own adapter) and ResNet towers (:class:`OpenClipImageTower`:
+evaluated, not explained).
 
 Attention is captured by recomputing OpenCLIP's ``nn.MultiheadAttention`` explicitly from
 its ``in_proj`` weights (:mod:`robustft.backbones.open_clip.attention`). Only plain
@@ -27,9 +29,11 @@ from robustft.backbones.open_clip.attention import (
     replaced_attention,
     vision_blocks,
 )
+from robustft.backbones.registry import backbone_of
 from robustft.backbones.timm.adapter import ImageClassifier
 
-__all__ = ["ADAPTERS", "OpenClipImageTower", "OpenClipViT", "open_clip_preprocessing"]
+__all__ = ["ADAPTERS", "OpenClipImageTower", "OpenClipTimmTower", "OpenClipViT",
+           "open_clip_preprocessing"]
 
 # OpenCLIP's eval resize modes -> timm's crop_mode at crop_pct 1.0 (the same transforms;
 # for `longest` timm pads with the mean colour where OpenCLIP pads with fill_color)
@@ -146,9 +150,78 @@ class OpenClipViT(Backbone):
         return ""
 
 
+class OpenClipTimmTower(Backbone):
+    """An OpenCLIP ``TimmModel`` image tower (SigLIP, SigLIP 2: a timm ViT with an attention
+    pool, ``timm_pool='map'``; EVA-CLIP: a timm ``Eva``): a timm trunk and OpenCLIP's head
+    (a projection, or nothing). The trunk is explained by the timm family's adapter
+    (``backbone_of(visual.trunk)``: its token layout, read-out, attention and pool capture,
+    fused path and refusals), the class scores are the whole tower's embeddings: the
+    projection after the trunk is part of the explained score, as a classifier's head is.
+    A trunk that is no timm ViT (a ConvNeXt tower) is refused by that adapter."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.trunk = backbone_of(model.trunk)
+        if len(model.head) and any(name == "pool" for name, _ in model.head.named_children()):
+            # OpenCLIP's abs_attn / rot_attn pools replace the trunk's pooling (CNN towers)
+            self._pool_refusal = (f"{type(model).__name__} pools its trunk's features with "
+                                  f"OpenCLIP's {type(model.head.pool).__name__}, not the trunk's "
+                                  "own pooling: its relevance read-out is not supported")
+        else:
+            self._pool_refusal = ""
+
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        return self.trunk.patch_size
+
+    @property
+    def num_classes(self) -> int | None:
+        return None
+
+    def check_explainable(self) -> None:
+        self.trunk.check_explainable()
+        if self._pool_refusal:
+            raise TypeError(self._pool_refusal)
+
+    def token_layout(self, image_size: tuple[int, int]) -> TokenLayout:
+        self.check_explainable()
+        return self.trunk.token_layout(image_size)
+
+    def preprocessing(self) -> dict[str, Any]:
+        return open_clip_preprocessing(self.model)
+
+    def class_scores(self, images: Tensor) -> Tensor:
+        features = self.model(images)
+        return features[0] if isinstance(features, (tuple, list)) else features
+
+    def capture_attention(self):
+        return self.trunk.capture_attention()
+
+    def capture_pool(self):
+        return self.trunk.capture_pool()
+
+    def fused_capture_refusal(self) -> str:
+        return self._pool_refusal or self.trunk.fused_capture_refusal()
+
+    def capture_qkv(self):
+        return self.trunk.capture_qkv()
+
+    def last_block_keys(self, images: Tensor) -> Tensor:
+        return self.trunk.last_block_keys(images)
+
+    def token_features(self, images: Tensor, kind: str = "keys", block: int = -1) -> Tensor:
+        return self.trunk.token_features(images, kind, block)
+
+    def explain_token_count_mismatch(self, num_tokens: int, layout: TokenLayout) -> str:
+        return self.trunk.explain_token_count_mismatch(num_tokens, layout)
+
+    def describe(self) -> str:
+        return f"{type(self.model).__name__}({self.trunk.describe()})"
+
+
 class OpenClipImageTower(ImageClassifier):
-    """An OpenCLIP ResNet or timm image tower: evaluated with OpenCLIP's preprocessing,
-    refused by every relevance step (no single token sequence)."""
+    """An OpenCLIP ResNet image tower: evaluated with OpenCLIP's preprocessing, refused by
+    every relevance step (no single token sequence)."""
 
     def class_scores(self, images: Tensor) -> Tensor:
         features = self.model(images)
@@ -159,5 +232,5 @@ class OpenClipImageTower(ImageClassifier):
 
 
 ADAPTERS: tuple[tuple[type[nn.Module], type[Backbone]], ...] = (
-    (ModifiedResNet, OpenClipImageTower), (open_clip.timm_model.TimmModel, OpenClipImageTower),
+    (ModifiedResNet, OpenClipImageTower), (open_clip.timm_model.TimmModel, OpenClipTimmTower),
     (VisionTransformer, OpenClipViT))

@@ -33,7 +33,8 @@ from robustft.backbones.heads.zero_shot import (
 )
 from robustft.state_dict_fit import compare_state_dicts, mismatch_from_load_error
 
-__all__ = ["build_open_clip", "open_clip_weights_identity", "zero_shot_classifier"]
+__all__ = ["build_open_clip", "open_clip_tokenizer", "open_clip_weights_identity",
+           "zero_shot_classifier"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,19 @@ def zero_shot_classifier(clip: nn.Module, class_names: Any = None,
     head = ZeroShotHead(weights.T.float().cpu(), clip.logit_scale.detach().cpu(),
                         None if bias is None else bias.detach().cpu(), tuple(names))
     return ZeroShotClassifier(clip.visual, head, embedding_dim=_image_tower_dim(clip.visual), key=key)
+
+
+def open_clip_tokenizer(name: str, context_length: int, key: str = "model") -> Any:
+    """OpenCLIP's tokenizer of model ``name``; one line when it cannot be loaded (SigLIP's
+    and other Hugging Face tokenizers are downloaded once into the Hugging Face cache)."""
+    try:
+        return open_clip.get_tokenizer(name, context_length=context_length)
+    except Exception as error:  # noqa: BLE001 - e.g. a Hugging Face tokenizer not cached
+        reason = " ".join(str(error).split())[:300] or type(error).__name__
+        raise OSError(f"{key}.name: could not load OpenCLIP {name}'s tokenizer (a Hugging Face "
+                      f"tokenizer is downloaded once into the Hugging Face cache; offline, "
+                      f"give {key}.zero_shot.embeddings_file for a zero-shot head): "
+                      f"{type(error).__name__}: {reason}") from error
 
 
 def _file_keys(path: Path, key: str) -> set[str]:
@@ -176,7 +190,7 @@ def build_open_clip(spec: Any, key: str = "model") -> ZeroShotClassifier:
     elif zero_shot.embeddings_file:
         head = read_zero_shot_head(zero_shot.embeddings_file, f"{zs_key}.embeddings_file")
     else:
-        tokenizer = open_clip.get_tokenizer(spec.name, context_length=clip.context_length)
+        tokenizer = open_clip_tokenizer(spec.name, clip.context_length, key)
         return zero_shot_classifier(clip, zero_shot.class_names, zero_shot.templates,
                                     tokenizer=tokenizer, key=zs_key)
     head = check_class_count(head, zero_shot.class_names, f"{zs_key}.class_names")

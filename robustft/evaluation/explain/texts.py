@@ -5,8 +5,9 @@ prompt's tokens coloured by their relevance (:mod:`robustft.relevance.image_text
 Written to ``out_dir``:
 
 - ``<image>.png``: per model two rows: the image as the model sees it, then one overlay
-  per prompt titled with the prompt, its similarity logit and its probability over the
-  given prompts (softmax); under each overlay, the prompt's tokens on a background
+  per prompt titled with the prompt, its similarity logit and its probability: the
+  softmax over the given prompts (``p``), or for a SigLIP model (a logit bias: each pair
+  scored on its own) the pair's ``sigmoid``; under each overlay, the prompt's tokens on a background
   coloured by their relevance (each prompt scaled to its own maximum);
 - ``maps/<image>/<model>__texts.npy``: float32 (T, h, w), the raw image map of each prompt
   over the patch grid, in the order of ``texts=``;
@@ -137,6 +138,7 @@ def explain_texts(models: Mapping[str, ImageTextModel], images: ImageSet, texts:
         views[label] = (model.eval().to(device), model_eval_transform(config),
                         tuple(config["mean"]), tuple(config["std"]))
     result = TextsResult(out_dir, out_dir / INDEX_NAME)
+    sigmoid_models: set[str] = set()
     for image in tqdm(images.images, desc="robustft-explain", unit="image", disable=not progress):
         picture_rgb = load_rgb(image.path, max_pixels=max_image_pixels,
                                limit_key="max_image_pixels")
@@ -153,9 +155,12 @@ def explain_texts(models: Mapping[str, ImageTextModel], images: ImageSet, texts:
             picture = denormalize(inputs[0], mean, std)
             logits, probabilities = out.logits[0].detach(), out.probabilities()[0].detach()
             row = [picture, *(heat_overlay(picture, shown[t]) for t in range(len(texts)))]
+            # a SigLIP model scores each pair on its own: its sigmoid, not a softmax
+            kind = "sigmoid" if out.sigmoid else "p"
             titles = [f"{label}\nimage", *(f"{text}\nlogit {float(logits[t]):.2f} "
-                                           f"p {percent(float(probabilities[t]))}"
+                                           f"{kind} {percent(float(probabilities[t]))}"
                                            for t, text in enumerate(texts))]
+            sigmoid_models.update([label] if out.sigmoid else [])
             grow = scale or max(1, math.ceil(MIN_CELL_WIDTH / picture.shape[1]))
             grid = draw_grid([row], cell_titles=[titles], scale=grow)
             relevances = [out.text[t][0].detach().float().cpu().tolist()
@@ -177,12 +182,14 @@ def explain_texts(models: Mapping[str, ImageTextModel], images: ImageSet, texts:
                   f"image_start_layer={start_layer}, text blocks from text_start_layer="
                   f"{text_start_layer}", "colour: relevance for that prompt, each map scaled to "
                   "its own min-max, each prompt's tokens to their maximum"]
+        legend.append(_probability_note(sigmoid_models))
         add_legend(_stack(blocks), legend).save(png)
         result.pngs.append(png)
     _write_csv(out_dir / TEXTS_CSV, result.texts)
     _write_csv(out_dir / TOKENS_CSV, result.tokens)
     _write_index(result, images, texts, start_layer, text_start_layer,
-                 describe_models or {label: type(m.model).__name__ for label, m in models.items()})
+                 describe_models or {label: type(m.model).__name__ for label, m in models.items()},
+                 _probability_note(sigmoid_models))
     return result
 
 
@@ -194,11 +201,22 @@ def _write_csv(path: Path, rows: Sequence[dict]) -> None:
             writer.writerows(rows)
 
 
+def _probability_note(sigmoid_models: set[str]) -> str:
+    """What the probability shown is, per model."""
+    note = "p: each image's softmax over the given prompts"
+    if sigmoid_models:
+        note += (f"; sigmoid ({', '.join(sorted(sigmoid_models))}): each pair's own "
+                 "sigmoid(logit), as a SigLIP model scores a pair (not a softmax over the prompts)")
+    return note
+
+
 def _write_index(result: TextsResult, images: ImageSet, texts: Sequence[str], start_layer: int,
-                 text_start_layer: int, describe_models: Mapping[str, str]) -> None:
+                 text_start_layer: int, describe_models: Mapping[str, str],
+                 probability_note: str) -> None:
     lines = ["# robustft-explain (texts)", "",
              f"{len(images.images)} image(s); prompts {list(texts)}; image rollout from block "
              f"{start_layer}, text rollout from block {text_start_layer}.", "",
+             f"Probability: {probability_note}.", "",
              "| model | built from |", "|---|---|"]
     lines += [f"| {label} | {text} |" for label, text in describe_models.items()]
     lines += ["", "Maps: `maps/<image>/<model>__texts.npy`, float32 (T, h, w): the raw image "
