@@ -36,6 +36,7 @@ from robustft.relevance import (
     check_trainable_method,
     upsample_and_normalize,
 )
+from robustft.training.captions import caption_targets
 from robustft.training.heldout_recorder import HeldOutRecorder
 
 __all__ = ["RelevanceFinetuner", "adamw", "step_decay", "step_decay_scheduler"]
@@ -268,7 +269,8 @@ class RelevanceFinetuner(pl.LightningModule):
         """The fine-tuning's own map of ``model`` on a pair batch: (raw output, the map
         upsampled to the masks and normalised)."""
         rel = self.relevance_config
-        target = batch["label"] if rel.target == "label" else None
+        # a caption batch explains each image's own caption (its label), whatever the target
+        target = batch["label"] if rel.target == "label" or "caption" in batch else None
         method = check_trainable_method(rel.method)
         out = method.compute(model, batch["image"], target, rel.gradient_mode, backend=rel.backend)
         return out, upsample_and_normalize(out.relevance, batch["mask"].shape[-2:])
@@ -343,6 +345,7 @@ class RelevanceFinetuner(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         pairs, unmasked = pairs_and_unmasked(batch)  # unmasked: data.unmasked_root's images
+        pairs = caption_targets(pairs, self.model, self.teacher)  # data.captions: per batch
         return self._step(pairs, "train", unmasked=unmasked)[0]
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int,
@@ -354,6 +357,7 @@ class RelevanceFinetuner(pl.LightningModule):
                 self._heldout.record_decisions(backbone_of(self.model).class_scores(batch["image"]),
                                                self.teacher, batch)
             return None
+        batch = caption_targets(batch, self.model, self.teacher)
         total, relevance, logits = self._step(batch, "val")
         if self.measure_heldout:
             self._heldout.record_pairs(self.model, self.teacher, batch, batch_idx, relevance,
