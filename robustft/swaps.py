@@ -13,12 +13,14 @@ a function of its batch alone and an exact resume stays exact.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["background_partners", "fill_from_surroundings", "swap_backgrounds",
-           "swapped_background_loss"]
+           "swapped_background_loss", "swapped_background_term"]
 
 
 def background_partners(labels: Tensor, backgrounds: int = 1) -> Tensor:
@@ -88,3 +90,14 @@ def swapped_background_loss(logits: Tensor, labels: Tensor) -> Tensor:
     if not len(labels):
         return logits.sum() * 0.0
     return F.cross_entropy(logits, labels)
+
+
+def swapped_background_term(class_scores: Callable[[Tensor], Tensor], images: Tensor,
+                            masks: Tensor, ignore: Tensor | None, labels: Tensor) -> Tensor:
+    """The training term (``loss.lambda_swap``): a batch's objects, each pasted on the
+    background of the pair of another class half the batch ahead in label order
+    (:func:`background_partners`), scored by ``class_scores`` and classified as the
+    object's label (:func:`swapped_background_loss`)."""
+    composites, sources = swap_backgrounds(images, masks, ignore, background_partners(labels, 1))
+    logits = class_scores(composites)
+    return swapped_background_loss(logits, labels[sources.to(logits.device)])

@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader
 
+from robustft.data.captions import attach_captions, check_captioned, read_captions
 from robustft.data.datasets import ImageMaskDataset, MaskDecoder
 from robustft.data.generic import (
     Selection,
@@ -128,6 +129,9 @@ class ImageMaskDataModule(pl.LightningDataModule):
             (never trained on, drawn after the training draw) for the held-out agreement
             with the original model; they are a second validation loader of image batches
             without masks. None / 0 = none.
+        captions: a captions file (``image,caption``; ``robustft.data.captions``) giving each
+            selected image its prompt (batches then carry ``"caption"``, a list of strings);
+            a manifest with a ``caption`` column carries them itself. None = none.
     """
 
     def __init__(
@@ -156,8 +160,10 @@ class ImageMaskDataModule(pl.LightningDataModule):
         unmasked_per_class: int | None = None,
         holdout_per_class: int | None = None,
         unmasked_holdout_per_class: int | None = None,
+        captions: str | None = None,
     ) -> None:
         super().__init__()
+        self.captions = captions
         if unmasked_per_class is not None and unmasked_per_class < 1:
             raise ValueError(f"data.unmasked_per_class must be >= 1 or null (all), got "
                              f"{unmasked_per_class}; set data.unmasked_root=null to use no "
@@ -221,7 +227,10 @@ class ImageMaskDataModule(pl.LightningDataModule):
                                        val_per_class=self.val_per_class,
                                        class_fraction=self.class_fraction, seed=self.seed,
                                        holdout_per_class=self.holdout_per_class)
-        return selection
+        if self.captions:
+            selection = attach_captions(selection, read_captions(self.captions, self.root),
+                                        self.root, self.captions)
+        return check_captioned(selection, f"data.manifest: {self.manifest}")
 
     def write_selection(self, path: str) -> Path:
         """Write the drawn selection as a manifest that ``manifest=`` reads back."""

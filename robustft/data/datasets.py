@@ -36,7 +36,8 @@ def transform_seeded(transform: v2.Transform, seed: int | None, *inputs):
 
 class ImageMaskDataset(Dataset):
     """Yields ``{"image": (3, H, W) float, "mask": (H, W) float in {0, 1},
-    "ignore": (H, W) bool, "label": int}`` after a joint transform.
+    "ignore": (H, W) bool, "label": int}`` after a joint transform, and ``"caption": str``
+    when the records have captions (collated into a list, in the batch's image order).
 
     Indexed by an int, the transform's random draws come from torch's global RNG; indexed
     by a ``SampleKey`` (``EpochSeededSampler``), they come from the key's seed alone, so
@@ -92,9 +93,12 @@ class ImageMaskDataset(Dataset):
         mask_t = tv_tensors.Mask(torch.from_numpy(joint_mask))
         image_t, mask_t = transform_seeded(self.transform, augmentation_seed, image_t, mask_t)
         ignore = mask_t == IGNORE_VALUE
-        return {
+        sample = {
             "image": image_t.as_subclass(torch.Tensor),
             "mask": (mask_t == 1).float().as_subclass(torch.Tensor),
             "ignore": ignore.as_subclass(torch.Tensor),
             "label": record.label,
         }
+        if record.caption is not None:
+            sample["caption"] = record.caption
+        return sample

@@ -60,12 +60,14 @@ IGNORE_VALUE = 255  # value of ignored pixels in the joint uint8 mask (see trans
 
 @dataclass(frozen=True)
 class ImageMaskRecord:
-    """One fine-tuning pair: an image, its mask, its label and class folder name."""
+    """One fine-tuning pair: an image, its mask, its label and class folder name, and its
+    free-text prompt when the data has captions (``robustft.data.captions``)."""
 
     image_path: Path
     mask_path: Path
     label: int
     class_name: str
+    caption: str | None = None
 
 
 @dataclass(frozen=True)
@@ -303,22 +305,27 @@ def short_classes_warning(selection: Selection, *, train_per_class: int | None,
 
 
 SELECTION_COLUMNS = ("split", "label", "class_name", "image", "mask")
+# the optional last column of a selection file: each image's free-text prompt
+CAPTION_COLUMN = "caption"
 
 
 def write_selection(selection: Selection, root: str | os.PathLike[str],
                    path: str | os.PathLike[str]) -> Path:
     """Write the chosen files as a selection file: CSV with :data:`SELECTION_COLUMNS`, paths
-    relative to ``root`` (``data.manifest`` reads one back)."""
+    relative to ``root`` (``data.manifest`` reads one back), and a ``caption`` column when
+    the records have captions."""
     root, path = Path(root), Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    captioned = any(r.caption is not None for r in (*selection.train, *selection.val))
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(SELECTION_COLUMNS)
+        writer.writerow(SELECTION_COLUMNS + ((CAPTION_COLUMN,) if captioned else ()))
         for split, records in (("train", selection.train), ("val", selection.val)):
             for r in records:
                 writer.writerow([split, r.label, r.class_name,
                                  r.image_path.relative_to(root).as_posix(),
-                                 r.mask_path.relative_to(root).as_posix()])
+                                 r.mask_path.relative_to(root).as_posix()]
+                                + ([r.caption] if captioned else []))
     return path
 
 
@@ -334,19 +341,28 @@ def _inside(root: Path, relative: str, manifest: Path) -> Path:
 def read_selection(path: str | os.PathLike[str], root: str | os.PathLike[str],
                   class_names: Sequence[str]) -> Selection:
     """Read a selection file written by :func:`write_selection` back (paths resolved under
-    ``root``, which they must not leave)."""
+    ``root``, which they must not leave). With a last ``caption`` column, every row needs a
+    non-empty caption: a ``ValueError`` naming the file and line otherwise."""
     path, root = Path(path), Path(root)
     if not path.is_file():
         raise FileNotFoundError(f"selection manifest not found: {path} (data.manifest)")
     splits: dict[str, list[ImageMaskRecord]] = {"train": [], "val": []}
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != SELECTION_COLUMNS:
-            raise ValueError(f"{path}: expected columns {SELECTION_COLUMNS}, got {reader.fieldnames}")
+        columns = tuple(reader.fieldnames or ())
+        if columns not in (SELECTION_COLUMNS, SELECTION_COLUMNS + (CAPTION_COLUMN,)):
+            raise ValueError(f"{path}: expected columns {SELECTION_COLUMNS} (and optionally a "
+                             f"last column {CAPTION_COLUMN!r}), got {reader.fieldnames}")
         for row in reader:
             if row["split"] not in splits:
                 raise ValueError(f"{path}: unknown split {row['split']!r}")
+            caption = row.get(CAPTION_COLUMN)
+            if caption is not None and not caption.strip():
+                raise ValueError(f"{path} line {reader.line_num}: empty caption for "
+                                 f"{row['image']}; expected a non-empty prompt in column "
+                                 f"{CAPTION_COLUMN!r}")
             splits[row["split"]].append(ImageMaskRecord(
                 _inside(root, row["image"], path), _inside(root, row["mask"], path),
-                int(row["label"]), row["class_name"]))
+                int(row["label"]), row["class_name"],
+                None if caption is None else caption.strip()))
     return Selection(train=splits["train"], val=splits["val"], class_names=list(class_names))

@@ -62,6 +62,8 @@ class OptimConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig | None = field(default_factory=SchedulerConfig)
     frozen: list[str] = field(default_factory=list)  # parameter-name prefixes not trained
+    # a caption run (data.captions): train the text tower too (frozen by default)
+    train_text_tower: bool = False
 
 
 @dataclass
@@ -113,7 +115,8 @@ GENERIC_DATA_SCHEMA = schema_from_signature(
 IMAGENET_S_DATA_SCHEMA = schema_from_signature(
     ImageNetSDataModule, "ImageNetSDataConfig", inherit=ImageMaskDataModule,
     # the paper split has its own class choice, masks and label order: these would do nothing
-    exclude=("root", "mask_decoder", "class_fraction", "mask_manifest", "class_index"),
+    exclude=("root", "mask_decoder", "class_fraction", "mask_manifest", "class_index",
+             "captions"),
     allowed={**_DATA_ALLOWED, "num_train_classes": at_least(1)})
 
 

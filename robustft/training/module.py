@@ -36,7 +36,8 @@ from robustft.relevance import (
     check_trainable_method,
     upsample_and_normalize,
 )
-from robustft.swaps import background_partners, swap_backgrounds, swapped_background_loss
+from robustft.swaps import swapped_background_term
+from robustft.training.captions import caption_targets
 from robustft.training.heldout_recorder import HeldOutRecorder
 
 # the optimiser and schedule of the configs' _target_ paths (robustft.training.module.*)
@@ -232,7 +233,8 @@ class RelevanceFinetuner(pl.LightningModule):
             total = total + loss.lambda_unmasked * unmasked_cls
             values[f"{stage}/cls_unmasked"] = unmasked_cls
         if loss.lambda_swap > 0 and stage == "train":
-            swap = self._swap_term(batch)
+            swap = swapped_background_term(backbone_of(self.model).class_scores, batch["image"],
+                                           batch["mask"], batch["ignore"], batch["label"])
             total = total + loss.lambda_swap * swap
             values["train/swap_ce"] = swap
         if loss.lambda_l2sp > 0 and stage == "train":
@@ -261,7 +263,8 @@ class RelevanceFinetuner(pl.LightningModule):
         """The fine-tuning's own map of ``model`` on a pair batch: (raw output, the map
         upsampled to the masks and normalised)."""
         rel = self.relevance_config
-        target = batch["label"] if rel.target == "label" else None
+        # a caption batch explains each image's own caption (its label), whatever the target
+        target = batch["label"] if rel.target == "label" or "caption" in batch else None
         method = check_trainable_method(rel.method)
         out = method.compute(model, batch["image"], target, rel.gradient_mode, backend=rel.backend)
         return out, upsample_and_normalize(out.relevance, batch["mask"].shape[-2:])
@@ -327,14 +330,6 @@ class RelevanceFinetuner(pl.LightningModule):
         return classification_loss(term, logits, temperature=temperature, labels=labels,
                                    teacher_logits=teacher_logits)
 
-    def _swap_term(self, batch: dict[str, Tensor]) -> Tensor:
-        """``swapped_background_loss``: the batch's objects, each pasted on the background of
-        a pair of another class of the batch, classified as the object's label."""
-        composites, sources = swap_backgrounds(batch["image"], batch["mask"], batch["ignore"],
-                                               background_partners(batch["label"], 1))
-        logits = backbone_of(self.model).class_scores(composites)
-        return swapped_background_loss(logits, batch["label"][sources.to(logits.device)])
-
     def _l2_sp(self) -> Tensor:
         """Squared distance of the L2-SP parameters from the original model's."""
         start = dict(self.teacher.named_parameters())
@@ -344,6 +339,7 @@ class RelevanceFinetuner(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         pairs, unmasked = pairs_and_unmasked(batch)  # unmasked: data.unmasked_root's images
+        pairs = caption_targets(pairs, self.model, self.teacher)  # data.captions: per batch
         return self._step(pairs, "train", unmasked=unmasked)[0]
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int,
@@ -355,6 +351,7 @@ class RelevanceFinetuner(pl.LightningModule):
                 self._heldout.record_decisions(backbone_of(self.model).class_scores(batch["image"]),
                                                self.teacher, batch)
             return None
+        batch = caption_targets(batch, self.model, self.teacher)
         total, relevance, logits = self._step(batch, "val")
         if self.measure_heldout:
             self._heldout.record_pairs(self.model, self.teacher, batch, batch_idx, relevance,

@@ -22,6 +22,12 @@ from robustft.backbones import ModelSpec, backbone_of, preprocessing_config
 from robustft.checkpoints import lightning_load_context, load_checkpoint
 from robustft.data.transforms import crop_height_width
 from robustft.schemas.checks import check_config, typed_group
+from robustft.training.captions import (
+    caption_model,
+    caption_run_callbacks,
+    check_caption_run,
+    uses_captions,
+)
 from robustft.training.loggers import build_loggers
 from robustft.training.module import RelevanceFinetuner
 from robustft.training.resume import checkpoint_to_resume
@@ -29,7 +35,7 @@ from robustft.training.seeding import SeedEveryTrainingBatch
 from robustft.training.selection import HeldOutSelection
 
 __all__ = [
-    "TrainResult", "model_spec", "build_model", "build_datamodule", "build_finetuner",
+    "TrainResult", "model_spec", "build_model", "build_run_model", "build_datamodule", "build_finetuner",
     "check_training_config", "checkpoint_paths", "train",
 ]
 log = logging.getLogger(__name__)
@@ -99,11 +105,21 @@ def check_input_size(model: nn.Module, crop_size: int | list[int]) -> None:
         raise ValueError(f"data.crop_size={crop_size}: {error}") from None
 
 
+def build_run_model(cfg: DictConfig) -> nn.Module:
+    """The model a run fine-tunes: ``model``'s, or with captions in the data (``data.captions``)
+    its image-text model scored against each batch's captions (``training.captions``)."""
+    if not uses_captions(cfg.data):
+        return build_model(cfg.model)
+    check_caption_run(cfg.data)
+    return caption_model(model_spec(cfg.model),
+                         train_text_tower=bool(cfg.optim.get("train_text_tower", False)))
+
+
 def build_finetuner(cfg: DictConfig, model: nn.Module) -> RelevanceFinetuner:
     """The LightningModule from the ``loss``, ``relevance`` and ``optim`` groups."""
     optim = cfg.optim
     scheduler = hydra.utils.instantiate(optim.scheduler) if optim.scheduler is not None else None
-    callbacks = cfg.get("callbacks") or {}
+    callbacks = run_callbacks(cfg)
     return RelevanceFinetuner(
         model, loss=typed_group(cfg, "loss"), relevance=typed_group(cfg, "relevance"),
         optimizer=hydra.utils.instantiate(optim.optimizer), scheduler=scheduler,
@@ -111,6 +127,12 @@ def build_finetuner(cfg: DictConfig, model: nn.Module) -> RelevanceFinetuner:
         optimizer_config=OmegaConf.to_container(optim, resolve=True),
         # the held-out measures feed the held-out selection; without it nobody reads them
         measure_heldout=callbacks.get("heldout_selection") is not None)
+
+
+def run_callbacks(cfg: DictConfig) -> dict[str, Any]:
+    """The ``callbacks`` group, less those a caption run cannot use (``training.captions``)."""
+    callbacks = cfg.get("callbacks") or {}
+    return caption_run_callbacks(callbacks) if uses_captions(cfg.data) else callbacks
 
 
 def _instantiate_dict(cfg: DictConfig | None) -> list[Any]:
@@ -182,11 +204,11 @@ def train(cfg: DictConfig) -> TrainResult:
     check_training_config(cfg)
     ckpt_path = checkpoint_to_resume(cfg.get("ckpt_path"), cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
-    model = build_model(cfg.model)
+    model = build_run_model(cfg)
     data_cfg = cfg.data if ckpt_path is None else _data_config_to_resume(cfg.data)
     datamodule = build_datamodule(data_cfg, model)
     module = build_finetuner(cfg, model)
-    callbacks = [SeedEveryTrainingBatch(cfg.seed), *_instantiate_dict(cfg.get("callbacks"))]
+    callbacks = [SeedEveryTrainingBatch(cfg.seed), *_instantiate_dict(run_callbacks(cfg))]
     loggers = build_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks,
                                                   logger=loggers or False)
