@@ -23,7 +23,7 @@ from pathlib import Path
 from robustft.data.generic import ImageMaskRecord, Selection
 
 __all__ = ["CAPTION_FILE_COLUMNS", "attach_captions", "check_captioned", "is_captioned",
-           "read_captions"]
+           "read_captions", "selection_captions"]
 
 CAPTION_FILE_COLUMNS = ("image", "caption")
 
@@ -106,3 +106,14 @@ def check_captioned(selection: Selection, source: str) -> Selection:
             raise ValueError(f"{source}: {missing.image_path} has no caption while other images "
                              "have one; give every image a caption")
     return selection
+
+
+def selection_captions(selection: Selection, captions_file: str | os.PathLike[str] | None,
+                       root: str | os.PathLike[str], manifest: str | None) -> Selection:
+    """``selection`` with its captions: from ``captions_file`` (``data.captions``) when one is
+    given, every selected image needing a row; else as the ``manifest`` carried them (all
+    records or none)."""
+    if captions_file:
+        selection = attach_captions(selection, read_captions(captions_file, root), root,
+                                    str(captions_file))
+    return check_captioned(selection, f"data.manifest: {manifest}")

@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader
 
-from robustft.data.captions import attach_captions, check_captioned, read_captions
+from robustft.data.captions import selection_captions
 from robustft.data.datasets import ImageMaskDataset, MaskDecoder
 from robustft.data.generic import (
     Selection,
@@ -102,8 +102,7 @@ class ImageMaskDataModule(pl.LightningDataModule):
         hflip: horizontal-flip probability of the train transform (0 disables it).
         mask_decoder: reads one mask file (default: generic binary masks).
         mask_manifest: a TokenCut manifest ``tokencut_manifest.csv`` (robustft-masks,
-            ``data.mask_manifest``; not a selection file): only the
-            pairs whose mask it kept (minimum-foreground filter) are used.
+            ``data.mask_manifest``; not a selection file): only the pairs whose mask it kept.
         class_index: how folders map to the model's outputs: ``None`` = sorted folder
             positions (a head trained on these folders), ``"imagenet"`` = folders named by
             ImageNet wnid for a 1000-class head, or a file of class names in head order.
@@ -130,8 +129,8 @@ class ImageMaskDataModule(pl.LightningDataModule):
             with the original model; they are a second validation loader of image batches
             without masks. None / 0 = none.
         captions: a captions file (``image,caption``; ``robustft.data.captions``) giving each
-            selected image its prompt (batches then carry ``"caption"``, a list of strings);
-            a manifest with a ``caption`` column carries them itself. None = none.
+            selected image its prompt (batches then carry ``"caption"``, a list of strings;
+            a manifest's ``caption`` column carries them itself). None = none.
     """
 
     def __init__(
@@ -227,10 +226,7 @@ class ImageMaskDataModule(pl.LightningDataModule):
                                        val_per_class=self.val_per_class,
                                        class_fraction=self.class_fraction, seed=self.seed,
                                        holdout_per_class=self.holdout_per_class)
-        if self.captions:
-            selection = attach_captions(selection, read_captions(self.captions, self.root),
-                                        self.root, self.captions)
-        return check_captioned(selection, f"data.manifest: {self.manifest}")
+        return selection_captions(selection, self.captions, self.root, self.manifest)
 
     def write_selection(self, path: str) -> Path:
         """Write the drawn selection as a manifest that ``manifest=`` reads back."""
